@@ -1,0 +1,147 @@
+import { readFile } from "node:fs/promises";
+import { parseDocument } from "yaml";
+import type { z } from "zod";
+import { upstreamKindRegistry } from "../upstreams/registry.js";
+import { ConfigError, type ConfigIssue, formatPath } from "./config-error.js";
+import { defaultConfigYaml } from "./default-config.js";
+import { type Config, configSchema } from "./schema.js";
+
+/** Where environment variables come from; tests pass their own. */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Reads and validates a configuration file; with no path, the embedded default (the mock model).
+ * Throws ConfigError listing every problem with its path.
+ */
+export async function loadConfig(path: string | undefined, env: Env = process.env): Promise<Config> {
+  if (path === undefined) {
+    return parseConfig(defaultConfigYaml, "(embedded default)", env);
+  }
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new ConfigError([{ path: "", message: `cannot read file (${code})` }], path);
+  }
+  return parseConfig(text, path, env);
+}
+
+/** Validates configuration text; `source` names it in error messages. */
+export function parseConfig(text: string, source: string, env: Env = process.env): Config {
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => ({ path: "", message: `YAML: ${e.message.split("\n")[0] ?? e.code}` })),
+      source,
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const issues: ConfigIssue[] = [];
+  const interpolated = interpolateEnv(raw, [], env, issues);
+  if (issues.length > 0) {
+    throw new ConfigError(issues, source);
+  }
+  const parsed = configSchema.safeParse(interpolated);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map(zodIssue), source);
+  }
+  const config = parsed.data;
+  crossCheck(config, issues);
+  if (issues.length > 0) {
+    throw new ConfigError(issues, source);
+  }
+  return config;
+}
+
+function zodIssue(issue: z.core.$ZodIssue): ConfigIssue {
+  const path = formatPath(issue.path);
+  if (issue.code === "unrecognized_keys") {
+    return { path, message: `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}` };
+  }
+  if (issue.code === "invalid_type" && issue.input === undefined) {
+    return { path, message: "required" };
+  }
+  return { path, message: issue.message };
+}
+
+const envRef = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$/g;
+
+/**
+ * Replaces `${NAME}` in every string with the environment variable NAME (`$$` is a literal `$`).
+ * A variable that is not set is an error naming it: a secret silently replaced by "" would only
+ * show up later as a confusing 401 from the upstream.
+ */
+function interpolateEnv(value: unknown, path: PropertyKey[], env: Env, issues: ConfigIssue[]): unknown {
+  if (typeof value === "string") {
+    return value.replace(envRef, (match, name: string | undefined) => {
+      if (name === undefined) {
+        return "$";
+      }
+      const v = env[name];
+      if (v === undefined) {
+        issues.push({ path: formatPath(path), message: `environment variable ${name} is not set` });
+        return "";
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) {
+    return value.map((v, i) => interpolateEnv(v, [...path, i], env, issues));
+  }
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = interpolateEnv(v, [...path, k], env, issues);
+    }
+    return out;
+  }
+  return value;
+}
+
+/** Checks that span fields: unique names, references, and each kind's own rules and options. */
+function crossCheck(config: Config, issues: ConfigIssue[]): void {
+  const upstreamIndex = new Map<string, number>();
+  config.upstreams.forEach((u, i) => {
+    if (upstreamIndex.has(u.name)) {
+      issues.push({ path: `upstreams[${i}].name`, message: `duplicate upstream name "${u.name}"` });
+    }
+    upstreamIndex.set(u.name, i);
+    const kind = upstreamKindRegistry[u.kind];
+    if (kind.needsEndpoints && u.endpoints.length === 0) {
+      issues.push({ path: `upstreams[${i}].endpoints`, message: `kind ${u.kind} needs at least one endpoint` });
+    }
+    const options = kind.optionsSchema.safeParse(u.options);
+    if (!options.success) {
+      for (const issue of options.error.issues) {
+        const sub = zodIssue(issue);
+        issues.push({ path: formatPath([`upstreams[${i}]`, "options", ...issue.path]), message: sub.message });
+      }
+    }
+  });
+  const modelNames = new Set<string>();
+  config.models.forEach((m, i) => {
+    if (modelNames.has(m.name)) {
+      issues.push({ path: `models[${i}].name`, message: `duplicate model name "${m.name}"` });
+    }
+    modelNames.add(m.name);
+    const ui = upstreamIndex.get(m.upstream);
+    if (ui === undefined) {
+      issues.push({ path: `models[${i}].upstream`, message: `no upstream named "${m.upstream}"` });
+      return;
+    }
+    const upstream = config.upstreams[ui];
+    if (upstream === undefined) {
+      return;
+    }
+    const supported = upstreamKindRegistry[upstream.kind].capabilities;
+    m.capabilities?.forEach((c, j) => {
+      if (!supported.includes(c)) {
+        issues.push({
+          path: `models[${i}].capabilities[${j}]`,
+          message: `upstream kind ${upstream.kind} cannot serve ${c}`,
+        });
+      }
+    });
+  });
+}

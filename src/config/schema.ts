@@ -1,0 +1,89 @@
+import { z } from "zod";
+
+/** The upstream kinds this build can reach; each has a folder in src/upstreams/. */
+export const upstreamKinds = ["mock"] as const;
+
+/** The calls a model can answer, as named in config. */
+export const capabilityNames = ["predict", "chat", "generate"] as const;
+export type CapabilityName = (typeof capabilityNames)[number];
+
+const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, {
+    error: "not HOST:PORT (IPv6 as [::1]:PORT)",
+  })
+  .refine((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, { error: "port above 65535" });
+
+const name = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/, {
+    error: "must be 1-128 letters, digits or . _ : / - and start with a letter or digit",
+  });
+
+const positiveInt = z.number().int().positive();
+
+const tlsSchema = z.strictObject({
+  /** PEM certificate chain of the server. */
+  certFile: z.string().min(1),
+  /** PEM private key of the server. */
+  keyFile: z.string().min(1),
+  /** PEM CA bundle; when set, clients must present a certificate it signed (mTLS). */
+  clientCaFile: z.string().min(1).optional(),
+});
+
+const serverSchema = z.strictObject({
+  listen: listenAddress.default("127.0.0.1:50051"),
+  httpListen: listenAddress.default("127.0.0.1:8080"),
+  /** Largest request or response message, each way (grpc-js and connect-node limits). */
+  maxMessageBytes: positiveInt.max(1 << 30).default(4 * 1024 * 1024),
+  /** Longest deadline a call may have; calls without a deadline get this one. */
+  maxTimeoutMs: positiveInt.default(300_000),
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection on both listeners. */
+  maxConcurrentStreams: positiveInt.max(2 ** 31 - 1).default(1000),
+  /** On SIGTERM/SIGINT, how long in-flight calls may run before they are cut off. */
+  shutdownGraceMs: z.number().int().nonnegative().default(15_000),
+  tls: tlsSchema.optional(),
+});
+
+const endpointSchema = z.url({ protocol: /^https?$/, error: "not a URL" });
+
+const upstreamSchema = z.strictObject({
+  name,
+  kind: z.enum(upstreamKinds, { error: `unknown kind; one of: ${upstreamKinds.join(", ")}` }),
+  /** Base URLs of the upstream's servers; remote kinds need at least one. */
+  endpoints: z.array(endpointSchema).default([]),
+  /** A credential; use `${ENV_VAR}` so the file holds no secret. Never logged. */
+  apiKey: z.string().min(1).optional(),
+  /** Extra HTTP headers sent on every upstream call. */
+  headers: z.record(z.string(), z.string()).default({}),
+  /** Per-attempt timeout for one upstream call (the caller's deadline still applies). */
+  timeoutMs: positiveInt.default(60_000),
+  /** Options of the kind, validated by the kind's own schema. */
+  options: z.record(z.string(), z.unknown()).default({}),
+});
+
+const modelSchema = z.strictObject({
+  /** The name callers give. */
+  name,
+  /** The model version: part of the cache key and reported by ListModels. */
+  version: z.string().min(1).default("1"),
+  /** The name of the upstream that serves it. */
+  upstream: name,
+  /** The model's name at the upstream; defaults to `name`. */
+  upstreamModel: z.string().min(1).optional(),
+  /** The calls it answers; defaults to everything its upstream kind can do. */
+  capabilities: z.array(z.enum(capabilityNames)).min(1).optional(),
+});
+
+/** The whole configuration file. */
+export const configSchema = z.strictObject({
+  server: serverSchema.default(() => serverSchema.parse({})),
+  upstreams: z.array(upstreamSchema).min(1, { error: "at least one upstream is required" }),
+  models: z.array(modelSchema).min(1, { error: "at least one model is required" }),
+});
+
+/** A validated configuration, defaults applied. */
+export type Config = z.infer<typeof configSchema>;
+export type ServerConfig = Config["server"];
+export type UpstreamConfig = Config["upstreams"][number];
+export type ModelConfig = Config["models"][number];

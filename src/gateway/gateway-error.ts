@@ -1,0 +1,144 @@
+import { Code } from "@connectrpc/connect";
+
+/**
+ * Stable error reasons, sent as `google.rpc.ErrorInfo.reason` (domain "infergate"). Clients in any
+ * language branch on these, so a value once released never changes meaning.
+ */
+export const Reason = {
+  InvalidArgument: "INVALID_ARGUMENT",
+  ModelNotFound: "MODEL_NOT_FOUND",
+  CapabilityNotSupported: "CAPABILITY_NOT_SUPPORTED",
+  DeadlineExceeded: "DEADLINE_EXCEEDED",
+  Cancelled: "CANCELLED",
+  ShuttingDown: "SHUTTING_DOWN",
+  UpstreamUnavailable: "UPSTREAM_UNAVAILABLE",
+  UpstreamError: "UPSTREAM_ERROR",
+  StreamTruncated: "STREAM_TRUNCATED",
+  CircuitOpen: "CIRCUIT_OPEN",
+  RateLimited: "RATE_LIMITED",
+  Internal: "INTERNAL",
+} as const;
+
+/** One of the stable reasons above. */
+export type Reason = (typeof Reason)[keyof typeof Reason];
+
+/** The ErrorInfo domain of every infergate error. */
+export const errorDomain = "infergate";
+
+/** Options of a GatewayError beyond its code and client-facing message. */
+export interface GatewayErrorOptions {
+  /** Stable reason for ErrorInfo; defaults to the one that fits the code. */
+  reason?: Reason;
+  /** ErrorInfo metadata, e.g. `{ field: "messages[0].role" }`. Never secrets. */
+  metadata?: Record<string, string>;
+  /** When a retry may succeed, in milliseconds (sent as RetryInfo). */
+  retryAfterMs?: number;
+  /** Internal detail for logs (an upstream body, a socket error); never sent to the client. */
+  cause?: unknown;
+}
+
+/**
+ * The one error type of the core. Its message is safe to show the client; internal detail goes in
+ * `cause`. Both ingress servers render it through `toStatus()`, so gRPC and Connect callers see the
+ * same code, message and details.
+ */
+export class GatewayError extends Error {
+  override readonly name = "GatewayError";
+  readonly code: Code;
+  readonly reason: Reason;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(code: Code, message: string, options: GatewayErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.reason = options.reason ?? defaultReason(code);
+    this.metadata = options.metadata ?? {};
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
+/** An INVALID_ARGUMENT error naming the field at fault by its proto path (`inputs[0].shape`). */
+export function invalidArgument(field: string, problem: string): GatewayError {
+  return new GatewayError(Code.InvalidArgument, `${field}: ${problem}`, {
+    reason: Reason.InvalidArgument,
+    metadata: { field },
+  });
+}
+
+function defaultReason(code: Code): Reason {
+  switch (code) {
+    case Code.InvalidArgument:
+    case Code.OutOfRange:
+      return Reason.InvalidArgument;
+    case Code.NotFound:
+      return Reason.ModelNotFound;
+    case Code.Unimplemented:
+      return Reason.CapabilityNotSupported;
+    case Code.DeadlineExceeded:
+      return Reason.DeadlineExceeded;
+    case Code.Canceled:
+      return Reason.Cancelled;
+    case Code.Unavailable:
+      return Reason.UpstreamUnavailable;
+    case Code.ResourceExhausted:
+      return Reason.RateLimited;
+    case Code.Internal:
+    case Code.Unknown:
+      return Reason.Internal;
+    default:
+      return Reason.UpstreamError;
+  }
+}
+
+/** The status an error leaves the gateway with, independent of the ingress protocol. */
+export interface ErrorStatus {
+  code: Code;
+  message: string;
+  reason: Reason;
+  metadata: Readonly<Record<string, string>>;
+  retryAfterMs: number | undefined;
+}
+
+/**
+ * The single mapping from anything thrown in the core to a status. Unknown errors become INTERNAL
+ * with a generic message: their text may hold internal detail and is kept for logs only.
+ */
+export function toStatus(err: unknown): ErrorStatus {
+  const e = toGatewayError(err);
+  return {
+    code: e.code,
+    message: e.message,
+    reason: e.reason,
+    metadata: e.metadata,
+    retryAfterMs: e.retryAfterMs,
+  };
+}
+
+/** Wraps a thrown value in a GatewayError (see toStatus). */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) {
+    return err;
+  }
+  return new GatewayError(Code.Internal, "internal error", { cause: err });
+}
+
+/** The canonical gRPC code names (as in grpc/status.h), by code. */
+export const grpcCodeNames: Readonly<Record<string, Code>> = {
+  CANCELLED: Code.Canceled,
+  UNKNOWN: Code.Unknown,
+  INVALID_ARGUMENT: Code.InvalidArgument,
+  DEADLINE_EXCEEDED: Code.DeadlineExceeded,
+  NOT_FOUND: Code.NotFound,
+  ALREADY_EXISTS: Code.AlreadyExists,
+  PERMISSION_DENIED: Code.PermissionDenied,
+  RESOURCE_EXHAUSTED: Code.ResourceExhausted,
+  FAILED_PRECONDITION: Code.FailedPrecondition,
+  ABORTED: Code.Aborted,
+  OUT_OF_RANGE: Code.OutOfRange,
+  UNIMPLEMENTED: Code.Unimplemented,
+  INTERNAL: Code.Internal,
+  UNAVAILABLE: Code.Unavailable,
+  DATA_LOSS: Code.DataLoss,
+  UNAUTHENTICATED: Code.Unauthenticated,
+};

@@ -1,0 +1,195 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import {
+  Capability,
+  type ChatRequest,
+  type ChatResponse,
+  type GenerateRequest,
+  type GenerateResponse,
+  type ListModelsRequest,
+  type ListModelsResponse,
+  ListModelsResponseSchema,
+  ModelState,
+  type PredictRequest,
+  type PredictResponse,
+} from "../../gen/infergate/v1/inference_service_pb.js";
+import type { CapabilityName } from "../config/schema.js";
+import type { CallContext } from "../resilience/deadline.js";
+import type { Upstream, UpstreamCall } from "../upstreams/upstream.js";
+import { GatewayError, Reason } from "./gateway-error.js";
+import type { ModelRoute, Router } from "./router.js";
+import { validateChatInput, validatePredictRequest } from "./validate-request.js";
+
+/**
+ * The core both ingress servers call, with protobuf-es messages. Handlers only orchestrate:
+ * route, validate, call the upstream with the caller's deadline and signal, stamp the answer.
+ */
+export interface Gateway {
+  predict(req: PredictRequest, ctx: CallContext): Promise<PredictResponse>;
+  chat(req: ChatRequest, ctx: CallContext): Promise<ChatResponse>;
+  generate(req: GenerateRequest, ctx: CallContext): AsyncGenerator<GenerateResponse, void, undefined>;
+  listModels(req: ListModelsRequest, ctx: CallContext): Promise<ListModelsResponse>;
+  /** Refuses new calls from now on (UNAVAILABLE, reason SHUTTING_DOWN); calls in flight go on. */
+  drain(): void;
+  /** Calls and streams in flight. */
+  inFlight(): number;
+  /** Resolves when no call is in flight. */
+  idle(): Promise<void>;
+}
+
+const capabilityEnum: Record<CapabilityName, Capability> = {
+  predict: Capability.PREDICT,
+  chat: Capability.CHAT,
+  generate: Capability.GENERATE,
+};
+
+/** Makes the gateway core over a router. */
+export function createGateway(router: Router): Gateway {
+  let draining = false;
+  let inFlight = 0;
+  let idleWaiters: (() => void)[] = [];
+
+  function enter(): void {
+    if (draining) {
+      throw new GatewayError(Code.Unavailable, "the gateway is shutting down; retry on another instance", {
+        reason: Reason.ShuttingDown,
+      });
+    }
+    inFlight++;
+  }
+  function leave(): void {
+    inFlight--;
+    if (inFlight === 0) {
+      const waiters = idleWaiters;
+      idleWaiters = [];
+      waiters.forEach((w) => w());
+    }
+  }
+
+  /** Runs an upstream operation; failures after an abort answer with the abort's reason. */
+  async function guarded<T>(ctx: CallContext, op: () => Promise<T>): Promise<T> {
+    enter();
+    try {
+      ctx.signal.throwIfAborted();
+      return await op();
+    } catch (err) {
+      throw abortReasonOr(ctx, err);
+    } finally {
+      leave();
+    }
+  }
+
+  function upstreamCall<Req>(route: ModelRoute, request: Req, ctx: CallContext): UpstreamCall<Req> {
+    return { request, upstreamModel: route.upstreamModel, signal: ctx.signal, deadline: ctx.deadline };
+  }
+
+  return {
+    predict(req, ctx) {
+      return guarded(ctx, async () => {
+        const route = router.resolve(req.model, "predict");
+        validatePredictRequest(req);
+        const res = await capability(route.upstream, "predict")(upstreamCall(route, req, ctx));
+        res.model = route.name;
+        res.modelVersion = req.modelVersion ?? route.version;
+        res.id = req.id !== "" ? req.id : res.id !== "" ? res.id : randomUUID();
+        res.upstream = route.upstream.name;
+        return res;
+      });
+    },
+
+    chat(req, ctx) {
+      return guarded(ctx, async () => {
+        const route = router.resolve(req.model, "chat");
+        validateChatInput(req);
+        const res = await capability(route.upstream, "chat")(upstreamCall(route, req, ctx));
+        res.model = route.name;
+        res.modelVersion = route.version;
+        res.upstream = route.upstream.name;
+        if (res.id === "") {
+          res.id = randomUUID();
+        }
+        return res;
+      });
+    },
+
+    async *generate(req, ctx) {
+      enter();
+      try {
+        ctx.signal.throwIfAborted();
+        const route = router.resolve(req.model, "generate");
+        validateChatInput(req);
+        const events = capability(route.upstream, "generate")(upstreamCall(route, req, ctx));
+        let sent = 0;
+        for await (const event of events) {
+          ctx.signal.throwIfAborted();
+          if (event.event.case === "final") {
+            const final = event.event.value;
+            final.model = route.name;
+            final.modelVersion = route.version;
+            final.upstream = route.upstream.name;
+            if (final.id === "") {
+              final.id = randomUUID();
+            }
+            yield event;
+            // The final event is the last one by contract; anything the upstream sends after it is
+            // not forwarded.
+            return;
+          }
+          sent++;
+          yield event;
+        }
+        throw new GatewayError(
+          Code.Unavailable,
+          `upstream "${route.upstream.name}" ended the stream without its final event after ${sent} events`,
+          { reason: Reason.StreamTruncated, metadata: { upstream: route.upstream.name } },
+        );
+      } catch (err) {
+        throw abortReasonOr(ctx, err);
+      } finally {
+        leave();
+      }
+    },
+
+    async listModels(_req, ctx) {
+      ctx.signal.throwIfAborted();
+      return create(ListModelsResponseSchema, {
+        models: router.routes().map((r) => ({
+          name: r.name,
+          version: r.version,
+          upstreamKind: r.upstream.kind,
+          upstream: r.upstream.name,
+          capabilities: r.capabilities.map((c) => capabilityEnum[c]),
+          state: r.upstream.modelState?.(r.upstreamModel) ?? ModelState.UNSPECIFIED,
+        })),
+      });
+    },
+
+    drain() {
+      draining = true;
+    },
+    inFlight: () => inFlight,
+    idle() {
+      return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve));
+    },
+  };
+}
+
+function capability<K extends CapabilityName>(upstream: Upstream, k: K): NonNullable<Upstream[K]> {
+  const fn = upstream[k];
+  if (fn === undefined) {
+    // The router only routes capabilities the kind declares; this is a kind that lies.
+    throw new GatewayError(Code.Internal, "internal error", {
+      cause: new Error(`upstream kind ${upstream.kind} declares ${k} but does not implement it`),
+    });
+  }
+  return fn.bind(upstream) as NonNullable<Upstream[K]>;
+}
+
+/** After the call was aborted, whatever the upstream threw is a consequence: report the cause. */
+function abortReasonOr(ctx: CallContext, err: unknown): unknown {
+  if (ctx.signal.aborted && ctx.signal.reason instanceof GatewayError) {
+    return ctx.signal.reason;
+  }
+  return err;
+}

@@ -1,0 +1,119 @@
+import { parseArgs } from "node:util";
+import { ConfigError } from "./config/config-error.js";
+import { loadConfig } from "./config/load-config.js";
+import { configSchema } from "./config/schema.js";
+import { createLogger } from "./observability/logger.js";
+import { startApp } from "./server/app.js";
+
+const usage = `infergate — a gRPC inference proxy
+
+Usage:
+  infergate [--config PATH] [--listen HOST:PORT] [--http-listen HOST:PORT]
+      Serve. gRPC (with health and reflection) on --listen (default 127.0.0.1:50051);
+      Connect, gRPC-Web and JSON on --http-listen (default 127.0.0.1:8080).
+      Without --config, the embedded default serves the built-in mock models.
+  infergate check-config PATH
+      Validate a configuration file; exit 0 if it is valid, 1 with every problem listed if not.
+  infergate --help
+`;
+
+async function main(argv: string[]): Promise<number> {
+  if (argv[0] === "check-config") {
+    const path = argv[1];
+    if (path === undefined || argv.length > 2) {
+      process.stderr.write(usage);
+      return 2;
+    }
+    try {
+      await loadConfig(path);
+      process.stdout.write(`${path}: valid\n`);
+      return 0;
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`${err.message}\n`);
+        return 1;
+      }
+      throw err;
+    }
+  }
+
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: "string" },
+        listen: { type: "string" },
+        "http-listen": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (values.help === true) {
+    process.stdout.write(usage);
+    return 0;
+  }
+
+  const log = createLogger();
+  let config;
+  try {
+    config = await loadConfig(values.config);
+    // Flags override the file; they pass through the same validation as the file would.
+    if (values.listen !== undefined || values["http-listen"] !== undefined) {
+      const server = { ...config.server };
+      if (values.listen !== undefined) server.listen = values.listen;
+      if (values["http-listen"] !== undefined) server.httpListen = values["http-listen"];
+      const checked = configSchema.shape.server.safeParse(server);
+      if (!checked.success) {
+        const issue = checked.error.issues[0]!;
+        const flag = issue.path[0] === "listen" ? "--listen" : "--http-listen";
+        throw new ConfigError([{ path: flag, message: issue.message }], "(command line)");
+      }
+      config = { ...config, server: checked.data };
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+
+  const app = await startApp(config, log);
+  log.info(
+    { grpc: app.grpcAddress, http: app.httpAddress, models: config.models.map((m) => m.name), config: values.config ?? "(embedded default)" },
+    "listening",
+  );
+
+  return new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      log.info({ signal }, "shutting down");
+      app.shutdown().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err }, "shutdown failed");
+          resolve(1);
+        },
+      );
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+  });
+}
+
+process.on("unhandledRejection", (err) => {
+  // A bug, but not one that should take every other call down with it.
+  createLogger().error({ err }, "unhandled rejection");
+});
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`infergate: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,66 @@
+import { Code } from "@connectrpc/connect";
+import { GatewayError, Reason } from "../gateway/gateway-error.js";
+
+/**
+ * What the core knows of one call's life: a signal that aborts when the caller goes away or the
+ * deadline passes (its `reason` is the GatewayError to answer with), and the deadline itself.
+ * Everything below the ingress (gateway, resilience, adapters) takes this and nothing protocol-
+ * specific.
+ */
+export interface CallContext {
+  readonly signal: AbortSignal;
+  /** Epoch milliseconds. */
+  readonly deadline: number;
+}
+
+/** A CallContext plus the release of its timer, for the ingress that made it. */
+export interface OwnedCallContext extends CallContext {
+  /** Clears the deadline timer; call once the call has ended. */
+  dispose(): void;
+  /** Aborts the call because the client went away. */
+  cancel(): void;
+}
+
+export interface CallContextInit {
+  /** The client's timeout (e.g. from `grpc-timeout`), or undefined when it set none. */
+  timeoutMs: number | undefined;
+  /** The gateway's ceiling, applied also to calls without a deadline. */
+  maxTimeoutMs: number;
+  /** Name of the header the timeout came from, for the error message. */
+  timeoutHeader: string;
+}
+
+/**
+ * Makes the context of one call. The gateway gives up a moment before the client's own deadline
+ * (10% of the timeout, at most 20 ms) so that its DEADLINE_EXCEEDED — which says what ran out and
+ * how far the call got — reaches the client before the client's timer fires with a bare one.
+ */
+export function createCallContext(init: CallContextInit): OwnedCallContext {
+  const controller = new AbortController();
+  const clientTimeout = init.timeoutMs;
+  const timeoutMs = Math.max(0, Math.min(clientTimeout ?? init.maxTimeoutMs, init.maxTimeoutMs));
+  const deadline = Date.now() + timeoutMs;
+  const margin = clientTimeout !== undefined && clientTimeout <= init.maxTimeoutMs ? Math.min(20, timeoutMs * 0.1) : 0;
+  const timer = setTimeout(() => {
+    const message =
+      clientTimeout !== undefined && clientTimeout <= init.maxTimeoutMs
+        ? `deadline exceeded: the call's ${init.timeoutHeader} of ${timeoutMs}ms ran out`
+        : `deadline exceeded: the gateway's maximum call time of ${timeoutMs}ms ran out`;
+    controller.abort(
+      new GatewayError(Code.DeadlineExceeded, message, {
+        reason: Reason.DeadlineExceeded,
+        metadata: { field: clientTimeout !== undefined ? init.timeoutHeader : "server.maxTimeoutMs" },
+      }),
+    );
+  }, Math.max(0, timeoutMs - margin));
+  timer.unref();
+  return {
+    signal: controller.signal,
+    deadline,
+    dispose: () => clearTimeout(timer),
+    cancel: () => {
+      clearTimeout(timer);
+      controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
+    },
+  };
+}

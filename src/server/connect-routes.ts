@@ -1,0 +1,60 @@
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import type { Gateway } from "../gateway/gateway.js";
+import { createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { toConnectError } from "./error-rendering.js";
+
+function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext {
+  const ctx = createCallContext({
+    timeoutMs: hc.timeoutMs(),
+    maxTimeoutMs,
+    timeoutHeader: hc.protocolName === "connect" ? "connect-timeout-ms" : "grpc-timeout",
+  });
+  // connect aborts the handler's signal when the client goes away, the call ends, or the server
+  // shuts down; to the core all of these mean "stop".
+  if (hc.signal.aborted) {
+    ctx.cancel();
+  } else {
+    hc.signal.addEventListener("abort", () => ctx.cancel(), { once: true });
+  }
+  return ctx;
+}
+
+async function unary<Req, Res>(
+  hc: HandlerContext,
+  maxTimeoutMs: number,
+  req: Req,
+  fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>,
+): Promise<Res> {
+  const ctx = callContext(hc, maxTimeoutMs);
+  try {
+    return await fn(req, ctx);
+  } catch (err) {
+    throw toConnectError(err);
+  } finally {
+    ctx.dispose();
+  }
+}
+
+/**
+ * InferenceService for connect-node (Connect, gRPC-Web and JSON), over the same gateway core and
+ * the same error rendering as the gRPC listener.
+ */
+export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number): (router: ConnectRouter) => void {
+  return (router) =>
+    router.service(InferenceService, {
+      predict: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.predict),
+      chat: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.chat),
+      listModels: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.listModels),
+      async *generate(req, hc) {
+        const ctx = callContext(hc, maxTimeoutMs);
+        try {
+          yield* gateway.generate(req, ctx);
+        } catch (err) {
+          throw toConnectError(err);
+        } finally {
+          ctx.dispose();
+        }
+      },
+    });
+}

@@ -1,0 +1,157 @@
+import { fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import type { PackageDefinition } from "@grpc/proto-loader";
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { HealthImplementation } from "grpc-health-check";
+import { readFileSync } from "node:fs";
+import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import type { ServerConfig } from "../config/schema.js";
+import type { Gateway } from "../gateway/gateway.js";
+import { createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { toServiceError } from "./error-rendering.js";
+
+/** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
+const descriptorSetUrl = new URL("../../gen/infergate.binpb", import.meta.url);
+
+/** Service names whose health is reported: "" is the whole server. */
+export const healthServices = ["", InferenceService.typeName] as const;
+
+/**
+ * A grpc-js service definition whose (de)serializers are the protobuf-es schemas, so the whole
+ * code base has one set of message types.
+ */
+function serviceDefinition(service: DescService): grpc.ServiceDefinition {
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) {
+    const io = (schema: DescMessage) => ({
+      serialize: (m: unknown) => Buffer.from(toBinary(schema, m as never)),
+      deserialize: (b: Buffer): unknown => fromBinary(schema, b),
+    });
+    const input = io(method.input);
+    const output = io(method.output);
+    def[method.name] = {
+      path: `/${service.typeName}/${method.name}`,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: input.serialize,
+      requestDeserialize: input.deserialize,
+      responseSerialize: output.serialize,
+      responseDeserialize: output.deserialize,
+      originalName: method.localName,
+    };
+  }
+  return def as grpc.ServiceDefinition;
+}
+
+function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, maxTimeoutMs: number): OwnedCallContext {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  const ctx = createCallContext({
+    timeoutMs: Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined,
+    maxTimeoutMs,
+    timeoutHeader: "grpc-timeout",
+  });
+  call.once("cancelled", () => ctx.cancel());
+  return ctx;
+}
+
+/** The grpc-js server of the gRPC listener, before it binds. */
+export interface GrpcServer {
+  readonly server: grpc.Server;
+  readonly health: HealthImplementation;
+}
+
+/**
+ * Builds the gRPC listener: InferenceService over the gateway core, grpc.health.v1 and server
+ * reflection (v1 and v1alpha) fed with the descriptor set buf built.
+ */
+export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcServer {
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": config.maxMessageBytes,
+    "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+  });
+  const unary =
+    <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
+    (call, callback) => {
+      const ctx = callContext(call, config.maxTimeoutMs);
+      fn(call.request, ctx).then(
+        (res) => callback(null, res),
+        (err: unknown) => callback(toServiceError(err)),
+      ).finally(() => ctx.dispose());
+    };
+
+  const generate: grpc.handleServerStreamingCall<
+    Parameters<Gateway["generate"]>[0],
+    ReturnType<Gateway["generate"]> extends AsyncGenerator<infer E> ? E : never
+  > = (call) => {
+    const ctx = callContext(call, config.maxTimeoutMs);
+    void (async () => {
+      try {
+        for await (const event of gateway.generate(call.request, ctx)) {
+          if (!call.write(event)) {
+            // Backpressure: wait until the client has read what is buffered (or went away).
+            await new Promise<void>((resolve) => {
+              const done = () => {
+                call.off("drain", done);
+                ctx.signal.removeEventListener("abort", done);
+                resolve();
+              };
+              call.once("drain", done);
+              ctx.signal.addEventListener("abort", done, { once: true });
+            });
+          }
+        }
+        call.end();
+      } catch (err) {
+        call.emit("error", toServiceError(err));
+      } finally {
+        ctx.dispose();
+      }
+    })();
+  };
+
+  server.addService(serviceDefinition(InferenceService), {
+    Predict: unary(gateway.predict),
+    Chat: unary(gateway.chat),
+    Generate: generate,
+    ListModels: unary(gateway.listModels),
+  });
+
+  const health = new HealthImplementation(Object.fromEntries(healthServices.map((s) => [s, "SERVING"])));
+  health.addToServer(server);
+  new ReflectionService(reflectionPackage(readFileSync(descriptorSetUrl))).addToServer(server);
+  return { server, health };
+}
+
+/**
+ * @grpc/reflection reads only the `fileDescriptorProtos` of a package definition. proto-loader's
+ * own loader round-trips descriptors through protobufjs and drops files on the way (grpc-node
+ * #2595), so the files of buf's descriptor set are handed over exactly as buf wrote them.
+ */
+function reflectionPackage(descriptorSet: Uint8Array): PackageDefinition {
+  const set = fromBinary(FileDescriptorSetSchema, descriptorSet);
+  const fileDescriptorProtos = set.file.map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f)));
+  return { "": { fileDescriptorProtos } } as unknown as PackageDefinition;
+}
+
+/** Builds the server credentials: h2c by default, TLS (and mTLS with a client CA) when configured. */
+export function grpcCredentials(config: ServerConfig): grpc.ServerCredentials {
+  if (config.tls === undefined) {
+    return grpc.ServerCredentials.createInsecure();
+  }
+  const ca = config.tls.clientCaFile === undefined ? null : readFileSync(config.tls.clientCaFile);
+  return grpc.ServerCredentials.createSsl(
+    ca,
+    [{ private_key: readFileSync(config.tls.keyFile), cert_chain: readFileSync(config.tls.certFile) }],
+    ca !== null,
+  );
+}
+
+/** Binds the server; resolves with the port actually bound (config may say port 0). */
+export function bindGrpc(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
+  });
+}

@@ -1,0 +1,105 @@
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import { readFileSync } from "node:fs";
+import type { ServerConfig } from "../config/schema.js";
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+/** The HTTP listener: bound address, and a graceful then forced close. */
+export interface HttpListener {
+  /** Resolves with the bound port. */
+  listen(host: string, port: number): Promise<number>;
+  /** Stops accepting connections and asks open ones to finish (HTTP/2 GOAWAY, HTTP/1.1 close). */
+  drain(): void;
+  /** Closes every connection now. */
+  destroy(): void;
+}
+
+/** The HTTP/2 client connection preface starts "PRI * HTTP/2.0"; no HTTP/1.1 method starts "PRI". */
+const h2Preface = Buffer.from("PRI");
+
+/**
+ * One port for HTTP/1.1 and HTTP/2: with TLS, ALPN chooses; in cleartext the first bytes do (h2c
+ * with prior knowledge, as gRPC and `buf curl --http2-prior-knowledge` use, or HTTP/1.1 as browsers
+ * and curl use). Node's cleartext http2 server cannot fall back to HTTP/1.1 by itself.
+ */
+export function createHttpListener(handler: Handler, config: ServerConfig): HttpListener {
+  const settings = { maxConcurrentStreams: config.maxConcurrentStreams };
+  const sessions = new Set<http2.Http2Session>();
+  let h1: http.Server | undefined;
+  let outer: net.Server;
+  if (config.tls !== undefined) {
+    const ca = config.tls.clientCaFile === undefined ? undefined : readFileSync(config.tls.clientCaFile);
+    outer = http2.createSecureServer(
+      {
+        key: readFileSync(config.tls.keyFile),
+        cert: readFileSync(config.tls.certFile),
+        ca,
+        requestCert: ca !== undefined,
+        rejectUnauthorized: ca !== undefined,
+        allowHTTP1: true,
+        settings,
+      },
+      handler,
+    );
+    outer.on("session", (s: http2.Http2Session) => track(sessions, s));
+  } else {
+    const h2 = http2.createServer({ settings }, handler);
+    h2.on("session", (s) => track(sessions, s));
+    const h1Server = http.createServer(handler);
+    h1 = h1Server;
+    outer = net.createServer((socket) => {
+      let seen = Buffer.alloc(0);
+      const onData = (chunk: Buffer) => {
+        seen = Buffer.concat([seen, chunk]);
+        if (seen.length < h2Preface.length && h2Preface.subarray(0, seen.length).equals(seen)) {
+          return;
+        }
+        socket.off("data", onData);
+        socket.pause();
+        socket.unshift(seen);
+        (seen.subarray(0, h2Preface.length).equals(h2Preface) ? h2 : h1Server).emit("connection", socket);
+        socket.resume();
+      };
+      socket.on("data", onData);
+      socket.on("error", () => socket.destroy());
+    });
+  }
+  const sockets = new Set<net.Socket>();
+  outer.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  return {
+    listen: (host, port) =>
+      new Promise((resolve, reject) => {
+        outer.once("error", reject);
+        outer.listen({ host: host.replace(/^\[|\]$/g, ""), port }, () => {
+          outer.off("error", reject);
+          resolve((outer.address() as net.AddressInfo).port);
+        });
+      }),
+    drain() {
+      outer.close();
+      for (const s of sessions) {
+        s.close();
+      }
+      h1?.close();
+      h1?.closeIdleConnections();
+    },
+    destroy() {
+      for (const s of sessions) {
+        s.destroy();
+      }
+      for (const socket of sockets) {
+        socket.destroy();
+      }
+    },
+  };
+}
+
+function track(sessions: Set<http2.Http2Session>, s: http2.Http2Session): void {
+  sessions.add(s);
+  s.once("close", () => sessions.delete(s));
+}

@@ -1,0 +1,68 @@
+import type { z } from "zod";
+import type {
+  ChatRequest,
+  ChatResponse,
+  GenerateRequest,
+  GenerateResponse,
+  ModelState,
+  PredictRequest,
+  PredictResponse,
+} from "../../gen/infergate/v1/inference_service_pb.js";
+import type { CapabilityName, UpstreamConfig } from "../config/schema.js";
+
+/** Chat and Generate carry the same fields (same numbers), so adapters take either. */
+export type ChatInput = ChatRequest | GenerateRequest;
+
+/**
+ * One upstream call as an adapter sees it. The gateway has validated the request; the adapter
+ * only translates and does I/O. It must stop when `signal` aborts (the caller went away or the
+ * deadline passed) and never wait past `deadline`.
+ */
+export interface UpstreamCall<Req> {
+  /** The validated request; `model` still holds the name the caller gave. */
+  readonly request: Req;
+  /** The model's name at the upstream. */
+  readonly upstreamModel: string;
+  /** Aborted when the caller cancels or the deadline passes. */
+  readonly signal: AbortSignal;
+  /** The caller's deadline, in epoch milliseconds. */
+  readonly deadline: number;
+}
+
+/**
+ * The one interface every upstream kind implements (DESIGN.md §3). Adapters know nothing of
+ * breakers, caches or retries; those wrap them in src/resilience and src/cache. Answers leave
+ * `model`, `model_version`, `upstream` and `cached` to the gateway, which fills them in.
+ */
+export interface Upstream {
+  /** The configured name of this upstream. */
+  readonly name: string;
+  /** The upstream kind, e.g. "mock" or "openai". */
+  readonly kind: string;
+  predict?(call: UpstreamCall<PredictRequest>): Promise<PredictResponse>;
+  chat?(call: UpstreamCall<ChatInput>): Promise<ChatResponse>;
+  /**
+   * Streams the answer: text and tool-call deltas, then exactly one final event last. A stream
+   * that ends without a final event, or throws, has failed.
+   */
+  generate?(call: UpstreamCall<ChatInput>): AsyncIterable<GenerateResponse>;
+  /**
+   * What the adapter last knew of a model's readiness, from a cached probe; never a probe per
+   * call. Kinds that cannot tell leave it out (reported as MODEL_STATE_UNSPECIFIED).
+   */
+  modelState?(upstreamModel: string): ModelState;
+  /** Releases connections and timers; called once at shutdown. */
+  close(): Promise<void>;
+}
+
+/** What the registry knows of one upstream kind. */
+export interface UpstreamKind<Options> {
+  /** The calls this kind can answer. */
+  readonly capabilities: readonly CapabilityName[];
+  /** Whether config must list at least one endpoint. */
+  readonly needsEndpoints: boolean;
+  /** The schema of the kind's `options` block in config. */
+  readonly optionsSchema: z.ZodType<Options>;
+  /** Makes the adapter for one configured upstream. */
+  create(config: UpstreamConfig, options: Options): Upstream;
+}

@@ -1,0 +1,44 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-print-directory
+
+BIN := node_modules/.bin
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup generate lint build run test check-generated
+
+# Installs the exact dependencies of package-lock.json.
+setup:
+	npm ci
+
+node_modules/.package-lock.json: package-lock.json
+	npm ci
+
+# Regenerates gen/ from proto/: TypeScript (protoc-gen-es) and the descriptor set that server
+# reflection serves.
+generate: node_modules/.package-lock.json
+	$(BIN)/buf generate
+	$(BIN)/buf build -o gen/infergate.binpb
+
+# Fails when gen/ is not what `make generate` produces from proto/.
+check-generated: node_modules/.package-lock.json
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BIN)/buf generate --output "$$tmp"; \
+	$(BIN)/buf build -o "$$tmp/gen/infergate.binpb"; \
+	diff -r "$$tmp/gen" gen || { echo "gen/ is stale: run make generate and commit"; exit 1; }
+
+lint: node_modules/.package-lock.json
+	$(BIN)/buf lint
+	$(BIN)/tsc -p tsconfig.test.json
+
+build: node_modules/.package-lock.json
+	npm run --silent build
+
+# Serves the embedded default (the built-in mock models) on 127.0.0.1:50051 (gRPC) and
+# 127.0.0.1:8080 (Connect, gRPC-Web, JSON). Pass flags with ARGS="--config infergate.yaml".
+run: build
+	node bin/infergate.js $(ARGS)
+
+test: node_modules/.package-lock.json
+	$(BIN)/vitest run $(ARGS)

@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../../src/config/config-error.js";
+import { loadConfig, parseConfig } from "../../src/config/load-config.js";
+
+function issues(yaml: string, env: Record<string, string> = {}): string[] {
+  try {
+    parseConfig(yaml, "test.yaml", env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).issues.map((i) => (i.path === "" ? i.message : `${i.path}: ${i.message}`));
+  }
+  throw new Error("expected the config to be rejected");
+}
+
+const base = `
+upstreams:
+  - name: mock
+    kind: mock
+models:
+  - name: m
+    upstream: mock
+`;
+
+describe("config", () => {
+  it("the embedded default serves mock-chat and mock-predict on the documented ports", async () => {
+    const c = await loadConfig(undefined, {});
+    expect(c.server.listen).toBe("127.0.0.1:50051");
+    expect(c.server.httpListen).toBe("127.0.0.1:8080");
+    expect(c.server.maxMessageBytes).toBe(4 * 1024 * 1024);
+    expect(c.models.map((m) => [m.name, m.capabilities])).toEqual([
+      ["mock-chat", ["chat", "generate"]],
+      ["mock-predict", ["predict"]],
+    ]);
+  });
+
+  it("applies defaults to a minimal file", () => {
+    const c = parseConfig(base, "t", {});
+    expect(c.models[0]).toMatchObject({ name: "m", version: "1", upstream: "mock" });
+    expect(c.upstreams[0]).toMatchObject({ endpoints: [], headers: {}, timeoutMs: 60_000 });
+  });
+
+  it.each([
+    [
+      "a bad endpoint, by its exact path",
+      `upstreams:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock, endpoints: ["http://ok:1", "not a url"]}\nmodels: [{name: m, upstream: a}]`,
+      ["upstreams[1].endpoints[1]: not a URL"],
+    ],
+    ["an unknown kind", `upstreams: [{name: a, kind: gpt}]\nmodels: [{name: m, upstream: a}]`, ["upstreams[0].kind: unknown kind; one of: mock"]],
+    ["a missing field", `upstreams: [{kind: mock}]\nmodels: [{name: m, upstream: mock}]`, ["upstreams[0].name: required"]],
+    ["a typo'd field", `${base}\nserver: {lisen: "127.0.0.1:1"}`, ["server: unknown field lisen"]],
+    ["a bad listen address", `${base}\nserver: {listen: "localhost"}`, ["server.listen: not HOST:PORT (IPv6 as [::1]:PORT)"]],
+    ["a port out of range", `${base}\nserver: {listen: "127.0.0.1:70000"}`, ["server.listen: port above 65535"]],
+    ["a model on an unknown upstream", `upstreams: [{name: a, kind: mock}]\nmodels: [{name: m, upstream: b}]`, ['models[0].upstream: no upstream named "b"']],
+    [
+      "duplicate names",
+      `upstreams: [{name: a, kind: mock}, {name: a, kind: mock}]\nmodels: [{name: m, upstream: a}, {name: m, upstream: a}]`,
+      ['upstreams[1].name: duplicate upstream name "a"', 'models[1].name: duplicate model name "m"'],
+    ],
+    ["bad kind options", `upstreams: [{name: a, kind: mock, options: {tokenDelayMs: -1}}]\nmodels: [{name: m, upstream: a}]`, ["upstreams[0].options.tokenDelayMs: Too small: expected number to be >=0"]],
+    ["no models", `upstreams: [{name: a, kind: mock}]\nmodels: []`, ["models: at least one model is required"]],
+    ["broken YAML", `upstreams: [`, ["YAML: "]],
+  ])("rejects %s", (_name, yaml, expected) => {
+    const got = issues(yaml);
+    for (const e of expected) {
+      expect(got.some((g) => g.startsWith(e))).toBe(true);
+    }
+    expect(got.length).toBeGreaterThanOrEqual(expected.length);
+  });
+
+  it("reports every problem at once, with exact paths", () => {
+    const got = issues(
+      `upstreams:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock, endpoints: ["ftp://x", "nope"]}\nmodels: [{name: m, upstream: a, capabilities: [chat, think]}]`,
+    );
+    expect(got).toEqual([
+      "upstreams[1].endpoints[0]: not a URL",
+      "upstreams[1].endpoints[1]: not a URL",
+      expect.stringMatching(/^models\[0\]\.capabilities\[1\]: /),
+    ]);
+  });
+
+  it("interpolates environment variables and names a missing one", () => {
+    const yaml = `upstreams: [{name: a, kind: mock, apiKey: "\${SECRET}", headers: {x-cost: "$$5"}}]\nmodels: [{name: m, upstream: a}]`;
+    const c = parseConfig(yaml, "t", { SECRET: "s3cr3t" });
+    expect(c.upstreams[0]!.apiKey).toBe("s3cr3t");
+    expect(c.upstreams[0]!.headers).toEqual({ "x-cost": "$5" });
+    expect(issues(yaml)).toEqual(["upstreams[0].apiKey: environment variable SECRET is not set"]);
+  });
+
+  it("never echoes a secret's value in an error", () => {
+    const yaml = `upstreams: [{name: a, kind: mock, apiKey: "\${SECRET}", timeoutMs: "\${SECRET}"}]\nmodels: [{name: m, upstream: a}]`;
+    let message = "";
+    try {
+      parseConfig(yaml, "t", { SECRET: "sk-live-abcdef" });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain("upstreams[0].timeoutMs");
+    expect(message).not.toContain("sk-live-abcdef");
+  });
+
+  it("names an unreadable file", async () => {
+    await expect(loadConfig("/nonexistent/infergate.yaml", {})).rejects.toThrow(/cannot read file \(ENOENT\)/);
+  });
+});

@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import { Duplex } from "node:stream";
 import { readFileSync } from "node:fs";
 import type { ServerConfig } from "../config/schema.js";
 
@@ -57,10 +58,16 @@ export function createHttpListener(handler: Handler, config: ServerConfig): Http
           return;
         }
         socket.off("data", onData);
-        socket.pause();
-        socket.unshift(seen);
-        (seen.subarray(0, h2Preface.length).equals(h2Preface) ? h2 : h1Server).emit("connection", socket);
-        socket.resume();
+        if (seen.subarray(0, h2Preface.length).equals(h2Preface)) {
+          // Node's http2 reads a net.Socket through its native handle and would miss bytes that
+          // were already read here; a JS stream that replays them first is read as a stream.
+          h2.emit("connection", replayingStream(socket, seen));
+        } else {
+          socket.pause();
+          socket.unshift(seen);
+          h1Server.emit("connection", socket);
+          socket.resume();
+        }
       };
       socket.on("data", onData);
       socket.on("error", () => socket.destroy());
@@ -102,4 +109,33 @@ export function createHttpListener(handler: Handler, config: ServerConfig): Http
 function track(sessions: Set<http2.Http2Session>, s: http2.Http2Session): void {
   sessions.add(s);
   s.once("close", () => sessions.delete(s));
+}
+
+/** A duplex over `socket` that first yields `head` (bytes already read from it), then the rest. */
+function replayingStream(socket: net.Socket, head: Buffer): Duplex {
+  const duplex = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      socket.write(chunk, callback);
+    },
+    final(callback) {
+      socket.end(callback);
+    },
+    destroy(err, callback) {
+      socket.destroy(err ?? undefined);
+      callback(err);
+    },
+  });
+  duplex.push(head);
+  socket.on("data", (chunk: Buffer) => {
+    if (!duplex.push(chunk)) {
+      socket.pause();
+    }
+  });
+  socket.once("end", () => duplex.push(null));
+  socket.once("close", () => duplex.destroy());
+  socket.once("error", (err) => duplex.destroy(err));
+  return duplex;
 }

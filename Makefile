@@ -6,7 +6,7 @@ MAKEFLAGS += --no-print-directory
 BIN := node_modules/.bin
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup generate lint build run test check-generated
+.PHONY: setup generate lint build run test test-deps check-generated
 
 # Installs the exact dependencies of package-lock.json.
 setup:
@@ -40,5 +40,10 @@ build: node_modules/.package-lock.json
 run: build
 	node bin/infergate.js $(ARGS)
 
-test: node_modules/.package-lock.json
+# Debian packages for the Python client test (installed only when missing).
+test-deps:
+	scripts/install-test-deps.sh
+
+# Runs every test: unit, in-memory, and end to end on loopback ports (builds dist/ first).
+test: node_modules/.package-lock.json test-deps
 	$(BIN)/vitest run $(ARGS)

@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
@@ -10,7 +10,6 @@ import {
 } from "../../gen/infergate/v1/chat_pb.js";
 import {
   Capability,
-  type ChatRequest,
   ChatRequestSchema,
   type GenerateResponse,
   ModelState,
@@ -152,7 +151,7 @@ describe("InferenceService in memory", () => {
 
 describe("bad input, in memory", () => {
   const { client } = memoryClient();
-  const chat = (over: Partial<ChatRequest>) =>
+  const chat = (over: MessageInitShape<typeof ChatRequestSchema>) =>
     client.chat(create(ChatRequestSchema, { model: "mock-chat", messages: [user("x")], ...over }));
 
   it.each([
@@ -168,7 +167,7 @@ describe("bad input, in memory", () => {
     ["a JSON schema format without schema", { responseFormat: { type: ResponseFormatType.JSON_SCHEMA } }, Code.InvalidArgument, "response_format.json_schema: required when type is RESPONSE_FORMAT_TYPE_JSON_SCHEMA", "response_format.json_schema"],
     ["a chat model asked to predict", { model: "mock-predict" }, Code.Unimplemented, 'model "mock-predict" does not support Chat', undefined],
   ] as const)("%s", async (_name, over, code, message, field) => {
-    const err = await errorOf(chat(over as Partial<ChatRequest>));
+    const err = await errorOf(chat(over as MessageInitShape<typeof ChatRequestSchema>));
     expect(err.code).toBe(code);
     expect(err.rawMessage).toBe(message);
     const info = err.findDetails(ErrorInfoSchema)[0];

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs beyond npm: protoc with the gRPC Python plugin
-# and Python's grpcio/protobuf, for the test in which a Python client calls infergate. Does nothing
+# and Python's grpcio/protobuf, for the test in which a Python client calls infergate; openssl
+# makes the certificates of the TLS test. Does nothing
 # when they are present; needs root (or sudo) and apt-get otherwise.
 set -euo pipefail
-packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf)
+packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -102,14 +102,7 @@ export function createGateway(router: Router): Gateway {
       return guarded(ctx, async () => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
-        const res = await capability(route.upstream, "chat")(upstreamCall(route, req, ctx));
-        res.model = route.name;
-        res.modelVersion = route.version;
-        res.upstream = route.upstream.name;
-        if (res.id === "") {
-          res.id = randomUUID();
-        }
-        return res;
+        return stampProvenance(route, await capability(route.upstream, "chat")(upstreamCall(route, req, ctx)));
       });
     },
 
@@ -124,13 +117,7 @@ export function createGateway(router: Router): Gateway {
         for await (const event of events) {
           ctx.signal.throwIfAborted();
           if (event.event.case === "final") {
-            const final = event.event.value;
-            final.model = route.name;
-            final.modelVersion = route.version;
-            final.upstream = route.upstream.name;
-            if (final.id === "") {
-              final.id = randomUUID();
-            }
+            stampProvenance(route, event.event.value);
             yield event;
             // The final event is the last one by contract; anything the upstream sends after it is
             // not forwarded.
@@ -173,6 +160,17 @@ export function createGateway(router: Router): Gateway {
       return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve));
     },
   };
+}
+
+/** Fills in which model, version and upstream answered; adapters leave these to the gateway. */
+function stampProvenance<T extends { id: string; model: string; modelVersion: string; upstream: string }>(route: ModelRoute, answer: T): T {
+  answer.model = route.name;
+  answer.modelVersion = route.version;
+  answer.upstream = route.upstream.name;
+  if (answer.id === "") {
+    answer.id = randomUUID();
+  }
+  return answer;
 }
 
 function capability<K extends CapabilityName>(upstream: Upstream, k: K): NonNullable<Upstream[K]> {

@@ -90,7 +90,20 @@ async function main(argv: string[]): Promise<number> {
   );
 
   return new Promise<number>((resolve) => {
+    let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        // A repeated SIGTERM (some supervisors resend it) must not cut the streams being drained;
+        // a second Ctrl-C is a person who does not want to wait.
+        if (signal === "SIGINT") {
+          log.warn({ signal, inFlight: app.gateway.inFlight() }, "second interrupt: exiting without waiting");
+          resolve(1);
+        } else {
+          log.info({ signal }, "already shutting down");
+        }
+        return;
+      }
+      stopping = true;
       log.info({ signal }, "shutting down");
       app.shutdown().then(
         () => resolve(0),
@@ -100,8 +113,8 @@ async function main(argv: string[]): Promise<number> {
         },
       );
     };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
   });
 }
 

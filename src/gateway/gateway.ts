@@ -138,9 +138,8 @@ export function createGateway(router: Router): Gateway {
       }
     },
 
-    async listModels(_req, ctx) {
-      ctx.signal.throwIfAborted();
-      return create(ListModelsResponseSchema, {
+    listModels(_req, ctx) {
+      return guarded(ctx, async () => create(ListModelsResponseSchema, {
         models: router.routes().map((r) => ({
           name: r.name,
           version: r.version,
@@ -149,7 +148,7 @@ export function createGateway(router: Router): Gateway {
           capabilities: r.capabilities.map((c) => capabilityEnum[c]),
           state: r.upstream.modelState?.(r.upstreamModel) ?? ModelState.UNSPECIFIED,
         })),
-      });
+      }));
     },
 
     drain() {

@@ -259,3 +259,26 @@ describe("bad input, in memory", () => {
     expect(got).toHaveLength(2);
   });
 });
+
+describe("draining, in memory", () => {
+  it("refuses every RPC with UNAVAILABLE / SHUTTING_DOWN once draining", async () => {
+    const { client, gateway } = memoryClient();
+    gateway.drain();
+    const calls = [
+      client.listModels({}),
+      client.chat({ model: "mock-chat", messages: [user("x")] }),
+      client.predict({ model: "mock-predict", inputs: [] }),
+      (async () => {
+        for await (const _ of client.generate({ model: "mock-chat", messages: [user("x")] })) {
+          // no event may arrive
+        }
+      })(),
+    ];
+    for (const call of calls) {
+      const err = await errorOf(call);
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe("SHUTTING_DOWN");
+    }
+    expect(gateway.inFlight()).toBe(0);
+  });
+});

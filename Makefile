@@ -6,7 +6,7 @@ MAKEFLAGS += --no-print-directory
 BIN := node_modules/.bin
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup generate lint build run test test-deps check-generated
+.PHONY: setup generate lint breaking release-contracts build run test test-deps check-generated
 
 # Installs the exact dependencies of package-lock.json.
 setup:
@@ -31,6 +31,14 @@ check-generated: node_modules/.package-lock.json
 lint: node_modules/.package-lock.json
 	$(BIN)/buf lint
 	$(BIN)/tsc -p tsconfig.test.json
+
+# Fails when proto/ breaks compatibility with the last released contract (contracts/).
+breaking: node_modules/.package-lock.json
+	$(BIN)/buf breaking --against contracts/released.binpb
+
+# Records proto/ as released: later changes must stay compatible with it.
+release-contracts: node_modules/.package-lock.json
+	$(BIN)/buf build --exclude-source-info -o contracts/released.binpb
 
 build: node_modules/.package-lock.json
 	npm run --silent build

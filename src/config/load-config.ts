@@ -134,7 +134,20 @@ function crossCheck(config: Config, issues: ConfigIssue[]): void {
     if (upstream === undefined) {
       return;
     }
-    const supported = upstreamKindRegistry[upstream.kind].capabilities;
+    const kind = upstreamKindRegistry[upstream.kind];
+    if (kind.modelOptionsSchema === undefined) {
+      if (Object.keys(m.options).length > 0) {
+        issues.push({ path: `models[${i}].options`, message: `upstream kind ${upstream.kind} takes no model options` });
+      }
+    } else {
+      const parsed = kind.modelOptionsSchema.safeParse(m.options);
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) {
+          issues.push({ path: formatPath([`models[${i}]`, "options", ...issue.path]), message: zodIssue(issue).message });
+        }
+      }
+    }
+    const supported = kind.capabilities;
     m.capabilities?.forEach((c, j) => {
       if (!supported.includes(c)) {
         issues.push({

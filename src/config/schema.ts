@@ -73,6 +73,8 @@ const modelSchema = z.strictObject({
   upstreamModel: z.string().min(1).optional(),
   /** The calls it answers; defaults to everything its upstream kind can do. */
   capabilities: z.array(z.enum(capabilityNames)).min(1).optional(),
+  /** Per-model options of the upstream kind (e.g. anthropic `maxTokens`), validated by the kind. */
+  options: z.record(z.string(), z.unknown()).default({}),
 });
 
 /** The whole configuration file. */

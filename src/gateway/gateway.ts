@@ -17,6 +17,8 @@ import {
 import type { CapabilityName } from "../config/schema.js";
 import type { CallContext } from "../resilience/deadline.js";
 import type { Upstream, UpstreamCall } from "../upstreams/upstream.js";
+import type { Logger } from "../observability/logger.js";
+import { UpstreamFailure } from "../upstreams/http/http-errors.js";
 import { GatewayError, Reason } from "./gateway-error.js";
 import type { ModelRoute, Router } from "./router.js";
 import { validateChatInput, validatePredictRequest } from "./validate-request.js";
@@ -38,6 +40,8 @@ export interface Gateway {
   idle(): Promise<void>;
 }
 
+const serverSide = new Set([Code.Unavailable, Code.Internal, Code.Unknown, Code.DataLoss, Code.DeadlineExceeded]);
+
 const capabilityEnum: Record<CapabilityName, Capability> = {
   predict: Capability.PREDICT,
   chat: Capability.CHAT,
@@ -45,7 +49,28 @@ const capabilityEnum: Record<CapabilityName, Capability> = {
 };
 
 /** Makes the gateway core over a router. */
-export function createGateway(router: Router): Gateway {
+export function createGateway(router: Router, log?: Logger): Gateway {
+  /** Server-side failures go to the log with their internal cause (upstream status and body). */
+  function failed(err: unknown): unknown {
+    if (log !== undefined && err instanceof GatewayError && serverSide.has(err.code)) {
+      const cause = err.cause;
+      log.warn(
+        {
+          code: Code[err.code],
+          reason: err.reason,
+          ...err.metadata,
+          cause: cause instanceof Error ? cause.message : cause === undefined ? undefined : String(cause),
+          upstreamStatus: cause instanceof UpstreamFailure ? cause.status : undefined,
+          upstreamBody: cause instanceof UpstreamFailure ? cause.bodySnippet : undefined,
+        },
+        err.message,
+      );
+    } else if (log !== undefined && !(err instanceof GatewayError)) {
+      log.error({ err }, "unexpected error");
+    }
+    return err;
+  }
+
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
@@ -74,14 +99,20 @@ export function createGateway(router: Router): Gateway {
       ctx.signal.throwIfAborted();
       return await op();
     } catch (err) {
-      throw abortReasonOr(ctx, err);
+      throw failed(abortReasonOr(ctx, err));
     } finally {
       leave();
     }
   }
 
   function upstreamCall<Req>(route: ModelRoute, request: Req, ctx: CallContext): UpstreamCall<Req> {
-    return { request, upstreamModel: route.upstreamModel, signal: ctx.signal, deadline: ctx.deadline };
+    return {
+      request,
+      upstreamModel: route.upstreamModel,
+      modelOptions: route.modelOptions,
+      signal: ctx.signal,
+      deadline: ctx.deadline,
+    };
   }
 
   return {
@@ -132,7 +163,7 @@ export function createGateway(router: Router): Gateway {
           { reason: Reason.StreamTruncated, metadata: { upstream: route.upstream.name } },
         );
       } catch (err) {
-        throw abortReasonOr(ctx, err);
+        throw failed(abortReasonOr(ctx, err));
       } finally {
         leave();
       }

@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import type { CapabilityName, Config } from "../config/schema.js";
-import { upstreamKindRegistry } from "../upstreams/registry.js";
+import { parseModelOptions, upstreamKindRegistry } from "../upstreams/registry.js";
 import type { Upstream } from "../upstreams/upstream.js";
 import { GatewayError, invalidArgument, Reason } from "./gateway-error.js";
 
@@ -11,6 +11,8 @@ export interface ModelRoute {
   readonly upstream: Upstream;
   readonly upstreamModel: string;
   readonly capabilities: readonly CapabilityName[];
+  /** The model's options, parsed by its upstream kind. */
+  readonly modelOptions: unknown;
 }
 
 const rpcNames: Record<CapabilityName, string> = { predict: "Predict", chat: "Chat", generate: "Generate" };
@@ -38,6 +40,7 @@ export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upst
       upstream,
       upstreamModel: m.upstreamModel ?? m.name,
       capabilities: m.capabilities ?? upstreamKindRegistry[upstreamConfig.kind].capabilities,
+      modelOptions: parseModelOptions(upstreamConfig.kind, m.options),
     });
   }
   const all = [...byName.values()];

@@ -31,7 +31,7 @@ function splitHostPort(address: string): [string, number] {
 /** Starts infergate with a validated config. */
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const upstreams = new Map<string, Upstream>(config.upstreams.map((u) => [u.name, createUpstream(u)]));
-  const gateway = createGateway(createRouter(config, upstreams));
+  const gateway = createGateway(createRouter(config, upstreams), log);
   const server = config.server;
 
   const { server: grpcServer, health } = createGrpcServer(gateway, server);

@@ -10,6 +10,12 @@ export const upstreamKindRegistry: Record<UpstreamConfig["kind"], UpstreamKind<u
   mock: mockKind as UpstreamKind<unknown>,
 };
 
+/** A model's options as its kind parses them (validated at config load). */
+export function parseModelOptions(kind: UpstreamConfig["kind"], options: Record<string, unknown>): unknown {
+  const schema = upstreamKindRegistry[kind].modelOptionsSchema;
+  return schema === undefined ? options : schema.parse(options);
+}
+
 /** Makes the adapter for one configured upstream (its options validated at config load). */
 export function createUpstream(config: UpstreamConfig): Upstream {
   const kind = upstreamKindRegistry[config.kind];

@@ -23,6 +23,8 @@ export interface UpstreamCall<Req> {
   readonly request: Req;
   /** The model's name at the upstream. */
   readonly upstreamModel: string;
+  /** The model's `options` from config, as the kind's `modelOptionsSchema` parsed them. */
+  readonly modelOptions: unknown;
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
   /** The caller's deadline, in epoch milliseconds. */
@@ -56,13 +58,15 @@ export interface Upstream {
 }
 
 /** What the registry knows of one upstream kind. */
-export interface UpstreamKind<Options> {
+export interface UpstreamKind<Options, ModelOptions = unknown> {
   /** The calls this kind can answer. */
   readonly capabilities: readonly CapabilityName[];
   /** Whether config must list at least one endpoint. */
   readonly needsEndpoints: boolean;
   /** The schema of the kind's `options` block in config. */
   readonly optionsSchema: z.ZodType<Options>;
+  /** The schema of a model's `options` block; kinds without per-model options leave it out. */
+  readonly modelOptionsSchema?: z.ZodType<ModelOptions>;
   /** Makes the adapter for one configured upstream. */
   create(config: UpstreamConfig, options: Options): Upstream;
 }

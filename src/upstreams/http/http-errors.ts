@@ -1,0 +1,197 @@
+import { Code } from "@connectrpc/connect";
+import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+
+/**
+ * Detail of an upstream failure for logs: status and the start of the raw body. It travels as
+ * the GatewayError's `cause`, which never reaches the client.
+ */
+export class UpstreamFailure extends Error {
+  override readonly name = "UpstreamFailure";
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+    readonly bodySnippet: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+const maxLoggedBody = 2048;
+const maxClientMessage = 300;
+
+/** Cuts a body for the log. */
+export function snippet(body: string): string {
+  return body.length > maxLoggedBody ? `${body.slice(0, maxLoggedBody)}… (${body.length} chars)` : body;
+}
+
+/**
+ * Removes what could be a secret from text an upstream wrote (it may echo a key back): the
+ * configured secrets themselves, bearer tokens, and strings shaped like API keys.
+ */
+export function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) {
+    if (s.length >= 4) {
+      out = out.split(s).join("[redacted]");
+    }
+  }
+  out = out
+    .replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]")
+    .replace(/\b(sk|rk|pk|key|api[-_]?key)[-_][A-Za-z0-9_-]{6,}/gi, "[redacted]")
+    .replace(/\b[A-Za-z0-9_-]{32,}\b/g, "[redacted]");
+  return out.length > maxClientMessage ? `${out.slice(0, maxClientMessage)}…` : out;
+}
+
+/**
+ * `Retry-After` in milliseconds: delay-seconds or an HTTP-date (RFC 9110 §10.2.3); undefined when
+ * absent or unreadable.
+ */
+export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
+  if (value === undefined || value.trim() === "") {
+    return undefined;
+  }
+  const v = value.trim();
+  if (/^\d+$/.test(v)) {
+    return Number(v) * 1000;
+  }
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** The error message an upstream put in its JSON error body (OpenAI and Anthropic shapes). */
+function upstreamMessage(body: string): string | undefined {
+  try {
+    const j = JSON.parse(body) as { error?: { message?: unknown } | string; message?: unknown };
+    if (typeof j.error === "string") return j.error;
+    if (typeof j.error?.message === "string") return j.error.message;
+    if (typeof j.message === "string") return j.message;
+  } catch {
+    // not JSON
+  }
+  return undefined;
+}
+
+/**
+ * The one mapping of an upstream HTTP error status to a gRPC status. The raw body goes to the
+ * cause (logs); the client sees at most the upstream's own error message, scrubbed, for 400/422.
+ */
+export function errorFromStatus(
+  upstream: string,
+  status: number,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  body: string,
+  secrets: readonly string[],
+): GatewayError {
+  const cause = new UpstreamFailure(`upstream ${upstream} answered HTTP ${status}`, status, snippet(body));
+  const metadata = { upstream, http_status: String(status) };
+  if (status === 400 || status === 422) {
+    const m = upstreamMessage(body);
+    return new GatewayError(
+      Code.InvalidArgument,
+      `upstream "${upstream}" rejected the request${m === undefined ? "" : `: ${scrub(m, secrets)}`}`,
+      { reason: Reason.InvalidArgument, metadata, cause },
+    );
+  }
+  if (status === 401 || status === 403) {
+    return new GatewayError(Code.Internal, `upstream "${upstream}" refused the gateway's credentials`, {
+      reason: Reason.UpstreamAuth,
+      metadata,
+      cause,
+    });
+  }
+  if (status === 404) {
+    return new GatewayError(Code.NotFound, `upstream "${upstream}" does not know the model or path`, {
+      reason: Reason.ModelNotFound,
+      metadata,
+      cause,
+    });
+  }
+  if (status === 408) {
+    return new GatewayError(Code.DeadlineExceeded, `upstream "${upstream}" timed out the request`, {
+      reason: Reason.UpstreamTimeout,
+      metadata,
+      cause,
+    });
+  }
+  if (status === 429) {
+    const h = headers["retry-after"];
+    const retryAfterMs = parseRetryAfter(Array.isArray(h) ? h[0] : h);
+    return new GatewayError(Code.ResourceExhausted, `upstream "${upstream}" is rate limiting the gateway`, {
+      reason: Reason.UpstreamRateLimited,
+      metadata,
+      cause,
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+    });
+  }
+  if (status >= 500 || status === 529) {
+    return new GatewayError(Code.Unavailable, `upstream "${upstream}" is unavailable (HTTP ${status})`, {
+      reason: Reason.UpstreamUnavailable,
+      metadata,
+      cause,
+    });
+  }
+  return new GatewayError(Code.Internal, `upstream "${upstream}" failed the request (HTTP ${status})`, {
+    reason: Reason.UpstreamError,
+    metadata,
+    cause,
+  });
+}
+
+const unavailableCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_DESTROYED",
+  "UND_ERR_RES_CONTENT_LENGTH_MISMATCH",
+]);
+const timeoutCodes = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT"]);
+
+/**
+ * Maps a failure to reach or read an upstream (socket errors, undici timeouts) by walking the
+ * cause chain, as connect-node does for Node's socket errors. Unknown failures are UNAVAILABLE
+ * too: the upstream did not give an answer we can use.
+ */
+export function errorFromNetwork(upstream: string, err: unknown): GatewayError {
+  if (err instanceof GatewayError) {
+    return err;
+  }
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== undefined && timeoutCodes.has(code)) {
+      return new GatewayError(Code.DeadlineExceeded, `upstream "${upstream}" did not answer in time`, {
+        reason: Reason.UpstreamTimeout,
+        metadata: { upstream },
+        cause: err,
+      });
+    }
+    if (code !== undefined && unavailableCodes.has(code)) {
+      return new GatewayError(Code.Unavailable, `upstream "${upstream}" could not be reached (${code})`, {
+        reason: Reason.UpstreamUnavailable,
+        metadata: { upstream },
+        cause: err,
+      });
+    }
+  }
+  return new GatewayError(Code.Unavailable, `upstream "${upstream}" failed`, {
+    reason: Reason.UpstreamUnavailable,
+    metadata: { upstream },
+    cause: err,
+  });
+}
+
+/** An upstream answered 200 with something that is not the promised format. */
+export function badResponse(upstream: string, problem: string, body?: string): GatewayError {
+  return new GatewayError(Code.Unavailable, `upstream "${upstream}" sent an invalid response: ${problem}`, {
+    reason: Reason.UpstreamBadResponse,
+    metadata: { upstream },
+    cause: new UpstreamFailure(problem, 200, body === undefined ? undefined : snippet(body)),
+  });
+}

@@ -1,0 +1,192 @@
+import { Code } from "@connectrpc/connect";
+import { Pool, type Dispatcher } from "undici";
+import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import type { UpstreamConfig } from "../../config/schema.js";
+import { badResponse, errorFromNetwork, errorFromStatus } from "./http-errors.js";
+
+/** Connection settings shared by the HTTP upstream kinds (the `http` part of their options). */
+export interface HttpPoolOptions {
+  /** Connections per endpoint at most. */
+  connections: number;
+  /** Time to open a TCP (and TLS) connection. */
+  connectTimeoutMs: number;
+  /** Time from sending a request to the response headers (the first token, for streams). */
+  headersTimeoutMs: number;
+  /** Largest unary response body read into memory. */
+  maxResponseBytes: number;
+}
+
+export const defaultHttpPoolOptions: HttpPoolOptions = {
+  connections: 128,
+  connectTimeoutMs: 5_000,
+  headersTimeoutMs: 60_000,
+  maxResponseBytes: 32 * 1024 * 1024,
+};
+
+/** One HTTP request to an upstream, relative to its endpoint's base URL. */
+export interface HttpCall {
+  method: "GET" | "POST";
+  /** Appended to the endpoint's path (`/chat/completions` under `https://api.openai.com/v1`). */
+  path: string;
+  query?: Readonly<Record<string, string>>;
+  headers: Readonly<Record<string, string>>;
+  body?: string | Uint8Array;
+  /** The caller's signal (cancel and deadline). */
+  signal: AbortSignal;
+  /** The caller's deadline, epoch ms. */
+  deadline: number;
+}
+
+/** A response with a 2xx status; other statuses have already been turned into errors. */
+export interface HttpAnswer {
+  status: number;
+  headers: Dispatcher.ResponseData["headers"];
+  body: Dispatcher.ResponseData["body"];
+  /** Aborts when the caller's signal or the attempt's own timeout does. */
+  signal: AbortSignal;
+}
+
+/**
+ * The I/O half of every HTTP upstream kind: an undici pool per endpoint (keep-alive, a connection
+ * limit, connect and header timeouts), requests bounded by the caller's remaining deadline and the
+ * upstream's per-attempt timeout, and aborted with the caller (undici then closes the connection,
+ * so the upstream stops generating). Error statuses and socket failures leave through the one
+ * mapping in http-errors.ts.
+ */
+export class HttpUpstream {
+  private readonly pools = new Map<string, Pool>();
+  private readonly endpoints: readonly URL[];
+  private next = 0;
+
+  constructor(
+    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey">,
+    private readonly options: HttpPoolOptions = defaultHttpPoolOptions,
+  ) {
+    this.endpoints = config.endpoints.map((e) => new URL(e));
+  }
+
+  /** Secrets that must never appear in anything the client sees. */
+  get secrets(): readonly string[] {
+    return this.config.apiKey === undefined ? [] : [this.config.apiKey];
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  private pool(origin: string): Pool {
+    let pool = this.pools.get(origin);
+    if (pool === undefined) {
+      pool = new Pool(origin, {
+        connections: this.options.connections,
+        connectTimeout: this.options.connectTimeoutMs,
+        headersTimeout: this.options.headersTimeoutMs,
+        // A stream may pause between tokens for long; the caller's deadline bounds it instead.
+        bodyTimeout: 0,
+        keepAliveTimeout: 30_000,
+      });
+      this.pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  /** Sends one request; resolves once a 2xx status and headers arrived. */
+  async request(call: HttpCall): Promise<HttpAnswer> {
+    const base = this.endpoints[this.next++ % this.endpoints.length]!;
+    const remaining = call.deadline - Date.now();
+    const attemptMs = Math.max(0, Math.min(this.config.timeoutMs, remaining));
+    const attemptTimeout = AbortSignal.timeout(attemptMs);
+    const signal = AbortSignal.any([call.signal, attemptTimeout]);
+    const query = call.query === undefined ? "" : `?${new URLSearchParams(call.query).toString()}`;
+    const path = `${base.pathname.replace(/\/$/, "")}${call.path}${query}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.pool(base.origin).request({
+        method: call.method,
+        path,
+        headers: call.headers,
+        body: call.body ?? null,
+        signal,
+      });
+    } catch (err) {
+      throw this.failure(err, call.signal, attemptTimeout);
+    }
+    if (res.statusCode < 200 || res.statusCode > 299) {
+      const body = await this.readText(res.body, 64 * 1024).catch(() => "");
+      throw errorFromStatus(this.config.name, res.statusCode, res.headers, body, this.secrets);
+    }
+    return { status: res.statusCode, headers: res.headers, body: res.body, signal };
+  }
+
+  /**
+   * Maps an error thrown while calling or reading: the caller's own abort is rethrown as is (the
+   * gateway answers with its reason); the attempt timeout is DEADLINE_EXCEEDED; the rest via the
+   * network mapping.
+   */
+  failure(err: unknown, callerSignal: AbortSignal, attemptSignal?: AbortSignal): unknown {
+    if (callerSignal.aborted) {
+      return callerSignal.reason;
+    }
+    if (attemptSignal?.aborted === true) {
+      return new GatewayError(
+        Code.DeadlineExceeded,
+        `upstream "${this.config.name}" did not answer within its timeout of ${this.config.timeoutMs}ms`,
+        { reason: Reason.UpstreamTimeout, metadata: { upstream: this.config.name }, cause: err },
+      );
+    }
+    return errorFromNetwork(this.config.name, err);
+  }
+
+  /** Reads a body as text, failing past `limit` bytes. */
+  async readText(body: Dispatcher.ResponseData["body"], limit = this.options.maxResponseBytes): Promise<string> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) {
+        body.destroy();
+        throw badResponse(this.config.name, `response body larger than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks).toString("utf8");
+  }
+
+  /** Reads a unary JSON answer: the content type must say JSON and the body must parse. */
+  async readJson(answer: HttpAnswer, callerSignal: AbortSignal): Promise<unknown> {
+    const type = headerValue(answer.headers, "content-type") ?? "";
+    let text: string;
+    try {
+      text = await this.readText(answer.body);
+    } catch (err) {
+      throw this.failure(err, callerSignal, answer.signal);
+    }
+    if (!/^application\/([a-z0-9.+-]*\+)?json\b/i.test(type)) {
+      throw badResponse(this.config.name, `content-type "${type}" where JSON was expected`, text);
+    }
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw badResponse(this.config.name, "malformed JSON", text);
+    }
+  }
+
+  /** Checks that a streaming answer is an event stream before decoding it. */
+  expectEventStream(answer: HttpAnswer): void {
+    const type = headerValue(answer.headers, "content-type") ?? "";
+    if (!/^text\/event-stream\b/i.test(type)) {
+      answer.body.destroy();
+      throw badResponse(this.config.name, `content-type "${type}" where an event stream was expected`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+  }
+}
+
+/** One header's value (the first, when repeated). */
+export function headerValue(headers: HttpAnswer["headers"], name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}

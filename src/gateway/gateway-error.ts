@@ -31,8 +31,11 @@ export const errorDomain = "infergate";
 
 /** Options of a GatewayError beyond its code and client-facing message. */
 export interface GatewayErrorOptions {
-  /** Stable reason for ErrorInfo; defaults to the one that fits the code. */
-  reason?: Reason;
+  /**
+   * Stable reason for ErrorInfo; defaults to the one that fits the code. Another infergate may
+   * send a reason this build does not know; it passes through as a string.
+   */
+  reason?: Reason | (string & {});
   /** ErrorInfo metadata, e.g. `{ field: "messages[0].role" }`. Never secrets. */
   metadata?: Record<string, string>;
   /** When a retry may succeed, in milliseconds (sent as RetryInfo). */
@@ -49,7 +52,7 @@ export interface GatewayErrorOptions {
 export class GatewayError extends Error {
   override readonly name = "GatewayError";
   readonly code: Code;
-  readonly reason: Reason;
+  readonly reason: Reason | (string & {});
   readonly metadata: Readonly<Record<string, string>>;
   readonly retryAfterMs: number | undefined;
 
@@ -99,7 +102,7 @@ function defaultReason(code: Code): Reason {
 export interface ErrorStatus {
   code: Code;
   message: string;
-  reason: Reason;
+  reason: Reason | (string & {});
   metadata: Readonly<Record<string, string>>;
   retryAfterMs: number | undefined;
 }

@@ -1,0 +1,187 @@
+import { type DescMethod, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
+import type { UpstreamConfig } from "../../config/schema.js";
+import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { scrub } from "../http/http-errors.js";
+
+/** One gRPC call to an upstream: the caller's signal and deadline, and metadata to send. */
+export interface GrpcCall {
+  signal: AbortSignal;
+  deadline: number;
+  metadata?: Readonly<Record<string, string>>;
+}
+
+export interface GrpcUpstreamOptions {
+  /** Largest message each way. */
+  maxMessageBytes: number;
+  /** Whether the upstream's error messages and ErrorInfo pass through as they are (another infergate). */
+  trustedErrors: boolean;
+}
+
+type Unary = DescMethod & { methodKind: "unary" };
+type ServerStreaming = DescMethod & { methodKind: "server_streaming" };
+
+/**
+ * The I/O half of gRPC upstream kinds (kserve over gRPC, infergate chaining): one grpc-js channel
+ * per endpoint (round robin), protobuf-es messages as (de)serializers, the caller's remaining
+ * deadline as the call's deadline (capped by the upstream's timeoutMs), and cancellation with the
+ * caller's signal. grpc-js is the client because it is the library of our gRPC server too: one
+ * HTTP/2 stack, one set of channel options.
+ */
+export class GrpcUpstream {
+  private readonly clients: grpc.Client[];
+  private next = 0;
+
+  constructor(
+    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey">,
+    private readonly options: GrpcUpstreamOptions,
+  ) {
+    this.clients = config.endpoints.map((e) => {
+      const url = new URL(e);
+      const creds = url.protocol === "https:" ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+      return new grpc.Client(url.host, creds, {
+        "grpc.max_receive_message_length": options.maxMessageBytes,
+        "grpc.max_send_message_length": options.maxMessageBytes,
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_timeout_ms": 10_000,
+      });
+    });
+  }
+
+  private pick(): grpc.Client {
+    return this.clients[this.next++ % this.clients.length]!;
+  }
+
+  private prepare(method: DescMethod, call: GrpcCall) {
+    const path = `/${method.parent.typeName}/${method.name}`;
+    const metadata = new grpc.Metadata();
+    for (const [k, v] of Object.entries(call.metadata ?? {})) {
+      metadata.set(k, v);
+    }
+    const deadline = new Date(Math.min(call.deadline, Date.now() + this.config.timeoutMs));
+    const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
+    const deserialize = (b: Buffer) => fromBinary(method.output, b);
+    return { path, metadata, deadline, serialize, deserialize };
+  }
+
+  /** A unary call; resolves with the answer or rejects with a mapped GatewayError. */
+  unary<M extends Unary>(method: M, request: MessageShape<M["input"]>, call: GrpcCall): Promise<MessageShape<M["output"]>> {
+    const p = this.prepare(method, call);
+    return new Promise((resolve, reject) => {
+      if (call.signal.aborted) {
+        reject(call.signal.reason);
+        return;
+      }
+      const onAbort = () => c.cancel();
+      const c = this.pick().makeUnaryRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline }, (err, res) => {
+        call.signal.removeEventListener("abort", onAbort);
+        if (err !== null) {
+          reject(call.signal.aborted ? call.signal.reason : this.mapError(err));
+        } else {
+          resolve(res as MessageShape<M["output"]>);
+        }
+      });
+      call.signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** A server-streaming call, as an async iterable of answers; errors are mapped GatewayErrors. */
+  async *serverStream<M extends ServerStreaming>(
+    method: M,
+    request: MessageShape<M["input"]>,
+    call: GrpcCall,
+  ): AsyncGenerator<MessageShape<M["output"]>> {
+    call.signal.throwIfAborted();
+    const p = this.prepare(method, call);
+    const stream = this.pick().makeServerStreamRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline });
+    const onAbort = () => stream.cancel();
+    call.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const message of stream as AsyncIterable<MessageShape<M["output"]>>) {
+        yield message;
+      }
+    } catch (err) {
+      throw call.signal.aborted ? call.signal.reason : this.mapError(err as grpc.ServiceError);
+    } finally {
+      call.signal.removeEventListener("abort", onAbort);
+      // A consumer that stops early must not leave the upstream generating.
+      stream.cancel();
+    }
+  }
+
+  /**
+   * An upstream status → ours. The code passes through (it is a gRPC code already); ErrorInfo and
+   * RetryInfo in `grpc-status-details-bin` are kept. A trusted upstream (another infergate) keeps
+   * its message; others are scrubbed and attributed.
+   */
+  mapError(err: grpc.ServiceError): GatewayError {
+    const original = (err.code ?? Code.Unknown) as number as Code;
+    let code = original;
+    if (!this.options.trustedErrors && (code === Code.Unauthenticated || code === Code.PermissionDenied)) {
+      // The caller's own credentials are fine; the gateway's are not. Same as HTTP 401/403.
+      code = Code.Internal;
+    }
+    let reason: string | undefined;
+    let metadata: Record<string, string> = { upstream: this.config.name };
+    let retryAfterMs: number | undefined;
+    const bin = err.metadata?.get("grpc-status-details-bin")[0];
+    if (bin instanceof Buffer) {
+      try {
+        const status = fromBinary(StatusSchema, bin);
+        for (const d of status.details) {
+          const info = anyUnpack(d, ErrorInfoSchema);
+          if (info !== undefined) {
+            reason = info.reason;
+            metadata = { ...info.metadata, ...metadata };
+          }
+          const retry = anyUnpack(d, RetryInfoSchema);
+          if (retry?.retryDelay !== undefined) {
+            retryAfterMs = Number(retry.retryDelay.seconds) * 1000 + Math.round(retry.retryDelay.nanos / 1e6);
+          }
+        }
+      } catch {
+        // unreadable details: keep the code
+      }
+    }
+    const details = err.details ?? "";
+    const message = this.options.trustedErrors
+      ? details
+      : `upstream "${this.config.name}" failed: ${scrub(details, this.config.apiKey === undefined ? [] : [this.config.apiKey])}`;
+    return new GatewayError(code, message, {
+      reason: this.options.trustedErrors && reason !== undefined ? reason : defaultUpstreamReason(original, reason),
+      metadata,
+      cause: err,
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.clients) {
+      c.close();
+    }
+  }
+}
+
+function defaultUpstreamReason(code: Code, given: string | undefined): string {
+  switch (code) {
+    case Code.Unavailable:
+      return Reason.UpstreamUnavailable;
+    case Code.ResourceExhausted:
+      return Reason.UpstreamRateLimited;
+    case Code.DeadlineExceeded:
+      return Reason.UpstreamTimeout;
+    case Code.Unauthenticated:
+    case Code.PermissionDenied:
+      return Reason.UpstreamAuth;
+    case Code.InvalidArgument:
+      return Reason.InvalidArgument;
+    case Code.NotFound:
+      return Reason.ModelNotFound;
+    default:
+      return given ?? Reason.UpstreamError;
+  }
+}

@@ -17,15 +17,19 @@ node_modules/.package-lock.json: package-lock.json
 
 # Regenerates gen/ from proto/: TypeScript (protoc-gen-es) and the descriptor set that server
 # reflection serves.
+# The descriptor set holds only what the gRPC listener serves (and the error details it sends):
+# upstream contracts such as proto/inference are not services of ours.
+SERVED_PROTOS := --path proto/infergate --path proto/grpc --path proto/google/rpc
+
 generate: node_modules/.package-lock.json
 	$(BIN)/buf generate
-	$(BIN)/buf build -o gen/infergate.binpb
+	$(BIN)/buf build $(SERVED_PROTOS) -o gen/infergate.binpb
 
 # Fails when gen/ is not what `make generate` produces from proto/.
 check-generated: node_modules/.package-lock.json
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BIN)/buf generate --output "$$tmp"; \
-	$(BIN)/buf build -o "$$tmp/gen/infergate.binpb"; \
+	$(BIN)/buf build $(SERVED_PROTOS) -o "$$tmp/gen/infergate.binpb"; \
 	diff -r "$$tmp/gen" gen || { echo "gen/ is stale: run make generate and commit"; exit 1; }
 
 lint: node_modules/.package-lock.json

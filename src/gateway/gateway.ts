@@ -112,6 +112,7 @@ export function createGateway(router: Router, log?: Logger): Gateway {
       modelOptions: route.modelOptions,
       signal: ctx.signal,
       deadline: ctx.deadline,
+      headers: ctx.headers,
     };
   }
 

@@ -11,6 +11,12 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Epoch milliseconds. */
   readonly deadline: number;
+  /**
+   * The caller's request headers (gRPC metadata), lower-case names, text values only; protocol
+   * headers (`grpc-*`, `connect-*`, pseudo-headers, content-type, te, user-agent) left out. Kinds
+   * that forward some (an allowlist) read them here.
+   */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 /** A CallContext plus the release of its timer, for the ingress that made it. */
@@ -28,6 +34,22 @@ export interface CallContextInit {
   maxTimeoutMs: number;
   /** Name of the header the timeout came from, for the error message. */
   timeoutHeader: string;
+  /** The caller's headers, already filtered with `callerHeaders`. */
+  headers?: Readonly<Record<string, string>>;
+}
+
+const protocolHeader = /^(:|grpc-|connect-|content-type$|content-length$|te$|user-agent$|accept|host$|connection$|keep-alive$|transfer-encoding$|upgrade$)/;
+
+/** Keeps the caller's own headers: text values, no protocol or hop-by-hop headers. */
+export function callerHeaders(entries: Iterable<[string, unknown]>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of entries) {
+    const name = k.toLowerCase();
+    if (typeof v === "string" && !name.endsWith("-bin") && !protocolHeader.test(name)) {
+      out[name] = v;
+    }
+  }
+  return out;
 }
 
 /**
@@ -57,6 +79,7 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
   return {
     signal: controller.signal,
     deadline,
+    headers: init.headers ?? {},
     dispose: () => clearTimeout(timer),
     cancel: () => {
       clearTimeout(timer);

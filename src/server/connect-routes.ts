@@ -1,7 +1,7 @@
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../gateway/gateway.js";
-import { createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
 import { toConnectError } from "./error-rendering.js";
 
 function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext {
@@ -9,6 +9,7 @@ function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext
     timeoutMs: hc.timeoutMs(),
     maxTimeoutMs,
     timeoutHeader: hc.protocolName === "connect" ? "connect-timeout-ms" : "grpc-timeout",
+    headers: callerHeaders(hc.requestHeader.entries()),
   });
   // connect aborts the handler's signal when the client goes away, the call ends, or the server
   // shuts down; to the core all of these mean "stop".

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
 import type { Gateway } from "../gateway/gateway.js";
-import { createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
@@ -51,6 +51,7 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     timeoutMs: Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined,
     maxTimeoutMs,
     timeoutHeader: "grpc-timeout",
+    headers: callerHeaders(Object.entries(call.metadata.getMap())),
   });
   call.once("cancelled", () => ctx.cancel());
   return ctx;

@@ -29,6 +29,8 @@ export interface UpstreamCall<Req> {
   readonly signal: AbortSignal;
   /** The caller's deadline, in epoch milliseconds. */
   readonly deadline: number;
+  /** The caller's own request headers (see CallContext.headers); forward only an allowlist. */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { z } from "zod";
 
 /** The upstream kinds this build can reach; each has a folder in src/upstreams/. */
-export const upstreamKinds = ["mock"] as const;
+export const upstreamKinds = ["mock", "anthropic"] as const;
 
 /** The calls a model can answer, as named in config. */
 export const capabilityNames = ["predict", "chat", "generate"] as const;
@@ -62,6 +62,22 @@ const upstreamSchema = z.strictObject({
   options: z.record(z.string(), z.unknown()).default({}),
 });
 
+/** How a model's answers are cached (see README, "Cache"). */
+const modelCacheSchema = z.strictObject({
+  /**
+   * off: never; deterministic: Chat/Generate only when temperature is explicitly 0 or a seed is
+   * set; always: every successful answer. Default: deterministic for Chat/Generate, always for
+   * Predict.
+   */
+  policy: z.enum(["off", "deterministic", "always"]).optional(),
+  /** How long an answer stays; default `cache.defaultTtlMs`. */
+  ttlMs: positiveInt.optional(),
+  /** Request metadata entries that are part of the key (e.g. a locale that changes the answer). */
+  keyMetadata: z.array(z.string().min(1)).default([]),
+  /** When authentication is on: share answers across tenants (otherwise the tenant is in the key). */
+  shared: z.boolean().default(false),
+});
+
 const modelSchema = z.strictObject({
   /** The name callers give. */
   name,
@@ -75,11 +91,25 @@ const modelSchema = z.strictObject({
   capabilities: z.array(z.enum(capabilityNames)).min(1).optional(),
   /** Per-model options of the upstream kind (e.g. anthropic `maxTokens`), validated by the kind. */
   options: z.record(z.string(), z.unknown()).default({}),
+  cache: modelCacheSchema.default(() => modelCacheSchema.parse({})),
+});
+
+/** Bounds of the in-memory answer cache. */
+const cacheSchema = z.strictObject({
+  /** Bytes of all stored answers (serialized). */
+  maxBytes: positiveInt.default(256 * 1024 * 1024),
+  /** Number of stored answers. */
+  maxEntries: positiveInt.default(100_000),
+  /** Largest single answer stored. */
+  maxEntryBytes: positiveInt.default(8 * 1024 * 1024),
+  /** TTL of models that set none. */
+  defaultTtlMs: positiveInt.default(3_600_000),
 });
 
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   server: serverSchema.default(() => serverSchema.parse({})),
+  cache: cacheSchema.default(() => cacheSchema.parse({})),
   upstreams: z.array(upstreamSchema).min(1, { error: "at least one upstream is required" }),
   models: z.array(modelSchema).min(1, { error: "at least one model is required" }),
 });
@@ -89,3 +119,5 @@ export type Config = z.infer<typeof configSchema>;
 export type ServerConfig = Config["server"];
 export type UpstreamConfig = Config["upstreams"][number];
 export type ModelConfig = Config["models"][number];
+export type CacheConfig = Config["cache"];
+export type ModelCacheConfig = ModelConfig["cache"];

@@ -17,6 +17,7 @@ import {
 import type { CapabilityName } from "../config/schema.js";
 import type { CallContext } from "../resilience/deadline.js";
 import type { Upstream, UpstreamCall } from "../upstreams/upstream.js";
+import type { CacheCaller, ResponseCache, UpstreamRun } from "../cache/response-cache.js";
 import type { Logger } from "../observability/logger.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
 import { GatewayError, Reason } from "./gateway-error.js";
@@ -49,7 +50,17 @@ const capabilityEnum: Record<CapabilityName, Capability> = {
 };
 
 /** Makes the gateway core over a router. */
-export function createGateway(router: Router, log?: Logger): Gateway {
+/** Response header that tells what the cache did: hit, miss, coalesced or bypass. */
+export const cacheHeader = "infergate-cache";
+
+export interface GatewayOptions {
+  log?: Logger;
+  /** The answer cache; without it every call goes upstream. */
+  cache?: ResponseCache;
+}
+
+export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
+  const { log, cache } = options;
   /** Server-side failures go to the log with their internal cause (upstream status and body). */
   function failed(err: unknown): unknown {
     if (log !== undefined && err instanceof GatewayError && serverSide.has(err.code)) {
@@ -105,15 +116,51 @@ export function createGateway(router: Router, log?: Logger): Gateway {
     }
   }
 
-  function upstreamCall<Req>(route: ModelRoute, request: Req, ctx: CallContext): UpstreamCall<Req> {
+  function upstreamCall<Req>(
+    route: ModelRoute,
+    request: Req,
+    run: UpstreamRun,
+    headers: Readonly<Record<string, string>>,
+  ): UpstreamCall<Req> {
     return {
       request,
       upstreamModel: route.upstreamModel,
       modelOptions: route.modelOptions,
-      signal: ctx.signal,
-      deadline: ctx.deadline,
-      headers: ctx.headers,
+      signal: run.signal,
+      deadline: run.deadline,
+      headers,
     };
+  }
+
+
+  const caller = (ctx: CallContext): CacheCaller => ({ signal: ctx.signal, deadline: ctx.deadline, tenant: ctx.tenant });
+
+  /** The upstream's stream for one run: stamped, cut at the final event, truncation an error. */
+  async function* upstreamEvents(
+    route: ModelRoute,
+    req: GenerateRequest,
+    run: UpstreamRun,
+    headers: Readonly<Record<string, string>>,
+  ): AsyncGenerator<GenerateResponse> {
+    const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, headers));
+    let sent = 0;
+    for await (const event of events) {
+      run.signal.throwIfAborted();
+      if (event.event.case === "final") {
+        stampProvenance(route, event.event.value);
+        yield event;
+        // The final event is the last one by contract; anything the upstream sends after it is
+        // not forwarded.
+        return;
+      }
+      sent++;
+      yield event;
+    }
+    throw new GatewayError(
+      Code.Unavailable,
+      `upstream "${route.upstream.name}" ended the stream without its final event after ${sent} events`,
+      { reason: Reason.StreamTruncated, metadata: { upstream: route.upstream.name } },
+    );
   }
 
   return {
@@ -121,11 +168,17 @@ export function createGateway(router: Router, log?: Logger): Gateway {
       return guarded(ctx, async () => {
         const route = router.resolve(req.model, "predict");
         validatePredictRequest(req);
-        const res = await capability(route.upstream, "predict")(upstreamCall(route, req, ctx));
-        res.model = route.name;
-        res.modelVersion = req.modelVersion ?? route.version;
-        res.id = req.id !== "" ? req.id : res.id !== "" ? res.id : randomUUID();
-        res.upstream = route.upstream.name;
+        const call = async (run: UpstreamRun) => {
+          const res = await capability(route.upstream, "predict")(upstreamCall(route, req, run, ctx.headers));
+          res.model = route.name;
+          res.modelVersion = req.modelVersion ?? route.version;
+          res.upstream = route.upstream.name;
+          return res;
+        };
+        const { value: res, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.predict(route, req, caller(ctx), call);
+        ctx.responseHeaders[cacheHeader] = outcome;
+        // The id belongs to this request, not to the answer that may be shared or stored.
+        res.id = req.id !== "" ? req.id : randomUUID();
         return res;
       });
     },
@@ -134,7 +187,11 @@ export function createGateway(router: Router, log?: Logger): Gateway {
       return guarded(ctx, async () => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
-        return stampProvenance(route, await capability(route.upstream, "chat")(upstreamCall(route, req, ctx)));
+        const call = async (run: UpstreamRun) =>
+          stampProvenance(route, await capability(route.upstream, "chat")(upstreamCall(route, req, run, ctx.headers)));
+        const { value, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.chat(route, req, caller(ctx), call);
+        ctx.responseHeaders[cacheHeader] = outcome;
+        return value;
       });
     },
 
@@ -144,25 +201,15 @@ export function createGateway(router: Router, log?: Logger): Gateway {
         ctx.signal.throwIfAborted();
         const route = router.resolve(req.model, "generate");
         validateChatInput(req);
-        const events = capability(route.upstream, "generate")(upstreamCall(route, req, ctx));
-        let sent = 0;
+        const { events, outcome } =
+          cache === undefined
+            ? { events: upstreamEvents(route, req, ctx, ctx.headers), outcome: "bypass" }
+            : cache.generate(route, req, caller(ctx), (run) => upstreamEvents(route, req, run, ctx.headers));
+        ctx.responseHeaders[cacheHeader] = outcome;
         for await (const event of events) {
           ctx.signal.throwIfAborted();
-          if (event.event.case === "final") {
-            stampProvenance(route, event.event.value);
-            yield event;
-            // The final event is the last one by contract; anything the upstream sends after it is
-            // not forwarded.
-            return;
-          }
-          sent++;
           yield event;
         }
-        throw new GatewayError(
-          Code.Unavailable,
-          `upstream "${route.upstream.name}" ended the stream without its final event after ${sent} events`,
-          { reason: Reason.StreamTruncated, metadata: { upstream: route.upstream.name } },
-        );
       } catch (err) {
         throw failed(abortReasonOr(ctx, err));
       } finally {

@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import type { CapabilityName, Config } from "../config/schema.js";
+import type { CapabilityName, Config, ModelCacheConfig } from "../config/schema.js";
 import { parseModelOptions, upstreamKindRegistry } from "../upstreams/registry.js";
 import type { Upstream } from "../upstreams/upstream.js";
 import { GatewayError, invalidArgument, Reason } from "./gateway-error.js";
@@ -13,6 +13,8 @@ export interface ModelRoute {
   readonly capabilities: readonly CapabilityName[];
   /** The model's options, parsed by its upstream kind. */
   readonly modelOptions: unknown;
+  /** How its answers are cached. */
+  readonly cache: ModelCacheConfig;
 }
 
 const rpcNames: Record<CapabilityName, string> = { predict: "Predict", chat: "Chat", generate: "Generate" };
@@ -41,6 +43,7 @@ export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upst
       upstreamModel: m.upstreamModel ?? m.name,
       capabilities: m.capabilities ?? upstreamKindRegistry[upstreamConfig.kind].capabilities,
       modelOptions: parseModelOptions(upstreamConfig.kind, m.options),
+      cache: m.cache,
     });
   }
   const all = [...byName.values()];

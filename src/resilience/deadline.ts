@@ -17,6 +17,13 @@ export interface CallContext {
    * that forward some (an allowlist) read them here.
    */
   readonly headers: Readonly<Record<string, string>>;
+  /** The authenticated tenant; "" when authentication is off. */
+  readonly tenant: string;
+  /**
+   * Response headers the core wants sent (e.g. `infergate-cache`). Set before a unary answer
+   * returns or before a stream's first event; the ingress sends them with the response headers.
+   */
+  readonly responseHeaders: Record<string, string>;
 }
 
 /** A CallContext plus the release of its timer, for the ingress that made it. */
@@ -80,6 +87,8 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     signal: controller.signal,
     deadline,
     headers: init.headers ?? {},
+    tenant: "",
+    responseHeaders: {},
     dispose: () => clearTimeout(timer),
     cancel: () => {
       clearTimeout(timer);

@@ -1,5 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../config/schema.js";
+import { ResponseCache } from "../cache/response-cache.js";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
 import { createRouter } from "../gateway/router.js";
 import type { Logger } from "../observability/logger.js";
@@ -12,6 +13,8 @@ import { inferenceRoutes } from "./connect-routes.js";
 /** A running infergate: both listeners over one gateway core. */
 export interface App {
   readonly gateway: Gateway;
+  /** The answer cache (its stats are what the metrics export). */
+  readonly cache: ResponseCache;
   /** The bound gRPC address, HOST:PORT. */
   readonly grpcAddress: string;
   /** The bound HTTP (Connect, gRPC-Web, JSON) address, HOST:PORT. */
@@ -31,7 +34,8 @@ function splitHostPort(address: string): [string, number] {
 /** Starts infergate with a validated config. */
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const upstreams = new Map<string, Upstream>(config.upstreams.map((u) => [u.name, createUpstream(u)]));
-  const gateway = createGateway(createRouter(config, upstreams), log);
+  const cache = new ResponseCache(config.cache, config.server.maxTimeoutMs);
+  const gateway = createGateway(createRouter(config, upstreams), { log, cache });
   const server = config.server;
 
   const { server: grpcServer, health } = createGrpcServer(gateway, server);
@@ -86,6 +90,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
   return {
     gateway,
+    cache,
     grpcAddress: `${grpcHost}:${grpcPort}`,
     httpAddress: `${httpHost}:${httpPort}`,
     shutdown() {

@@ -21,6 +21,13 @@ function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext
   return ctx;
 }
 
+/** Copies the response headers the core set onto the Connect response. */
+function setHeaders(hc: HandlerContext, ctx: OwnedCallContext): void {
+  for (const [k, v] of Object.entries(ctx.responseHeaders)) {
+    hc.responseHeader.set(k, v);
+  }
+}
+
 async function unary<Req, Res>(
   hc: HandlerContext,
   maxTimeoutMs: number,
@@ -29,7 +36,9 @@ async function unary<Req, Res>(
 ): Promise<Res> {
   const ctx = callContext(hc, maxTimeoutMs);
   try {
-    return await fn(req, ctx);
+    const res = await fn(req, ctx);
+    setHeaders(hc, ctx);
+    return res;
   } catch (err) {
     throw toConnectError(err);
   } finally {
@@ -50,7 +59,14 @@ export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number): (router
       async *generate(req, hc) {
         const ctx = callContext(hc, maxTimeoutMs);
         try {
-          yield* gateway.generate(req, ctx);
+          let first = true;
+          for await (const event of gateway.generate(req, ctx)) {
+            if (first) {
+              setHeaders(hc, ctx);
+              first = false;
+            }
+            yield event;
+          }
         } catch (err) {
           throw toConnectError(err);
         } finally {

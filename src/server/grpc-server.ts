@@ -57,6 +57,16 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
   return ctx;
 }
 
+/** Sends the response headers the core set (once, before the first message). */
+function sendHeaders(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, ctx: OwnedCallContext): void {
+  const entries = Object.entries(ctx.responseHeaders);
+  if (entries.length > 0) {
+    const md = new grpc.Metadata();
+    for (const [k, v] of entries) md.set(k, v);
+    call.sendMetadata(md);
+  }
+}
+
 /** The grpc-js server of the gRPC listener, before it binds. */
 export interface GrpcServer {
   readonly server: grpc.Server;
@@ -78,7 +88,10 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     (call, callback) => {
       const ctx = callContext(call, config.maxTimeoutMs);
       fn(call.request, ctx).then(
-        (res) => callback(null, res),
+        (res) => {
+          sendHeaders(call, ctx);
+          callback(null, res);
+        },
         (err: unknown) => callback(toServiceError(err)),
       ).finally(() => ctx.dispose());
     };
@@ -90,7 +103,12 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     const ctx = callContext(call, config.maxTimeoutMs);
     void (async () => {
       try {
+        let first = true;
         for await (const event of gateway.generate(call.request, ctx)) {
+          if (first) {
+            sendHeaders(call, ctx);
+            first = false;
+          }
           if (!call.write(event)) {
             // Backpressure: wait until the client has read what is buffered (or went away).
             await new Promise<void>((resolve) => {

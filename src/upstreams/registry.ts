@@ -1,5 +1,6 @@
 import type { UpstreamConfig } from "../config/schema.js";
 import { mockKind } from "./mock/mock-upstream.js";
+import { anthropicKind } from "./anthropic/anthropic-upstream.js";
 import type { Upstream, UpstreamKind } from "./upstream.js";
 
 /**
@@ -8,6 +9,7 @@ import type { Upstream, UpstreamKind } from "./upstream.js";
  */
 export const upstreamKindRegistry: Record<UpstreamConfig["kind"], UpstreamKind<unknown>> = {
   mock: mockKind as UpstreamKind<unknown>,
+  anthropic: anthropicKind as UpstreamKind<unknown>,
 };
 
 /** A model's options as its kind parses them (validated at config load). */

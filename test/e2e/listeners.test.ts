@@ -3,7 +3,7 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { Role } from "../../gen/infergate/v1/chat_pb.js";
+import { CachePolicy, Role } from "../../gen/infergate/v1/chat_pb.js";
 import {
   ChatResponseSchema,
   GenerateResponseSchema,
@@ -72,6 +72,8 @@ const calls: [string, (c: InferenceClient) => Promise<unknown>][] = [
         await c.predict({
           model: "mock-predict",
           id: "fixed",
+          // Predict answers are cached by default; each protocol must reach the model itself here.
+          cachePolicy: CachePolicy.BYPASS,
           inputs: [
             { name: "x", datatype: DataType.INT64, shape: [2n], data: { case: "contents", value: { int64Contents: [2n ** 62n, 5n] } } },
             { name: "y", datatype: DataType.INT64, shape: [2n], data: { case: "contents", value: { int64Contents: [2n ** 62n, -7n] } } },

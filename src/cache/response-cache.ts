@@ -1,0 +1,217 @@
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
+import {
+  type ChatResponse,
+  ChatResponseSchema,
+  type GenerateResponse,
+  GenerateResponseSchema,
+  type PredictRequest,
+  type PredictResponse,
+  PredictResponseSchema,
+} from "../../gen/infergate/v1/inference_service_pb.js";
+import type { CacheConfig, ModelCacheConfig } from "../config/schema.js";
+import type { ChatInput } from "../upstreams/upstream.js";
+import { type CacheRpc, chatCacheKey, type KeyScope, predictCacheKey } from "./cache-key.js";
+import { type CacheStats, createCacheStats } from "./cache-stats.js";
+import { ResponseStore } from "./response-store.js";
+import { SingleFlight } from "./single-flight.js";
+
+/** What the cache did for one call; sent as the `infergate-cache` response header. */
+export type CacheOutcome = "hit" | "miss" | "coalesced" | "bypass";
+
+/** The model facts the cache needs. */
+export interface CacheRoute {
+  readonly name: string;
+  readonly version: string;
+  readonly cache: ModelCacheConfig;
+}
+
+/** Where the upstream call runs: the caller's own signal, or a shared flight's. */
+export interface UpstreamRun {
+  readonly signal: AbortSignal;
+  readonly deadline: number;
+}
+
+/** The caller's side of one call. */
+export interface CacheCaller {
+  readonly signal: AbortSignal;
+  readonly deadline: number;
+  /** The authenticated tenant, or "" without authentication. */
+  readonly tenant: string;
+}
+
+interface Decision {
+  /** undefined: neither read nor write (policy off, not deterministic, or bypass). */
+  readonly key: string | undefined;
+  readonly read: boolean;
+  readonly ttlMs: number;
+}
+
+/**
+ * The answer cache in front of the upstreams: exact keys (cache-key.ts), a bounded store, per-
+ * model policy, per-request bypass/refresh, and coalescing of identical calls in flight. Only
+ * complete successful answers are stored: failures, cancels and streams without their final event
+ * never reach `set`.
+ */
+export class ResponseCache {
+  readonly stats: CacheStats = createCacheStats();
+  readonly flights = new SingleFlight();
+  private readonly store: ResponseStore;
+
+  constructor(
+    private readonly config: CacheConfig,
+    /** Deadline given to a shared upstream call: joiners may outlive the caller that started it. */
+    private readonly flightTimeoutMs: number,
+    now?: () => number,
+  ) {
+    this.store = new ResponseStore(
+      { maxBytes: config.maxBytes, maxEntries: config.maxEntries, maxEntryBytes: config.maxEntryBytes, ...(now ? { now } : {}) },
+      this.stats,
+    );
+  }
+
+  private decide(
+    route: CacheRoute,
+    rpc: CacheRpc,
+    policy: CachePolicy,
+    deterministic: boolean,
+    caller: CacheCaller,
+    key: (scope: KeyScope) => string,
+  ): Decision {
+    const ttlMs = route.cache.ttlMs ?? this.config.defaultTtlMs;
+    const modelPolicy = route.cache.policy ?? (rpc === "predict" ? "always" : "deterministic");
+    if (policy === CachePolicy.BYPASS || modelPolicy === "off" || (modelPolicy === "deterministic" && !deterministic)) {
+      return { key: undefined, read: false, ttlMs };
+    }
+    const scope: KeyScope = {
+      rpc,
+      model: route.name,
+      version: route.version,
+      tenant: route.cache.shared ? "" : caller.tenant,
+      keyMetadata: route.cache.keyMetadata,
+    };
+    return { key: key(scope), read: policy !== CachePolicy.REFRESH, ttlMs };
+  }
+
+  private flightRun(signal: AbortSignal): UpstreamRun {
+    return { signal, deadline: Date.now() + this.flightTimeoutMs };
+  }
+
+  /** A unary answer through the cache. */
+  private async unary<R>(
+    d: Decision,
+    caller: CacheCaller,
+    schema: typeof ChatResponseSchema | typeof PredictResponseSchema,
+    call: (run: UpstreamRun) => Promise<R>,
+  ): Promise<{ value: R; outcome: CacheOutcome }> {
+    if (d.key === undefined) {
+      this.stats.bypassed++;
+      return { value: await call(caller), outcome: "bypass" };
+    }
+    const key = d.key;
+    if (d.read) {
+      const hit = this.store.get(key);
+      if (hit?.kind === "message") {
+        this.stats.hits++;
+        const value = fromBinary(schema, hit.bytes) as unknown as R & { cached: boolean };
+        value.cached = true;
+        return { value, outcome: "hit" };
+      }
+    }
+    const { value, joined } = await this.flights.unary(key, caller.signal, async (signal) => {
+      const r = await call(this.flightRun(signal));
+      this.store.set(key, { kind: "message", bytes: toBinary(schema, r as never) }, d.ttlMs);
+      return r;
+    });
+    if (joined) {
+      this.stats.coalesced++;
+      // Each caller gets its own message: ingress code may stamp headers or fields on it.
+      return { value: clone(schema, value as never) as R, outcome: "coalesced" };
+    }
+    this.stats.misses++;
+    return { value, outcome: "miss" };
+  }
+
+  /** Chat through the cache. */
+  chat(
+    route: CacheRoute,
+    req: ChatInput,
+    caller: CacheCaller,
+    call: (run: UpstreamRun) => Promise<ChatResponse>,
+  ): Promise<{ value: ChatResponse; outcome: CacheOutcome }> {
+    const d = this.decide(route, "chat", req.cachePolicy, isDeterministic(req), caller, (s) => chatCacheKey(req, s));
+    return this.unary(d, caller, ChatResponseSchema, call);
+  }
+
+  /** Predict through the cache. */
+  predict(
+    route: CacheRoute,
+    req: PredictRequest,
+    caller: CacheCaller,
+    call: (run: UpstreamRun) => Promise<PredictResponse>,
+  ): Promise<{ value: PredictResponse; outcome: CacheOutcome }> {
+    const d = this.decide(route, "predict", req.cachePolicy, true, caller, (s) => predictCacheKey(req, s));
+    return this.unary(d, caller, PredictResponseSchema, call);
+  }
+
+  /**
+   * Generate through the cache: a hit replays the stored events (final marked cached); a miss
+   * records the events and stores them once the final event has passed; joiners of a stream in
+   * flight get the events so far, then the live ones.
+   */
+  generate(
+    route: CacheRoute,
+    req: ChatInput,
+    caller: CacheCaller,
+    call: (run: UpstreamRun) => AsyncIterable<GenerateResponse>,
+  ): { events: AsyncIterable<GenerateResponse>; outcome: CacheOutcome } {
+    const d = this.decide(route, "generate", req.cachePolicy, isDeterministic(req), caller, (s) => chatCacheKey(req, s));
+    if (d.key === undefined) {
+      this.stats.bypassed++;
+      return { events: call(caller), outcome: "bypass" };
+    }
+    const key = d.key;
+    if (d.read) {
+      const hit = this.store.get(key);
+      if (hit?.kind === "stream") {
+        this.stats.hits++;
+        return { events: replay(hit.events), outcome: "hit" };
+      }
+    }
+    const store = this.store;
+    const { value, joined } = this.flights.stream(key, caller.signal, (signal) =>
+      (async function* record(src: AsyncIterable<GenerateResponse>) {
+        const events: Uint8Array[] = [];
+        for await (const e of src) {
+          events.push(toBinary(GenerateResponseSchema, e));
+          if (e.event.case === "final") {
+            store.set(key, { kind: "stream", events }, d.ttlMs);
+          }
+          yield e;
+        }
+      })(call(this.flightRun(signal))),
+    );
+    if (joined) this.stats.coalesced++;
+    else this.stats.misses++;
+    return { events: value, outcome: joined ? "coalesced" : "miss" };
+  }
+}
+
+/**
+ * The rule of the `deterministic` policy: an answer is reusable only when sampling cannot vary it,
+ * i.e. temperature is explicitly 0 or a seed is set. An omitted temperature is the model's default
+ * (usually 1), not 0.
+ */
+export function isDeterministic(req: ChatInput): boolean {
+  return req.temperature === 0 || req.seed !== undefined;
+}
+
+async function* replay(events: readonly Uint8Array[]): AsyncGenerator<GenerateResponse> {
+  for (const bytes of events) {
+    const e = fromBinary(GenerateResponseSchema, bytes);
+    if (e.event.case === "final") {
+      e.event.value.cached = true;
+    }
+    yield e;
+  }
+}

@@ -1,0 +1,121 @@
+import { z } from "zod";
+import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { UpstreamConfig } from "../../config/schema.js";
+import { GatewayError } from "../../gateway/gateway-error.js";
+import { badResponse } from "../http/http-errors.js";
+import { defaultHttpPoolOptions, type HttpAnswer, HttpUpstream } from "../http/http-upstream.js";
+import { decodeSse, SseDecodeError } from "../sse/sse-decoder.js";
+import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
+import { createStreamTranslator, fromMessagesResponse, toMessagesRequest } from "./anthropic-translate.js";
+
+const positiveInt = z.number().int().positive();
+
+/** The `http` part of the options: connection settings, each defaulting as in HttpUpstream. */
+const httpOptionsSchema = z
+  .strictObject({
+    /** Connections per endpoint at most (default 128). */
+    connections: positiveInt.max(10_000),
+    /** Time to open a TCP and TLS connection (default 5000 ms). */
+    connectTimeoutMs: positiveInt,
+    /** Time from sending a request to the response headers, i.e. to the first token (default 60000 ms). */
+    headersTimeoutMs: positiveInt,
+    /** Largest non-streamed answer read into memory (default 32 MiB). */
+    maxResponseBytes: positiveInt,
+  })
+  .partial();
+
+/** Options of an `anthropic` upstream in config (`upstreams[].options`). */
+export const anthropicOptionsSchema = z.strictObject({
+  /**
+   * The `anthropic-version` header: the API version whose wire format this adapter speaks. Only
+   * change it together with the adapter.
+   */
+  anthropicVersion: z.string().min(1).default("2023-06-01"),
+  /** Largest streamed event accepted (its data), in bytes; a larger one fails the call. */
+  maxEventBytes: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
+  /** Connection settings (see HttpPoolOptions). */
+  http: httpOptionsSchema.optional(),
+});
+export type AnthropicOptions = z.infer<typeof anthropicOptionsSchema>;
+
+/** Per-model options (`models[].options`) of a model served by an `anthropic` upstream. */
+export const anthropicModelOptionsSchema = z.strictObject({
+  /** max_tokens for requests that leave it unset; the Messages API requires one. */
+  maxTokens: positiveInt.max(2 ** 31 - 1).default(4096),
+});
+export type AnthropicModelOptions = z.infer<typeof anthropicModelOptionsSchema>;
+
+/** The `anthropic` kind: the Anthropic Messages API (`POST {endpoint}/v1/messages`), Chat and Generate. */
+export const anthropicKind: UpstreamKind<AnthropicOptions, AnthropicModelOptions> = {
+  capabilities: ["chat", "generate"],
+  needsEndpoints: true,
+  optionsSchema: anthropicOptionsSchema,
+  modelOptionsSchema: anthropicModelOptionsSchema,
+  create: (config, options) => createAnthropicUpstream(config, options),
+};
+
+/**
+ * The thin client of the Messages API: Chat sends a non-streaming request and reads its JSON;
+ * Generate asks for an event stream and translates it event by event. Requests carry `x-api-key`
+ * (the upstream's apiKey) and `anthropic-version`, after the upstream's extra `headers`. Errors
+ * leave through HttpUpstream's one HTTP→gRPC mapping; the caller's signal and deadline bound the
+ * whole call, body included.
+ */
+export function createAnthropicUpstream(config: UpstreamConfig, options: AnthropicOptions): Upstream {
+  const http = new HttpUpstream(config, { ...defaultHttpPoolOptions, ...options.http });
+
+  async function send(call: UpstreamCall<ChatInput>, stream: boolean): Promise<HttpAnswer> {
+    // The router parsed models[].options with anthropicModelOptionsSchema.
+    const { maxTokens } = call.modelOptions as AnthropicModelOptions;
+    const body = toMessagesRequest(call.request, { upstreamModel: call.upstreamModel, defaultMaxTokens: maxTokens, stream });
+    return http.request({
+      method: "POST",
+      path: "/v1/messages",
+      headers: {
+        ...config.headers,
+        "content-type": "application/json",
+        accept: stream ? "text/event-stream" : "application/json",
+        "anthropic-version": options.anthropicVersion,
+        ...(config.apiKey === undefined ? {} : { "x-api-key": config.apiKey }),
+      },
+      body: JSON.stringify(body),
+      signal: call.signal,
+      deadline: call.deadline,
+    });
+  }
+
+  return {
+    name: config.name,
+    kind: "anthropic",
+    async chat(call): Promise<ChatResponse> {
+      const answer = await send(call, false);
+      return fromMessagesResponse(config.name, await http.readJson(answer, call.signal));
+    },
+    async *generate(call): AsyncGenerator<GenerateResponse> {
+      const answer = await send(call, true);
+      http.expectEventStream(answer);
+      const translator = createStreamTranslator(config.name);
+      try {
+        for await (const event of decodeSse(answer.body, { maxEventSize: options.maxEventBytes })) {
+          yield* translator.push(event);
+          if (translator.done) {
+            return;
+          }
+        }
+      } catch (err) {
+        if (err instanceof GatewayError && !call.signal.aborted) {
+          throw err;
+        }
+        if (err instanceof SseDecodeError) {
+          throw badResponse(config.name, err.message);
+        }
+        throw http.failure(err, call.signal, answer.signal);
+      } finally {
+        // Early exits (final event, error, the caller gone) close the connection: the upstream stops.
+        answer.body.destroy();
+      }
+      translator.end();
+    },
+    close: () => http.close(),
+  };
+}

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { clone, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ChatInput } from "../upstreams/upstream.js";
@@ -34,14 +34,15 @@ function sortMaps(v: unknown): unknown {
   }
   const o = v as Record<string, unknown>;
   if ("$typeName" in o) {
+    // A shallow copy: the caller's request is never changed.
+    const m: Record<string, unknown> = {};
     for (const k of Object.keys(o)) {
-      if (k !== "$typeName" && k !== "$unknown") o[k] = sortMaps(o[k]);
+      m[k] = k === "$typeName" || k === "$unknown" ? o[k] : sortMaps(o[k]);
     }
-    return o;
+    return m;
   }
   if ("case" in o && "value" in o && Object.keys(o).length === 2) {
-    o["value"] = sortMaps(o["value"]);
-    return o;
+    return { case: o["case"], value: sortMaps(o["value"]) };
   }
   const sorted: Record<string, unknown> = {};
   for (const k of Object.keys(o).sort()) {
@@ -72,20 +73,19 @@ function keyOf<D extends DescMessage>(schema: D, message: MessageShape<D>, scope
  */
 export function chatCacheKey(req: ChatInput, scope: KeyScope): string {
   // GenerateRequest has the same fields and numbers as ChatRequest: one canonical form for both.
-  const c = clone(ChatRequestSchema, req as never);
-  c.cachePolicy = CachePolicy.UNSPECIFIED;
-  c.metadata = {};
-  c.sessionId = "";
-  c.model = "";
+  const c = {
+    ...req,
+    $typeName: ChatRequestSchema.typeName,
+    cachePolicy: CachePolicy.UNSPECIFIED,
+    metadata: {},
+    sessionId: "",
+    model: "",
+  } as MessageShape<typeof ChatRequestSchema>;
   return keyOf(ChatRequestSchema, c, scope, req.metadata);
 }
 
 /** The cache key of a Predict request (without cache_policy, metadata and the caller's id). */
 export function predictCacheKey(req: PredictRequest, scope: KeyScope): string {
-  const c = clone(PredictRequestSchema, req);
-  c.cachePolicy = CachePolicy.UNSPECIFIED;
-  c.metadata = {};
-  c.id = "";
-  c.model = "";
+  const c = { ...req, cachePolicy: CachePolicy.UNSPECIFIED, metadata: {}, id: "", model: "" };
   return keyOf(PredictRequestSchema, c, scope, req.metadata);
 }

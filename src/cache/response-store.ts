@@ -41,6 +41,8 @@ export class ResponseStore {
       maxEntrySize: Math.min(options.maxEntryBytes, options.maxBytes),
       sizeCalculation: storedSize,
       ttlAutopurge: false,
+      // Check staleness against the clock on every read, not a coarse cached "now".
+      ttlResolution: 0,
       dispose: (_value, _key, reason) => {
         if (reason === "evict") {
           stats.evictions++;

@@ -8,9 +8,10 @@ import { startApp } from "./server/app.js";
 const usage = `infergate — a gRPC inference proxy
 
 Usage:
-  infergate [--config PATH] [--listen HOST:PORT] [--http-listen HOST:PORT]
+  infergate [--config PATH] [--listen HOST:PORT] [--http-listen HOST:PORT] [--admin-listen HOST:PORT]
       Serve. gRPC (with health and reflection) on --listen (default 127.0.0.1:50051);
-      Connect, gRPC-Web and JSON on --http-listen (default 127.0.0.1:8080).
+      Connect, gRPC-Web and JSON on --http-listen (default 127.0.0.1:8080);
+      /metrics, /healthz and /readyz on --admin-listen (default 127.0.0.1:9090).
       Without --config, the embedded default serves the built-in mock models.
   infergate check-config PATH
       Validate a configuration file; exit 0 if it is valid, 1 with every problem listed if not.
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
         config: { type: "string" },
         listen: { type: "string" },
         "http-listen": { type: "string" },
+        "admin-listen": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -63,14 +65,15 @@ async function main(argv: string[]): Promise<number> {
   try {
     config = await loadConfig(values.config);
     // Flags override the file; they pass through the same validation as the file would.
-    if (values.listen !== undefined || values["http-listen"] !== undefined) {
+    if (values.listen !== undefined || values["http-listen"] !== undefined || values["admin-listen"] !== undefined) {
       const server = { ...config.server };
       if (values.listen !== undefined) server.listen = values.listen;
       if (values["http-listen"] !== undefined) server.httpListen = values["http-listen"];
+      if (values["admin-listen"] !== undefined) server.adminListen = values["admin-listen"];
       const checked = configSchema.shape.server.safeParse(server);
       if (!checked.success) {
         const issue = checked.error.issues[0]!;
-        const flag = issue.path[0] === "listen" ? "--listen" : "--http-listen";
+        const flag = issue.path[0] === "listen" ? "--listen" : issue.path[0] === "adminListen" ? "--admin-listen" : "--http-listen";
         throw new ConfigError([{ path: flag, message: issue.message }], "(command line)");
       }
       config = { ...config, server: checked.data };
@@ -85,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
 
   const app = await startApp(config, log);
   log.info(
-    { grpc: app.grpcAddress, http: app.httpAddress, models: config.models.map((m) => m.name), config: values.config ?? "(embedded default)" },
+    { grpc: app.grpcAddress, http: app.httpAddress, admin: app.adminAddress, models: config.models.map((m) => m.name), config: values.config ?? "(embedded default)" },
     "listening",
   );
 

@@ -34,6 +34,10 @@ const tlsSchema = z.strictObject({
 const serverSchema = z.strictObject({
   listen: listenAddress.default("127.0.0.1:50051"),
   httpListen: listenAddress.default("127.0.0.1:8080"),
+  /** Admin HTTP: /metrics, /healthz, /readyz. Keep it on loopback or a private interface. */
+  adminListen: listenAddress.default("127.0.0.1:9090"),
+  /** Log prompts and completions (debug only: they may hold personal data). */
+  logContent: z.boolean().default(false),
   /** Largest request or response message, each way (grpc-js and connect-node limits). */
   maxMessageBytes: positiveInt.max(1 << 30).default(4 * 1024 * 1024),
   /** Longest deadline a call may have; calls without a deadline get this one. */

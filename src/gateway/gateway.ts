@@ -5,6 +5,7 @@ import {
   Capability,
   type ChatRequest,
   type ChatResponse,
+  type GenerateFinal,
   type GenerateRequest,
   type GenerateResponse,
   type ListModelsRequest,
@@ -20,7 +21,8 @@ import type { Upstream, UpstreamCall } from "../upstreams/upstream.js";
 import type { CacheCaller, ResponseCache, UpstreamRun } from "../cache/response-cache.js";
 import type { Logger } from "../observability/logger.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
-import { GatewayError, Reason } from "./gateway-error.js";
+import type { CallObserver, CallRecord } from "../observability/call-record.js";
+import { GatewayError, Reason, toGatewayError } from "./gateway-error.js";
 import type { ModelRoute, Router } from "./router.js";
 import { validateChatInput, validatePredictRequest } from "./validate-request.js";
 
@@ -57,10 +59,38 @@ export interface GatewayOptions {
   log?: Logger;
   /** The answer cache; without it every call goes upstream. */
   cache?: ResponseCache;
+  /** Told of every finished call (per-call log line, metrics). */
+  onCall?: CallObserver;
 }
 
 export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
-  const { log, cache } = options;
+  const { log, cache, onCall } = options;
+
+  /** Reports a finished call to the observer. */
+  function report(
+    rpc: CallRecord["rpc"],
+    ctx: CallContext,
+    model: string,
+    started: number,
+    outcome: { err?: unknown; upstream?: string; usage?: { promptTokens: number; completionTokens: number } | undefined; ttftMs?: number },
+  ): void {
+    if (onCall === undefined) return;
+    const e = outcome.err === undefined ? undefined : toGatewayError(outcome.err);
+    onCall({
+      rpc,
+      requestId: ctx.requestId,
+      tenant: ctx.tenant,
+      model,
+      upstream: outcome.upstream,
+      cache: ctx.responseHeaders[cacheHeader],
+      code: e?.code ?? 0,
+      reason: e?.reason,
+      latencyMs: performance.now() - started,
+      ttftMs: outcome.ttftMs,
+      promptTokens: outcome.usage?.promptTokens ?? 0,
+      completionTokens: outcome.usage?.completionTokens ?? 0,
+    });
+  }
   /** Server-side failures go to the log with their internal cause (upstream status and body). */
   function failed(err: unknown): unknown {
     if (log !== undefined && err instanceof GatewayError && serverSide.has(err.code)) {
@@ -163,9 +193,30 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     );
   }
 
+  /** Reports a unary call when its promise settles. */
+  function observed<T extends object>(
+    rpc: CallRecord["rpc"],
+    ctx: CallContext,
+    model: string,
+    p: Promise<T>,
+  ): Promise<T> {
+    const started = performance.now();
+    return p.then(
+      (res) => {
+        const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
+        report(rpc, ctx, model, started, { ...(r.upstream === undefined ? {} : { upstream: r.upstream }), usage: r.usage });
+        return res;
+      },
+      (err: unknown) => {
+        report(rpc, ctx, model, started, { err });
+        throw err;
+      },
+    );
+  }
+
   return {
     predict(req, ctx) {
-      return guarded(ctx, async () => {
+      return observed("Predict", ctx, req.model, guarded(ctx, async () => {
         const route = router.resolve(req.model, "predict");
         validatePredictRequest(req);
         const call = async (run: UpstreamRun) => {
@@ -180,11 +231,11 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         // The id belongs to this request, not to the answer that may be shared or stored.
         res.id = req.id !== "" ? req.id : randomUUID();
         return res;
-      });
+      }));
     },
 
     chat(req, ctx) {
-      return guarded(ctx, async () => {
+      return observed("Chat", ctx, req.model, guarded(ctx, async () => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
         const call = async (run: UpstreamRun) =>
@@ -192,11 +243,15 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         const { value, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.chat(route, req, caller(ctx), call);
         ctx.responseHeaders[cacheHeader] = outcome;
         return value;
-      });
+      }));
     },
 
     async *generate(req, ctx) {
       enter();
+      const started = performance.now();
+      let ttftMs: number | undefined;
+      let final: GenerateFinal | undefined;
+      let failure: unknown;
       try {
         ctx.signal.throwIfAborted();
         const route = router.resolve(req.model, "generate");
@@ -208,17 +263,23 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         ctx.responseHeaders[cacheHeader] = outcome;
         for await (const event of events) {
           ctx.signal.throwIfAborted();
+          ttftMs ??= performance.now() - started;
+          if (event.event.case === "final") final = event.event.value;
           yield event;
         }
       } catch (err) {
-        throw failed(abortReasonOr(ctx, err));
+        failure = failed(abortReasonOr(ctx, err));
+        throw failure;
       } finally {
         leave();
+        // A consumer that stopped reading early (the client went away) is a cancel.
+        const err = failure ?? (final === undefined ? ctx.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
+        report("Generate", ctx, req.model, started, { err, upstream: final?.upstream, usage: final?.usage, ...(ttftMs === undefined ? {} : { ttftMs }) });
       }
     },
 
     listModels(_req, ctx) {
-      return guarded(ctx, async () => create(ListModelsResponseSchema, {
+      return observed("ListModels", ctx, "", guarded(ctx, async () => create(ListModelsResponseSchema, {
         models: router.routes().map((r) => ({
           name: r.name,
           version: r.version,
@@ -227,7 +288,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           capabilities: r.capabilities.map((c) => capabilityEnum[c]),
           state: r.upstream.modelState?.(r.upstreamModel) ?? ModelState.UNSPECIFIED,
         })),
-      }));
+      })));
     },
 
     drain() {

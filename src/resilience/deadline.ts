@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { GatewayError, Reason } from "../gateway/gateway-error.js";
 
@@ -19,6 +20,8 @@ export interface CallContext {
   readonly headers: Readonly<Record<string, string>>;
   /** The authenticated tenant; "" when authentication is off. */
   readonly tenant: string;
+  /** The call's id: the caller's `x-request-id`, or one made here; echoed as a response header. */
+  readonly requestId: string;
   /**
    * Response headers the core wants sent (e.g. `infergate-cache`). Set before a unary answer
    * returns or before a stream's first event; the ingress sends them with the response headers.
@@ -66,6 +69,9 @@ export function callerHeaders(entries: Iterable<[string, unknown]>): Record<stri
  */
 export function createCallContext(init: CallContextInit): OwnedCallContext {
   const controller = new AbortController();
+  const given = init.headers?.["x-request-id"];
+  // A caller's id is kept only when it is short and printable: it goes into logs and headers.
+  const requestId = given !== undefined && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
   const clientTimeout = init.timeoutMs;
   const timeoutMs = Math.max(0, Math.min(clientTimeout ?? init.maxTimeoutMs, init.maxTimeoutMs));
   const deadline = Date.now() + timeoutMs;
@@ -88,7 +94,8 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     deadline,
     headers: init.headers ?? {},
     tenant: "",
-    responseHeaders: {},
+    requestId,
+    responseHeaders: { "x-request-id": requestId },
     dispose: () => clearTimeout(timer),
     cancel: () => {
       clearTimeout(timer);

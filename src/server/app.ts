@@ -1,6 +1,9 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../config/schema.js";
 import { ResponseCache } from "../cache/response-cache.js";
+import type { CallObserver } from "../observability/call-record.js";
+import { codeName, createMetrics } from "../observability/metrics.js";
+import { startAdminServer } from "./admin-server.js";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
 import { createRouter } from "../gateway/router.js";
 import type { Logger } from "../observability/logger.js";
@@ -19,6 +22,8 @@ export interface App {
   readonly grpcAddress: string;
   /** The bound HTTP (Connect, gRPC-Web, JSON) address, HOST:PORT. */
   readonly httpAddress: string;
+  /** The bound admin address (/metrics, /healthz, /readyz), HOST:PORT. */
+  readonly adminAddress: string;
   /**
    * Graceful stop: health turns NOT_SERVING, new calls are refused, in-flight calls and streams
    * may finish for up to `server.shutdownGraceMs`, then what is left is cut off. Idempotent.
@@ -35,7 +40,36 @@ function splitHostPort(address: string): [string, number] {
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const upstreams = new Map<string, Upstream>(config.upstreams.map((u) => [u.name, createUpstream(u)]));
   const cache = new ResponseCache(config.cache, config.server.maxTimeoutMs);
-  const gateway = createGateway(createRouter(config, upstreams), { log, cache });
+  let gatewayRef: Gateway | undefined;
+  const metrics = createMetrics({
+    models: config.models.map((m) => m.name),
+    inFlight: () => gatewayRef?.inFlight() ?? 0,
+    cache: cache.stats,
+  });
+  const onCall: CallObserver = (r) => {
+    metrics.observe(r);
+    log.info(
+      {
+        requestId: r.requestId,
+        tenant: r.tenant === "" ? undefined : r.tenant,
+        rpc: r.rpc,
+        model: r.model,
+        upstream: r.upstream,
+        cache: r.cache,
+        code: codeName(r.code),
+        reason: r.reason,
+        latencyMs: Math.round(r.latencyMs * 100) / 100,
+        ttftMs: r.ttftMs === undefined ? undefined : Math.round(r.ttftMs * 100) / 100,
+        promptTokens: r.promptTokens,
+        completionTokens: r.completionTokens,
+      },
+      "call",
+    );
+  };
+  const gateway = createGateway(createRouter(config, upstreams), { log, cache, onCall });
+  gatewayRef = gateway;
+  let draining = false;
+  const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining });
   const server = config.server;
 
   const { server: grpcServer, health } = createGrpcServer(gateway, server);
@@ -61,6 +95,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
   let stopping: Promise<void> | undefined;
   async function stop(): Promise<void> {
+    draining = true;
     for (const s of healthServices) {
       health.setStatus(s, "NOT_SERVING");
     }
@@ -85,6 +120,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     grpcServer.forceShutdown();
     http.destroy();
     await Promise.all([...upstreams.values()].map((u) => u.close()));
+    await admin.close();
     log.info("stopped");
   }
 
@@ -93,6 +129,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     cache,
     grpcAddress: `${grpcHost}:${grpcPort}`,
     httpAddress: `${httpHost}:${httpPort}`,
+    adminAddress: admin.address,
     shutdown() {
       stopping ??= stop();
       return stopping;

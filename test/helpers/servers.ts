@@ -18,6 +18,7 @@ export async function startInProcess(yaml: string = defaultConfigYaml): Promise<
   const config = parseConfig(yaml, "(test)", {});
   config.server.listen = "127.0.0.1:0";
   config.server.httpListen = "127.0.0.1:0";
+  config.server.adminListen = "127.0.0.1:0";
   return startApp(config, pino({ level: "silent" }));
 }
 
@@ -26,6 +27,7 @@ export interface ServerProcess {
   readonly proc: ChildProcess;
   readonly grpcAddress: string;
   readonly httpAddress: string;
+  readonly adminAddress: string;
   /** Every line the process wrote to stdout so far. */
   readonly lines: string[];
   /** Sends SIGTERM and resolves with the exit code. */
@@ -34,7 +36,7 @@ export interface ServerProcess {
 
 /** Starts `bin/infergate.js` with the given extra arguments on free loopback ports. */
 export async function startProcess(args: string[] = []): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, [binPath, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", ...args], {
+  const proc = spawn(process.execPath, [binPath, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", ...args], {
     cwd: repoRoot,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -42,13 +44,13 @@ export async function startProcess(args: string[] = []): Promise<ServerProcess> 
   let stderr = "";
   proc.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   const rl = createInterface({ input: proc.stdout! });
-  const listening = new Promise<{ grpc: string; http: string }>((resolve, reject) => {
+  const listening = new Promise<{ grpc: string; http: string; admin: string }>((resolve, reject) => {
     rl.on("line", (line) => {
       lines.push(line);
       try {
-        const rec = JSON.parse(line) as { msg?: string; grpc?: string; http?: string };
-        if (rec.msg === "listening" && rec.grpc !== undefined && rec.http !== undefined) {
-          resolve({ grpc: rec.grpc, http: rec.http });
+        const rec = JSON.parse(line) as { msg?: string; grpc?: string; http?: string; admin?: string };
+        if (rec.msg === "listening" && rec.grpc !== undefined && rec.http !== undefined && rec.admin !== undefined) {
+          resolve({ grpc: rec.grpc, http: rec.http, admin: rec.admin });
         }
       } catch {
         // not a log line
@@ -56,12 +58,13 @@ export async function startProcess(args: string[] = []): Promise<ServerProcess> 
     });
     proc.once("exit", (code) => reject(new Error(`infergate exited with ${code} before listening: ${stderr}`)));
   });
-  const { grpc, http } = await listening;
+  const { grpc, http, admin } = await listening;
   const exited = once(proc, "exit").then(([code]) => code as number | null);
   return {
     proc,
     grpcAddress: grpc,
     httpAddress: http,
+    adminAddress: admin,
     lines,
     async stop() {
       if (proc.exitCode === null) {

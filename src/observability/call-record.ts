@@ -1,0 +1,28 @@
+
+/**
+ * What happened in one call, reported once when it ends: the source of the per-call log line and
+ * of the request metrics. Holds no prompt, completion or secret.
+ */
+export interface CallRecord {
+  readonly rpc: "Predict" | "Chat" | "Generate" | "ListModels";
+  readonly requestId: string;
+  readonly tenant: string;
+  /** The model asked for ("" for ListModels). */
+  readonly model: string;
+  /** The configured upstream that served it, when one was reached. */
+  readonly upstream: string | undefined;
+  /** hit | miss | coalesced | bypass, when the cache was consulted. */
+  readonly cache: string | undefined;
+  /** The gRPC status code; 0 is OK. */
+  readonly code: number;
+  /** The stable reason of a failure. */
+  readonly reason: string | undefined;
+  readonly latencyMs: number;
+  /** Generate only: time to the first event. */
+  readonly ttftMs: number | undefined;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+}
+
+/** Receives every finished call (log, metrics). */
+export type CallObserver = (record: CallRecord) => void;

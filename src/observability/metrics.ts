@@ -1,0 +1,114 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { CacheStats } from "../cache/cache-stats.js";
+import type { CallRecord } from "./call-record.js";
+
+const codeNames = [
+  "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+];
+
+/** What the metrics read from the running gateway at scrape time. */
+export interface MetricsSources {
+  /** Names of the configured models: the only values the `model` label takes. */
+  models: readonly string[];
+  inFlight: () => number;
+  cache: CacheStats | undefined;
+}
+
+/** The Prometheus registry and the call observer that feeds it. */
+export interface Metrics {
+  readonly registry: Registry;
+  observe(record: CallRecord): void;
+}
+
+/**
+ * infergate's metrics (prom-client). Label values are bounded by construction: `model` is a
+ * configured model name or "other" (a caller cannot grow the label set by sending junk names),
+ * `code` a gRPC code name, `rpc` one of four. Keys, prompts and tenants never become labels.
+ */
+export function createMetrics(sources: MetricsSources): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "infergate_process_" });
+  const known = new Set(sources.models);
+  const model = (m: string) => (known.has(m) ? m : m === "" ? "" : "other");
+
+  const requests = new Counter({
+    name: "infergate_requests_total",
+    help: "Calls by RPC, model and gRPC status code.",
+    labelNames: ["rpc", "model", "code"] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: "infergate_request_duration_seconds",
+    help: "Call latency by RPC and model (whole stream for Generate).",
+    labelNames: ["rpc", "model"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry],
+  });
+  const ttft = new Histogram({
+    name: "infergate_time_to_first_token_seconds",
+    help: "Generate: time to the first event, by model.",
+    labelNames: ["model"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const tokens = new Counter({
+    name: "infergate_tokens_total",
+    help: "Tokens by model and direction (prompt = in, completion = out).",
+    labelNames: ["model", "direction"] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: "infergate_in_flight_calls",
+    help: "Calls and streams in flight.",
+    registers: [registry],
+    collect() {
+      this.set(sources.inFlight());
+    },
+  });
+  const cacheCounter = (name: string, help: string, read: (s: CacheStats) => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        if (sources.cache === undefined) return;
+        this.reset();
+        this.inc(read(sources.cache));
+      },
+    });
+  cacheCounter("infergate_cache_hits_total", "Answers served from the cache.", (s) => s.hits);
+  cacheCounter("infergate_cache_misses_total", "Cacheable calls that went upstream.", (s) => s.misses);
+  cacheCounter("infergate_cache_coalesced_total", "Calls that joined an identical call in flight.", (s) => s.coalesced);
+  cacheCounter("infergate_cache_bypassed_total", "Calls not cached (policy or bypass).", (s) => s.bypassed);
+  cacheCounter("infergate_cache_evictions_total", "Answers evicted to respect the bounds.", (s) => s.evictions);
+  const cacheGauge = (name: string, help: string, read: (s: CacheStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        if (sources.cache !== undefined) this.set(read(sources.cache));
+      },
+    });
+  cacheGauge("infergate_cache_bytes", "Bytes of answers held by the cache.", (s) => s.bytes);
+  cacheGauge("infergate_cache_entries", "Answers held by the cache.", (s) => s.entries);
+
+  return {
+    registry,
+    observe(r) {
+      const m = model(r.model);
+      requests.inc({ rpc: r.rpc, model: m, code: codeNames[r.code] ?? "UNKNOWN" });
+      latency.observe({ rpc: r.rpc, model: m }, r.latencyMs / 1000);
+      if (r.ttftMs !== undefined) ttft.observe({ model: m }, r.ttftMs / 1000);
+      if (r.promptTokens > 0) tokens.inc({ model: m, direction: "prompt" }, r.promptTokens);
+      if (r.completionTokens > 0) tokens.inc({ model: m, direction: "completion" }, r.completionTokens);
+    },
+  };
+}
+
+/** The gRPC code name for logs and labels. */
+export function codeName(code: number): string {
+  return codeNames[code] ?? "UNKNOWN";
+}

@@ -1,0 +1,70 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Role } from "../../gen/infergate/v1/chat_pb.js";
+import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import { type ServerProcess, startProcess } from "../helpers/servers.js";
+
+let server: ServerProcess;
+beforeAll(async () => {
+  server = await startProcess();
+});
+afterAll(async () => {
+  await server.stop();
+});
+
+const msg = (t: string) => [{ role: Role.USER, content: [{ part: { case: "text" as const, value: t } }] }];
+
+/** Parses Prometheus text into `name{labels} value` → value. */
+function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
+
+describe("metrics, health endpoints and per-call logs", () => {
+  it("counts a scripted run exactly, with bounded labels, and logs one line per call with the request id", async () => {
+    const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${server.grpcAddress}` }));
+    let echoed: string | null = null;
+    await client.chat({ model: "mock-chat", messages: msg("a b c") }, { headers: { "x-request-id": "req-abc-123" }, onHeader: (h) => (echoed = h.get("x-request-id")) });
+    expect(echoed).toBe("req-abc-123");
+    await client.chat({ model: "mock-chat", messages: msg("d"), temperature: 0 });
+    await client.chat({ model: "mock-chat", messages: msg("d"), temperature: 0 });
+    for await (const _ of client.generate({ model: "mock-chat", messages: msg("one two") })) {
+      // drain
+    }
+    for (const junk of ["nope-1", "nope-2", "nope-3"]) {
+      const err = await client.chat({ model: junk, messages: msg("x") }).catch((e: unknown) => ConnectError.from(e));
+      expect((err as ConnectError).code).toBe(Code.NotFound);
+    }
+
+    const res = await fetch(`http://${server.adminAddress}/metrics`);
+    expect(res.status).toBe(200);
+    const m = parseMetrics(await res.text());
+    expect(m.get('infergate_requests_total{rpc="Chat",model="mock-chat",code="OK"}')).toBe(3);
+    expect(m.get('infergate_requests_total{rpc="Generate",model="mock-chat",code="OK"}')).toBe(1);
+    // Unknown model names share one label value: callers cannot grow the label set.
+    expect(m.get('infergate_requests_total{rpc="Chat",model="other",code="NOT_FOUND"}')).toBe(3);
+    expect([...m.keys()].some((k) => k.includes("nope-"))).toBe(false);
+    // "You said: a b c" (5), "You said: d" twice, the hit included (3 + 3), "You said: one two" (4).
+    expect(m.get('infergate_tokens_total{model="mock-chat",direction="completion"}')).toBe(5 + 3 + 3 + 4);
+    expect(m.get("infergate_cache_hits_total")).toBe(1);
+    expect(m.get("infergate_cache_misses_total")).toBe(1);
+    expect(m.get('infergate_time_to_first_token_seconds_count{model="mock-chat"}')).toBe(1);
+    expect(m.get("infergate_in_flight_calls")).toBe(0);
+
+    expect((await fetch(`http://${server.adminAddress}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://${server.adminAddress}/readyz`)).status).toBe(200);
+
+    const calls = server.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r["msg"] === "call");
+    expect(calls.length).toBe(7);
+    expect(calls[0]).toMatchObject({ requestId: "req-abc-123", rpc: "Chat", model: "mock-chat", upstream: "mock", code: "OK", cache: "bypass", promptTokens: 3, completionTokens: 5 });
+    expect(calls[2]).toMatchObject({ cache: "hit" });
+    // Prompts and completions are not logged by default.
+    expect(server.lines.join("\n")).not.toContain("a b c");
+  });
+});

@@ -40,6 +40,7 @@ async function unary<Req, Res>(
     setHeaders(hc, ctx);
     return res;
   } catch (err) {
+    setHeaders(hc, ctx);
     throw toConnectError(err);
   } finally {
     ctx.dispose();
@@ -68,6 +69,7 @@ export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number): (router
             yield event;
           }
         } catch (err) {
+          setHeaders(hc, ctx);
           throw toConnectError(err);
         } finally {
           ctx.dispose();

@@ -67,6 +67,12 @@ function sendHeaders(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
   }
 }
 
+/** Adds the response headers the core set (the request id) to an error's trailers. */
+function withHeaders(err: Partial<grpc.ServiceError>, ctx: OwnedCallContext): Partial<grpc.ServiceError> {
+  for (const [k, v] of Object.entries(ctx.responseHeaders)) err.metadata?.set(k, v);
+  return err;
+}
+
 /** The grpc-js server of the gRPC listener, before it binds. */
 export interface GrpcServer {
   readonly server: grpc.Server;
@@ -92,7 +98,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
           sendHeaders(call, ctx);
           callback(null, res);
         },
-        (err: unknown) => callback(toServiceError(err)),
+        (err: unknown) => callback(withHeaders(toServiceError(err), ctx)),
       ).finally(() => ctx.dispose());
     };
 
@@ -124,7 +130,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
         }
         call.end();
       } catch (err) {
-        call.emit("error", toServiceError(err));
+        call.emit("error", withHeaders(toServiceError(err), ctx));
       } finally {
         ctx.dispose();
       }

@@ -61,10 +61,24 @@ export interface GatewayOptions {
   cache?: ResponseCache;
   /** Told of every finished call (per-call log line, metrics). */
   onCall?: CallObserver;
+  /**
+   * Authentication and admission (src/security): runs first in every call, before routing. It
+   * sets `ctx.tenant`, and throws UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED to refuse.
+   */
+  admit?: Admission;
 }
 
+/** See GatewayOptions.admit. */
+export type Admission = (call: { rpc: CallRecord["rpc"]; model: string; ctx: CallContext }) => void | Promise<void>;
+
 export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
-  const { log, cache, onCall } = options;
+  const { log, cache, onCall, admit } = options;
+
+  async function admitCall(rpc: CallRecord["rpc"], model: string, ctx: CallContext): Promise<void> {
+    if (admit !== undefined) {
+      await admit({ rpc, model, ctx });
+    }
+  }
 
   /** Reports a finished call to the observer. */
   function report(
@@ -134,10 +148,11 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   }
 
   /** Runs an upstream operation; failures after an abort answer with the abort's reason. */
-  async function guarded<T>(ctx: CallContext, op: () => Promise<T>): Promise<T> {
+  async function guarded<T>(ctx: CallContext, rpc: CallRecord["rpc"], model: string, op: () => Promise<T>): Promise<T> {
     enter();
     try {
       ctx.signal.throwIfAborted();
+      await admitCall(rpc, model, ctx);
       return await op();
     } catch (err) {
       throw failed(abortReasonOr(ctx, err));
@@ -216,7 +231,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
 
   return {
     predict(req, ctx) {
-      return observed("Predict", ctx, req.model, guarded(ctx, async () => {
+      return observed("Predict", ctx, req.model, guarded(ctx, "Predict", req.model, async () => {
         const route = router.resolve(req.model, "predict");
         validatePredictRequest(req);
         const call = async (run: UpstreamRun) => {
@@ -235,7 +250,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     chat(req, ctx) {
-      return observed("Chat", ctx, req.model, guarded(ctx, async () => {
+      return observed("Chat", ctx, req.model, guarded(ctx, "Chat", req.model, async () => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
         const call = async (run: UpstreamRun) =>
@@ -254,6 +269,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       let failure: unknown;
       try {
         ctx.signal.throwIfAborted();
+        await admitCall("Generate", req.model, ctx);
         const route = router.resolve(req.model, "generate");
         validateChatInput(req);
         const { events, outcome } =
@@ -279,7 +295,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     listModels(_req, ctx) {
-      return observed("ListModels", ctx, "", guarded(ctx, async () => create(ListModelsResponseSchema, {
+      return observed("ListModels", ctx, "", guarded(ctx, "ListModels", "", async () => create(ListModelsResponseSchema, {
         models: router.routes().map((r) => ({
           name: r.name,
           version: r.version,

@@ -18,8 +18,8 @@ export interface CallContext {
    * that forward some (an allowlist) read them here.
    */
   readonly headers: Readonly<Record<string, string>>;
-  /** The authenticated tenant; "" when authentication is off. */
-  readonly tenant: string;
+  /** The authenticated tenant; "" when authentication is off. Set by admission (src/security). */
+  tenant: string;
   /** The call's id: the caller's `x-request-id`, or one made here; echoed as a response header. */
   readonly requestId: string;
   /**

@@ -3,6 +3,7 @@ import { ConfigError } from "./config/config-error.js";
 import { loadConfig } from "./config/load-config.js";
 import { configSchema } from "./config/schema.js";
 import { createLogger } from "./observability/logger.js";
+import { hashKey } from "./security/api-keys.js";
 import { startApp } from "./server/app.js";
 
 const usage = `infergate — a gRPC inference proxy
@@ -13,12 +14,26 @@ Usage:
       Connect, gRPC-Web and JSON on --http-listen (default 127.0.0.1:8080);
       /metrics, /healthz and /readyz on --admin-listen (default 127.0.0.1:9090).
       Without --config, the embedded default serves the built-in mock models.
+  infergate hash-key < key.txt
+      Print the SHA-256 of an API key read from stdin, for auth.keys[].sha256.
   infergate check-config PATH
       Validate a configuration file; exit 0 if it is valid, 1 with every problem listed if not.
   infergate --help
 `;
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === "hash-key") {
+    // The key comes from stdin, so it stays out of shell history and process listings.
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    const key = Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+    if (key === "" || argv.length > 1) {
+      process.stderr.write("usage: printf %s \"$KEY\" | infergate hash-key\n");
+      return 2;
+    }
+    process.stdout.write(`${hashKey(key)}\n`);
+    return 0;
+  }
   if (argv[0] === "check-config") {
     const path = argv[1];
     if (path === undefined || argv.length > 2) {

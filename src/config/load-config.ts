@@ -119,6 +119,19 @@ function crossCheck(config: Config, issues: ConfigIssue[]): void {
       }
     }
   });
+  if (config.auth.enabled && config.auth.keys.length === 0 && config.auth.clientCertificates.length === 0) {
+    issues.push({ path: "auth", message: "enabled, but no keys or client certificates are configured" });
+  }
+  if (config.auth.clientCertificates.length > 0 && config.server.tls?.clientCaFile === undefined) {
+    issues.push({ path: "auth.clientCertificates", message: "need server.tls.clientCaFile to verify client certificates" });
+  }
+  const tenantNames = new Set<string>();
+  [...config.auth.keys.map((k, i) => [k.name, `auth.keys[${i}].name`] as const), ...config.auth.clientCertificates.map((k, i) => [k.name, `auth.clientCertificates[${i}].name`] as const)].forEach(
+    ([n, path]) => {
+      if (tenantNames.has(n)) issues.push({ path, message: `duplicate caller name "${n}"` });
+      tenantNames.add(n);
+    },
+  );
   const modelNames = new Set<string>();
   config.models.forEach((m, i) => {
     if (modelNames.has(m.name)) {

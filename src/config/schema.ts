@@ -1,7 +1,7 @@
 import { z } from "zod";
 
 /** The upstream kinds this build can reach; each has a folder in src/upstreams/. */
-export const upstreamKinds = ["mock", "anthropic"] as const;
+export const upstreamKinds = ["mock", "anthropic", "openai"] as const;
 
 /** The calls a model can answer, as named in config. */
 export const capabilityNames = ["predict", "chat", "generate"] as const;
@@ -110,10 +110,52 @@ const cacheSchema = z.strictObject({
   defaultTtlMs: positiveInt.default(3_600_000),
 });
 
+/** Token-bucket limits of one caller: capacity per minute, refilled continuously. */
+const limitsSchema = z.strictObject({
+  /** Calls per minute. */
+  requestsPerMinute: positiveInt.optional(),
+  /** Prompt + completion tokens per minute, charged when the usage is known (streams at their end). */
+  tokensPerMinute: positiveInt.optional(),
+});
+
+const modelGlobs = z.array(z.string().min(1)).min(1).default(["*"]);
+
+/** One API key: its SHA-256 (never the key), the tenant it names, its models and limits. */
+const apiKeySchema = z.strictObject({
+  /** The tenant: in logs, cache keys, rate-limit buckets. */
+  name,
+  /** Hex SHA-256 of the key, as `infergate hash-key` prints it. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, { error: "not a hex SHA-256 (use infergate hash-key)" }),
+  /** Model name globs this key may call (`*`, `?`). */
+  models: modelGlobs,
+  /** Overrides `limits.default` for this key. */
+  limits: limitsSchema.optional(),
+});
+
+/** A client certificate identity (mTLS): its subject common name serves as the caller. */
+const clientCertSchema = z.strictObject({
+  /** The certificate subject's CN. */
+  commonName: z.string().min(1),
+  name,
+  models: modelGlobs,
+  limits: limitsSchema.optional(),
+});
+
+const authSchema = z.strictObject({
+  /** Off by default (the sidecar case): then every caller is anonymous and unlimited by key. */
+  enabled: z.boolean().default(false),
+  keys: z.array(apiKeySchema).default([]),
+  /** With `server.tls.clientCaFile`: certificate identities accepted without an API key. */
+  clientCertificates: z.array(clientCertSchema).default([]),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   server: serverSchema.default(() => serverSchema.parse({})),
   cache: cacheSchema.default(() => cacheSchema.parse({})),
+  auth: authSchema.default(() => authSchema.parse({})),
+  /** Limits of callers that set none of their own (with auth off: all callers together). */
+  limits: z.strictObject({ default: limitsSchema.default({}) }).default({ default: {} }),
   upstreams: z.array(upstreamSchema).min(1, { error: "at least one upstream is required" }),
   models: z.array(modelSchema).min(1, { error: "at least one model is required" }),
 });
@@ -124,4 +166,6 @@ export type ServerConfig = Config["server"];
 export type UpstreamConfig = Config["upstreams"][number];
 export type ModelConfig = Config["models"][number];
 export type CacheConfig = Config["cache"];
+export type AuthConfig = Config["auth"];
+export type LimitsConfig = Config["limits"]["default"];
 export type ModelCacheConfig = ModelConfig["cache"];

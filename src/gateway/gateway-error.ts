@@ -20,6 +20,8 @@ export const Reason = {
   StreamTruncated: "STREAM_TRUNCATED",
   CircuitOpen: "CIRCUIT_OPEN",
   RateLimited: "RATE_LIMITED",
+  Unauthenticated: "UNAUTHENTICATED",
+  ModelNotAllowed: "MODEL_NOT_ALLOWED",
   Internal: "INTERNAL",
 } as const;
 

@@ -59,6 +59,12 @@ export function createMetrics(sources: MetricsSources): Metrics {
     labelNames: ["model", "direction"] as const,
     registers: [registry],
   });
+  const rateLimited = new Counter({
+    name: "infergate_rate_limited_total",
+    help: "Calls refused by a rate limit.",
+    labelNames: ["rpc"] as const,
+    registers: [registry],
+  });
   new Gauge({
     name: "infergate_in_flight_calls",
     help: "Calls and streams in flight.",
@@ -102,6 +108,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
       requests.inc({ rpc: r.rpc, model: m, code: codeNames[r.code] ?? "UNKNOWN" });
       latency.observe({ rpc: r.rpc, model: m }, r.latencyMs / 1000);
       if (r.ttftMs !== undefined) ttft.observe({ model: m }, r.ttftMs / 1000);
+      if (r.reason === "RATE_LIMITED") rateLimited.inc({ rpc: r.rpc });
       if (r.promptTokens > 0) tokens.inc({ model: m, direction: "prompt" }, r.promptTokens);
       if (r.completionTokens > 0) tokens.inc({ model: m, direction: "completion" }, r.completionTokens);
     },

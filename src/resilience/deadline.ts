@@ -22,6 +22,8 @@ export interface CallContext {
   tenant: string;
   /** The call's id: the caller's `x-request-id`, or one made here; echoed as a response header. */
   readonly requestId: string;
+  /** The subject CN of the client certificate the TLS layer verified (mTLS), if any. */
+  readonly peerCommonName: string | undefined;
   /**
    * Response headers the core wants sent (e.g. `infergate-cache`). Set before a unary answer
    * returns or before a stream's first event; the ingress sends them with the response headers.
@@ -46,6 +48,8 @@ export interface CallContextInit {
   timeoutHeader: string;
   /** The caller's headers, already filtered with `callerHeaders`. */
   headers?: Readonly<Record<string, string>>;
+  /** The verified client certificate's subject CN (mTLS). */
+  peerCommonName?: string | undefined;
 }
 
 const protocolHeader = /^(:|grpc-|connect-|content-type$|content-length$|te$|user-agent$|accept|host$|connection$|keep-alive$|transfer-encoding$|upgrade$)/;
@@ -95,6 +99,7 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     headers: init.headers ?? {},
     tenant: "",
     requestId,
+    peerCommonName: init.peerCommonName,
     responseHeaders: { "x-request-id": requestId },
     dispose: () => clearTimeout(timer),
     cancel: () => {
@@ -102,4 +107,10 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
       controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
     },
   };
+}
+
+/** The CN of a verified peer certificate's subject (Node's `{ CN: … }`, possibly repeated). */
+export function peerCommonName(subject: { CN?: string | string[] } | undefined): string | undefined {
+  const cn = subject?.CN;
+  return Array.isArray(cn) ? cn[0] : cn;
 }

@@ -1,8 +1,13 @@
+import type { TLSSocket } from "node:tls";
+import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "../config/schema.js";
 import { ResponseCache } from "../cache/response-cache.js";
+import { peerCommonName } from "../resilience/deadline.js";
 import type { CallObserver } from "../observability/call-record.js";
 import { codeName, createMetrics } from "../observability/metrics.js";
+import { createSecurity } from "../security/admission.js";
+import { MemoryRateLimitStore } from "../security/rate-limiter.js";
 import { startAdminServer } from "./admin-server.js";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
 import { createRouter } from "../gateway/router.js";
@@ -11,7 +16,7 @@ import { createUpstream } from "../upstreams/registry.js";
 import type { Upstream } from "../upstreams/upstream.js";
 import { bindGrpc, createGrpcServer, grpcCredentials, healthServices } from "./grpc-server.js";
 import { createHttpListener } from "./http-listener.js";
-import { inferenceRoutes } from "./connect-routes.js";
+import { inferenceRoutes, peerCommonNameKey } from "./connect-routes.js";
 
 /** A running infergate: both listeners over one gateway core. */
 export interface App {
@@ -46,8 +51,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     inFlight: () => gatewayRef?.inFlight() ?? 0,
     cache: cache.stats,
   });
+  const security = createSecurity(config.auth, config.limits.default, new MemoryRateLimitStore());
   const onCall: CallObserver = (r) => {
     metrics.observe(r);
+    security.charge(r).catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
     log.info(
       {
         requestId: r.requestId,
@@ -66,7 +73,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       "call",
     );
   };
-  const gateway = createGateway(createRouter(config, upstreams), { log, cache, onCall });
+  const gateway = createGateway(createRouter(config, upstreams), { log, cache, onCall, admit: security.admit });
   gatewayRef = gateway;
   let draining = false;
   const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining });
@@ -82,6 +89,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     readMaxBytes: server.maxMessageBytes,
     writeMaxBytes: server.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
+    contextValues: (req) => {
+      const values = createContextValues();
+      const socket = req.socket as TLSSocket;
+      if (socket.authorized === true) {
+        values.set(peerCommonNameKey, peerCommonName(socket.getPeerCertificate().subject));
+      }
+      return values;
+    },
   });
   const http = createHttpListener(handler, server);
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);

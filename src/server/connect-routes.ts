@@ -1,8 +1,11 @@
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { type ConnectRouter, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
 import { toConnectError } from "./error-rendering.js";
+
+/** The verified client certificate's CN, put there by the HTTP listener (see app.ts). */
+export const peerCommonNameKey = createContextKey<string | undefined>(undefined, { description: "mTLS peer CN" });
 
 function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext {
   const ctx = createCallContext({
@@ -10,6 +13,7 @@ function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext
     maxTimeoutMs,
     timeoutHeader: hc.protocolName === "connect" ? "connect-timeout-ms" : "grpc-timeout",
     headers: callerHeaders(hc.requestHeader.entries()),
+    peerCommonName: hc.values.get(peerCommonNameKey),
   });
   // connect aborts the handler's signal when the client goes away, the call ends, or the server
   // shuts down; to the core all of these mean "stop".

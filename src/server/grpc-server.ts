@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
 import type { Gateway } from "../gateway/gateway.js";
-import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
@@ -52,6 +52,7 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     maxTimeoutMs,
     timeoutHeader: "grpc-timeout",
     headers: callerHeaders(Object.entries(call.metadata.getMap())),
+    peerCommonName: peerCommonName(call.getAuthContext().sslPeerCertificate?.subject),
   });
   call.once("cancelled", () => ctx.cancel());
   return ctx;

@@ -10,6 +10,7 @@ import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import { defaultConfigYaml } from "../../src/config/default-config.js";
 import type { App } from "../../src/server/app.js";
+import { hashKey } from "../../src/security/api-keys.js";
 import { binPath, repoRoot, startInProcess } from "../helpers/servers.js";
 
 const run = promisify(execFile);
@@ -31,6 +32,14 @@ function file(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
+
+describe("infergate hash-key", () => {
+  it("prints the SHA-256 of the key read from stdin", async () => {
+    const { execFileSync: run2 } = await import("node:child_process");
+    const out = run2(process.execPath, [binPath, "hash-key"], { input: "sk-live-123\n" }).toString();
+    expect(out).toBe(`${hashKey("sk-live-123")}\n`);
+  });
+});
 
 describe("infergate check-config", () => {
   it("exits 0 for a valid file", async () => {
@@ -101,6 +110,42 @@ describe("TLS and mTLS on both listeners", () => {
   ])("%s answers a client with a certificate", async (_name, transport) => {
     const res = await createClient(InferenceService, transport()).chat(request);
     expect(res.message?.content[0]?.part.value).toBe("You said: over tls");
+  });
+
+  it.each([
+    ["gRPC listener", () => `https://${app.grpcAddress}`, "grpc"],
+    ["HTTP listener", () => `https://${app.httpAddress}`, "connect"],
+  ])("%s: with auth on, the client certificate's CN is the identity; an API key still works", async (_name, url, protocol) => {
+    const authApp = await startInProcess(
+      `upstreams: [{name: mock, kind: mock}]
+models: [{name: mock-chat, upstream: mock}, {name: other, upstream: mock}]
+server:
+  tls: {certFile: ${join(dir, "server.pem")}, keyFile: ${join(dir, "server.key")}, clientCaFile: ${join(dir, "ca.pem")}}
+auth:
+  enabled: true
+  keys: [{name: keyed, sha256: ${hashKey("sk-e2e")}, models: [other]}]
+  clientCertificates: [{commonName: client, name: cert-team, models: [mock-chat]}]
+`,
+    );
+    try {
+      const base = url().replace(app.grpcAddress, authApp.grpcAddress).replace(app.httpAddress, authApp.httpAddress);
+      const transport =
+        protocol === "grpc"
+          ? createGrpcTransport({ baseUrl: base, nodeOptions: withCert() })
+          : createConnectTransport({ baseUrl: base, httpVersion: "2", nodeOptions: withCert() });
+      const client = createClient(InferenceService, transport);
+      const res = await client.chat(request);
+      expect(res.message?.content[0]?.part.value).toBe("You said: over tls");
+      // The certificate's identity may not use "other"; the key's identity may, and only that.
+      const denied = ConnectError.from(await client.chat({ ...request, model: "other" }).catch((e: unknown) => e));
+      expect(denied.code).toBe(Code.PermissionDenied);
+      const keyed = await client.chat({ ...request, model: "other" }, { headers: { authorization: "Bearer sk-e2e" } });
+      expect(keyed.model).toBe("other");
+      const wrongKey = ConnectError.from(await client.chat(request, { headers: { "x-api-key": "sk-nope" } }).catch((e: unknown) => e));
+      expect(wrongKey.code).toBe(Code.Unauthenticated);
+    } finally {
+      await authApp.shutdown();
+    }
   });
 
   it.each([

@@ -64,6 +64,18 @@ const upstreamSchema = z.strictObject({
   timeoutMs: positiveInt.default(60_000),
   /** Options of the kind, validated by the kind's own schema. */
   options: z.record(z.string(), z.unknown()).default({}),
+  /** TLS towards the upstream (https:// endpoints): a private CA, and a client certificate for mTLS. */
+  tls: z
+    .strictObject({
+      /** PEM CA bundle trusted instead of the system roots. */
+      caFile: z.string().min(1).optional(),
+      /** PEM client certificate chain, for upstreams that require mTLS. */
+      certFile: z.string().min(1).optional(),
+      /** PEM private key of the client certificate. */
+      keyFile: z.string().min(1).optional(),
+    })
+    .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), { error: "certFile and keyFile go together" })
+    .optional(),
 });
 
 /** How a model's answers are cached (see README, "Cache"). */

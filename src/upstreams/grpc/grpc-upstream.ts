@@ -7,6 +7,7 @@ import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GatewayError, Reason } from "../../gateway/gateway-error.js";
 import { scrub } from "../http/http-errors.js";
+import { readUpstreamTls } from "../http/http-upstream.js";
 
 /** One gRPC call to an upstream: the caller's signal and deadline, and metadata to send. */
 export interface GrpcCall {
@@ -37,12 +38,16 @@ export class GrpcUpstream {
   private next = 0;
 
   constructor(
-    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey">,
+    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey" | "tls">,
     private readonly options: GrpcUpstreamOptions,
   ) {
+    const tls = readUpstreamTls(config.tls);
     this.clients = config.endpoints.map((e) => {
       const url = new URL(e);
-      const creds = url.protocol === "https:" ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+      const creds =
+        url.protocol === "https:"
+          ? grpc.credentials.createSsl(tls?.ca ?? null, tls?.key ?? null, tls?.cert ?? null)
+          : grpc.credentials.createInsecure();
       return new grpc.Client(url.host, creds, {
         "grpc.max_receive_message_length": options.maxMessageBytes,
         "grpc.max_send_message_length": options.maxMessageBytes,

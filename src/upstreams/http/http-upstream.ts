@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
 import { Pool, type Dispatcher } from "undici";
 import { GatewayError, Reason } from "../../gateway/gateway-error.js";
@@ -59,11 +60,14 @@ export class HttpUpstream {
   private next = 0;
 
   constructor(
-    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey">,
+    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey" | "tls">,
     private readonly options: HttpPoolOptions = defaultHttpPoolOptions,
   ) {
     this.endpoints = config.endpoints.map((e) => new URL(e));
+    this.tls = readUpstreamTls(config.tls);
   }
+
+  private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } | undefined;
 
   /** Secrets that must never appear in anything the client sees. */
   get secrets(): readonly string[] {
@@ -84,6 +88,7 @@ export class HttpUpstream {
         // A stream may pause between tokens for long; the caller's deadline bounds it instead.
         bodyTimeout: 0,
         keepAliveTimeout: 30_000,
+        ...(this.tls === undefined ? {} : { connect: this.tls }),
       });
       this.pools.set(origin, pool);
     }
@@ -183,6 +188,16 @@ export class HttpUpstream {
   async close(): Promise<void> {
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }
+}
+
+/** Reads an upstream's TLS files once, at start-up (a missing file fails start-up, not a call). */
+export function readUpstreamTls(tls: UpstreamConfig["tls"]): { ca?: Buffer; cert?: Buffer; key?: Buffer } | undefined {
+  if (tls === undefined) return undefined;
+  return {
+    ...(tls.caFile === undefined ? {} : { ca: readFileSync(tls.caFile) }),
+    ...(tls.certFile === undefined ? {} : { cert: readFileSync(tls.certFile) }),
+    ...(tls.keyFile === undefined ? {} : { key: readFileSync(tls.keyFile) }),
+  };
 }
 
 /** One header's value (the first, when repeated). */

@@ -25,18 +25,25 @@ export function snippet(body: string): string {
 }
 
 /**
- * Removes what could be a secret from text an upstream wrote (it may echo a key back): the
- * configured secrets themselves, bearer tokens, and strings shaped like API keys.
+ * Replaces the configured secrets and bearer/basic credentials in text an upstream wrote, keeping
+ * the rest whole: what the log may keep of an upstream's body (it may echo the key back).
  */
-export function scrub(text: string, secrets: readonly string[]): string {
+export function redactSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const s of secrets) {
     if (s.length >= 4) {
       out = out.split(s).join("[redacted]");
     }
   }
-  out = out
-    .replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]")
+  return out.replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]");
+}
+
+/**
+ * Removes what could be a secret from text an upstream wrote (it may echo a key back): the
+ * configured secrets themselves, bearer tokens, and strings shaped like API keys.
+ */
+export function scrub(text: string, secrets: readonly string[]): string {
+  const out = redactSecrets(text, secrets)
     .replace(/\b(sk|rk|pk|key|api[-_]?key)[-_][A-Za-z0-9_-]{6,}/gi, "[redacted]")
     .replace(/\b[A-Za-z0-9_-]{32,}\b/g, "[redacted]");
   return out.length > maxClientMessage ? `${out.slice(0, maxClientMessage)}…` : out;
@@ -53,6 +60,14 @@ export function parseRetryAfter(value: string | undefined, now: number = Date.no
   const v = value.trim();
   if (/^\d+$/.test(v)) {
     return Number(v) * 1000;
+  }
+  // Not valid HTTP, but seen: a negative delay is a moment already past.
+  if (/^-\d+$/.test(v)) {
+    return 0;
+  }
+  // RFC 9110: delay-seconds or an HTTP-date (which names a weekday); anything else is ignored.
+  if (!/^[A-Za-z]{3,9},?\s/.test(v)) {
+    return undefined;
   }
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
@@ -82,7 +97,7 @@ export function errorFromStatus(
   body: string,
   secrets: readonly string[],
 ): GatewayError {
-  const cause = new UpstreamFailure(`upstream ${upstream} answered HTTP ${status}`, status, snippet(body));
+  const cause = new UpstreamFailure(`upstream ${upstream} answered HTTP ${status}`, status, snippet(redactSecrets(body, secrets)));
   const metadata = { upstream, http_status: String(status) };
   if (status === 400 || status === 422) {
     const m = upstreamMessage(body);

@@ -1,0 +1,248 @@
+/**
+ * TF Serving's JSON dialect, read and written exactly (pure; no I/O).
+ *
+ * TF Serving writes non-finite floats as the bare tokens `NaN`, `Infinity` and `-Infinity`
+ * (api_rest "JSON conformance"), which `JSON.parse` rejects, and 64-bit integers with every digit,
+ * which `JSON.parse` rounds to a double. It reads the same: a float input may be `NaN`, and an
+ * INT64 input must arrive with all its digits. These two functions handle both.
+ */
+import type { TfJson } from "./tfserving-wire.js";
+
+/** Where a text stopped being TF Serving JSON, for the error the caller turns into a bad response. */
+export class TfJsonSyntaxError extends Error {
+  override readonly name = "TfJsonSyntaxError";
+}
+
+/**
+ * Serializes a value: finite numbers as JSON numbers, non-finite ones as `NaN` / `Infinity` /
+ * `-Infinity`, bigints with all their digits, strings as JSON strings.
+ */
+export function writeTfJson(value: TfJson): string {
+  const out: string[] = [];
+  write(value, out);
+  return out.join("");
+}
+
+function write(v: TfJson, out: string[]): void {
+  switch (typeof v) {
+    case "number":
+      // -0 keeps its sign ("-0.0" reads back as a float; String(-0) would give "0").
+      out.push(Object.is(v, -0) ? "-0.0" : Number.isFinite(v) ? String(v) : Number.isNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+      return;
+    case "bigint":
+      out.push(v.toString());
+      return;
+    case "boolean":
+      out.push(v ? "true" : "false");
+      return;
+    case "string":
+      out.push(JSON.stringify(v));
+      return;
+  }
+  if (Array.isArray(v)) {
+    out.push("[");
+    v.forEach((e, i) => {
+      if (i > 0) out.push(",");
+      write(e, out);
+    });
+    out.push("]");
+    return;
+  }
+  out.push("{");
+  let first = true;
+  for (const [k, e] of Object.entries(v)) {
+    if (!first) out.push(",");
+    first = false;
+    out.push(JSON.stringify(k), ":");
+    write(e as TfJson, out);
+  }
+  out.push("}");
+}
+
+/** Deepest nesting read; tensors are at most rank 254 in TensorFlow, plus the envelope. */
+const maxDepth = 300;
+
+/**
+ * Parses TF Serving's JSON. Plain JSON goes through `JSON.parse` (fast); a text with non-finite
+ * tokens, or one whose integers do not all fit a double exactly, is read again by an exact parser
+ * that gives `NaN`/`±Infinity` numbers and bigints for integers beyond 2^53. `null` values are
+ * kept as `null` (the translators reject them where a tensor element is expected).
+ */
+export function parseTfJson(text: string): unknown {
+  let fast: unknown;
+  try {
+    fast = JSON.parse(text);
+  } catch {
+    return new ExactParser(text).parseDocument();
+  }
+  return hasUnsafeInteger(fast, 0) ? new ExactParser(text).parseDocument() : fast;
+}
+
+/** Whether a parsed value holds an integer-valued number at or beyond 2^53 (maybe rounded). */
+function hasUnsafeInteger(v: unknown, depth: number): boolean {
+  if (typeof v === "number") return Number.isInteger(v) && !Number.isSafeInteger(v);
+  if (typeof v !== "object" || v === null || depth > maxDepth) return false;
+  if (Array.isArray(v)) {
+    for (const e of v) if (hasUnsafeInteger(e, depth + 1)) return true;
+    return false;
+  }
+  for (const e of Object.values(v)) if (hasUnsafeInteger(e, depth + 1)) return true;
+  return false;
+}
+
+const numberToken = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
+const whitespace = /[ \t\n\r]*/y;
+
+/** A recursive-descent reader of RFC 8259 JSON plus the three non-finite tokens (internal). */
+class ExactParser {
+  private at = 0;
+
+  constructor(private readonly text: string) {}
+
+  parseDocument(): unknown {
+    const v = this.value(0);
+    this.skip();
+    if (this.at !== this.text.length) this.fail("unexpected text after the value");
+    return v;
+  }
+
+  private fail(problem: string): never {
+    throw new TfJsonSyntaxError(`${problem} at position ${this.at}`);
+  }
+
+  private skip(): void {
+    whitespace.lastIndex = this.at;
+    whitespace.exec(this.text);
+    this.at = whitespace.lastIndex;
+  }
+
+  private literal(word: string): boolean {
+    if (this.text.startsWith(word, this.at)) {
+      this.at += word.length;
+      return true;
+    }
+    return false;
+  }
+
+  private value(depth: number): unknown {
+    if (depth > maxDepth) this.fail(`nesting deeper than ${maxDepth}`);
+    this.skip();
+    const c = this.text[this.at];
+    switch (c) {
+      case "{":
+        return this.object(depth);
+      case "[":
+        return this.array(depth);
+      case '"':
+        return this.string();
+      case "t":
+        if (this.literal("true")) return true;
+        break;
+      case "f":
+        if (this.literal("false")) return false;
+        break;
+      case "n":
+        if (this.literal("null")) return null;
+        break;
+      case "N":
+        if (this.literal("NaN")) return Number.NaN;
+        break;
+      case "I":
+        if (this.literal("Infinity")) return Number.POSITIVE_INFINITY;
+        break;
+      case "-":
+        if (this.literal("-Infinity")) return Number.NEGATIVE_INFINITY;
+        return this.number();
+      default:
+        if (c !== undefined && c >= "0" && c <= "9") return this.number();
+    }
+    return this.fail(c === undefined ? "unexpected end" : `unexpected character ${JSON.stringify(c)}`);
+  }
+
+  private number(): number | bigint {
+    numberToken.lastIndex = this.at;
+    const m = numberToken.exec(this.text);
+    if (m === null) this.fail("malformed number");
+    this.at = numberToken.lastIndex;
+    const n = Number(m[0]);
+    if (m[1] === undefined && m[2] === undefined && !Number.isSafeInteger(n)) {
+      return BigInt(m[0]);
+    }
+    return n;
+  }
+
+  private string(): string {
+    const start = this.at;
+    let i = start + 1;
+    for (;;) {
+      const q = this.text.indexOf('"', i);
+      if (q < 0) {
+        this.at = this.text.length;
+        this.fail("unterminated string");
+      }
+      // A quote ends the string unless an odd number of backslashes precede it.
+      let slashes = 0;
+      for (let j = q - 1; j > start && this.text[j] === "\\"; j--) slashes++;
+      if (slashes % 2 === 0) {
+        this.at = q + 1;
+        break;
+      }
+      i = q + 1;
+    }
+    try {
+      return JSON.parse(this.text.slice(start, this.at)) as string;
+    } catch {
+      this.at = start;
+      return this.fail("malformed string");
+    }
+  }
+
+  private array(depth: number): unknown[] {
+    this.at++;
+    const out: unknown[] = [];
+    this.skip();
+    if (this.text[this.at] === "]") {
+      this.at++;
+      return out;
+    }
+    for (;;) {
+      out.push(this.value(depth + 1));
+      this.skip();
+      const c = this.text[this.at++];
+      if (c === "]") return out;
+      if (c !== ",") {
+        this.at--;
+        this.fail("expected , or ]");
+      }
+    }
+  }
+
+  private object(depth: number): Record<string, unknown> {
+    this.at++;
+    const out: Record<string, unknown> = {};
+    this.skip();
+    if (this.text[this.at] === "}") {
+      this.at++;
+      return out;
+    }
+    for (;;) {
+      this.skip();
+      if (this.text[this.at] !== '"') this.fail("expected a key");
+      const key = this.string();
+      this.skip();
+      if (this.text[this.at++] !== ":") {
+        this.at--;
+        this.fail("expected :");
+      }
+      // defineProperty: a key "__proto__" is an ordinary key, as JSON.parse makes it.
+      Object.defineProperty(out, key, { value: this.value(depth + 1), enumerable: true, writable: true, configurable: true });
+      this.skip();
+      const c = this.text[this.at++];
+      if (c === "}") return out;
+      if (c !== ",") {
+        this.at--;
+        this.fail("expected , or }");
+      }
+    }
+  }
+}

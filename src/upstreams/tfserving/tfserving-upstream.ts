@@ -1,0 +1,180 @@
+import { z } from "zod";
+import { ModelState, type PredictResponse, PredictResponseSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
+import { create } from "@bufbuild/protobuf";
+import type { UpstreamConfig } from "../../config/schema.js";
+import { badResponse } from "../http/http-errors.js";
+import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream } from "../http/http-upstream.js";
+import type { Upstream, UpstreamKind } from "../upstream.js";
+import { parseTfJson, TfJsonSyntaxError, writeTfJson } from "./tfserving-json.js";
+import {
+  fromPredictAnswer,
+  modelStateOf,
+  outputDatatypeNames,
+  predictPath,
+  statusPath,
+  type TfServingModelOptions,
+  toPredictBody,
+} from "./tfserving-translate.js";
+import type { TfJson } from "./tfserving-wire.js";
+
+const positiveInt = z.number().int().positive();
+
+/** The `http` part of the options: connection settings, each defaulting as in HttpUpstream. */
+const httpOptionsSchema = z
+  .strictObject({
+    /** Connections per endpoint at most (default 128). */
+    connections: positiveInt.max(10_000),
+    /** Time to open a TCP and TLS connection (default 5000 ms). */
+    connectTimeoutMs: positiveInt,
+    /** Time from sending a request to the response headers (default 60000 ms). */
+    headersTimeoutMs: positiveInt,
+    /** Largest answer read into memory (default 32 MiB). */
+    maxResponseBytes: positiveInt,
+  })
+  .partial();
+
+/** Options of a `tfserving` upstream in config (`upstreams[].options`). */
+export const tfservingOptionsSchema = z.strictObject({
+  /**
+   * How long a model's readiness (from `GET /v1/models/{name}`, for ListModels) is reused before
+   * the next ListModels probes again, in milliseconds. Default 5000.
+   */
+  readinessTtlMs: positiveInt.default(5_000),
+  /** Connection settings (see HttpPoolOptions). */
+  http: httpOptionsSchema.optional(),
+});
+export type TfServingOptions = z.infer<typeof tfservingOptionsSchema>;
+
+/** Per-model options (`models[].options`) of a model served by a `tfserving` upstream. */
+export const tfservingModelOptionsSchema = z.strictObject({
+  /**
+   * The request form: "row" sends `instances` (every input shares its first, batch, dimension)
+   * and reads `predictions`; "columnar" sends `inputs` and reads `outputs`. Default "row".
+   */
+  format: z.enum(["row", "columnar"]).default("row"),
+  /** The serving signature (`signature_name`); default: the model's default signature. */
+  signatureName: z.string().min(1).optional(),
+  /**
+   * The datatype of each named output (TF Serving's JSON carries none). Outputs not listed are
+   * FP32 when numbers, BOOL when booleans, BYTES when strings or `{"b64": …}`.
+   */
+  outputs: z.record(z.string().min(1), z.strictObject({ datatype: z.enum(outputDatatypeNames) })).optional(),
+}) satisfies z.ZodType<TfServingModelOptions>;
+export type TfServingModelOptionsConfig = z.infer<typeof tfservingModelOptionsSchema>;
+
+/** The `tfserving` kind: TensorFlow Serving's REST predict API, Predict only. */
+export const tfservingKind: UpstreamKind<TfServingOptions, TfServingModelOptionsConfig> = {
+  capabilities: ["predict"],
+  needsEndpoints: true,
+  optionsSchema: tfservingOptionsSchema,
+  modelOptionsSchema: tfservingModelOptionsSchema,
+  create: (config, options) => createTfServingUpstream(config, options),
+};
+
+/** The longest a readiness probe may take; it never holds a caller. */
+const probeTimeoutMs = 5_000;
+
+/**
+ * The thin client of TF Serving's REST API: `POST {endpoint}/v1/models/{upstreamModel}[/versions/
+ * {v}|/labels/{l}]:predict` with the body tfserving-translate.ts builds, read back into tensors.
+ * Requests carry the upstream's extra `headers`, and `Authorization: Bearer <apiKey>` when an
+ * apiKey is set (TF Serving itself has no authentication; a proxy in front of it may). Errors,
+ * `{"error": "…"}` with an HTTP status, leave through HttpUpstream's one HTTP→gRPC mapping; the
+ * caller's signal and deadline bound the whole call, body included.
+ *
+ * Readiness (ListModels) is `GET /v1/models/{upstreamModel}`, probed in the background when a
+ * ListModels finds the last answer older than `readinessTtlMs`; until the first probe answered
+ * the state is UNSPECIFIED.
+ */
+export function createTfServingUpstream(config: UpstreamConfig, options: TfServingOptions): Upstream {
+  const http = new HttpUpstream(config, { ...defaultHttpPoolOptions, ...options.http });
+  const headers: Record<string, string> = {
+    ...withoutNames(config.headers, ["content-type", "accept", ...(config.apiKey === undefined ? [] : ["authorization"])]),
+    accept: "application/json",
+    ...(config.apiKey === undefined ? {} : { authorization: `Bearer ${config.apiKey}` }),
+  };
+  const closing = new AbortController();
+  const readiness = new Map<string, { state: ModelState; checkedAt: number; probing: boolean }>();
+
+  async function readAnswer(answer: HttpAnswer, signal: AbortSignal): Promise<unknown> {
+    let text: string;
+    try {
+      text = await http.readText(answer.body);
+    } catch (err) {
+      throw http.failure(err, signal, answer.signal);
+    }
+    const type = headerValue(answer.headers, "content-type") ?? "";
+    if (!/^application\/([a-z0-9.+-]*\+)?json\b/i.test(type)) {
+      throw badResponse(config.name, `content-type "${type}" where JSON was expected`, text);
+    }
+    try {
+      return parseTfJson(text);
+    } catch (err) {
+      if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
+      throw err;
+    }
+  }
+
+  async function probe(model: string): Promise<ModelState> {
+    try {
+      const answer = await http.request({
+        method: "GET",
+        path: statusPath(model),
+        headers,
+        signal: closing.signal,
+        deadline: Date.now() + Math.min(probeTimeoutMs, config.timeoutMs),
+      });
+      return modelStateOf(await readAnswer(answer, closing.signal));
+    } catch {
+      // Unreachable, unknown model (404), or failing: the model cannot answer now.
+      return ModelState.NOT_READY;
+    }
+  }
+
+  return {
+    name: config.name,
+    kind: "tfserving",
+    async predict(call): Promise<PredictResponse> {
+      // The router parsed models[].options with tfservingModelOptionsSchema.
+      const modelOptions = call.modelOptions as TfServingModelOptions;
+      const body = toPredictBody(call.request, modelOptions);
+      const answer = await http.request({
+        method: "POST",
+        path: predictPath(call.upstreamModel, call.request.modelVersion),
+        headers: { ...headers, "content-type": "application/json" },
+        body: writeTfJson(body as unknown as TfJson),
+        signal: call.signal,
+        deadline: call.deadline,
+      });
+      const json = await readAnswer(answer, call.signal);
+      return create(PredictResponseSchema, { outputs: fromPredictAnswer(config.name, json, call.request, modelOptions) });
+    },
+    modelState(upstreamModel) {
+      let entry = readiness.get(upstreamModel);
+      if (entry === undefined) {
+        entry = { state: ModelState.UNSPECIFIED, checkedAt: Number.NEGATIVE_INFINITY, probing: false };
+        readiness.set(upstreamModel, entry);
+      }
+      const e = entry;
+      if (!e.probing && !closing.signal.aborted && Date.now() - e.checkedAt >= options.readinessTtlMs) {
+        e.probing = true;
+        void probe(upstreamModel).then((state) => {
+          e.state = state;
+          e.checkedAt = Date.now();
+          e.probing = false;
+        });
+      }
+      return e.state;
+    },
+    async close() {
+      closing.abort(new Error("upstream closed"));
+      await http.close();
+    },
+  };
+}
+
+/** The configured extra headers without those the adapter sets itself (names compare without case). */
+function withoutNames(headers: Readonly<Record<string, string>>, names: readonly string[]): Record<string, string> {
+  const drop = new Set(names.map((n) => n.toLowerCase()));
+  return Object.fromEntries(Object.entries(headers).filter(([k]) => !drop.has(k.toLowerCase())));
+}

@@ -170,4 +170,39 @@ function crossCheck(config: Config, issues: ConfigIssue[]): void {
       }
     });
   });
+  checkFallbacks(config, issues);
+}
+
+/**
+ * Fallbacks name other models, each once, that serve every call the model serves (so that any
+ * call of the model can fall back to them).
+ */
+function checkFallbacks(config: Config, issues: ConfigIssue[]): void {
+  const capabilities = new Map<string, readonly string[]>();
+  for (const m of config.models) {
+    const upstream = config.upstreams.find((u) => u.name === m.upstream);
+    if (upstream !== undefined && !capabilities.has(m.name)) {
+      capabilities.set(m.name, m.capabilities ?? upstreamKindRegistry[upstream.kind].capabilities);
+    }
+  }
+  config.models.forEach((m, i) => {
+    const seen = new Set<string>();
+    m.fallbacks.forEach((f, j) => {
+      const path = `models[${i}].fallbacks[${j}]`;
+      const served = capabilities.get(f);
+      if (f === m.name) {
+        issues.push({ path, message: "a model cannot be its own fallback" });
+      } else if (seen.has(f)) {
+        issues.push({ path, message: `fallback "${f}" is listed twice` });
+      } else if (served === undefined) {
+        issues.push({ path, message: `no model named "${f}"` });
+      } else {
+        const missing = (capabilities.get(m.name) ?? []).filter((c) => !served.includes(c));
+        if (missing.length > 0) {
+          issues.push({ path, message: `fallback "${f}" cannot serve ${missing.join(", ")}, which "${m.name}" serves` });
+        }
+      }
+      seen.add(f);
+    });
+  });
 }

@@ -1,7 +1,7 @@
 import { z } from "zod";
 
 /** The upstream kinds this build can reach; each has a folder in src/upstreams/. */
-export const upstreamKinds = ["mock", "anthropic", "openai"] as const;
+export const upstreamKinds = ["mock", "anthropic", "openai", "tfserving", "infergate", "kserve"] as const;
 
 /** The calls a model can answer, as named in config. */
 export const capabilityNames = ["predict", "chat", "generate"] as const;
@@ -46,16 +46,82 @@ const serverSchema = z.strictObject({
   maxConcurrentStreams: positiveInt.max(2 ** 31 - 1).default(1000),
   /** On SIGTERM/SIGINT, how long in-flight calls may run before they are cut off. */
   shutdownGraceMs: z.number().int().nonnegative().default(15_000),
+  /**
+   * Predict, Chat and Generate calls in flight at most, across all models; one more is refused at
+   * once with RESOURCE_EXHAUSTED, reason OVERLOADED (no queue). Default: no limit.
+   */
+  maxConcurrentCalls: positiveInt.optional(),
   tls: tlsSchema.optional(),
 });
 
 const endpointSchema = z.url({ protocol: /^https?$/, error: "not a URL" });
 
+/** An endpoint with a load-balancing weight (a bare URL string has weight 1). */
+const weightedEndpointSchema = z.strictObject({
+  url: endpointSchema,
+  /** Share of the traffic relative to the other endpoints' weights. */
+  weight: positiveInt.max(1000).default(1),
+});
+
+/** Retries of one call on this upstream (docs/resilience.md, "Retries"). */
+const retrySchema = z.strictObject({
+  /** Attempts per call at most, the first included (1 = no retries). */
+  maxAttempts: positiveInt.max(10).default(3),
+  /** Full-jitter exponential backoff: the n-th retry waits a random time in [0, min(max, base × 2^(n-1))). */
+  backoffBaseMs: positiveInt.default(25),
+  backoffMaxMs: positiveInt.default(1_000),
+  /** Retries in flight at most, as a percentage of the upstream's calls in flight (Envoy's retry budget). */
+  budgetPercent: z.number().min(0).max(100).default(20),
+  /** Retries in flight always allowed, whatever the percentage gives. */
+  minRetryConcurrency: z.number().int().nonnegative().default(3),
+});
+
+/** One circuit breaker per endpoint (opossum); docs/resilience.md, "Circuit breakers". */
+const breakerSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Opens when more than this percentage of the calls in the window failed… */
+  errorThresholdPercent: z.number().min(0).max(100).default(50),
+  /** …and the window holds at least this many calls. */
+  volumeThreshold: z.number().int().nonnegative().default(10),
+  /** Length of the rolling window of call outcomes. */
+  windowMs: positiveInt.min(100).default(10_000),
+  /** Time an open breaker waits before it lets one probe call through (half-open). */
+  resetTimeoutMs: positiveInt.default(10_000),
+});
+
+/** Outlier ejection per endpoint, as Envoy's consecutive-5xx detection. */
+const outlierSchema = z.strictObject({
+  /** Consecutive upstream failures of an endpoint that eject it. */
+  consecutiveFailures: positiveInt.default(5),
+  /** Ejection time = base × times ejected, at most maxEjectionMs. */
+  baseEjectionMs: positiveInt.default(30_000),
+  maxEjectionMs: positiveInt.default(300_000),
+  /** Share of the endpoints that may be ejected at once (at least one, when there are two or more). */
+  maxEjectionPercent: z.number().min(0).max(100).default(10),
+});
+
+/** How calls to one upstream survive its failures (docs/resilience.md). */
+const resilienceSchema = z.strictObject({
+  /** roundRobin: weighted round robin; leastOutstanding: power of two choices on calls in flight / weight. */
+  loadBalancing: z.enum(["roundRobin", "leastOutstanding"]).default("roundRobin"),
+  /** Calls in flight to this upstream at most; one more is refused at once (OVERLOADED). Default: no limit. */
+  maxConcurrent: positiveInt.optional(),
+  /** Longest silence between two events of a stream once the first one arrived (UNAVAILABLE after it). */
+  streamIdleTimeoutMs: positiveInt.default(60_000),
+  retry: retrySchema.default(() => retrySchema.parse({})),
+  breaker: breakerSchema.default(() => breakerSchema.parse({})),
+  outlierDetection: outlierSchema.default(() => outlierSchema.parse({})),
+});
+export type ResilienceConfig = z.infer<typeof resilienceSchema>;
+
 const upstreamSchema = z.strictObject({
   name,
   kind: z.enum(upstreamKinds, { error: `unknown kind; one of: ${upstreamKinds.join(", ")}` }),
-  /** Base URLs of the upstream's servers; remote kinds need at least one. */
-  endpoints: z.array(endpointSchema).default([]),
+  /**
+   * Base URLs of the upstream's servers, each a URL or `{url, weight}`; remote kinds need at least
+   * one. After parsing, `endpoints` holds the URLs and `endpointWeights` their weights.
+   */
+  endpoints: z.array(z.union([endpointSchema, weightedEndpointSchema])).default([]),
   /** A credential; use `${ENV_VAR}` so the file holds no secret. Never logged. */
   apiKey: z.string().min(1).optional(),
   /** Extra HTTP headers sent on every upstream call. */
@@ -76,7 +142,15 @@ const upstreamSchema = z.strictObject({
     })
     .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), { error: "certFile and keyFile go together" })
     .optional(),
-});
+  /** Breakers, load balancing, outlier ejection, retries and concurrency limit (docs/resilience.md). */
+  resilience: resilienceSchema.default(() => resilienceSchema.parse({})),
+})
+  // The kinds read `endpoints` as URL strings; the weights go beside them, index for index.
+  .transform(({ endpoints, ...rest }) => ({
+    ...rest,
+    endpoints: endpoints.map((e) => (typeof e === "string" ? e : e.url)),
+    endpointWeights: endpoints.map((e) => (typeof e === "string" ? 1 : e.weight)),
+  }));
 
 /** How a model's answers are cached (see README, "Cache"). */
 const modelCacheSchema = z.strictObject({
@@ -108,6 +182,11 @@ const modelSchema = z.strictObject({
   /** Per-model options of the upstream kind (e.g. anthropic `maxTokens`), validated by the kind. */
   options: z.record(z.string(), z.unknown()).default({}),
   cache: modelCacheSchema.default(() => modelCacheSchema.parse({})),
+  /**
+   * Models tried in order when this one's upstream fails with a retryable error after its retries
+   * (for Generate: only before the first event). Each must serve every call this model serves.
+   */
+  fallbacks: z.array(name).default([]),
 });
 
 /** Bounds of the in-memory answer cache. */

@@ -19,6 +19,7 @@ export const Reason = {
   UpstreamBadResponse: "UPSTREAM_BAD_RESPONSE",
   StreamTruncated: "STREAM_TRUNCATED",
   CircuitOpen: "CIRCUIT_OPEN",
+  Overloaded: "OVERLOADED",
   RateLimited: "RATE_LIMITED",
   Unauthenticated: "UNAUTHENTICATED",
   ModelNotAllowed: "MODEL_NOT_ALLOWED",

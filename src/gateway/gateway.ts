@@ -17,7 +17,11 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CapabilityName } from "../config/schema.js";
 import type { CallContext } from "../resilience/deadline.js";
-import type { Upstream, UpstreamCall } from "../upstreams/upstream.js";
+import { ConcurrencyLimit } from "../resilience/concurrency-limit.js";
+import { allowsFallback } from "../resilience/failure-policy.js";
+import { type LinkedAbort, linkedAbort } from "../resilience/linked-abort.js";
+import type { ResilientCall } from "../resilience/resilient-upstream.js";
+import type { Upstream } from "../upstreams/upstream.js";
 import type { CacheCaller, ResponseCache, UpstreamRun } from "../cache/response-cache.js";
 import type { Logger } from "../observability/logger.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
@@ -37,6 +41,11 @@ export interface Gateway {
   listModels(req: ListModelsRequest, ctx: CallContext): Promise<ListModelsResponse>;
   /** Refuses new calls from now on (UNAVAILABLE, reason SHUTTING_DOWN); calls in flight go on. */
   drain(): void;
+  /**
+   * Aborts every call in flight with `reason` (a GatewayError, which the callers then receive as
+   * their status): the end of a drain whose grace period ran out.
+   */
+  abortInFlight(reason: GatewayError): void;
   /** Calls and streams in flight. */
   inFlight(): number;
   /** Resolves when no call is in flight. */
@@ -51,9 +60,17 @@ const capabilityEnum: Record<CapabilityName, Capability> = {
   generate: Capability.GENERATE,
 };
 
-/** Makes the gateway core over a router. */
 /** Response header that tells what the cache did: hit, miss, coalesced or bypass. */
 export const cacheHeader = "infergate-cache";
+
+/** Response header naming the model and upstream that served the answer: `<model>/<upstream>`. */
+export const servedByHeader = "infergate-served-by";
+
+/**
+ * The first event of each live stream → `<model>/<upstream>` that produced it. Joiners of a
+ * coalesced stream receive the very same event objects, so they learn it too.
+ */
+const streamOrigin = new WeakMap<GenerateResponse, string>();
 
 export interface GatewayOptions {
   log?: Logger;
@@ -66,13 +83,20 @@ export interface GatewayOptions {
    * sets `ctx.tenant`, and throws UNAUTHENTICATED / PERMISSION_DENIED / RESOURCE_EXHAUSTED to refuse.
    */
   admit?: Admission;
+  /**
+   * Predict, Chat and Generate calls in flight at most (`server.maxConcurrentCalls`); one more is
+   * refused at once with RESOURCE_EXHAUSTED, reason OVERLOADED. Undefined: no limit.
+   */
+  maxConcurrentCalls?: number | undefined;
 }
 
 /** See GatewayOptions.admit. */
 export type Admission = (call: { rpc: CallRecord["rpc"]; model: string; ctx: CallContext }) => void | Promise<void>;
 
+/** Makes the gateway core over a router. */
 export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
   const { log, cache, onCall, admit } = options;
+  const callLimit = new ConcurrencyLimit("the gateway", options.maxConcurrentCalls);
 
   async function admitCall(rpc: CallRecord["rpc"], model: string, ctx: CallContext): Promise<void> {
     if (admit !== undefined) {
@@ -129,16 +153,24 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
+  /** One abort link per call in flight, for abortInFlight. */
+  const live = new Set<LinkedAbort>();
 
-  function enter(): void {
+  /**
+   * Admits a call: refused while draining, and, for model calls (`limited`), over the global
+   * concurrency limit (load shedding, before any other work).
+   */
+  function enter(limited: boolean): void {
     if (draining) {
       throw new GatewayError(Code.Unavailable, "the gateway is shutting down; retry on another instance", {
         reason: Reason.ShuttingDown,
       });
     }
+    if (limited) callLimit.acquire();
     inFlight++;
   }
-  function leave(): void {
+  function leave(limited: boolean): void {
+    if (limited) callLimit.release();
     inFlight--;
     if (inFlight === 0) {
       const waiters = idleWaiters;
@@ -147,34 +179,130 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     }
   }
 
+  /**
+   * The call's context as the core uses it: the same object, but with a signal that also aborts
+   * when abortInFlight does. `end()` detaches it once the call is over.
+   */
+  function scoped(ctx: CallContext): { ctx: CallContext; end(): void } {
+    const link = linkedAbort(ctx.signal);
+    live.add(link);
+    // A Proxy rather than a copy: admission writes ctx.tenant, which the ingress and the call
+    // report read on the original.
+    const view = new Proxy(ctx, { get: (target, key) => (key === "signal" ? link.signal : Reflect.get(target, key)) });
+    return {
+      ctx: view,
+      end() {
+        live.delete(link);
+        link.dispose();
+      },
+    };
+  }
+
   /** Runs an upstream operation; failures after an abort answer with the abort's reason. */
-  async function guarded<T>(ctx: CallContext, rpc: CallRecord["rpc"], model: string, op: () => Promise<T>): Promise<T> {
-    enter();
+  async function guarded<T>(
+    outer: CallContext,
+    rpc: CallRecord["rpc"],
+    model: string,
+    op: (ctx: CallContext) => Promise<T>,
+  ): Promise<T> {
+    const limited = rpc !== "ListModels";
+    enter(limited);
+    const { ctx, end } = scoped(outer);
     try {
       ctx.signal.throwIfAborted();
       await admitCall(rpc, model, ctx);
-      return await op();
+      return await op(ctx);
     } catch (err) {
       throw failed(abortReasonOr(ctx, err));
     } finally {
-      leave();
+      end();
+      leave(limited);
     }
   }
 
+  /**
+   * One upstream call for a route. `retryDeadline` is the deadline of the caller that started the
+   * run: a coalesced flight's own deadline is longer, but retries are for this caller.
+   */
   function upstreamCall<Req>(
     route: ModelRoute,
     request: Req,
     run: UpstreamRun,
     headers: Readonly<Record<string, string>>,
-  ): UpstreamCall<Req> {
+    retryDeadline: number,
+  ): ResilientCall<Req> {
     return {
       request,
       upstreamModel: route.upstreamModel,
       modelOptions: route.modelOptions,
       signal: run.signal,
       deadline: run.deadline,
+      retryDeadline: Math.min(run.deadline, retryDeadline),
       headers,
     };
+  }
+
+  /**
+   * The models to try for a call, in order: the route, then its fallbacks that serve the call.
+   * A Predict that pins a model version names one model exactly: no fallback.
+   */
+  function candidates(route: ModelRoute, capabilityName: CapabilityName, pinnedVersion = false): readonly ModelRoute[] {
+    if (pinnedVersion) return [route];
+    return [route, ...route.fallbacks.filter((f) => f.capabilities.includes(capabilityName))];
+  }
+
+  /**
+   * A unary answer from the first candidate that gives one. A candidate's failure moves on to the
+   * next only when it is an upstream fault after its retries (see allowsFallback); anything else,
+   * or the caller leaving, ends the call with that error.
+   */
+  async function firstAnswer<Req, Res>(
+    list: readonly ModelRoute[],
+    request: Req,
+    run: UpstreamRun,
+    ctx: CallContext,
+    invoke: (route: ModelRoute, call: ResilientCall<Req>) => Promise<Res>,
+  ): Promise<Res> {
+    const failures: Failure[] = [];
+    for (const route of list) {
+      if (failures.length > 0 && !timeLeft(run, ctx)) break;
+      try {
+        return await invoke(route, upstreamCall(route, request, run, ctx.headers, ctx.deadline));
+      } catch (err) {
+        if (run.signal.aborted || !allowsFallback(err)) throw err;
+        failures.push({ route, err });
+      }
+    }
+    throw exhausted(list[0]!, failures);
+  }
+
+  /**
+   * The stream of the first candidate that gets its first event out; after that event the stream
+   * is committed and its failure is the call's (tokens are never replayed from another model).
+   */
+  async function* firstStream(
+    list: readonly ModelRoute[],
+    req: GenerateRequest,
+    run: UpstreamRun,
+    ctx: CallContext,
+  ): AsyncGenerator<GenerateResponse> {
+    const failures: Failure[] = [];
+    for (const route of list) {
+      if (failures.length > 0 && !timeLeft(run, ctx)) break;
+      let sent = 0;
+      try {
+        for await (const event of upstreamEvents(route, req, run, ctx.headers, ctx.deadline)) {
+          if (sent === 0) streamOrigin.set(event, `${route.name}/${route.upstream.name}`);
+          sent++;
+          yield event;
+        }
+        return;
+      } catch (err) {
+        if (sent > 0 || run.signal.aborted || !allowsFallback(err)) throw err;
+        failures.push({ route, err });
+      }
+    }
+    throw exhausted(list[0]!, failures);
   }
 
 
@@ -186,8 +314,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     req: GenerateRequest,
     run: UpstreamRun,
     headers: Readonly<Record<string, string>>,
+    retryDeadline: number,
   ): AsyncGenerator<GenerateResponse> {
-    const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, headers));
+    const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, headers, retryDeadline));
     let sent = 0;
     for await (const event of events) {
       run.signal.throwIfAborted();
@@ -230,72 +359,99 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   }
 
   return {
-    predict(req, ctx) {
-      return observed("Predict", ctx, req.model, guarded(ctx, "Predict", req.model, async () => {
+    predict(req, outer) {
+      return observed("Predict", outer, req.model, guarded(outer, "Predict", req.model, async (ctx) => {
         const route = router.resolve(req.model, "predict");
         validatePredictRequest(req);
-        const call = async (run: UpstreamRun) => {
-          const res = await capability(route.upstream, "predict")(upstreamCall(route, req, run, ctx.headers));
-          res.model = route.name;
-          res.modelVersion = req.modelVersion ?? route.version;
-          res.upstream = route.upstream.name;
-          return res;
-        };
+        const pinned = req.modelVersion !== undefined;
+        const call = (run: UpstreamRun) =>
+          firstAnswer(candidates(route, "predict", pinned), req, run, ctx, async (candidate, upstreamCall) => {
+            const res = await capability(candidate.upstream, "predict")(upstreamCall);
+            res.model = candidate.name;
+            res.modelVersion = req.modelVersion ?? candidate.version;
+            res.upstream = candidate.upstream.name;
+            return res;
+          });
         const { value: res, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.predict(route, req, caller(ctx), call);
         ctx.responseHeaders[cacheHeader] = outcome;
+        ctx.responseHeaders[servedByHeader] = `${res.model}/${res.upstream}`;
         // The id belongs to this request, not to the answer that may be shared or stored.
         res.id = req.id !== "" ? req.id : randomUUID();
         return res;
       }));
     },
 
-    chat(req, ctx) {
-      return observed("Chat", ctx, req.model, guarded(ctx, "Chat", req.model, async () => {
+    chat(req, outer) {
+      return observed("Chat", outer, req.model, guarded(outer, "Chat", req.model, async (ctx) => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
-        const call = async (run: UpstreamRun) =>
-          stampProvenance(route, await capability(route.upstream, "chat")(upstreamCall(route, req, run, ctx.headers)));
+        const call = (run: UpstreamRun) =>
+          firstAnswer(candidates(route, "chat"), req, run, ctx, async (candidate, upstreamCall) =>
+            stampProvenance(candidate, await capability(candidate.upstream, "chat")(upstreamCall)),
+          );
         const { value, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.chat(route, req, caller(ctx), call);
         ctx.responseHeaders[cacheHeader] = outcome;
+        ctx.responseHeaders[servedByHeader] = `${value.model}/${value.upstream}`;
         return value;
       }));
     },
 
-    async *generate(req, ctx) {
-      enter();
+    async *generate(req, outer) {
       const started = performance.now();
       let ttftMs: number | undefined;
       let final: GenerateFinal | undefined;
       let failure: unknown;
+      let scope: ReturnType<typeof scoped> | undefined;
       try {
+        enter(true);
+        scope = scoped(outer);
+        const ctx = scope.ctx;
         ctx.signal.throwIfAborted();
         await admitCall("Generate", req.model, ctx);
         const route = router.resolve(req.model, "generate");
         validateChatInput(req);
+        const list = candidates(route, "generate");
         const { events, outcome } =
           cache === undefined
-            ? { events: upstreamEvents(route, req, ctx, ctx.headers), outcome: "bypass" }
-            : cache.generate(route, req, caller(ctx), (run) => upstreamEvents(route, req, run, ctx.headers));
+            ? { events: firstStream(list, req, ctx, ctx), outcome: "bypass" }
+            : cache.generate(route, req, caller(ctx), (run) => firstStream(list, req, run, ctx));
         ctx.responseHeaders[cacheHeader] = outcome;
-        for await (const event of events) {
+        let source: AsyncIterable<GenerateResponse> | Iterable<GenerateResponse> = events;
+        if (outcome === "hit") {
+          // A replay is in memory already: read it through to name, before the first event, the
+          // model and upstream its final event says served it.
+          const replayed: GenerateResponse[] = [];
+          for await (const event of events) replayed.push(event);
+          const last = replayed.at(-1)?.event;
+          if (last?.case === "final") ctx.responseHeaders[servedByHeader] = `${last.value.model}/${last.value.upstream}`;
+          source = replayed;
+        }
+        for await (const event of source) {
           ctx.signal.throwIfAborted();
-          ttftMs ??= performance.now() - started;
+          if (ttftMs === undefined) {
+            ttftMs = performance.now() - started;
+            const origin = streamOrigin.get(event);
+            if (origin !== undefined) ctx.responseHeaders[servedByHeader] = origin;
+          }
           if (event.event.case === "final") final = event.event.value;
           yield event;
         }
       } catch (err) {
-        failure = failed(abortReasonOr(ctx, err));
+        failure = failed(abortReasonOr(scope?.ctx ?? outer, err));
         throw failure;
       } finally {
-        leave();
+        if (scope !== undefined) {
+          scope.end();
+          leave(true);
+        }
         // A consumer that stopped reading early (the client went away) is a cancel.
-        const err = failure ?? (final === undefined ? ctx.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
-        report("Generate", ctx, req.model, started, { err, upstream: final?.upstream, usage: final?.usage, ...(ttftMs === undefined ? {} : { ttftMs }) });
+        const err = failure ?? (final === undefined ? outer.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
+        report("Generate", outer, req.model, started, { err, upstream: final?.upstream, usage: final?.usage, ...(ttftMs === undefined ? {} : { ttftMs }) });
       }
     },
 
-    listModels(_req, ctx) {
-      return observed("ListModels", ctx, "", guarded(ctx, "ListModels", "", async () => create(ListModelsResponseSchema, {
+    listModels(_req, outer) {
+      return observed("ListModels", outer, "", guarded(outer, "ListModels", "", async () => create(ListModelsResponseSchema, {
         models: router.routes().map((r) => ({
           name: r.name,
           version: r.version,
@@ -303,6 +459,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           upstream: r.upstream.name,
           capabilities: r.capabilities.map((c) => capabilityEnum[c]),
           state: r.upstream.modelState?.(r.upstreamModel) ?? ModelState.UNSPECIFIED,
+          endpoints: r.upstream.endpointStatus?.() ?? [],
         })),
       })));
     },
@@ -310,11 +467,47 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     drain() {
       draining = true;
     },
+    abortInFlight(reason) {
+      for (const link of live) link.abort(reason);
+    },
     inFlight: () => inFlight,
     idle() {
       return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve));
     },
   };
+}
+
+/** One candidate model that failed, for the summary when all have. */
+interface Failure {
+  readonly route: ModelRoute;
+  readonly err: unknown;
+}
+
+/** Whether a fallback may still start: the caller is there and its deadline not passed. */
+function timeLeft(run: UpstreamRun, ctx: CallContext): boolean {
+  return !run.signal.aborted && Date.now() < Math.min(run.deadline, ctx.deadline);
+}
+
+/**
+ * The error when no candidate served the call. With one candidate, its own error (unchanged: the
+ * caller sees what the upstream did). With fallbacks, one UNAVAILABLE naming every model tried,
+ * with its upstream and the reason it failed (names only, nothing of the configuration's URLs),
+ * and the shortest RetryInfo any of them gave.
+ */
+function exhausted(requested: ModelRoute, failures: readonly Failure[]): unknown {
+  if (failures.length === 1) return failures[0]!.err;
+  const reasons = failures.map((f) => ({ route: f.route, reason: f.err instanceof GatewayError ? f.err.reason : Reason.Internal }));
+  const delays = failures.flatMap((f) => (f.err instanceof GatewayError && f.err.retryAfterMs !== undefined ? [f.err.retryAfterMs] : []));
+  return new GatewayError(
+    Code.Unavailable,
+    `model "${requested.name}" could not be served; tried ${reasons.map((r) => `${r.route.name} (upstream "${r.route.upstream.name}": ${r.reason})`).join(", ")}`,
+    {
+      reason: Reason.UpstreamUnavailable,
+      metadata: { model: requested.name, tried: failures.map((f) => `${f.route.name}/${f.route.upstream.name}`).join(",") },
+      ...(delays.length === 0 ? {} : { retryAfterMs: Math.min(...delays) }),
+      cause: new AggregateError(failures.map((f) => f.err), "every candidate model failed"),
+    },
+  );
 }
 
 /** Fills in which model, version and upstream answered; adapters leave these to the gateway. */

@@ -15,6 +15,11 @@ export interface ModelRoute {
   readonly modelOptions: unknown;
   /** How its answers are cached. */
   readonly cache: ModelCacheConfig;
+  /**
+   * The models tried in order when this one's upstream fails with a retryable error (config
+   * `fallbacks`); their own fallbacks are not followed.
+   */
+  readonly fallbacks: readonly ModelRoute[];
 }
 
 const rpcNames: Record<CapabilityName, string> = { predict: "Predict", chat: "Chat", generate: "Generate" };
@@ -29,7 +34,7 @@ export interface Router {
 
 /** Builds the router from validated config and the adapters made for its upstreams. */
 export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upstream>): Router {
-  const byName = new Map<string, ModelRoute>();
+  const byName = new Map<string, ModelRoute & { fallbacks: ModelRoute[] }>();
   for (const m of config.models) {
     const upstream = upstreams.get(m.upstream);
     const upstreamConfig = config.upstreams.find((u) => u.name === m.upstream);
@@ -44,7 +49,18 @@ export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upst
       capabilities: m.capabilities ?? upstreamKindRegistry[upstreamConfig.kind].capabilities,
       modelOptions: parseModelOptions(upstreamConfig.kind, m.options),
       cache: m.cache,
+      fallbacks: [],
     });
+  }
+  for (const m of config.models) {
+    const route = byName.get(m.name)!;
+    for (const f of m.fallbacks) {
+      const fallback = byName.get(f);
+      if (fallback === undefined) {
+        throw new Error(`model ${m.name}: no fallback model ${f}`);
+      }
+      route.fallbacks.push(fallback);
+    }
   }
   const all = [...byName.values()];
   return {

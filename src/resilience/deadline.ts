@@ -35,7 +35,7 @@ export interface CallContext {
 export interface OwnedCallContext extends CallContext {
   /** Clears the deadline timer; call once the call has ended. */
   dispose(): void;
-  /** Aborts the call because the client went away. */
+  /** Aborts the call because the client went away; does nothing once the call was disposed. */
   cancel(): void;
 }
 
@@ -88,11 +88,13 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     controller.abort(
       new GatewayError(Code.DeadlineExceeded, message, {
         reason: Reason.DeadlineExceeded,
-        metadata: { field: clientTimeout !== undefined ? init.timeoutHeader : "server.maxTimeoutMs" },
+        // A client timeout above the maximum was clamped: the maximum is what ran out.
+        metadata: { field: clientTimeout !== undefined && clientTimeout <= init.maxTimeoutMs ? init.timeoutHeader : "server.maxTimeoutMs" },
       }),
     );
   }, Math.max(0, timeoutMs - margin));
   timer.unref();
+  let over = false;
   return {
     signal: controller.signal,
     deadline,
@@ -101,8 +103,15 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     requestId,
     peerCommonName: init.peerCommonName,
     responseHeaders: { "x-request-id": requestId },
-    dispose: () => clearTimeout(timer),
+    dispose: () => {
+      over = true;
+      clearTimeout(timer);
+    },
     cancel: () => {
+      // grpc-js reports every call as cancelled when its HTTP/2 stream closes, also after a
+      // complete answer: a call that is over has nothing to cancel (and an abort would cost an
+      // error with its stack, and its listeners, on every call).
+      if (over) return;
       clearTimeout(timer);
       controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
     },

@@ -2,6 +2,7 @@ import type { z } from "zod";
 import type {
   ChatRequest,
   ChatResponse,
+  EndpointStatus,
   GenerateRequest,
   GenerateResponse,
   ModelState,
@@ -55,6 +56,11 @@ export interface Upstream {
    * call. Kinds that cannot tell leave it out (reported as MODEL_STATE_UNSPECIFIED).
    */
   modelState?(upstreamModel: string): ModelState;
+  /**
+   * Each endpoint's circuit breaker state and ejection, for ListModels. The resilience wrapper
+   * (src/resilience/resilient-upstream.ts) implements it; adapters leave it out.
+   */
+  endpointStatus?(): EndpointStatus[];
   /** Releases connections and timers; called once at shutdown. */
   close(): Promise<void>;
 }

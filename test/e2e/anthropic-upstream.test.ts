@@ -67,10 +67,13 @@ describe("anthropic upstream, end to end", () => {
 
   beforeAll(async () => {
     fake = await createAnthropicFake();
+    // One attempt per call and no breaker: these tests watch the adapter, whose every failure
+    // would otherwise be retried and, repeated, open the endpoint's breaker (docs/resilience.md).
     app = await startInProcess(`
 upstreams:
   - name: claude-up
     kind: anthropic
+    resilience: { retry: { maxAttempts: 1 }, breaker: { enabled: false } }
     endpoints: ["${fake.baseUrl}"]
     apiKey: "${API_KEY}"
     headers: { x-team: search }
@@ -105,6 +108,7 @@ models:
           upstream: "claude-up",
           capabilities: ["CAPABILITY_CHAT", "CAPABILITY_GENERATE"],
           state: "MODEL_STATE_UNSPECIFIED",
+          endpoints: [{ endpoint: fake.baseUrl, state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
         },
       ],
     });

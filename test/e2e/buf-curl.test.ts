@@ -111,6 +111,7 @@ describe("buf curl", () => {
             upstream: "mock",
             capabilities: ["CAPABILITY_CHAT", "CAPABILITY_GENERATE"],
             state: "MODEL_STATE_READY",
+            endpoints: [{ state: "BREAKER_STATE_CLOSED", weight: 1 }],
           },
           {
             name: "mock-predict",
@@ -119,6 +120,7 @@ describe("buf curl", () => {
             upstream: "mock",
             capabilities: ["CAPABILITY_PREDICT"],
             state: "MODEL_STATE_READY",
+            endpoints: [{ state: "BREAKER_STATE_CLOSED", weight: 1 }],
           },
         ],
       },

@@ -167,6 +167,7 @@ describe("grpc-js + proto-loader client", () => {
           upstream: "mock",
           capabilities: ["CAPABILITY_CHAT", "CAPABILITY_GENERATE"],
           state: "MODEL_STATE_READY",
+          endpoints: [{ endpoint: "", state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
         },
         {
           name: "mock-predict",
@@ -175,6 +176,7 @@ describe("grpc-js + proto-loader client", () => {
           upstream: "mock",
           capabilities: ["CAPABILITY_PREDICT"],
           state: "MODEL_STATE_READY",
+          endpoints: [{ endpoint: "", state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
         },
       ],
     });
@@ -219,13 +221,14 @@ describe("grpc-js + proto-loader client", () => {
     });
   });
 
-  it("an injected upstream failure mid-request arrives as its code with UPSTREAM_UNAVAILABLE", async () => {
+  it("an injected upstream failure mid-request arrives as its code with UPSTREAM_UNAVAILABLE, after its retries", async () => {
     const err = await expectServiceError(
       client.unary("Chat", userTurn("mock-chat", "hi", { "mock.fail_code": "UNAVAILABLE" })),
     );
     expect(err.code).toBe(status.UNAVAILABLE);
     expect(err.details).toBe("mock upstream: injected UNAVAILABLE");
-    expect(errorInfoOf(statusDetails(err))).toEqual({ reason: "UPSTREAM_UNAVAILABLE", domain: "infergate", metadata: {} });
+    // UNAVAILABLE is retried (docs/resilience.md): the default is 3 attempts.
+    expect(errorInfoOf(statusDetails(err))).toEqual({ reason: "UPSTREAM_UNAVAILABLE", domain: "infergate", metadata: { attempts: "3" } });
   });
 
   it("a stream cut by the upstream ends with UNAVAILABLE STREAM_TRUNCATED, never OK", async () => {

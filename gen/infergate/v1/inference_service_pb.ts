@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file infergate/v1/inference_service.proto.
  */
 export const file_infergate_v1_inference_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRpbmZlcmdhdGUvdjEvaW5mZXJlbmNlX3NlcnZpY2UucHJvdG8SDGluZmVyZ2F0ZS52MSLiAwoOUHJlZGljdFJlcXVlc3QSDQoFbW9kZWwYASABKAkSGgoNbW9kZWxfdmVyc2lvbhgCIAEoCUgAiAEBEiQKBmlucHV0cxgDIAMoCzIULmluZmVyZ2F0ZS52MS5UZW5zb3ISLgoHb3V0cHV0cxgEIAMoCzIdLmluZmVyZ2F0ZS52MS5SZXF1ZXN0ZWRPdXRwdXQSQAoKcGFyYW1ldGVycxgFIAMoCzIsLmluZmVyZ2F0ZS52MS5QcmVkaWN0UmVxdWVzdC5QYXJhbWV0ZXJzRW50cnkSLwoMY2FjaGVfcG9saWN5GAYgASgOMhkuaW5mZXJnYXRlLnYxLkNhY2hlUG9saWN5EjwKCG1ldGFkYXRhGAcgAygLMiouaW5mZXJnYXRlLnYxLlByZWRpY3RSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSCgoCaWQYCCABKAkaTwoPUGFyYW1ldGVyc0VudHJ5EgsKA2tleRgBIAEoCRIrCgV2YWx1ZRgCIAEoCzIcLmluZmVyZ2F0ZS52MS5QYXJhbWV0ZXJWYWx1ZToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhAKDl9tb2RlbF92ZXJzaW9uIqACCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIlCgdvdXRwdXRzGAMgAygLMhQuaW5mZXJnYXRlLnYxLlRlbnNvchIKCgJpZBgEIAEoCRJBCgpwYXJhbWV0ZXJzGAUgAygLMi0uaW5mZXJnYXRlLnYxLlByZWRpY3RSZXNwb25zZS5QYXJhbWV0ZXJzRW50cnkSEAoIdXBzdHJlYW0YBiABKAkSDgoGY2FjaGVkGAcgASgIGk8KD1BhcmFtZXRlcnNFbnRyeRILCgNrZXkYASABKAkSKwoFdmFsdWUYAiABKAsyHC5pbmZlcmdhdGUudjEuUGFyYW1ldGVyVmFsdWU6AjgBIr0FCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI5CghtZXRhZGF0YRgPIAMoCzInLmluZmVyZ2F0ZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EiAKE3BhcmFsbGVsX3Rvb2xfY2FsbHMYECABKAhIBogBARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEINCgtfbWF4X3Rva2Vuc0IHCgVfc2VlZEITChFfcHJlc2VuY2VfcGVuYWx0eUIUChJfZnJlcXVlbmN5X3BlbmFsdHlCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMi4QEKDENoYXRSZXNwb25zZRIKCgJpZBgBIAEoCRImCgdtZXNzYWdlGAIgASgLMhUuaW5mZXJnYXRlLnYxLk1lc3NhZ2USMQoNZmluaXNoX3JlYXNvbhgDIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYBCABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBSABKAkSFQoNbW9kZWxfdmVyc2lvbhgGIAEoCRIQCgh1cHN0cmVhbRgHIAEoCRIOCgZjYWNoZWQYCCABKAgixQUKD0dlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI9CghtZXRhZGF0YRgPIAMoCzIrLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIgChNwYXJhbGxlbF90b29sX2NhbGxzGBAgASgISAaIAQEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCDQoLX21heF90b2tlbnNCBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5QhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKA0SCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkiugEKDUdlbmVyYXRlRmluYWwSCgoCaWQYASABKAkSMQoNZmluaXNoX3JlYXNvbhgCIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYAyABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBCABKAkSFQoNbW9kZWxfdmVyc2lvbhgFIAEoCRIQCgh1cHN0cmVhbRgGIAEoCRIOCgZjYWNoZWQYByABKAgilwEKEEdlbmVyYXRlUmVzcG9uc2USFAoKdGV4dF9kZWx0YRgBIAEoCUgAEjYKD3Rvb2xfY2FsbF9kZWx0YRgCIAEoCzIbLmluZmVyZ2F0ZS52MS5Ub29sQ2FsbERlbHRhSAASLAoFZmluYWwYAyABKAsyGy5pbmZlcmdhdGUudjEuR2VuZXJhdGVGaW5hbEgAQgcKBWV2ZW50IhMKEUxpc3RNb2RlbHNSZXF1ZXN0IqwBCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhUKDXVwc3RyZWFtX2tpbmQYAyABKAkSEAoIdXBzdHJlYW0YBCABKAkSLgoMY2FwYWJpbGl0aWVzGAUgAygOMhguaW5mZXJnYXRlLnYxLkNhcGFiaWxpdHkSJwoFc3RhdGUYBiABKA4yGC5pbmZlcmdhdGUudjEuTW9kZWxTdGF0ZSI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcuaW5mZXJnYXRlLnYxLk1vZGVsSW5mbypuCgpDYXBhYmlsaXR5EhoKFkNBUEFCSUxJVFlfVU5TUEVDSUZJRUQQABIWChJDQVBBQklMSVRZX1BSRURJQ1QQARITCg9DQVBBQklMSVRZX0NIQVQQAhIXChNDQVBBQklMSVRZX0dFTkVSQVRFEAMqWwoKTW9kZWxTdGF0ZRIbChdNT0RFTF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEU1PREVMX1NUQVRFX1JFQURZEAESGQoVTU9ERUxfU1RBVEVfTk9UX1JFQURZEAIytwIKEEluZmVyZW5jZVNlcnZpY2USRgoHUHJlZGljdBIcLmluZmVyZ2F0ZS52MS5QcmVkaWN0UmVxdWVzdBodLmluZmVyZ2F0ZS52MS5QcmVkaWN0UmVzcG9uc2USPQoEQ2hhdBIZLmluZmVyZ2F0ZS52MS5DaGF0UmVxdWVzdBoaLmluZmVyZ2F0ZS52MS5DaGF0UmVzcG9uc2USSwoIR2VuZXJhdGUSHS5pbmZlcmdhdGUudjEuR2VuZXJhdGVSZXF1ZXN0Gh4uaW5mZXJnYXRlLnYxLkdlbmVyYXRlUmVzcG9uc2UwARJPCgpMaXN0TW9kZWxzEh8uaW5mZXJnYXRlLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiAuaW5mZXJnYXRlLnYxLkxpc3RNb2RlbHNSZXNwb25zZWIGcHJvdG8z", [file_infergate_v1_chat, file_infergate_v1_tensor]);
+  fileDesc("CiRpbmZlcmdhdGUvdjEvaW5mZXJlbmNlX3NlcnZpY2UucHJvdG8SDGluZmVyZ2F0ZS52MSLiAwoOUHJlZGljdFJlcXVlc3QSDQoFbW9kZWwYASABKAkSGgoNbW9kZWxfdmVyc2lvbhgCIAEoCUgAiAEBEiQKBmlucHV0cxgDIAMoCzIULmluZmVyZ2F0ZS52MS5UZW5zb3ISLgoHb3V0cHV0cxgEIAMoCzIdLmluZmVyZ2F0ZS52MS5SZXF1ZXN0ZWRPdXRwdXQSQAoKcGFyYW1ldGVycxgFIAMoCzIsLmluZmVyZ2F0ZS52MS5QcmVkaWN0UmVxdWVzdC5QYXJhbWV0ZXJzRW50cnkSLwoMY2FjaGVfcG9saWN5GAYgASgOMhkuaW5mZXJnYXRlLnYxLkNhY2hlUG9saWN5EjwKCG1ldGFkYXRhGAcgAygLMiouaW5mZXJnYXRlLnYxLlByZWRpY3RSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSCgoCaWQYCCABKAkaTwoPUGFyYW1ldGVyc0VudHJ5EgsKA2tleRgBIAEoCRIrCgV2YWx1ZRgCIAEoCzIcLmluZmVyZ2F0ZS52MS5QYXJhbWV0ZXJWYWx1ZToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhAKDl9tb2RlbF92ZXJzaW9uIqACCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIlCgdvdXRwdXRzGAMgAygLMhQuaW5mZXJnYXRlLnYxLlRlbnNvchIKCgJpZBgEIAEoCRJBCgpwYXJhbWV0ZXJzGAUgAygLMi0uaW5mZXJnYXRlLnYxLlByZWRpY3RSZXNwb25zZS5QYXJhbWV0ZXJzRW50cnkSEAoIdXBzdHJlYW0YBiABKAkSDgoGY2FjaGVkGAcgASgIGk8KD1BhcmFtZXRlcnNFbnRyeRILCgNrZXkYASABKAkSKwoFdmFsdWUYAiABKAsyHC5pbmZlcmdhdGUudjEuUGFyYW1ldGVyVmFsdWU6AjgBIr0FCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI5CghtZXRhZGF0YRgPIAMoCzInLmluZmVyZ2F0ZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EiAKE3BhcmFsbGVsX3Rvb2xfY2FsbHMYECABKAhIBogBARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEINCgtfbWF4X3Rva2Vuc0IHCgVfc2VlZEITChFfcHJlc2VuY2VfcGVuYWx0eUIUChJfZnJlcXVlbmN5X3BlbmFsdHlCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMi4QEKDENoYXRSZXNwb25zZRIKCgJpZBgBIAEoCRImCgdtZXNzYWdlGAIgASgLMhUuaW5mZXJnYXRlLnYxLk1lc3NhZ2USMQoNZmluaXNoX3JlYXNvbhgDIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYBCABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBSABKAkSFQoNbW9kZWxfdmVyc2lvbhgGIAEoCRIQCgh1cHN0cmVhbRgHIAEoCRIOCgZjYWNoZWQYCCABKAgixQUKD0dlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI9CghtZXRhZGF0YRgPIAMoCzIrLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIgChNwYXJhbGxlbF90b29sX2NhbGxzGBAgASgISAaIAQEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCDQoLX21heF90b2tlbnNCBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5QhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKA0SCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkiugEKDUdlbmVyYXRlRmluYWwSCgoCaWQYASABKAkSMQoNZmluaXNoX3JlYXNvbhgCIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYAyABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBCABKAkSFQoNbW9kZWxfdmVyc2lvbhgFIAEoCRIQCgh1cHN0cmVhbRgGIAEoCRIOCgZjYWNoZWQYByABKAgilwEKEEdlbmVyYXRlUmVzcG9uc2USFAoKdGV4dF9kZWx0YRgBIAEoCUgAEjYKD3Rvb2xfY2FsbF9kZWx0YRgCIAEoCzIbLmluZmVyZ2F0ZS52MS5Ub29sQ2FsbERlbHRhSAASLAoFZmluYWwYAyABKAsyGy5pbmZlcmdhdGUudjEuR2VuZXJhdGVGaW5hbEgAQgcKBWV2ZW50IhMKEUxpc3RNb2RlbHNSZXF1ZXN0It0BCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhUKDXVwc3RyZWFtX2tpbmQYAyABKAkSEAoIdXBzdHJlYW0YBCABKAkSLgoMY2FwYWJpbGl0aWVzGAUgAygOMhguaW5mZXJnYXRlLnYxLkNhcGFiaWxpdHkSJwoFc3RhdGUYBiABKA4yGC5pbmZlcmdhdGUudjEuTW9kZWxTdGF0ZRIvCgllbmRwb2ludHMYByADKAsyHC5pbmZlcmdhdGUudjEuRW5kcG9pbnRTdGF0dXMigQEKDkVuZHBvaW50U3RhdHVzEhAKCGVuZHBvaW50GAEgASgJEikKBXN0YXRlGAIgASgOMhouaW5mZXJnYXRlLnYxLkJyZWFrZXJTdGF0ZRIPCgdlamVjdGVkGAMgASgIEg4KBndlaWdodBgEIAEoDRIRCglpbl9mbGlnaHQYBSABKA0iPQoSTGlzdE1vZGVsc1Jlc3BvbnNlEicKBm1vZGVscxgBIAMoCzIXLmluZmVyZ2F0ZS52MS5Nb2RlbEluZm8qbgoKQ2FwYWJpbGl0eRIaChZDQVBBQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSQ0FQQUJJTElUWV9QUkVESUNUEAESEwoPQ0FQQUJJTElUWV9DSEFUEAISFwoTQ0FQQUJJTElUWV9HRU5FUkFURRADKlsKCk1vZGVsU3RhdGUSGwoXTU9ERUxfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNT0RFTF9TVEFURV9SRUFEWRABEhkKFU1PREVMX1NUQVRFX05PVF9SRUFEWRACKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADMrcCChBJbmZlcmVuY2VTZXJ2aWNlEkYKB1ByZWRpY3QSHC5pbmZlcmdhdGUudjEuUHJlZGljdFJlcXVlc3QaHS5pbmZlcmdhdGUudjEuUHJlZGljdFJlc3BvbnNlEj0KBENoYXQSGS5pbmZlcmdhdGUudjEuQ2hhdFJlcXVlc3QaGi5pbmZlcmdhdGUudjEuQ2hhdFJlc3BvbnNlEksKCEdlbmVyYXRlEh0uaW5mZXJnYXRlLnYxLkdlbmVyYXRlUmVxdWVzdBoeLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESTwoKTGlzdE1vZGVscxIfLmluZmVyZ2F0ZS52MS5MaXN0TW9kZWxzUmVxdWVzdBogLmluZmVyZ2F0ZS52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_infergate_v1_chat, file_infergate_v1_tensor]);
 
 /**
  * PredictRequest is one inference of a tensor model.
@@ -67,7 +67,9 @@ export type PredictRequest = Message<"infergate.v1.PredictRequest"> & {
   cachePolicy: CachePolicy;
 
   /**
-   * Free-form request metadata (for logs and routing); not sent upstream, not part of the cache key.
+   * Free-form request metadata: for logs, and part of the cache key only under the names the model's
+   * cache.keyMetadata lists. Sent on only to another infergate (upstream kind infergate), never to a
+   * model server.
    *
    * @generated from field: map<string, string> metadata = 7;
    */
@@ -256,7 +258,9 @@ export type ChatRequest = Message<"infergate.v1.ChatRequest"> & {
   sessionId: string;
 
   /**
-   * Free-form request metadata (for logs and routing); not sent upstream, not part of the cache key.
+   * Free-form request metadata: for logs, and part of the cache key only under the names the model's
+   * cache.keyMetadata lists. Sent on only to another infergate (upstream kind infergate), never to a
+   * model server.
    *
    * @generated from field: map<string, string> metadata = 15;
    */
@@ -453,7 +457,9 @@ export type GenerateRequest = Message<"infergate.v1.GenerateRequest"> & {
   sessionId: string;
 
   /**
-   * Free-form request metadata (for logs and routing); not sent upstream, not part of the cache key.
+   * Free-form request metadata: for logs, and part of the cache key only under the names the model's
+   * cache.keyMetadata lists. Sent on only to another infergate (upstream kind infergate), never to a
+   * model server.
    *
    * @generated from field: map<string, string> metadata = 15;
    */
@@ -687,6 +693,14 @@ export type ModelInfo = Message<"infergate.v1.ModelInfo"> & {
    * @generated from field: infergate.v1.ModelState state = 6;
    */
   state: ModelState;
+
+  /**
+   * The endpoints of its upstream, in configuration order, with their circuit breaker state and
+   * outlier ejection; one entry with an empty endpoint for in-process upstreams (mock).
+   *
+   * @generated from field: repeated infergate.v1.EndpointStatus endpoints = 7;
+   */
+  endpoints: EndpointStatus[];
 };
 
 /**
@@ -695,6 +709,55 @@ export type ModelInfo = Message<"infergate.v1.ModelInfo"> & {
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
   messageDesc(file_infergate_v1_inference_service, 9);
+
+/**
+ * EndpointStatus is what infergate knows of one endpoint of a model's upstream.
+ *
+ * @generated from message infergate.v1.EndpointStatus
+ */
+export type EndpointStatus = Message<"infergate.v1.EndpointStatus"> & {
+  /**
+   * The endpoint's base URL without credentials, query or fragment; empty for in-process upstreams.
+   *
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * The state of its circuit breaker.
+   *
+   * @generated from field: infergate.v1.BreakerState state = 2;
+   */
+  state: BreakerState;
+
+  /**
+   * Whether outlier ejection has taken it out of the load-balancing rotation for now.
+   *
+   * @generated from field: bool ejected = 3;
+   */
+  ejected: boolean;
+
+  /**
+   * Its load-balancing weight.
+   *
+   * @generated from field: uint32 weight = 4;
+   */
+  weight: number;
+
+  /**
+   * The upstream attempts it is serving now.
+   *
+   * @generated from field: uint32 in_flight = 5;
+   */
+  inFlight: number;
+};
+
+/**
+ * Describes the message infergate.v1.EndpointStatus.
+ * Use `create(EndpointStatusSchema)` to create a new message.
+ */
+export const EndpointStatusSchema: GenMessage<EndpointStatus> = /*@__PURE__*/
+  messageDesc(file_infergate_v1_inference_service, 10);
 
 /**
  * ListModelsResponse lists the models this gateway serves.
@@ -715,7 +778,7 @@ export type ListModelsResponse = Message<"infergate.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 10);
+  messageDesc(file_infergate_v1_inference_service, 11);
 
 /**
  * Capability is a kind of call a model can answer.
@@ -791,6 +854,47 @@ export enum ModelState {
  */
 export const ModelStateSchema: GenEnum<ModelState> = /*@__PURE__*/
   enumDesc(file_infergate_v1_inference_service, 1);
+
+/**
+ * BreakerState is the state of the circuit breaker of one upstream endpoint.
+ *
+ * @generated from enum infergate.v1.BreakerState
+ */
+export enum BreakerState {
+  /**
+   * Not known.
+   *
+   * @generated from enum value: BREAKER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Calls flow; upstream failures are counted.
+   *
+   * @generated from enum value: BREAKER_STATE_CLOSED = 1;
+   */
+  CLOSED = 1,
+
+  /**
+   * Calls fail fast with UNAVAILABLE, reason CIRCUIT_OPEN, until the breaker lets a probe through.
+   *
+   * @generated from enum value: BREAKER_STATE_OPEN = 2;
+   */
+  OPEN = 2,
+
+  /**
+   * One probe call is let through (others fail fast); its outcome closes or reopens the breaker.
+   *
+   * @generated from enum value: BREAKER_STATE_HALF_OPEN = 3;
+   */
+  HALF_OPEN = 3,
+}
+
+/**
+ * Describes the enum infergate.v1.BreakerState.
+ */
+export const BreakerStateSchema: GenEnum<BreakerState> = /*@__PURE__*/
+  enumDesc(file_infergate_v1_inference_service, 2);
 
 /**
  * InferenceService turns each call into a call of the model server configured for the model,

@@ -1,0 +1,395 @@
+import { create } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import {
+  BreakerState,
+  type EndpointStatus,
+  EndpointStatusSchema,
+  type GenerateResponse,
+  ModelState,
+} from "../../gen/infergate/v1/inference_service_pb.js";
+import type { ResilienceConfig, UpstreamConfig } from "../config/schema.js";
+import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import type { ChatInput, Upstream, UpstreamCall } from "../upstreams/upstream.js";
+import { fullJitterBackoff } from "./backoff.js";
+import { ConcurrencyLimit } from "./concurrency-limit.js";
+import { type AttemptOutcome, type BreakerLease, EndpointBreaker } from "./endpoint-breaker.js";
+import { UpstreamFailure } from "../upstreams/http/http-errors.js";
+import { countsAsFailure, retryVerdict } from "./failure-policy.js";
+import { type LinkedAbort, linkedAbort } from "./linked-abort.js";
+import { createLoadBalancer, type LoadBalancer } from "./load-balancer.js";
+import { OutlierDetector } from "./outlier-detector.js";
+import { RetryBudget } from "./retry-budget.js";
+
+/**
+ * An upstream call as the resilience wrapper takes it: an UpstreamCall, plus the moment after which
+ * no retry may start. The gateway sets it to the caller's deadline when the call runs for a
+ * coalesced flight (src/cache), whose own deadline is longer so that later joiners can be served.
+ */
+export interface ResilientCall<Req> extends UpstreamCall<Req> {
+  readonly retryDeadline?: number;
+}
+
+/** One endpoint of the upstream: its own adapter instance, breaker and load. */
+interface Endpoint {
+  readonly index: number;
+  /** The URL without credentials, query or fragment ("" for in-process kinds). */
+  readonly display: string;
+  readonly weight: number;
+  readonly adapter: Upstream;
+  readonly breaker: EndpointBreaker;
+  inFlight: number;
+}
+
+/** What tests and ListModels can read of one endpoint. */
+export interface EndpointSnapshot {
+  readonly endpoint: string;
+  readonly state: "closed" | "open" | "halfOpen";
+  readonly ejected: boolean;
+  readonly weight: number;
+  readonly inFlight: number;
+  readonly failures: number;
+}
+
+/** The wrapper: an Upstream, plus its endpoints' state. */
+export interface ResilientUpstream extends Upstream {
+  endpointStatus(): EndpointStatus[];
+  /** Each endpoint's state, in configuration order. */
+  snapshot(): EndpointSnapshot[];
+}
+
+/** Seams for tests: time, randomness. */
+export interface ResilienceSeams {
+  now?: () => number;
+  random?: () => number;
+}
+
+/** The URL as ListModels may show it: no user, password, query or fragment. */
+export function displayUrl(url: string): string {
+  const u = new URL(url);
+  return `${u.origin}${u.pathname === "/" ? "" : u.pathname}`;
+}
+
+const breakerStateEnum = { closed: BreakerState.CLOSED, open: BreakerState.OPEN, halfOpen: BreakerState.HALF_OPEN } as const;
+
+/**
+ * Puts an upstream behind breakers, load balancing, outlier ejection, retries and a concurrency
+ * limit (docs/resilience.md). For N configured endpoints it makes N adapter instances with
+ * `make({...config, endpoints: [e]})`, so that adapters never choose endpoints and stay unaware of
+ * all this; in-process kinds without endpoints get one instance.
+ *
+ * Each call: take a concurrency slot (or fail at once with OVERLOADED); then per attempt pick an
+ * endpoint whose breaker admits the call, that is not ejected and, for a retry, that was not tried
+ * yet when there is one; run the adapter; on a retryable failure wait a full-jitter backoff (at
+ * least the upstream's Retry-After) and try again, within `maxAttempts`, the retry budget and the
+ * caller's deadline. A stream is committed at its first event: after it, a failure passes through.
+ */
+export function createResilientUpstream(
+  config: UpstreamConfig,
+  make: (config: UpstreamConfig) => Upstream,
+  seams: ResilienceSeams = {},
+): ResilientUpstream {
+  const now = seams.now ?? Date.now;
+  const random = seams.random ?? Math.random;
+  const r: ResilienceConfig = config.resilience;
+  const urls = config.endpoints.length === 0 ? [undefined] : config.endpoints;
+  const endpoints: Endpoint[] = urls.map((url, index) => {
+    const weight = url === undefined ? 1 : (config.endpointWeights[index] ?? 1);
+    const display = url === undefined ? "" : displayUrl(url);
+    return {
+      index,
+      display,
+      weight,
+      adapter: url === undefined ? make(config) : make({ ...config, endpoints: [url], endpointWeights: [weight] }),
+      breaker: new EndpointBreaker(`${config.name}#${index}`, r.breaker, now),
+      inFlight: 0,
+    };
+  });
+  const first = endpoints[0]!.adapter;
+  const balancer: LoadBalancer = createLoadBalancer(r.loadBalancing, endpoints.map((e) => e.weight), random);
+  const outliers = new OutlierDetector(endpoints.length, r.outlierDetection, now);
+  const budget = new RetryBudget(r.retry.budgetPercent, r.retry.minRetryConcurrency);
+  const limit = new ConcurrencyLimit(`upstream "${config.name}"`, r.maxConcurrent);
+
+  /** The endpoint for the next attempt, with its breaker lease; undefined when no breaker admits. */
+  function choose(tried: ReadonlySet<number>): { endpoint: Endpoint; lease: BreakerLease } | undefined {
+    const admitted = endpoints.filter((e) => e.breaker.admits()).map((e) => e.index);
+    if (admitted.length === 0) return undefined;
+    // Ejected endpoints are skipped unless nothing else is left (Envoy's panic mode).
+    const healthy = orAll(admitted.filter((i) => !outliers.isEjected(i)), admitted);
+    const fresh = orAll(healthy.filter((i) => !tried.has(i)), healthy);
+    const endpoint = endpoints[balancer.pick(fresh, (i) => endpoints[i]!.inFlight)]!;
+    const lease = endpoint.breaker.admit();
+    return lease === undefined ? undefined : { endpoint, lease };
+  }
+
+  /** Every breaker refuses: fail fast, and say when the first probe is due. */
+  function circuitOpen(): GatewayError {
+    const retryAfterMs = Math.min(...endpoints.map((e) => e.breaker.retryAfterMs()));
+    const which = endpoints.length === 1 ? "its circuit breaker is open" : "the circuit breakers of all its endpoints are open";
+    return new GatewayError(Code.Unavailable, `upstream "${config.name}" is failing: ${which}; next probe in ${retryAfterMs}ms`, {
+      reason: Reason.CircuitOpen,
+      metadata: { upstream: config.name },
+      retryAfterMs,
+    });
+  }
+
+  /** Tells the breaker (if not settled yet) and outlier detection how an attempt ended. */
+  function record(endpoint: Endpoint, lease: BreakerLease | undefined, outcome: AttemptOutcome): void {
+    lease?.settle(outcome);
+    if (outcome === "failure") outliers.failure(endpoint.index);
+    else if (outcome === "success") outliers.success(endpoint.index);
+  }
+
+  function outcomeOf(err: unknown, signal: AbortSignal): AttemptOutcome {
+    if (signal.aborted) return "abandoned";
+    return countsAsFailure(err) ? "failure" : "success";
+  }
+
+  /**
+   * The wait before the next attempt, or undefined when the call must fail now: not retryable, no
+   * attempts left, the wait would end past the retry deadline, or the retry budget is spent.
+   */
+  function retryDelay(err: unknown, attempt: number, call: ResilientCall<unknown>): number | undefined {
+    if (attempt >= r.retry.maxAttempts || call.signal.aborted) return undefined;
+    const deadline = Math.min(call.deadline, call.retryDeadline ?? call.deadline);
+    const verdict = retryVerdict(err, deadline - now());
+    if (!verdict.retry) return undefined;
+    const delay = Math.max(verdict.minDelayMs, fullJitterBackoff(attempt, r.retry.backoffBaseMs, r.retry.backoffMaxMs, random));
+    if (now() + delay >= deadline) return undefined;
+    return budget.tryRetry() ? delay : undefined;
+  }
+
+  /** The error of the last attempt, saying how many attempts the call made. */
+  function final(err: unknown, attempts: number): unknown {
+    if (attempts < 2 || !(err instanceof GatewayError)) return err;
+    return new GatewayError(err.code, err.message, {
+      reason: err.reason,
+      metadata: { ...err.metadata, attempts: String(attempts) },
+      ...(err.retryAfterMs === undefined ? {} : { retryAfterMs: err.retryAfterMs }),
+      cause: err.cause,
+    });
+  }
+
+  async function unary<Req, Res>(call: ResilientCall<Req>, op: (adapter: Upstream, call: UpstreamCall<Req>) => Promise<Res>): Promise<Res> {
+    limit.acquire();
+    budget.enter();
+    let retries = 0;
+    const tried = new Set<number>();
+    let lastErr: unknown;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        call.signal.throwIfAborted();
+        const picked = choose(tried);
+        if (picked === undefined) throw lastErr === undefined ? circuitOpen() : final(lastErr, attempt - 1);
+        const { endpoint, lease } = picked;
+        tried.add(endpoint.index);
+        endpoint.inFlight++;
+        let delay: number;
+        try {
+          const res = await op(endpoint.adapter, call);
+          record(endpoint, lease, "success");
+          return res;
+        } catch (err) {
+          record(endpoint, lease, outcomeOf(err, call.signal));
+          const d = retryDelay(err, attempt, call);
+          if (d === undefined) throw final(err, attempt);
+          delay = d;
+          lastErr = err;
+          retries++;
+        } finally {
+          endpoint.inFlight--;
+        }
+        // Backoff after the attempt is over: the endpoint is not busy with this call meanwhile.
+        await sleep(delay, call.signal);
+      }
+    } finally {
+      budget.leave(retries);
+      limit.release();
+    }
+  }
+
+  async function* generate(call: ResilientCall<ChatInput>): AsyncGenerator<GenerateResponse> {
+    limit.acquire();
+    budget.enter();
+    let retries = 0;
+    const tried = new Set<number>();
+    let lastErr: unknown;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        call.signal.throwIfAborted();
+        const picked = choose(tried);
+        if (picked === undefined) throw lastErr === undefined ? circuitOpen() : final(lastErr, attempt - 1);
+        const { endpoint } = picked;
+        let lease: BreakerLease | undefined = picked.lease;
+        tried.add(endpoint.index);
+        endpoint.inFlight++;
+        const attemptAbort = linkedAbort(call.signal);
+        const events = endpoint.adapter.generate!({ ...call, signal: attemptAbort.signal })[Symbol.asyncIterator]();
+        let sent = 0;
+        let delay: number;
+        try {
+          for (;;) {
+            const next = await nextEvent(events, sent === 0 ? undefined : r.streamIdleTimeoutMs, attemptAbort, config.name);
+            if (next.done === true) break;
+            if (sent === 0) {
+              // The endpoint answered: settle the breaker now, so that a half-open probe does not
+              // hold every other call off for the length of a whole stream.
+              lease?.settle("success");
+              lease = undefined;
+            }
+            sent++;
+            const isFinal = next.value.event.case === "final";
+            yield next.value;
+            if (isFinal) {
+              record(endpoint, undefined, "success");
+              return;
+            }
+          }
+          throw new GatewayError(
+            Code.Unavailable,
+            `upstream "${config.name}" ended the stream without its final event after ${sent} events`,
+            { reason: Reason.StreamTruncated, metadata: { upstream: config.name } },
+          );
+        } catch (err) {
+          record(endpoint, lease, outcomeOf(err, call.signal));
+          // Committed: the consumer has events of this attempt; another attempt would replay them.
+          if (sent > 0) throw brokenOff(err, sent, call.signal, config.name);
+          const d = retryDelay(err, attempt, call);
+          if (d === undefined) throw final(err, attempt);
+          delay = d;
+          lastErr = err;
+          retries++;
+        } finally {
+          endpoint.inFlight--;
+          // The attempt is over, however it ended: whatever of it still listens to its signal
+          // (an HTTP body the adapter dropped unread) is released now, not when the call ends.
+          attemptAbort.abort(attemptOver);
+          attemptAbort.dispose();
+          // Ends the adapter's stream if it is still open (consumer gone, final event seen): its
+          // own cleanup closes the upstream connection.
+          await events.return?.(undefined).catch(() => undefined);
+        }
+        await sleep(delay, call.signal);
+      }
+    } finally {
+      budget.leave(retries);
+      limit.release();
+    }
+  }
+
+  const wrapper: ResilientUpstream = {
+    name: config.name,
+    kind: config.kind,
+    ...(first.predict === undefined ? {} : { predict: (call) => unary(call, (a, c) => a.predict!(c)) }),
+    ...(first.chat === undefined ? {} : { chat: (call) => unary(call, (a, c) => a.chat!(c)) }),
+    ...(first.generate === undefined ? {} : { generate }),
+    modelState(upstreamModel) {
+      if (endpoints.every((e) => e.breaker.state() === "open")) return ModelState.NOT_READY;
+      const states = endpoints.map((e) => e.adapter.modelState?.(upstreamModel) ?? ModelState.UNSPECIFIED);
+      if (states.includes(ModelState.READY)) return ModelState.READY;
+      return states.every((s) => s === ModelState.NOT_READY) ? ModelState.NOT_READY : ModelState.UNSPECIFIED;
+    },
+    snapshot: () =>
+      endpoints.map((e) => ({
+        endpoint: e.display,
+        state: e.breaker.state(),
+        ejected: outliers.isEjected(e.index),
+        weight: e.weight,
+        inFlight: e.inFlight,
+        failures: e.breaker.stats().failures,
+      })),
+    endpointStatus: () =>
+      wrapper.snapshot().map((s) =>
+        create(EndpointStatusSchema, {
+          endpoint: s.endpoint,
+          state: breakerStateEnum[s.state],
+          ejected: s.ejected,
+          weight: s.weight,
+          inFlight: s.inFlight,
+        }),
+      ),
+    async close() {
+      for (const e of endpoints) e.breaker.shutdown();
+      await Promise.all(endpoints.map((e) => e.adapter.close()));
+    },
+  };
+  return wrapper;
+}
+
+/**
+ * A stream whose connection failed after events went out is a truncated answer, and says so
+ * (STREAM_TRUNCATED) rather than "could not be reached". Failures the upstream itself declared (an
+ * error event, a bad event: their cause is an UpstreamFailure) and timeouts keep their own reason.
+ */
+function brokenOff(err: unknown, sent: number, signal: AbortSignal, upstream: string): unknown {
+  if (
+    signal.aborted ||
+    !(err instanceof GatewayError) ||
+    err.code !== Code.Unavailable ||
+    err.reason !== Reason.UpstreamUnavailable ||
+    err.cause instanceof UpstreamFailure
+  ) {
+    return err;
+  }
+  return new GatewayError(Code.Unavailable, `upstream "${upstream}" broke off the stream after ${sent} events`, {
+    reason: Reason.StreamTruncated,
+    metadata: { upstream },
+    cause: err,
+  });
+}
+
+/** The abort reason of an attempt that has ended (seen only by what still listened to it). */
+const attemptOver = new GatewayError(Code.Canceled, "the upstream attempt has ended", { reason: Reason.Cancelled });
+
+function orAll<T>(some: T[], all: T[]): T[] {
+  return some.length > 0 ? some : all;
+}
+
+/**
+ * The next event of an attempt's stream. With `idleMs`, an upstream silent for that long (counted
+ * from when the consumer asked, so a slow reader is not the upstream's fault) has the attempt
+ * aborted and fails with UNAVAILABLE.
+ */
+async function nextEvent<T>(
+  events: AsyncIterator<T>,
+  idleMs: number | undefined,
+  attempt: LinkedAbort,
+  upstream: string,
+): Promise<IteratorResult<T>> {
+  if (idleMs === undefined) return events.next();
+  let timer: NodeJS.Timeout | undefined;
+  const idle = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new GatewayError(Code.Unavailable, `upstream "${upstream}" sent nothing for ${idleMs}ms in the middle of the stream`, {
+        reason: Reason.UpstreamTimeout,
+        metadata: { upstream },
+      });
+      attempt.abort(err);
+      reject(err);
+    }, idleMs);
+  });
+  try {
+    return await Promise.race([events.next(), idle]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,176 @@
+/**
+ * Fault scenarios 1, 2, 3, 12, 19 and 29 (issue 6), end to end: grpc-js client → infergate →
+ * OpenAI-compatible upstreams on loopback that refuse, fail, hang or answer slowly. Each checks
+ * what the client saw, what the upstreams saw, and that nothing was cached.
+ */
+import { status } from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { chatRequest, failure, type Gateway, sleep, startGateway } from "./helpers/harness.js";
+import { type ScriptedUpstream, refusingUrl, startBlackhole, startScriptedUpstream } from "./helpers/scripted-upstream.js";
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+async function scripted(...args: Parameters<typeof startScriptedUpstream>): Promise<ScriptedUpstream> {
+  const s = await startScriptedUpstream(...args);
+  closers.push(() => s.close());
+  return s;
+}
+
+async function gateway(endpoints: string[], resilience: string, timeoutMs = 10_000): Promise<Gateway> {
+  const g = await startGateway(`
+upstreams:
+  - name: llm
+    kind: openai
+    endpoints: [${endpoints.map((e) => `"${e}"`).join(", ")}]
+    timeoutMs: ${timeoutMs}
+    resilience: ${resilience}
+models:
+  - name: chat
+    upstream: llm
+`);
+  closers.push(() => g.close());
+  return g;
+}
+
+interface ModelsList {
+  models: { endpoints: { endpoint: string; state: string; ejected: boolean }[] }[];
+}
+
+describe("fault scenarios: endpoints and retries", () => {
+  it("1. connections refused: retried on the other endpoints, then UNAVAILABLE; a healthy endpoint takes over", async () => {
+    const down = [await refusingUrl(), await refusingUrl(), await refusingUrl()];
+    const g = await gateway(down, "{ retry: { backoffBaseMs: 5 } }");
+    const err = await failure(g.client.unary("Chat", chatRequest("chat")));
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.reason).toBe("UPSTREAM_UNAVAILABLE");
+    expect(err.metadata).toEqual({ upstream: "llm", attempts: "3" });
+    expect(err.message).toBe('upstream "llm" could not be reached (ECONNREFUSED)');
+
+    const good = await scripted();
+    const mixed = await gateway([await refusingUrl(), good.baseUrl], "{ retry: { backoffBaseMs: 5 } }");
+    for (let i = 0; i < 6; i++) {
+      const res = await mixed.client.unary<{ message: { content: { text: string }[] } }>("Chat", chatRequest("chat", `call ${i}`));
+      expect(res.message.content).toEqual([{ text: "scripted answer", part: "text" }]);
+    }
+    // Every call reached the healthy endpoint exactly once.
+    expect(good.requests.map((r) => r.lastUserText)).toEqual(["call 0", "call 1", "call 2", "call 3", "call 4", "call 5"]);
+    expect(g.app.cache.stats.stores).toBe(0);
+  });
+
+  it.each([502, 503, 504])("2. HTTP %i: retried on the other endpoint, then UNAVAILABLE", async (code) => {
+    const a = await scripted(() => ({ kind: "status", status: code }));
+    const b = await scripted(() => ({ kind: "status", status: code }));
+    const g = await gateway([a.baseUrl, b.baseUrl], "{ retry: { backoffBaseMs: 5 } }");
+    const err = await failure(g.client.unary("Chat", chatRequest("chat")));
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.reason).toBe("UPSTREAM_UNAVAILABLE");
+    expect(err.metadata).toEqual({ upstream: "llm", http_status: String(code), attempts: "3" });
+    // Three attempts: the first two on different endpoints (a retry goes to another one).
+    const order = [...a.requests.map((r) => ["a", r.receivedAt] as const), ...b.requests.map((r) => ["b", r.receivedAt] as const)]
+      .sort((x, y) => x[1] - y[1])
+      .map(([name]) => name);
+    expect(order).toHaveLength(3);
+    expect(order.slice(0, 2).sort()).toEqual(["a", "b"]);
+    expect(g.app.cache.stats.stores).toBe(0);
+
+    // A 503 followed by an answer is invisible to the client.
+    a.script(() => ({ kind: "answer" }));
+    b.script(() => ({ kind: "status", status: code }));
+    const ok = await g.client.unary<{ upstream: string }>("Chat", chatRequest("chat", "second"));
+    expect(ok.upstream).toBe("llm");
+    expect(g.app.cache.stats.stores).toBe(1);
+  });
+
+  it("3. HTTP 500 on one of three endpoints: traffic moves to the others; the endpoint is ejected, then readmitted", async () => {
+    const [a, b, c] = [await scripted(), await scripted(() => ({ kind: "status", status: 500 })), await scripted()];
+    const g = await gateway(
+      [a.baseUrl, b.baseUrl, c.baseUrl],
+      "{ retry: { maxAttempts: 2, backoffBaseMs: 5 }, breaker: { enabled: false }, outlierDetection: { consecutiveFailures: 2, baseEjectionMs: 600, maxEjectionPercent: 34 } }",
+    );
+    for (let i = 0; i < 12; i++) {
+      await g.client.unary("Chat", chatRequest("chat", `call ${i}`));
+    }
+    // b failed twice in a row, was ejected, and saw nothing more; every call succeeded.
+    expect(b.requests.length).toBe(2);
+    expect(a.requests.length + c.requests.length).toBe(12);
+    expect(Math.abs(a.requests.length - c.requests.length)).toBeLessThanOrEqual(1);
+    const before = await g.client.unary<ModelsList>("ListModels", {});
+    expect(before.models[0]!.endpoints.map((e) => [e.endpoint, e.ejected])).toEqual([
+      [a.baseUrl, false],
+      [b.baseUrl, true],
+      [c.baseUrl, false],
+    ]);
+
+    // b recovers; once its ejection time is over it gets its share again.
+    b.script(() => ({ kind: "answer" }));
+    await sleep(650);
+    const after = await g.client.unary<ModelsList>("ListModels", {});
+    expect(after.models[0]!.endpoints.map((e) => e.ejected)).toEqual([false, false, false]);
+    for (let i = 0; i < 6; i++) {
+      await g.client.unary("Chat", chatRequest("chat", `later ${i}`));
+    }
+    expect(b.requests.length).toBe(4);
+    expect(b.requests.slice(2).map((r) => r.lastUserText.startsWith("later"))).toEqual([true, true]);
+  });
+
+  it("12. a slow upstream with retries never runs past the caller's deadline (measured)", async () => {
+    const a = await scripted(() => ({ kind: "answer", delayMs: 10_000 }));
+    const b = await scripted(() => ({ kind: "answer", delayMs: 10_000 }));
+    const g = await gateway([a.baseUrl, b.baseUrl], "{ retry: { backoffBaseMs: 5 } }", 400);
+    const started = Date.now();
+    const err = await failure(g.client.unary("Chat", chatRequest("chat"), { timeoutMs: 1_000 }));
+    const elapsed = Date.now() - started;
+    expect(err.code).toBe(status.DEADLINE_EXCEEDED);
+    expect(elapsed).toBeGreaterThanOrEqual(950);
+    expect(elapsed).toBeLessThan(1_250);
+    // Two attempts timed out after 400 ms each; the third was cut by the caller's deadline.
+    await a.waitIdle();
+    await b.waitIdle();
+    const attempts = [...a.requests, ...b.requests].sort((x, y) => x.receivedAt - y.receivedAt);
+    expect(attempts).toHaveLength(3);
+    for (const r of attempts) {
+      expect(r.finishedAt).toBeUndefined();
+      expect(r.abortedAt).toBeDefined();
+      expect(r.abortedAt! - started).toBeLessThan(1_250);
+    }
+    expect(g.app.cache.stats.stores).toBe(0);
+  });
+
+  it("19. retry budget: 200 concurrent calls against failing endpoints make at most 1.2 × 200 + 3 attempts", async () => {
+    // The failures come after 150 ms, so that the 200 calls are in flight together.
+    const a = await scripted(() => ({ kind: "status", status: 503, delayMs: 150 }));
+    const b = await scripted(() => ({ kind: "status", status: 503, delayMs: 150 }));
+    const g = await gateway(
+      [a.baseUrl, b.baseUrl],
+      "{ retry: { backoffBaseMs: 5 }, breaker: { enabled: false }, outlierDetection: { consecutiveFailures: 1000 } }",
+    );
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => failure(g.client.unary("Chat", chatRequest("chat", `call ${i}`), { timeoutMs: 10_000 }))),
+    );
+    expect(new Set(results.map((r) => `${r.code} ${r.reason}`))).toEqual(new Set([`${status.UNAVAILABLE} UPSTREAM_UNAVAILABLE`]));
+    const attempts = a.requests.length + b.requests.length;
+    expect(attempts).toBeGreaterThan(200);
+    expect(attempts).toBeLessThanOrEqual(1.2 * 200 + 3);
+    expect(g.app.cache.stats.stores).toBe(0);
+  });
+
+  it("29. an upstream that accepts the connection and never answers: the attempt times out, the retry goes elsewhere", async () => {
+    const hole = await startBlackhole();
+    closers.push(() => hole.close());
+    const good = await scripted();
+    const g = await gateway([hole.url + "/v1", good.baseUrl], "{ retry: { backoffBaseMs: 5 } }", 300);
+    const started = Date.now();
+    const res = await g.client.unary<{ upstream: string }>("Chat", chatRequest("chat"), { timeoutMs: 5_000 });
+    const elapsed = Date.now() - started;
+    expect(res.upstream).toBe("llm");
+    expect(elapsed).toBeGreaterThanOrEqual(300);
+    expect(elapsed).toBeLessThan(1_000);
+    // The first attempt went to the black hole (undici may open a spare connection after the abort).
+    expect(hole.connections).toBeGreaterThanOrEqual(1);
+    expect(good.requests).toHaveLength(1);
+    expect(g.app.cache.stats.stores).toBe(1);
+  });
+});

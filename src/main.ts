@@ -1,8 +1,9 @@
+import cluster from "node:cluster";
 import { parseArgs } from "node:util";
 import { ConfigError } from "./config/config-error.js";
 import { loadConfig } from "./config/load-config.js";
 import { configSchema } from "./config/schema.js";
-import { createLogger } from "./observability/logger.js";
+import { createLogger, type Logger } from "./observability/logger.js";
 import { hashKey } from "./security/api-keys.js";
 import { startApp } from "./server/app.js";
 
@@ -10,10 +11,14 @@ const usage = `infergate — a gRPC inference proxy
 
 Usage:
   infergate [--config PATH] [--listen HOST:PORT] [--http-listen HOST:PORT] [--admin-listen HOST:PORT]
+            [--workers N]
       Serve. gRPC (with health and reflection) on --listen (default 127.0.0.1:50051);
       Connect, gRPC-Web and JSON on --http-listen (default 127.0.0.1:8080);
       /metrics, /healthz and /readyz on --admin-listen (default 127.0.0.1:9090).
       Without --config, the embedded default serves the built-in mock models.
+      --workers N runs N processes (node:cluster) that share the listening ports, to use N
+      cores; default 1 (one process, the sidecar case). Each worker has its own cache and
+      limits, and /metrics answers for whichever worker takes the connection.
   infergate hash-key < key.txt
       Print the SHA-256 of an API key read from stdin, for auth.keys[].sha256.
   infergate check-config PATH
@@ -62,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
         listen: { type: "string" },
         "http-listen": { type: "string" },
         "admin-listen": { type: "string" },
+        workers: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -74,8 +80,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage);
     return 0;
   }
+  const workers = values.workers === undefined ? 1 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    process.stderr.write(`--workers: not a whole number from 1 to 256\n\n${usage}`);
+    return 2;
+  }
 
-  const log = createLogger();
+  const log = cluster.isWorker ? createLogger().child({ worker: cluster.worker!.id }) : createLogger();
   let config;
   try {
     config = await loadConfig(values.config);
@@ -99,6 +110,11 @@ async function main(argv: string[]): Promise<number> {
       return 1;
     }
     throw err;
+  }
+
+  if (workers > 1 && cluster.isPrimary) {
+    // The configuration was checked above, once; each worker loads it again and serves.
+    return runWorkers(workers, log);
   }
 
   const app = await startApp(config, log);
@@ -133,6 +149,52 @@ async function main(argv: string[]): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+  });
+}
+
+/**
+ * The primary of `--workers N`: forks the workers (they share the listening sockets through
+ * node:cluster), forwards SIGTERM and SIGINT to them as SIGTERM, a graceful stop, and exits once
+ * every worker has: 0 if all drained cleanly. A worker that exits by itself stops the others and
+ * the primary exits 1, for the supervisor to restart the whole; a process that is only partly
+ * serving would hide the failure.
+ */
+function runWorkers(count: number, log: Logger): Promise<number> {
+  return new Promise((resolve) => {
+    let alive = count;
+    let stopping = false;
+    let failed = false;
+    const signalAll = (signal: NodeJS.Signals) => {
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+    };
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        // As in one process: a second interrupt means "do not wait".
+        if (signal === "SIGINT") signalAll("SIGINT");
+        return;
+      }
+      stopping = true;
+      log.info({ signal, workers: alive }, "shutting down workers");
+      // A terminal's Ctrl-C reaches the workers too; SIGTERM is what they then get from here, so
+      // they do not take it for a second interrupt.
+      signalAll("SIGTERM");
+    };
+    cluster.on("exit", (worker, code, signal) => {
+      alive--;
+      // A worker still starting when the stop came ends by the signal itself: nothing was lost.
+      if (code !== 0 && !(stopping && signal === "SIGTERM")) failed = true;
+      if (!stopping) {
+        stopping = true;
+        failed = true;
+        log.error({ worker: worker.id, code, signal }, "a worker exited; stopping the others");
+        signalAll("SIGTERM");
+      }
+      if (alive === 0) resolve(failed ? 1 : 0);
+    });
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    for (let i = 0; i < count; i++) cluster.fork();
+    log.info({ workers: count }, "started workers");
   });
 }
 

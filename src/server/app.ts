@@ -1,6 +1,9 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { TLSSocket } from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Role } from "../../gen/infergate/v1/chat_pb.js";
+import type { ChatRequest, ChatResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Config } from "../config/schema.js";
 import { ResponseCache } from "../cache/response-cache.js";
 import { peerCommonName } from "../resilience/deadline.js";
@@ -9,7 +12,9 @@ import { codeName, createMetrics } from "../observability/metrics.js";
 import { createSecurity } from "../security/admission.js";
 import { MemoryRateLimitStore } from "../security/rate-limiter.js";
 import { startAdminServer } from "./admin-server.js";
+import { Code } from "@connectrpc/connect";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
+import { GatewayError, Reason } from "../gateway/gateway-error.js";
 import { createRouter } from "../gateway/router.js";
 import type { Logger } from "../observability/logger.js";
 import { createUpstream } from "../upstreams/registry.js";
@@ -36,6 +41,11 @@ export interface App {
   shutdown(): Promise<void>;
 }
 
+/** Resolves after `ms` without holding the process open. */
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
 function splitHostPort(address: string): [string, number] {
   const i = address.lastIndexOf(":");
   return [address.slice(0, i), Number(address.slice(i + 1))];
@@ -52,29 +62,38 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     cache: cache.stats,
   });
   const security = createSecurity(config.auth, config.limits.default, new MemoryRateLimitStore());
+  // server.logContent only: the pending log line of each Chat call (see logChatContent).
+  const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
   const onCall: CallObserver = (r) => {
     metrics.observe(r);
     security.charge(r).catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
-    log.info(
-      {
-        requestId: r.requestId,
-        tenant: r.tenant === "" ? undefined : r.tenant,
-        rpc: r.rpc,
-        model: r.model,
-        upstream: r.upstream,
-        cache: r.cache,
-        code: codeName(r.code),
-        reason: r.reason,
-        latencyMs: Math.round(r.latencyMs * 100) / 100,
-        ttftMs: r.ttftMs === undefined ? undefined : Math.round(r.ttftMs * 100) / 100,
-        promptTokens: r.promptTokens,
-        completionTokens: r.completionTokens,
-      },
-      "call",
-    );
+    const line = {
+      requestId: r.requestId,
+      tenant: r.tenant === "" ? undefined : r.tenant,
+      rpc: r.rpc,
+      model: r.model,
+      upstream: r.upstream,
+      cache: r.cache,
+      code: codeName(r.code),
+      reason: r.reason,
+      latencyMs: Math.round(r.latencyMs * 100) / 100,
+      ttftMs: r.ttftMs === undefined ? undefined : Math.round(r.ttftMs * 100) / 100,
+      promptTokens: r.promptTokens,
+      completionTokens: r.completionTokens,
+    };
+    const pending = r.rpc === "Chat" ? chatLines?.getStore() : undefined;
+    if (pending === undefined) log.info(line, "call");
+    else pending.line = line;
   };
-  const gateway = createGateway(createRouter(config, upstreams), { log, cache, onCall, admit: security.admit });
+  const gateway = createGateway(createRouter(config, upstreams), {
+    log,
+    cache,
+    onCall,
+    admit: security.admit,
+    maxConcurrentCalls: config.server.maxConcurrentCalls,
+  });
   gatewayRef = gateway;
+  if (chatLines !== undefined) logChatContent(gateway, chatLines, log);
   let draining = false;
   const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining });
   const server = config.server;
@@ -125,6 +144,16 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const outcome = await Promise.race([gateway.idle().then(() => "idle" as const), grace]);
     if (outcome === "timeout") {
       log.warn({ inFlight: gateway.inFlight() }, "grace period over; cutting off calls still in flight");
+      // Calls still open end with an error status, never with a clean end (a stream cut short
+      // must not look complete) and not with a dropped connection: abort them with SHUTTING_DOWN,
+      // wait until they have handed their statuses to the listeners, and let those flush.
+      gateway.abortInFlight(
+        new GatewayError(Code.Unavailable, "the gateway shut down before the call finished; retry on another instance", {
+          reason: Reason.ShuttingDown,
+        }),
+      );
+      await Promise.race([gateway.idle(), delay(1000)]);
+      await Promise.race([grpcClosed, delay(250)]);
     } else {
       // The last answers are written but may still sit in socket buffers; give the connections a
       // moment to close by themselves (open health Watch streams keep them open) before cutting.
@@ -150,4 +179,53 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       return stopping;
     },
   };
+}
+
+/** A Chat call's log line, parked until its answer is known. */
+interface PendingLine {
+  line?: object;
+}
+
+/** Longest prompt or completion text written to a log line. */
+const maxLoggedText = 8192;
+
+/**
+ * `server.logContent` (debug only: prompts and answers may hold personal data). The Chat call's
+ * log line gains `prompt` (the last user message's text) and `completion` (the answer's text).
+ * The gateway reports a call before its answer reaches the listener, so the observer parks the
+ * line in the call's async context and it is written here once the answer is known. Installed
+ * only when the option is on: the default path is untouched.
+ */
+function logChatContent(gateway: Gateway, lines: AsyncLocalStorage<PendingLine>, log: Logger): void {
+  const chat = gateway.chat;
+  gateway.chat = (req, ctx) => {
+    const pending: PendingLine = {};
+    const write = (res: ChatResponse | undefined) => {
+      if (pending.line === undefined) return;
+      const completion = res === undefined ? undefined : cut(textOf(res.message?.content ?? []));
+      log.info({ ...pending.line, prompt: cut(lastUserText(req)), completion }, "call");
+    };
+    return lines.run(pending, () => chat(req, ctx)).then(
+      (res) => {
+        write(res);
+        return res;
+      },
+      (err: unknown) => {
+        write(undefined);
+        throw err;
+      },
+    );
+  };
+}
+
+function lastUserText(req: ChatRequest): string {
+  return textOf(req.messages.findLast((m) => m.role === Role.USER)?.content ?? []);
+}
+
+function textOf(parts: ChatRequest["messages"][number]["content"]): string {
+  return parts.flatMap((p) => (p.part.case === "text" ? [p.part.value] : [])).join("\n");
+}
+
+function cut(text: string): string {
+  return text.length > maxLoggedText ? `${text.slice(0, maxLoggedText)}… (${text.length} chars)` : text;
 }

@@ -30,15 +30,24 @@ export interface ServerProcess {
   readonly adminAddress: string;
   /** Every line the process wrote to stdout so far. */
   readonly lines: string[];
+  /** Everything the process wrote to stderr so far. */
+  readonly stderr: string;
   /** Sends SIGTERM and resolves with the exit code. */
   stop(): Promise<number | null>;
 }
 
+/** Options of {@link startProcess}. */
+export interface ProcessOptions {
+  /** Environment variables added to (or overriding) this process's own, e.g. secrets for `${NAME}`. */
+  env?: Readonly<Record<string, string>>;
+}
+
 /** Starts `bin/infergate.js` with the given extra arguments on free loopback ports. */
-export async function startProcess(args: string[] = []): Promise<ServerProcess> {
+export async function startProcess(args: string[] = [], options: ProcessOptions = {}): Promise<ServerProcess> {
   const proc = spawn(process.execPath, [binPath, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", ...args], {
     cwd: repoRoot,
     stdio: ["ignore", "pipe", "pipe"],
+    ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
   });
   const lines: string[] = [];
   let stderr = "";
@@ -66,6 +75,9 @@ export async function startProcess(args: string[] = []): Promise<ServerProcess> 
     httpAddress: http,
     adminAddress: admin,
     lines,
+    get stderr() {
+      return stderr;
+    },
     async stop() {
       if (proc.exitCode === null) {
         proc.kill("SIGTERM");

@@ -6,7 +6,7 @@ MAKEFLAGS += --no-print-directory
 BIN := node_modules/.bin
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup generate lint breaking release-contracts build run test test-deps check-generated
+.PHONY: setup generate lint breaking release-contracts build run test test-deps check-generated bench bench-quick bench-peers
 
 # Installs the exact dependencies of package-lock.json.
 setup:
@@ -59,3 +59,19 @@ test-deps:
 # Runs every test: unit, in-memory, and end to end on loopback ports (builds dist/ first).
 test: node_modules/.package-lock.json test-deps
 	$(BIN)/vitest run $(ARGS)
+
+# Benchmarks on loopback (docs/benchmarks.md): overhead, ceilings, cache, streaming, 10,000 held
+# streams, the Portkey peer (installed first when it can be), --workers, and a CPU profile of
+# infergate. About 7 minutes; writes bench/RESULTS.md and bench/results.json.
+bench: node_modules/.package-lock.json
+	$(MAKE) bench-peers || echo "bench: Portkey could not be installed; its figures are skipped"
+	bench/run.sh --profile
+
+# Every benchmark for about a second, to check the harness (CI); the figures mean nothing.
+# Writes bench/out/RESULTS-quick.md.
+bench-quick: node_modules/.package-lock.json
+	bench/run.sh --quick
+
+# Installs the peer gateway (Portkey, from npm) into bench/peers/, never into our dependencies.
+bench-peers:
+	cd bench/peers && npm ci --no-audit --no-fund

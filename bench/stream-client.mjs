@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+/**
+ * The streaming load generator, run as its own process (never inside the proxy's). Prints one
+ * JSON object with its results on stdout (and, in hold mode, progress lines before it).
+ *
+ * TTFT mode: `--mode ttft --target grpc|sse --url URL --n N [--header k:v]... --body FILE`
+ *   N streams one after another. gRPC (infergate's Generate over h2c, node:http2 with gRPC
+ *   framing; the body file is a framed GenerateRequest): time to the first text_delta message,
+ *   time to the end, tokens. SSE (OpenAI JSON over HTTP/1.1 keep-alive: the fake directly, or a
+ *   peer gateway): time to the first `data:` event with content, time to the end, tokens.
+ *
+ * Hold mode: `--mode hold --url URL --streams N --connections C --body FILE [--ramp-ms MS]`
+ *   Opens N Generate streams over C HTTP/2 connections, spread over --ramp-ms, and keeps them
+ *   open until each ends by itself. Prints `{"progress":{...}}` lines (open streams, first events
+ *   seen) twice a second, and at the end: OK streams, error statuses by code, events received.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import http2 from "node:http2";
+import { parseArgs } from "node:util";
+import { GenerateResponseSchema } from "../dist/gen/infergate/v1/inference_service_pb.js";
+
+const { values } = parseArgs({
+  options: {
+    mode: { type: "string" },
+    target: { type: "string", default: "grpc" },
+    url: { type: "string" },
+    n: { type: "string", default: "100" },
+    streams: { type: "string", default: "1000" },
+    connections: { type: "string", default: "10" },
+    "ramp-ms": { type: "string", default: "5000" },
+    "timeout-ms": { type: "string", default: "120000" },
+    header: { type: "string", multiple: true, default: [] },
+    body: { type: "string" },
+  },
+});
+const body = readFileSync(values.body);
+const extraHeaders = Object.fromEntries(values.header.map((h) => [h.slice(0, h.indexOf(":")).trim(), h.slice(h.indexOf(":") + 1).trim()]));
+const now = () => performance.now();
+
+/** Splits gRPC messages out of DATA chunks as they arrive. */
+function grpcMessages(onMessage) {
+  let buf = Buffer.alloc(0);
+  return (chunk) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    while (buf.length >= 5) {
+      const len = buf.readUInt32BE(1);
+      if (buf.length < 5 + len) break;
+      onMessage(buf.subarray(5, 5 + len));
+      buf = buf.subarray(5 + len);
+    }
+  };
+}
+
+function grpcHeaders(url) {
+  return {
+    ":method": "POST",
+    ":path": url.pathname,
+    "content-type": "application/grpc",
+    te: "trailers",
+    "grpc-timeout": `${values["timeout-ms"]}m`,
+    ...extraHeaders,
+  };
+}
+
+/** One Generate stream over an HTTP/2 session: {ttftMs, totalMs, tokens, status}. */
+function grpcStream(session, url, { decode = true, onFirst } = {}) {
+  return new Promise((resolve) => {
+    const t0 = now();
+    let ttftMs;
+    let tokens = 0;
+    let events = 0;
+    let status;
+    let message = "";
+    const req = session.request(grpcHeaders(url), { endStream: false });
+    const push = grpcMessages((m) => {
+      events++;
+      if (!decode) {
+        if (ttftMs === undefined) {
+          ttftMs = now() - t0;
+          onFirst?.();
+        }
+        return;
+      }
+      const ev = fromBinary(GenerateResponseSchema, m);
+      if (ev.event.case === "textDelta") {
+        tokens++;
+        if (ttftMs === undefined) {
+          ttftMs = now() - t0;
+          onFirst?.();
+        }
+      }
+    });
+    req.on("response", (headers) => {
+      if (headers["grpc-status"] !== undefined) {
+        status = Number(headers["grpc-status"]);
+        message = String(headers["grpc-message"] ?? "");
+      }
+    });
+    req.on("trailers", (t) => {
+      status = Number(t["grpc-status"]);
+      message = String(t["grpc-message"] ?? "");
+    });
+    req.on("data", push);
+    req.on("error", (err) => {
+      status ??= -1;
+      message ||= err.message;
+    });
+    req.on("close", () => resolve({ ttftMs, totalMs: now() - t0, tokens, events, status: status ?? -1, message }));
+    req.end(body);
+  });
+}
+
+/** One OpenAI stream over HTTP/1.1: {ttftMs, totalMs, tokens, status}. */
+function sseStream(agent, url) {
+  return new Promise((resolve) => {
+    const t0 = now();
+    let ttftMs;
+    let tokens = 0;
+    let tail = "";
+    const req = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": body.length, ...extraHeaders } }, (res) => {
+      res.setEncoding("utf8");
+      res.on("data", (text) => {
+        const all = tail + text;
+        const events = all.split("\n\n");
+        tail = events.pop() ?? "";
+        for (const e of events) {
+          if (e.includes('"content":"tok')) {
+            tokens++;
+            ttftMs ??= now() - t0;
+          }
+        }
+      });
+      res.on("end", () => resolve({ ttftMs, totalMs: now() - t0, tokens, status: res.statusCode === 200 ? 0 : res.statusCode }));
+    });
+    req.on("error", (err) => resolve({ ttftMs, totalMs: now() - t0, tokens, status: -1, message: err.message }));
+    req.end(body);
+  });
+}
+
+async function ttftMode() {
+  const url = new URL(values.url);
+  const n = Number(values.n);
+  const results = [];
+  if (values.target === "grpc") {
+    const session = http2.connect(url.origin);
+    await new Promise((resolve, reject) => session.once("connect", resolve).once("error", reject));
+    for (let i = 0; i < n; i++) results.push(await grpcStream(session, url));
+    session.close();
+  } else {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    for (let i = 0; i < n; i++) results.push(await sseStream(agent, url));
+    agent.destroy();
+  }
+  const ok = results.filter((r) => r.status === 0 && r.ttftMs !== undefined);
+  process.stdout.write(
+    `${JSON.stringify({
+      streams: n,
+      ok: ok.length,
+      errors: n - ok.length,
+      firstError: results.find((r) => r.status !== 0)?.message,
+      ttftMs: ok.map((r) => r.ttftMs),
+      totalMs: ok.map((r) => r.totalMs),
+      tokens: ok.map((r) => r.tokens),
+    })}\n`,
+  );
+}
+
+async function holdMode() {
+  const url = new URL(values.url);
+  const streams = Number(values.streams);
+  const connections = Number(values.connections);
+  const rampMs = Number(values["ramp-ms"]);
+  const sessions = [];
+  for (let i = 0; i < connections; i++) {
+    const s = http2.connect(url.origin, { settings: { initialWindowSize: 1 << 20 } });
+    s.on("error", () => {});
+    await new Promise((resolve, reject) => s.once("connect", resolve).once("error", reject));
+    sessions.push(s);
+  }
+  let open = 0;
+  let firstSeen = 0;
+  let maxOpen = 0;
+  const started = now();
+  let allFirstAt;
+  const statuses = new Map();
+  let events = 0;
+  let firstError;
+  const progress = setInterval(() => {
+    process.stdout.write(`${JSON.stringify({ progress: { open, firstSeen, elapsedMs: Math.round(now() - started) } })}\n`);
+  }, 500);
+  const pending = [];
+  const batch = Math.max(1, Math.ceil(streams / Math.max(1, rampMs / 10)));
+  for (let i = 0; i < streams; i += batch) {
+    for (let j = i; j < Math.min(streams, i + batch); j++) {
+      open++;
+      maxOpen = Math.max(maxOpen, open);
+      pending.push(
+        grpcStream(sessions[j % connections], url, {
+          decode: false,
+          onFirst: () => {
+            firstSeen++;
+            if (firstSeen === streams) allFirstAt = now() - started;
+          },
+        }).then((r) => {
+          open--;
+          events += r.events;
+          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+          if (r.status !== 0 && firstError === undefined) firstError = `${r.status} ${r.message}`;
+        }),
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const rampedMs = now() - started;
+  await Promise.all(pending);
+  clearInterval(progress);
+  for (const s of sessions) s.close();
+  process.stdout.write(
+    `${JSON.stringify({
+      streams,
+      ok: statuses.get(0) ?? 0,
+      errors: streams - (statuses.get(0) ?? 0),
+      statuses: Object.fromEntries(statuses),
+      firstError,
+      events,
+      maxOpen,
+      rampedMs: Math.round(rampedMs),
+      allFirstEventsMs: allFirstAt === undefined ? null : Math.round(allFirstAt),
+      totalMs: Math.round(now() - started),
+    })}\n`,
+  );
+}
+
+if (values.mode === "ttft") await ttftMode();
+else if (values.mode === "hold") await holdMode();
+else {
+  process.stderr.write("--mode ttft|hold\n");
+  process.exit(2);
+}

@@ -13,7 +13,8 @@ import type { CacheConfig, ModelCacheConfig } from "../config/schema.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 import { type CacheRpc, chatCacheKey, type KeyScope, predictCacheKey } from "./cache-key.js";
 import { type CacheStats, createCacheStats } from "./cache-stats.js";
-import { ResponseStore } from "./response-store.js";
+import type { AnswerTier } from "./redis-answer-tier.js";
+import { ResponseStore, type StoredAnswer, storedSize } from "./response-store.js";
 import { SingleFlight } from "./single-flight.js";
 
 /** What the cache did for one call; sent as the `infergate-cache` response header. */
@@ -52,6 +53,11 @@ interface Decision {
  * model policy, per-request bypass/refresh, and coalescing of identical calls in flight. Only
  * complete successful answers are stored: failures, cancels and streams without their final event
  * never reach `set`.
+ *
+ * With a second tier (Redis, shared by replicas), a local miss that has no identical call in
+ * flight here looks there before going upstream; a hit there is a hit (and is kept locally for
+ * its remaining TTL). Coalescing stays local: each replica makes at most one upstream call per
+ * key at a time. Every local store is written through to the tier, within the same entry bound.
  */
 export class ResponseCache {
   readonly stats: CacheStats = createCacheStats();
@@ -63,6 +69,10 @@ export class ResponseCache {
     /** Deadline given to a shared upstream call: joiners may outlive the caller that started it. */
     private readonly flightTimeoutMs: number,
     now?: () => number,
+    /** The shared second tier; undefined: local only. */
+    private readonly tier?: AnswerTier,
+    /** Told of each hit in the second tier (a metric). */
+    private readonly onTierHit: () => void = () => {},
   ) {
     this.store = new ResponseStore(
       { maxBytes: config.maxBytes, maxEntries: config.maxEntries, maxEntryBytes: config.maxEntryBytes, ...(now ? { now } : {}) },
@@ -97,6 +107,26 @@ export class ResponseCache {
     return { signal, deadline: Date.now() + this.flightTimeoutMs };
   }
 
+  /** Stores locally and writes through to the second tier; over the entry bound, neither. */
+  private keep(key: string, answer: StoredAnswer, ttlMs: number): void {
+    if (storedSize(answer) > this.config.maxEntryBytes) return;
+    this.store.set(key, answer, ttlMs);
+    this.tier?.set(key, answer, ttlMs);
+  }
+
+  /**
+   * After a local miss: the second tier's answer of this kind, kept locally for its remaining
+   * TTL. Skipped while an identical call is in flight here (joining it is cheaper).
+   */
+  private async fromTier(key: string, kind: StoredAnswer["kind"]): Promise<StoredAnswer | undefined> {
+    if (this.tier === undefined || this.flights.has(key)) return undefined;
+    const found = await this.tier.get(key);
+    if (found === undefined || found.answer.kind !== kind) return undefined;
+    this.store.set(key, found.answer, found.ttlMs);
+    this.onTierHit();
+    return found.answer;
+  }
+
   /** A unary answer through the cache. */
   private async unary<R>(
     d: Decision,
@@ -110,7 +140,7 @@ export class ResponseCache {
     }
     const key = d.key;
     if (d.read) {
-      const hit = this.store.get(key);
+      const hit = this.store.get(key) ?? (await this.fromTier(key, "message"));
       if (hit?.kind === "message") {
         this.stats.hits++;
         const value = fromBinary(schema, hit.bytes) as unknown as R & { cached: boolean };
@@ -120,7 +150,7 @@ export class ResponseCache {
     }
     const { value, joined } = await this.flights.unary(key, caller.signal, async (signal) => {
       const r = await call(this.flightRun(signal));
-      this.store.set(key, { kind: "message", bytes: toBinary(schema, r as never) }, d.ttlMs);
+      this.keep(key, { kind: "message", bytes: toBinary(schema, r as never) }, d.ttlMs);
       return r;
     });
     if (joined) {
@@ -157,14 +187,14 @@ export class ResponseCache {
   /**
    * Generate through the cache: a hit replays the stored events (final marked cached); a miss
    * records the events and stores them once the final event has passed; joiners of a stream in
-   * flight get the events so far, then the live ones.
+   * flight get the events so far, then the live ones. Async only for the second tier's lookup.
    */
-  generate(
+  async generate(
     route: CacheRoute,
     req: ChatInput,
     caller: CacheCaller,
     call: (run: UpstreamRun) => AsyncIterable<GenerateResponse>,
-  ): { events: AsyncIterable<GenerateResponse>; outcome: CacheOutcome } {
+  ): Promise<{ events: AsyncIterable<GenerateResponse>; outcome: CacheOutcome }> {
     const d = this.decide(route, "generate", req.cachePolicy, isDeterministic(req), caller, (s) => chatCacheKey(req, s));
     if (d.key === undefined) {
       this.stats.bypassed++;
@@ -172,20 +202,20 @@ export class ResponseCache {
     }
     const key = d.key;
     if (d.read) {
-      const hit = this.store.get(key);
+      const hit = this.store.get(key) ?? (await this.fromTier(key, "stream"));
       if (hit?.kind === "stream") {
         this.stats.hits++;
         return { events: replay(hit.events), outcome: "hit" };
       }
     }
-    const store = this.store;
+    const keep = (events: Uint8Array[]) => this.keep(key, { kind: "stream", events }, d.ttlMs);
     const { value, joined } = this.flights.stream(key, caller.signal, (signal) =>
       (async function* record(src: AsyncIterable<GenerateResponse>) {
         const events: Uint8Array[] = [];
         for await (const e of src) {
           events.push(toBinary(GenerateResponseSchema, e));
           if (e.event.case === "final") {
-            store.set(key, { kind: "stream", events }, d.ttlMs);
+            keep(events);
           }
           yield e;
         }

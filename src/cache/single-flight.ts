@@ -57,6 +57,11 @@ export class SingleFlight {
     return this.unaries.size + this.streams.size;
   }
 
+  /** Whether a call with this key is in flight (unary or stream). */
+  has(key: string): boolean {
+    return this.unaries.has(key) || this.streams.has(key);
+  }
+
   /** Runs `start` once for all concurrent callers with the same key. */
   async unary<T>(key: string, caller: AbortSignal, start: (signal: AbortSignal) => Promise<T>): Promise<Joined<T>> {
     caller.throwIfAborted();

@@ -240,6 +240,57 @@ const authSchema = z.strictObject({
   clientCertificates: z.array(clientCertSchema).default([]),
 });
 
+/** A Redis server's URL: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. */
+const redisUrl = z.url({ protocol: /^rediss?$/, error: "not a redis:// or rediss:// URL" });
+
+/** One shared piece on Redis; on by default once the `redis:` section is present. */
+const redisPieceSchema = z.strictObject({ enabled: z.boolean().default(true) });
+
+/**
+ * Redis (through ioredis), shared by the replicas of one gateway (README, "Scale-out on Redis").
+ * Absent: everything stays in this process's memory. Present: each shared piece below is on
+ * unless it says `enabled: false`.
+ */
+const redisSchema = z.strictObject({
+  /** The server; `${REDIS_URL}` keeps a password out of the file. Never logged. */
+  url: redisUrl.default("redis://127.0.0.1:6379"),
+  /** Redis Cluster: seed nodes (the URL's password and TLS apply to all); replaces `url`. */
+  clusterNodes: z.array(redisUrl).default([]),
+  /** Prefix of every key infergate writes, so several gateways can share one Redis. */
+  keyPrefix: z.string().regex(/^[A-Za-z0-9._:{}-]{0,64}$/, { error: "at most 64 letters, digits or . _ : { } -" }).default("infergate:"),
+  /** Time to establish a connection before it counts as failed. */
+  connectTimeoutMs: positiveInt.default(1_000),
+  /** Time one command may take before it counts as failed (then the failure rules apply). */
+  commandTimeoutMs: positiveInt.default(250),
+  /** Token buckets shared by all replicas: N replicas together admit the configured rate. */
+  rateLimits: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /**
+       * When Redis cannot be reached: `open` admits on this process's own buckets (logged and
+       * counted); `closed` refuses calls with UNAVAILABLE, reason RATE_LIMITER_UNAVAILABLE.
+       */
+      onFailure: z.enum(["open", "closed"]).default("open"),
+    })
+    .default({ enabled: true, onFailure: "open" }),
+  /** Second cache tier: a local miss looks in Redis; answers are written through to it. */
+  cache: redisPieceSchema.default({ enabled: true }),
+  /** Conversation sessions live in Redis, so a session continues on any replica. */
+  sessions: redisPieceSchema.default({ enabled: true }),
+});
+
+/** Conversation sessions (ChatRequest.session_id): how long and how much history is kept. */
+const sessionsSchema = z.strictObject({
+  /** A session is forgotten after this long without a call (sliding: each call renews it). */
+  ttlMs: positiveInt.default(3_600_000),
+  /** Messages kept per session; the oldest are dropped first. */
+  maxMessages: positiveInt.max(10_000).default(100),
+  /** Serialized bytes of history kept per session; the oldest messages are dropped first. */
+  maxBytes: positiveInt.max(64 * 1024 * 1024).default(256 * 1024),
+  /** In memory (no Redis): sessions kept at most; the least recently used is dropped first. */
+  maxSessions: positiveInt.default(10_000),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   server: serverSchema.default(() => serverSchema.parse({})),
@@ -249,6 +300,10 @@ export const configSchema = z.strictObject({
   limits: z.strictObject({ default: limitsSchema.default({}) }).default({ default: {} }),
   upstreams: z.array(upstreamSchema).min(1, { error: "at least one upstream is required" }),
   models: z.array(modelSchema).min(1, { error: "at least one model is required" }),
+  /** Conversation sessions; in memory unless `redis.sessions` is on. */
+  sessions: sessionsSchema.default(() => sessionsSchema.parse({})),
+  /** Shared state of a fleet of replicas; absent: in memory only. */
+  redis: redisSchema.optional(),
 });
 
 /** A validated configuration, defaults applied. */
@@ -260,3 +315,5 @@ export type CacheConfig = Config["cache"];
 export type AuthConfig = Config["auth"];
 export type LimitsConfig = Config["limits"]["default"];
 export type ModelCacheConfig = ModelConfig["cache"];
+export type RedisConfig = NonNullable<Config["redis"]>;
+export type SessionsConfig = Config["sessions"];

@@ -23,6 +23,12 @@ export const Reason = {
   RateLimited: "RATE_LIMITED",
   Unauthenticated: "UNAUTHENTICATED",
   ModelNotAllowed: "MODEL_NOT_ALLOWED",
+  /** DeleteSession: no such session for this tenant (never existed, expired, or another tenant's). */
+  SessionNotFound: "SESSION_NOT_FOUND",
+  /** The shared session store (Redis) could not be reached: a session call cannot go on without its history. */
+  SessionStoreUnavailable: "SESSION_STORE_UNAVAILABLE",
+  /** The shared rate-limit store (Redis) could not be reached and `redis.rateLimits.onFailure` is `closed`. */
+  RateLimiterUnavailable: "RATE_LIMITER_UNAVAILABLE",
   Internal: "INTERNAL",
 } as const;
 

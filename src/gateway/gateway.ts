@@ -5,6 +5,9 @@ import {
   Capability,
   type ChatRequest,
   type ChatResponse,
+  type DeleteSessionRequest,
+  type DeleteSessionResponse,
+  DeleteSessionResponseSchema,
   type GenerateFinal,
   type GenerateRequest,
   type GenerateResponse,
@@ -23,6 +26,7 @@ import { type LinkedAbort, linkedAbort } from "../resilience/linked-abort.js";
 import type { ResilientCall } from "../resilience/resilient-upstream.js";
 import type { Upstream } from "../upstreams/upstream.js";
 import type { CacheCaller, ResponseCache, UpstreamRun } from "../cache/response-cache.js";
+import { AnswerAssembler, type Sessions } from "../sessions/sessions.js";
 import type { Logger } from "../observability/logger.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
 import type { CallObserver, CallRecord } from "../observability/call-record.js";
@@ -39,6 +43,8 @@ export interface Gateway {
   chat(req: ChatRequest, ctx: CallContext): Promise<ChatResponse>;
   generate(req: GenerateRequest, ctx: CallContext): AsyncGenerator<GenerateResponse, void, undefined>;
   listModels(req: ListModelsRequest, ctx: CallContext): Promise<ListModelsResponse>;
+  /** Forgets one conversation session of the caller's tenant (NOT_FOUND when it has none). */
+  deleteSession(req: DeleteSessionRequest, ctx: CallContext): Promise<DeleteSessionResponse>;
   /** Refuses new calls from now on (UNAVAILABLE, reason SHUTTING_DOWN); calls in flight go on. */
   drain(): void;
   /**
@@ -88,6 +94,11 @@ export interface GatewayOptions {
    * refused at once with RESOURCE_EXHAUSTED, reason OVERLOADED. Undefined: no limit.
    */
   maxConcurrentCalls?: number | undefined;
+  /**
+   * Conversation sessions (`session_id`): history prepended before routing and caching, the turn
+   * recorded once the call succeeded. Without it, `session_id` is ignored.
+   */
+  sessions?: Sessions;
 }
 
 /** See GatewayOptions.admit. */
@@ -95,7 +106,7 @@ export type Admission = (call: { rpc: CallRecord["rpc"]; model: string; ctx: Cal
 
 /** Makes the gateway core over a router. */
 export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
-  const { log, cache, onCall, admit } = options;
+  const { log, cache, onCall, admit, sessions } = options;
   const callLimit = new ConcurrencyLimit("the gateway", options.maxConcurrentCalls);
 
   async function admitCall(rpc: CallRecord["rpc"], model: string, ctx: CallContext): Promise<void> {
@@ -205,7 +216,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     model: string,
     op: (ctx: CallContext) => Promise<T>,
   ): Promise<T> {
-    const limited = rpc !== "ListModels";
+    const limited = rpc !== "ListModels" && rpc !== "DeleteSession";
     enter(limited);
     const { ctx, end } = scoped(outer);
     try {
@@ -385,13 +396,17 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       return observed("Chat", outer, req.model, guarded(outer, "Chat", req.model, async (ctx) => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
+        // With a session, the history goes in front before anything else sees the request.
+        const turn = await sessions?.open(req, ctx.tenant);
+        const input = turn?.request ?? req;
         const call = (run: UpstreamRun) =>
-          firstAnswer(candidates(route, "chat"), req, run, ctx, async (candidate, upstreamCall) =>
+          firstAnswer(candidates(route, "chat"), input, run, ctx, async (candidate, upstreamCall) =>
             stampProvenance(candidate, await capability(candidate.upstream, "chat")(upstreamCall)),
           );
-        const { value, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.chat(route, req, caller(ctx), call);
+        const { value, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.chat(route, input, caller(ctx), call);
         ctx.responseHeaders[cacheHeader] = outcome;
         ctx.responseHeaders[servedByHeader] = `${value.model}/${value.upstream}`;
+        await turn?.commit(value.message);
         return value;
       }));
     },
@@ -410,11 +425,14 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         await admitCall("Generate", req.model, ctx);
         const route = router.resolve(req.model, "generate");
         validateChatInput(req);
+        const turn = await sessions?.open(req, ctx.tenant);
+        const input = turn?.request ?? req;
+        const answer = new AnswerAssembler();
         const list = candidates(route, "generate");
         const { events, outcome } =
           cache === undefined
-            ? { events: firstStream(list, req, ctx, ctx), outcome: "bypass" }
-            : cache.generate(route, req, caller(ctx), (run) => firstStream(list, req, run, ctx));
+            ? { events: firstStream(list, input, ctx, ctx), outcome: "bypass" }
+            : await cache.generate(route, input, caller(ctx), (run) => firstStream(list, input, run, ctx));
         ctx.responseHeaders[cacheHeader] = outcome;
         let source: AsyncIterable<GenerateResponse> | Iterable<GenerateResponse> = events;
         if (outcome === "hit") {
@@ -433,7 +451,14 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
             const origin = streamOrigin.get(event);
             if (origin !== undefined) ctx.responseHeaders[servedByHeader] = origin;
           }
-          if (event.event.case === "final") final = event.event.value;
+          if (event.event.case === "final") {
+            // The turn is recorded before the final event goes out: a stream that ends without
+            // it (this one, if recording fails) has failed, and failures leave the session alone.
+            if (turn !== undefined) await turn.commit(answer.message());
+            final = event.event.value;
+          } else if (turn !== undefined) {
+            answer.add(event);
+          }
           yield event;
         }
       } catch (err) {
@@ -462,6 +487,16 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           endpoints: r.upstream.endpointStatus?.() ?? [],
         })),
       })));
+    },
+
+    deleteSession(req, outer) {
+      return observed("DeleteSession", outer, "", guarded(outer, "DeleteSession", "", async (ctx) => {
+        if (sessions === undefined) {
+          throw new GatewayError(Code.NotFound, "no such session (it may have expired)", { reason: Reason.SessionNotFound });
+        }
+        await sessions.delete(ctx.tenant, req.sessionId);
+        return create(DeleteSessionResponseSchema, {});
+      }));
     },
 
     drain() {

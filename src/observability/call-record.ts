@@ -4,7 +4,7 @@
  * of the request metrics. Holds no prompt, completion or secret.
  */
 export interface CallRecord {
-  readonly rpc: "Predict" | "Chat" | "Generate" | "ListModels";
+  readonly rpc: "Predict" | "Chat" | "Generate" | "ListModels" | "DeleteSession";
   readonly requestId: string;
   readonly tenant: string;
   /** The model asked for ("" for ListModels). */

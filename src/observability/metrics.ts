@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { CacheStats } from "../cache/cache-stats.js";
+import type { RedisComponent, RedisStats } from "../redis/redis-stats.js";
 import type { CallRecord } from "./call-record.js";
 
 const codeNames = [
@@ -14,6 +15,8 @@ export interface MetricsSources {
   models: readonly string[];
   inFlight: () => number;
   cache: CacheStats | undefined;
+  /** The shared (Redis) pieces; undefined without a `redis:` section. */
+  redis?: RedisStats | undefined;
 }
 
 /** The Prometheus registry and the call observer that feeds it. */
@@ -100,6 +103,42 @@ export function createMetrics(sources: MetricsSources): Metrics {
     });
   cacheGauge("infergate_cache_bytes", "Bytes of answers held by the cache.", (s) => s.bytes);
   cacheGauge("infergate_cache_entries", "Answers held by the cache.", (s) => s.entries);
+
+  const redis = sources.redis;
+  if (redis !== undefined) {
+    const components: readonly RedisComponent[] = ["rate_limits", "cache", "sessions"];
+    new Counter({
+      name: "infergate_redis_errors_total",
+      help: "Redis commands that failed (unreachable, timed out, refused), by the piece that sent them.",
+      labelNames: ["component"] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of components) this.inc({ component: c }, redis.errors[c]);
+      },
+    });
+    const redisCounter = (name: string, help: string, read: (s: RedisStats) => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read(redis));
+        },
+      });
+    redisCounter("infergate_rate_limit_fail_open_total", "Admission decisions taken on local buckets because Redis failed (onFailure: open).", (s) => s.failOpen);
+    redisCounter("infergate_rate_limit_fail_closed_total", "Calls refused because Redis failed (onFailure: closed).", (s) => s.failClosed);
+    redisCounter("infergate_cache_redis_hits_total", "Answers found in the Redis cache tier after a local miss (also counted as hits).", (s) => s.cacheHits);
+    new Gauge({
+      name: "infergate_redis_connected",
+      help: "1 while the Redis client is connected, else 0.",
+      registers: [registry],
+      collect() {
+        this.set(redis.connected() ? 1 : 0);
+      },
+    });
+  }
 
   return {
     registry,

@@ -76,7 +76,7 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
       if (auth.enabled) {
         caller = identify(ctx.headers, ctx.peerCommonName);
         ctx.tenant = caller.name;
-        if (rpc !== "ListModels" && !caller.models.some((g) => globMatch(g, model))) {
+        if (rpc !== "ListModels" && rpc !== "DeleteSession" && !caller.models.some((g) => globMatch(g, model))) {
           throw new GatewayError(Code.PermissionDenied, `this caller may not use model "${model.slice(0, 200)}"`, {
             reason: Reason.ModelNotAllowed,
             metadata: { model: model.slice(0, 200) },

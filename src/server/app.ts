@@ -10,7 +10,7 @@ import { peerCommonName } from "../resilience/deadline.js";
 import type { CallObserver } from "../observability/call-record.js";
 import { codeName, createMetrics } from "../observability/metrics.js";
 import { createSecurity } from "../security/admission.js";
-import { MemoryRateLimitStore } from "../security/rate-limiter.js";
+import { createSharedState } from "./shared-state.js";
 import { startAdminServer } from "./admin-server.js";
 import { Code } from "@connectrpc/connect";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
@@ -54,14 +54,18 @@ function splitHostPort(address: string): [string, number] {
 /** Starts infergate with a validated config. */
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const upstreams = new Map<string, Upstream>(config.upstreams.map((u) => [u.name, createUpstream(u)]));
-  const cache = new ResponseCache(config.cache, config.server.maxTimeoutMs);
+  const shared = await createSharedState(config, log);
+  const cache = new ResponseCache(config.cache, config.server.maxTimeoutMs, undefined, shared.cacheTier, () => {
+    if (shared.redisStats !== undefined) shared.redisStats.cacheHits++;
+  });
   let gatewayRef: Gateway | undefined;
   const metrics = createMetrics({
     models: config.models.map((m) => m.name),
     inFlight: () => gatewayRef?.inFlight() ?? 0,
     cache: cache.stats,
+    redis: shared.redisStats,
   });
-  const security = createSecurity(config.auth, config.limits.default, new MemoryRateLimitStore());
+  const security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
   // server.logContent only: the pending log line of each Chat call (see logChatContent).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
   const onCall: CallObserver = (r) => {
@@ -91,6 +95,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     onCall,
     admit: security.admit,
     maxConcurrentCalls: config.server.maxConcurrentCalls,
+    sessions: shared.sessions,
   });
   gatewayRef = gateway;
   if (chatLines !== undefined) logChatContent(gateway, chatLines, log);
@@ -165,6 +170,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     http.destroy();
     await Promise.all([...upstreams.values()].map((u) => u.close()));
     await admin.close();
+    await shared.close();
     log.info("stopped");
   }
 

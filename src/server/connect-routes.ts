@@ -61,6 +61,7 @@ export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number): (router
       predict: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.predict),
       chat: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.chat),
       listModels: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.listModels),
+      deleteSession: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.deleteSession),
       async *generate(req, hc) {
         const ctx = callContext(hc, maxTimeoutMs);
         try {

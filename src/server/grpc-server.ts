@@ -143,6 +143,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     Chat: unary(gateway.chat),
     Generate: generate,
     ListModels: unary(gateway.listModels),
+    DeleteSession: unary(gateway.deleteSession),
   });
 
   const health = new HealthImplementation(Object.fromEntries(healthServices.map((s) => [s, "SERVING"])));

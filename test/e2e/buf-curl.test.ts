@@ -48,6 +48,7 @@ describe("buf curl", () => {
       "grpc.health.v1.Health/Check",
       "grpc.health.v1.Health/Watch",
       "infergate.v1.InferenceService/Chat",
+      "infergate.v1.InferenceService/DeleteSession",
       "infergate.v1.InferenceService/Generate",
       "infergate.v1.InferenceService/ListModels",
       "infergate.v1.InferenceService/Predict",

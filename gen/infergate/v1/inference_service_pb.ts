@@ -16,7 +16,43 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file infergate/v1/inference_service.proto.
  */
 export const file_infergate_v1_inference_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRpbmZlcmdhdGUvdjEvaW5mZXJlbmNlX3NlcnZpY2UucHJvdG8SDGluZmVyZ2F0ZS52MSLiAwoOUHJlZGljdFJlcXVlc3QSDQoFbW9kZWwYASABKAkSGgoNbW9kZWxfdmVyc2lvbhgCIAEoCUgAiAEBEiQKBmlucHV0cxgDIAMoCzIULmluZmVyZ2F0ZS52MS5UZW5zb3ISLgoHb3V0cHV0cxgEIAMoCzIdLmluZmVyZ2F0ZS52MS5SZXF1ZXN0ZWRPdXRwdXQSQAoKcGFyYW1ldGVycxgFIAMoCzIsLmluZmVyZ2F0ZS52MS5QcmVkaWN0UmVxdWVzdC5QYXJhbWV0ZXJzRW50cnkSLwoMY2FjaGVfcG9saWN5GAYgASgOMhkuaW5mZXJnYXRlLnYxLkNhY2hlUG9saWN5EjwKCG1ldGFkYXRhGAcgAygLMiouaW5mZXJnYXRlLnYxLlByZWRpY3RSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSCgoCaWQYCCABKAkaTwoPUGFyYW1ldGVyc0VudHJ5EgsKA2tleRgBIAEoCRIrCgV2YWx1ZRgCIAEoCzIcLmluZmVyZ2F0ZS52MS5QYXJhbWV0ZXJWYWx1ZToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhAKDl9tb2RlbF92ZXJzaW9uIqACCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIlCgdvdXRwdXRzGAMgAygLMhQuaW5mZXJnYXRlLnYxLlRlbnNvchIKCgJpZBgEIAEoCRJBCgpwYXJhbWV0ZXJzGAUgAygLMi0uaW5mZXJnYXRlLnYxLlByZWRpY3RSZXNwb25zZS5QYXJhbWV0ZXJzRW50cnkSEAoIdXBzdHJlYW0YBiABKAkSDgoGY2FjaGVkGAcgASgIGk8KD1BhcmFtZXRlcnNFbnRyeRILCgNrZXkYASABKAkSKwoFdmFsdWUYAiABKAsyHC5pbmZlcmdhdGUudjEuUGFyYW1ldGVyVmFsdWU6AjgBIr0FCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI5CghtZXRhZGF0YRgPIAMoCzInLmluZmVyZ2F0ZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EiAKE3BhcmFsbGVsX3Rvb2xfY2FsbHMYECABKAhIBogBARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEINCgtfbWF4X3Rva2Vuc0IHCgVfc2VlZEITChFfcHJlc2VuY2VfcGVuYWx0eUIUChJfZnJlcXVlbmN5X3BlbmFsdHlCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMi4QEKDENoYXRSZXNwb25zZRIKCgJpZBgBIAEoCRImCgdtZXNzYWdlGAIgASgLMhUuaW5mZXJnYXRlLnYxLk1lc3NhZ2USMQoNZmluaXNoX3JlYXNvbhgDIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYBCABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBSABKAkSFQoNbW9kZWxfdmVyc2lvbhgGIAEoCRIQCgh1cHN0cmVhbRgHIAEoCRIOCgZjYWNoZWQYCCABKAgixQUKD0dlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI9CghtZXRhZGF0YRgPIAMoCzIrLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIgChNwYXJhbGxlbF90b29sX2NhbGxzGBAgASgISAaIAQEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCDQoLX21heF90b2tlbnNCBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5QhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKA0SCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkiugEKDUdlbmVyYXRlRmluYWwSCgoCaWQYASABKAkSMQoNZmluaXNoX3JlYXNvbhgCIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYAyABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBCABKAkSFQoNbW9kZWxfdmVyc2lvbhgFIAEoCRIQCgh1cHN0cmVhbRgGIAEoCRIOCgZjYWNoZWQYByABKAgilwEKEEdlbmVyYXRlUmVzcG9uc2USFAoKdGV4dF9kZWx0YRgBIAEoCUgAEjYKD3Rvb2xfY2FsbF9kZWx0YRgCIAEoCzIbLmluZmVyZ2F0ZS52MS5Ub29sQ2FsbERlbHRhSAASLAoFZmluYWwYAyABKAsyGy5pbmZlcmdhdGUudjEuR2VuZXJhdGVGaW5hbEgAQgcKBWV2ZW50IhMKEUxpc3RNb2RlbHNSZXF1ZXN0It0BCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhUKDXVwc3RyZWFtX2tpbmQYAyABKAkSEAoIdXBzdHJlYW0YBCABKAkSLgoMY2FwYWJpbGl0aWVzGAUgAygOMhguaW5mZXJnYXRlLnYxLkNhcGFiaWxpdHkSJwoFc3RhdGUYBiABKA4yGC5pbmZlcmdhdGUudjEuTW9kZWxTdGF0ZRIvCgllbmRwb2ludHMYByADKAsyHC5pbmZlcmdhdGUudjEuRW5kcG9pbnRTdGF0dXMigQEKDkVuZHBvaW50U3RhdHVzEhAKCGVuZHBvaW50GAEgASgJEikKBXN0YXRlGAIgASgOMhouaW5mZXJnYXRlLnYxLkJyZWFrZXJTdGF0ZRIPCgdlamVjdGVkGAMgASgIEg4KBndlaWdodBgEIAEoDRIRCglpbl9mbGlnaHQYBSABKA0iPQoSTGlzdE1vZGVsc1Jlc3BvbnNlEicKBm1vZGVscxgBIAMoCzIXLmluZmVyZ2F0ZS52MS5Nb2RlbEluZm8qbgoKQ2FwYWJpbGl0eRIaChZDQVBBQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSQ0FQQUJJTElUWV9QUkVESUNUEAESEwoPQ0FQQUJJTElUWV9DSEFUEAISFwoTQ0FQQUJJTElUWV9HRU5FUkFURRADKlsKCk1vZGVsU3RhdGUSGwoXTU9ERUxfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNT0RFTF9TVEFURV9SRUFEWRABEhkKFU1PREVMX1NUQVRFX05PVF9SRUFEWRACKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADMrcCChBJbmZlcmVuY2VTZXJ2aWNlEkYKB1ByZWRpY3QSHC5pbmZlcmdhdGUudjEuUHJlZGljdFJlcXVlc3QaHS5pbmZlcmdhdGUudjEuUHJlZGljdFJlc3BvbnNlEj0KBENoYXQSGS5pbmZlcmdhdGUudjEuQ2hhdFJlcXVlc3QaGi5pbmZlcmdhdGUudjEuQ2hhdFJlc3BvbnNlEksKCEdlbmVyYXRlEh0uaW5mZXJnYXRlLnYxLkdlbmVyYXRlUmVxdWVzdBoeLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESTwoKTGlzdE1vZGVscxIfLmluZmVyZ2F0ZS52MS5MaXN0TW9kZWxzUmVxdWVzdBogLmluZmVyZ2F0ZS52MS5MaXN0TW9kZWxzUmVzcG9uc2ViBnByb3RvMw", [file_infergate_v1_chat, file_infergate_v1_tensor]);
+  fileDesc("CiRpbmZlcmdhdGUvdjEvaW5mZXJlbmNlX3NlcnZpY2UucHJvdG8SDGluZmVyZ2F0ZS52MSIqChREZWxldGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZSLiAwoOUHJlZGljdFJlcXVlc3QSDQoFbW9kZWwYASABKAkSGgoNbW9kZWxfdmVyc2lvbhgCIAEoCUgAiAEBEiQKBmlucHV0cxgDIAMoCzIULmluZmVyZ2F0ZS52MS5UZW5zb3ISLgoHb3V0cHV0cxgEIAMoCzIdLmluZmVyZ2F0ZS52MS5SZXF1ZXN0ZWRPdXRwdXQSQAoKcGFyYW1ldGVycxgFIAMoCzIsLmluZmVyZ2F0ZS52MS5QcmVkaWN0UmVxdWVzdC5QYXJhbWV0ZXJzRW50cnkSLwoMY2FjaGVfcG9saWN5GAYgASgOMhkuaW5mZXJnYXRlLnYxLkNhY2hlUG9saWN5EjwKCG1ldGFkYXRhGAcgAygLMiouaW5mZXJnYXRlLnYxLlByZWRpY3RSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSCgoCaWQYCCABKAkaTwoPUGFyYW1ldGVyc0VudHJ5EgsKA2tleRgBIAEoCRIrCgV2YWx1ZRgCIAEoCzIcLmluZmVyZ2F0ZS52MS5QYXJhbWV0ZXJWYWx1ZToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhAKDl9tb2RlbF92ZXJzaW9uIqACCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSFQoNbW9kZWxfdmVyc2lvbhgCIAEoCRIlCgdvdXRwdXRzGAMgAygLMhQuaW5mZXJnYXRlLnYxLlRlbnNvchIKCgJpZBgEIAEoCRJBCgpwYXJhbWV0ZXJzGAUgAygLMi0uaW5mZXJnYXRlLnYxLlByZWRpY3RSZXNwb25zZS5QYXJhbWV0ZXJzRW50cnkSEAoIdXBzdHJlYW0YBiABKAkSDgoGY2FjaGVkGAcgASgIGk8KD1BhcmFtZXRlcnNFbnRyeRILCgNrZXkYASABKAkSKwoFdmFsdWUYAiABKAsyHC5pbmZlcmdhdGUudjEuUGFyYW1ldGVyVmFsdWU6AjgBIr0FCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI5CghtZXRhZGF0YRgPIAMoCzInLmluZmVyZ2F0ZS52MS5DaGF0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EiAKE3BhcmFsbGVsX3Rvb2xfY2FsbHMYECABKAhIBogBARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEINCgtfbWF4X3Rva2Vuc0IHCgVfc2VlZEITChFfcHJlc2VuY2VfcGVuYWx0eUIUChJfZnJlcXVlbmN5X3BlbmFsdHlCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMi4QEKDENoYXRSZXNwb25zZRIKCgJpZBgBIAEoCRImCgdtZXNzYWdlGAIgASgLMhUuaW5mZXJnYXRlLnYxLk1lc3NhZ2USMQoNZmluaXNoX3JlYXNvbhgDIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYBCABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBSABKAkSFQoNbW9kZWxfdmVyc2lvbhgGIAEoCRIQCgh1cHN0cmVhbRgHIAEoCRIOCgZjYWNoZWQYCCABKAgixQUKD0dlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmluZmVyZ2F0ZS52MS5NZXNzYWdlEiEKBXRvb2xzGAMgAygLMhIuaW5mZXJnYXRlLnYxLlRvb2wSLQoLdG9vbF9jaG9pY2UYBCABKAsyGC5pbmZlcmdhdGUudjEuVG9vbENob2ljZRIYCgt0ZW1wZXJhdHVyZRgFIAEoAUgAiAEBEhIKBXRvcF9wGAYgASgBSAGIAQESFwoKbWF4X3Rva2VucxgHIAEoDUgCiAEBEhEKBHNlZWQYCCABKANIA4gBARIdChBwcmVzZW5jZV9wZW5hbHR5GAkgASgBSASIAQESHgoRZnJlcXVlbmN5X3BlbmFsdHkYCiABKAFIBYgBARIMCgRzdG9wGAsgAygJEjUKD3Jlc3BvbnNlX2Zvcm1hdBgMIAEoCzIcLmluZmVyZ2F0ZS52MS5SZXNwb25zZUZvcm1hdBIvCgxjYWNoZV9wb2xpY3kYDSABKA4yGS5pbmZlcmdhdGUudjEuQ2FjaGVQb2xpY3kSEgoKc2Vzc2lvbl9pZBgOIAEoCRI9CghtZXRhZGF0YRgPIAMoCzIrLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIgChNwYXJhbGxlbF90b29sX2NhbGxzGBAgASgISAaIAQEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCDQoLX21heF90b2tlbnNCBwoFX3NlZWRCEwoRX3ByZXNlbmNlX3BlbmFsdHlCFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5QhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKA0SCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkiugEKDUdlbmVyYXRlRmluYWwSCgoCaWQYASABKAkSMQoNZmluaXNoX3JlYXNvbhgCIAEoDjIaLmluZmVyZ2F0ZS52MS5GaW5pc2hSZWFzb24SIgoFdXNhZ2UYAyABKAsyEy5pbmZlcmdhdGUudjEuVXNhZ2USDQoFbW9kZWwYBCABKAkSFQoNbW9kZWxfdmVyc2lvbhgFIAEoCRIQCgh1cHN0cmVhbRgGIAEoCRIOCgZjYWNoZWQYByABKAgilwEKEEdlbmVyYXRlUmVzcG9uc2USFAoKdGV4dF9kZWx0YRgBIAEoCUgAEjYKD3Rvb2xfY2FsbF9kZWx0YRgCIAEoCzIbLmluZmVyZ2F0ZS52MS5Ub29sQ2FsbERlbHRhSAASLAoFZmluYWwYAyABKAsyGy5pbmZlcmdhdGUudjEuR2VuZXJhdGVGaW5hbEgAQgcKBWV2ZW50IhMKEUxpc3RNb2RlbHNSZXF1ZXN0It0BCglNb2RlbEluZm8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhUKDXVwc3RyZWFtX2tpbmQYAyABKAkSEAoIdXBzdHJlYW0YBCABKAkSLgoMY2FwYWJpbGl0aWVzGAUgAygOMhguaW5mZXJnYXRlLnYxLkNhcGFiaWxpdHkSJwoFc3RhdGUYBiABKA4yGC5pbmZlcmdhdGUudjEuTW9kZWxTdGF0ZRIvCgllbmRwb2ludHMYByADKAsyHC5pbmZlcmdhdGUudjEuRW5kcG9pbnRTdGF0dXMigQEKDkVuZHBvaW50U3RhdHVzEhAKCGVuZHBvaW50GAEgASgJEikKBXN0YXRlGAIgASgOMhouaW5mZXJnYXRlLnYxLkJyZWFrZXJTdGF0ZRIPCgdlamVjdGVkGAMgASgIEg4KBndlaWdodBgEIAEoDRIRCglpbl9mbGlnaHQYBSABKA0iPQoSTGlzdE1vZGVsc1Jlc3BvbnNlEicKBm1vZGVscxgBIAMoCzIXLmluZmVyZ2F0ZS52MS5Nb2RlbEluZm8qbgoKQ2FwYWJpbGl0eRIaChZDQVBBQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSQ0FQQUJJTElUWV9QUkVESUNUEAESEwoPQ0FQQUJJTElUWV9DSEFUEAISFwoTQ0FQQUJJTElUWV9HRU5FUkFURRADKlsKCk1vZGVsU3RhdGUSGwoXTU9ERUxfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNT0RFTF9TVEFURV9SRUFEWRABEhkKFU1PREVMX1NUQVRFX05PVF9SRUFEWRACKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADMpEDChBJbmZlcmVuY2VTZXJ2aWNlEkYKB1ByZWRpY3QSHC5pbmZlcmdhdGUudjEuUHJlZGljdFJlcXVlc3QaHS5pbmZlcmdhdGUudjEuUHJlZGljdFJlc3BvbnNlEj0KBENoYXQSGS5pbmZlcmdhdGUudjEuQ2hhdFJlcXVlc3QaGi5pbmZlcmdhdGUudjEuQ2hhdFJlc3BvbnNlEksKCEdlbmVyYXRlEh0uaW5mZXJnYXRlLnYxLkdlbmVyYXRlUmVxdWVzdBoeLmluZmVyZ2F0ZS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESTwoKTGlzdE1vZGVscxIfLmluZmVyZ2F0ZS52MS5MaXN0TW9kZWxzUmVxdWVzdBogLmluZmVyZ2F0ZS52MS5MaXN0TW9kZWxzUmVzcG9uc2USWAoNRGVsZXRlU2Vzc2lvbhIiLmluZmVyZ2F0ZS52MS5EZWxldGVTZXNzaW9uUmVxdWVzdBojLmluZmVyZ2F0ZS52MS5EZWxldGVTZXNzaW9uUmVzcG9uc2ViBnByb3RvMw", [file_infergate_v1_chat, file_infergate_v1_tensor]);
+
+/**
+ * DeleteSessionRequest names the session to forget.
+ *
+ * @generated from message infergate.v1.DeleteSessionRequest
+ */
+export type DeleteSessionRequest = Message<"infergate.v1.DeleteSessionRequest"> & {
+  /**
+   * The session's id, as given in ChatRequest.session_id / GenerateRequest.session_id. Required.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message infergate.v1.DeleteSessionRequest.
+ * Use `create(DeleteSessionRequestSchema)` to create a new message.
+ */
+export const DeleteSessionRequestSchema: GenMessage<DeleteSessionRequest> = /*@__PURE__*/
+  messageDesc(file_infergate_v1_inference_service, 0);
+
+/**
+ * DeleteSessionResponse confirms that the session's history is gone.
+ *
+ * @generated from message infergate.v1.DeleteSessionResponse
+ */
+export type DeleteSessionResponse = Message<"infergate.v1.DeleteSessionResponse"> & {
+};
+
+/**
+ * Describes the message infergate.v1.DeleteSessionResponse.
+ * Use `create(DeleteSessionResponseSchema)` to create a new message.
+ */
+export const DeleteSessionResponseSchema: GenMessage<DeleteSessionResponse> = /*@__PURE__*/
+  messageDesc(file_infergate_v1_inference_service, 1);
 
 /**
  * PredictRequest is one inference of a tensor model.
@@ -88,7 +124,7 @@ export type PredictRequest = Message<"infergate.v1.PredictRequest"> & {
  * Use `create(PredictRequestSchema)` to create a new message.
  */
 export const PredictRequestSchema: GenMessage<PredictRequest> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 0);
+  messageDesc(file_infergate_v1_inference_service, 2);
 
 /**
  * PredictResponse is the result of one inference of a tensor model.
@@ -151,7 +187,7 @@ export type PredictResponse = Message<"infergate.v1.PredictResponse"> & {
  * Use `create(PredictResponseSchema)` to create a new message.
  */
 export const PredictResponseSchema: GenMessage<PredictResponse> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 1);
+  messageDesc(file_infergate_v1_inference_service, 3);
 
 /**
  * ChatRequest asks for one chat completion.
@@ -251,7 +287,9 @@ export type ChatRequest = Message<"infergate.v1.ChatRequest"> & {
   cachePolicy: CachePolicy;
 
   /**
-   * A conversation session id: infergate keeps the history of a session where configured.
+   * A conversation session id (1-128 printable ASCII characters), unique within the caller's
+   * tenant: infergate prepends the session's stored history to `messages`, and once the call has
+   * succeeded appends this request's messages and the assistant's answer to it. Empty: no session.
    *
    * @generated from field: string session_id = 14;
    */
@@ -279,7 +317,7 @@ export type ChatRequest = Message<"infergate.v1.ChatRequest"> & {
  * Use `create(ChatRequestSchema)` to create a new message.
  */
 export const ChatRequestSchema: GenMessage<ChatRequest> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 2);
+  messageDesc(file_infergate_v1_inference_service, 4);
 
 /**
  * ChatResponse is one whole chat completion.
@@ -349,7 +387,7 @@ export type ChatResponse = Message<"infergate.v1.ChatResponse"> & {
  * Use `create(ChatResponseSchema)` to create a new message.
  */
 export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 3);
+  messageDesc(file_infergate_v1_inference_service, 5);
 
 /**
  * GenerateRequest asks for one chat completion, streamed. Its fields are those of ChatRequest,
@@ -450,7 +488,9 @@ export type GenerateRequest = Message<"infergate.v1.GenerateRequest"> & {
   cachePolicy: CachePolicy;
 
   /**
-   * A conversation session id: infergate keeps the history of a session where configured.
+   * A conversation session id (1-128 printable ASCII characters), unique within the caller's
+   * tenant: infergate prepends the session's stored history to `messages`, and once the call has
+   * succeeded appends this request's messages and the assistant's answer to it. Empty: no session.
    *
    * @generated from field: string session_id = 14;
    */
@@ -478,7 +518,7 @@ export type GenerateRequest = Message<"infergate.v1.GenerateRequest"> & {
  * Use `create(GenerateRequestSchema)` to create a new message.
  */
 export const GenerateRequestSchema: GenMessage<GenerateRequest> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 4);
+  messageDesc(file_infergate_v1_inference_service, 6);
 
 /**
  * ToolCallDelta is a piece of a tool call, streamed. The first delta of a call carries its id
@@ -521,7 +561,7 @@ export type ToolCallDelta = Message<"infergate.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 5);
+  messageDesc(file_infergate_v1_inference_service, 7);
 
 /**
  * GenerateFinal ends a successful stream.
@@ -584,7 +624,7 @@ export type GenerateFinal = Message<"infergate.v1.GenerateFinal"> & {
  * Use `create(GenerateFinalSchema)` to create a new message.
  */
 export const GenerateFinalSchema: GenMessage<GenerateFinal> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 6);
+  messageDesc(file_infergate_v1_inference_service, 8);
 
 /**
  * GenerateResponse is one event of a streamed completion.
@@ -629,7 +669,7 @@ export type GenerateResponse = Message<"infergate.v1.GenerateResponse"> & {
  * Use `create(GenerateResponseSchema)` to create a new message.
  */
 export const GenerateResponseSchema: GenMessage<GenerateResponse> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 7);
+  messageDesc(file_infergate_v1_inference_service, 9);
 
 /**
  * ListModelsRequest asks for the models this gateway serves.
@@ -644,7 +684,7 @@ export type ListModelsRequest = Message<"infergate.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 8);
+  messageDesc(file_infergate_v1_inference_service, 10);
 
 /**
  * ModelInfo describes one model this gateway serves.
@@ -708,7 +748,7 @@ export type ModelInfo = Message<"infergate.v1.ModelInfo"> & {
  * Use `create(ModelInfoSchema)` to create a new message.
  */
 export const ModelInfoSchema: GenMessage<ModelInfo> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 9);
+  messageDesc(file_infergate_v1_inference_service, 11);
 
 /**
  * EndpointStatus is what infergate knows of one endpoint of a model's upstream.
@@ -757,7 +797,7 @@ export type EndpointStatus = Message<"infergate.v1.EndpointStatus"> & {
  * Use `create(EndpointStatusSchema)` to create a new message.
  */
 export const EndpointStatusSchema: GenMessage<EndpointStatus> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 10);
+  messageDesc(file_infergate_v1_inference_service, 12);
 
 /**
  * ListModelsResponse lists the models this gateway serves.
@@ -778,7 +818,7 @@ export type ListModelsResponse = Message<"infergate.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_inference_service, 11);
+  messageDesc(file_infergate_v1_inference_service, 13);
 
 /**
  * Capability is a kind of call a model can answer.
@@ -949,6 +989,18 @@ export const InferenceService: GenService<{
     methodKind: "unary";
     input: typeof ListModelsRequestSchema;
     output: typeof ListModelsResponseSchema;
+  },
+  /**
+   * DeleteSession forgets a conversation session (see ChatRequest.session_id) of the caller's
+   * tenant. A session that does not exist, has expired, or belongs to another tenant is
+   * NOT_FOUND (reason SESSION_NOT_FOUND).
+   *
+   * @generated from rpc infergate.v1.InferenceService.DeleteSession
+   */
+  deleteSession: {
+    methodKind: "unary";
+    input: typeof DeleteSessionRequestSchema;
+    output: typeof DeleteSessionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_infergate_v1_inference_service, 0);

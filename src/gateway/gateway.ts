@@ -131,6 +131,8 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       tenant: ctx.tenant,
       model,
       upstream: outcome.upstream,
+      endpoint: ctx.trace.endpoint,
+      attempts: ctx.trace.attempts,
       cache: ctx.responseHeaders[cacheHeader],
       code: e?.code ?? 0,
       reason: e?.reason,
@@ -239,8 +241,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     route: ModelRoute,
     request: Req,
     run: UpstreamRun,
-    headers: Readonly<Record<string, string>>,
-    retryDeadline: number,
+    ctx: CallContext,
   ): ResilientCall<Req> {
     return {
       request,
@@ -248,8 +249,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       modelOptions: route.modelOptions,
       signal: run.signal,
       deadline: run.deadline,
-      retryDeadline: Math.min(run.deadline, retryDeadline),
-      headers,
+      retryDeadline: Math.min(run.deadline, ctx.deadline),
+      headers: ctx.headers,
+      trace: ctx.trace,
     };
   }
 
@@ -278,7 +280,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     for (const route of list) {
       if (failures.length > 0 && !timeLeft(run, ctx)) break;
       try {
-        return await invoke(route, upstreamCall(route, request, run, ctx.headers, ctx.deadline));
+        return await invoke(route, upstreamCall(route, request, run, ctx));
       } catch (err) {
         if (run.signal.aborted || !allowsFallback(err)) throw err;
         failures.push({ route, err });
@@ -302,7 +304,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       if (failures.length > 0 && !timeLeft(run, ctx)) break;
       let sent = 0;
       try {
-        for await (const event of upstreamEvents(route, req, run, ctx.headers, ctx.deadline)) {
+        for await (const event of upstreamEvents(route, req, run, ctx)) {
           if (sent === 0) streamOrigin.set(event, `${route.name}/${route.upstream.name}`);
           sent++;
           yield event;
@@ -324,10 +326,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     route: ModelRoute,
     req: GenerateRequest,
     run: UpstreamRun,
-    headers: Readonly<Record<string, string>>,
-    retryDeadline: number,
+    ctx: CallContext,
   ): AsyncGenerator<GenerateResponse> {
-    const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, headers, retryDeadline));
+    const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, ctx));
     let sent = 0;
     for await (const event of events) {
       run.signal.throwIfAborted();

@@ -11,6 +11,10 @@ export interface CallRecord {
   readonly model: string;
   /** The configured upstream that served it, when one was reached. */
   readonly upstream: string | undefined;
+  /** The endpoint of the last upstream attempt (URL without credentials), when there was one. */
+  readonly endpoint: string | undefined;
+  /** Upstream attempts this call made, retries and fallbacks included (0: cache hit, coalesced, refused). */
+  readonly attempts: number;
   /** hit | miss | coalesced | bypass, when the cache was consulted. */
   readonly cache: string | undefined;
   /** The gRPC status code; 0 is OK. */

@@ -29,6 +29,15 @@ export interface CallContext {
    * returns or before a stream's first event; the ingress sends them with the response headers.
    */
   readonly responseHeaders: Record<string, string>;
+  /** What the resilience layer did for this call: for the per-call log line. */
+  readonly trace: AttemptTrace;
+}
+
+/** Upstream attempts one call made (fallbacks included) and the endpoint of the last one. */
+export interface AttemptTrace {
+  attempts: number;
+  /** The endpoint URL without credentials; undefined before any attempt and for in-process kinds. */
+  endpoint: string | undefined;
 }
 
 /** A CallContext plus the release of its timer, for the ingress that made it. */
@@ -103,6 +112,7 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     requestId,
     peerCommonName: init.peerCommonName,
     responseHeaders: { "x-request-id": requestId },
+    trace: { attempts: 0, endpoint: undefined },
     dispose: () => {
       over = true;
       clearTimeout(timer);

@@ -9,6 +9,7 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ResilienceConfig, UpstreamConfig } from "../config/schema.js";
 import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import type { AttemptTrace } from "./deadline.js";
 import type { ChatInput, Upstream, UpstreamCall } from "../upstreams/upstream.js";
 import { fullJitterBackoff } from "./backoff.js";
 import { ConcurrencyLimit } from "./concurrency-limit.js";
@@ -27,6 +28,8 @@ import { RetryBudget } from "./retry-budget.js";
  */
 export interface ResilientCall<Req> extends UpstreamCall<Req> {
   readonly retryDeadline?: number;
+  /** Counts the attempts and notes the endpoint of each, for the caller's log line. */
+  readonly trace?: AttemptTrace;
 }
 
 /** One endpoint of the upstream: its own adapter instance, breaker and load. */
@@ -159,6 +162,12 @@ export function createResilientUpstream(
     return budget.tryRetry() ? delay : undefined;
   }
 
+  function noteAttempt(call: ResilientCall<unknown>, endpoint: Endpoint): void {
+    if (call.trace === undefined) return;
+    call.trace.attempts++;
+    call.trace.endpoint = endpoint.display === "" ? undefined : endpoint.display;
+  }
+
   /** The error of the last attempt, saying how many attempts the call made. */
   function final(err: unknown, attempts: number): unknown {
     if (attempts < 2 || !(err instanceof GatewayError)) return err;
@@ -184,6 +193,7 @@ export function createResilientUpstream(
         const { endpoint, lease } = picked;
         tried.add(endpoint.index);
         endpoint.inFlight++;
+        noteAttempt(call, endpoint);
         let delay: number;
         try {
           const res = await op(endpoint.adapter, call);
@@ -223,6 +233,7 @@ export function createResilientUpstream(
         let lease: BreakerLease | undefined = picked.lease;
         tried.add(endpoint.index);
         endpoint.inFlight++;
+        noteAttempt(call, endpoint);
         const attemptAbort = linkedAbort(call.signal);
         const events = endpoint.adapter.generate!({ ...call, signal: attemptAbort.signal })[Symbol.asyncIterator]();
         let sent = 0;

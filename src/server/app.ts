@@ -77,6 +77,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       rpc: r.rpc,
       model: r.model,
       upstream: r.upstream,
+      endpoint: r.endpoint,
+      attempts: r.attempts,
       cache: r.cache,
       code: codeName(r.code),
       reason: r.reason,

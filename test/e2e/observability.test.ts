@@ -63,7 +63,12 @@ describe("metrics, health endpoints and per-call logs", () => {
     const calls = server.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r["msg"] === "call");
     expect(calls.length).toBe(7);
     expect(calls[0]).toMatchObject({ requestId: "req-abc-123", rpc: "Chat", model: "mock-chat", upstream: "mock", code: "OK", cache: "bypass", promptTokens: 3, completionTokens: 5 });
-    expect(calls[2]).toMatchObject({ cache: "hit" });
+    // One upstream attempt; the mock runs in process, so there is no endpoint URL to name.
+    expect(calls[0]!["attempts"]).toBe(1);
+    expect(calls[0]!["endpoint"]).toBeUndefined();
+    // A hit and an unknown model make no attempt.
+    expect(calls[2]).toMatchObject({ cache: "hit", attempts: 0 });
+    expect(calls[4]).toMatchObject({ code: "NOT_FOUND", attempts: 0 });
     // Prompts and completions are not logged by default.
     expect(server.lines.join("\n")).not.toContain("a b c");
   });

@@ -271,6 +271,17 @@ describe("resilient upstream", () => {
     expect(calls).toEqual([A, B, B]);
   });
 
+  it("the call's trace counts its attempts and names the endpoint of the last one, for the log line", async () => {
+    const { upstream } = wrapped(upstreamConfig(`[${A}, ${B}]`), async (_c, url) => {
+      if (url === A) throw status(503);
+      return answer(url);
+    });
+    const trace = { attempts: 0, endpoint: undefined as string | undefined };
+    const traced: ResilientCall<ChatInput> = { ...call(), trace };
+    await upstream.chat!(traced);
+    expect(trace).toEqual({ attempts: 2, endpoint: B });
+  });
+
   it.each([
     ["HTTP 400", status(400)],
     ["HTTP 401", status(401)],

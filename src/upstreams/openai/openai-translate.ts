@@ -40,8 +40,90 @@ import {
   type SystemRole,
   type ToolChoiceParam,
   type ToolParam,
+  type WireFinishReason,
   type WireUsage,
 } from "./openai-wire.js";
+
+// --- one mapping, both ways ----------------------------------------------------------------------
+// The enum values of our contract and the API's strings, as tables that this adapter reads ours →
+// wire and the OpenAI-compatible ingress (openai-ingress-translate.ts) reads wire → ours.
+
+/** A one-to-one table between an enum of ours and the API's strings. */
+export interface EnumTable<E extends number, W extends string> {
+  /** The API's string for `value`; undefined for a value the table does not hold. */
+  toWire(value: E): W | undefined;
+  /** Our value for `wire`; undefined for a string the table does not hold. */
+  fromWire(wire: string): E | undefined;
+  /** The API's strings, in table order (for error messages). */
+  readonly wire: readonly W[];
+}
+
+function enumTable<E extends number, W extends string>(pairs: readonly (readonly [E, W])[]): EnumTable<E, W> {
+  const out = new Map<E, W>(pairs);
+  const back = new Map<string, E>(pairs.map(([e, w]) => [w, e]));
+  return { toWire: (v) => out.get(v), fromWire: (w) => back.get(w), wire: pairs.map(([, w]) => w) };
+}
+
+/** Message roles. ROLE_DEVELOPER goes upstream with the role of the `developerRole` option. */
+export const roles = enumTable<Role, ChatMessageParam["role"]>([
+  [Role.SYSTEM, "system"],
+  [Role.DEVELOPER, "developer"],
+  [Role.USER, "user"],
+  [Role.ASSISTANT, "assistant"],
+  [Role.TOOL, "tool"],
+]);
+
+/** Image detail. UNSPECIFIED is no `detail` key, which the API reads as "auto". */
+export const imageDetails = enumTable<ImageDetail, "low" | "high">([
+  [ImageDetail.LOW, "low"],
+  [ImageDetail.HIGH, "high"],
+]);
+
+/** tool_choice as a string; UNSPECIFIED is no `tool_choice` key. */
+export const toolChoiceModes = enumTable<ToolChoiceMode, Exclude<ToolChoiceParam, object>>([
+  [ToolChoiceMode.AUTO, "auto"],
+  [ToolChoiceMode.NONE, "none"],
+  [ToolChoiceMode.REQUIRED, "required"],
+]);
+
+/** response_format.type. */
+export const responseFormatTypes = enumTable<ResponseFormatType, ResponseFormatParam["type"]>([
+  [ResponseFormatType.TEXT, "text"],
+  [ResponseFormatType.JSON_OBJECT, "json_object"],
+  [ResponseFormatType.JSON_SCHEMA, "json_schema"],
+]);
+
+/** finish_reason; `finishReasonAliases` has the other names servers use for the same ends. */
+export const finishReasons = enumTable<FinishReason, WireFinishReason>([
+  [FinishReason.STOP, "stop"],
+  [FinishReason.LENGTH, "length"],
+  [FinishReason.TOOL_CALLS, "tool_calls"],
+  [FinishReason.CONTENT_FILTER, "content_filter"],
+]);
+
+/** `function_call` is the deprecated form of `tool_calls`; TGI says `eos_token` and `stop_sequence`. */
+const finishReasonAliases = new Map<string, FinishReason>([
+  ["function_call", FinishReason.TOOL_CALLS],
+  ["eos_token", FinishReason.STOP],
+  ["stop_sequence", FinishReason.STOP],
+]);
+
+/** An inline image as the API takes it: an RFC 2397 `data:<mime>;base64,<data>` URI. */
+export function imageDataUrl(mimeType: string, data: Uint8Array): string {
+  return `data:${mimeType};base64,${Buffer.from(data).toString("base64")}`;
+}
+
+/**
+ * The MIME type and bytes of a base64 `data:` URI (the inverse of imageDataUrl); undefined for any
+ * other URL, and for a data URI that is not base64 (percent-encoded) or whose base64 is malformed.
+ */
+export function parseImageDataUrl(url: string): { mimeType: string; data: Uint8Array } | undefined {
+  const m = /^data:([^;,]*)((?:;[^;,]*)*);base64,/i.exec(url);
+  if (m === null) return undefined;
+  const b64 = url.slice(m[0].length);
+  if (b64.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) return undefined;
+  return { mimeType: m[1]!.toLowerCase(), data: new Uint8Array(Buffer.from(b64, "base64")) };
+}
 
 /** What a request needs beyond the caller's message. */
 export interface RequestContext {
@@ -173,8 +255,7 @@ function contentPart(p: ContentPart, at: string): ContentPartParam {
     case "imageData": {
       const img = p.part.value;
       // RFC 2397 data URI: what OpenAI documents for inline images ("Base64 encoded image").
-      const url = `data:${img.mimeType};base64,${Buffer.from(img.data).toString("base64")}`;
-      return image(url, img.detail, `${at}.image_data.detail`);
+      return image(imageDataUrl(img.mimeType, img.data), img.detail, `${at}.image_data.detail`);
     }
     default:
       throw invalidArgument(at, "empty part: set text, image_url or image_data");
@@ -182,17 +263,15 @@ function contentPart(p: ContentPart, at: string): ContentPartParam {
 }
 
 function image(url: string, detail: ImageDetail, field: string): ImagePartParam {
-  switch (detail) {
-    case ImageDetail.UNSPECIFIED:
-      // The upstream decides ("auto" is OpenAI's default).
-      return { type: "image_url", image_url: { url } };
-    case ImageDetail.LOW:
-      return { type: "image_url", image_url: { url, detail: "low" } };
-    case ImageDetail.HIGH:
-      return { type: "image_url", image_url: { url, detail: "high" } };
-    default:
-      throw invalidArgument(field, `unknown value ${detail}`);
+  if (detail === ImageDetail.UNSPECIFIED) {
+    // The upstream decides ("auto" is OpenAI's default).
+    return { type: "image_url", image_url: { url } };
   }
+  const wire = imageDetails.toWire(detail);
+  if (wire === undefined) {
+    throw invalidArgument(field, `unknown value ${detail}`);
+  }
+  return { type: "image_url", image_url: { url, detail: wire } };
 }
 
 function toolChoice(req: ChatInput): ToolChoiceParam | undefined {
@@ -201,19 +280,15 @@ function toolChoice(req: ChatInput): ToolChoiceParam | undefined {
     return { type: "function", function: { name: c.value } };
   }
   if (c?.case === "mode") {
-    const mode: number = c.value;
-    switch (mode) {
-      case ToolChoiceMode.UNSPECIFIED:
-        return undefined;
-      case ToolChoiceMode.AUTO:
-        return "auto";
-      case ToolChoiceMode.NONE:
-        return "none";
-      case ToolChoiceMode.REQUIRED:
-        return "required";
-      default:
-        throw invalidArgument("tool_choice.mode", `unknown value ${mode}`);
+    const mode = c.value;
+    if (mode === ToolChoiceMode.UNSPECIFIED) {
+      return undefined;
     }
+    const wire = toolChoiceModes.toWire(mode);
+    if (wire === undefined) {
+      throw invalidArgument("tool_choice.mode", `unknown value ${mode}`);
+    }
+    return wire;
   }
   return undefined;
 }
@@ -265,21 +340,10 @@ export interface AnswerContext {
  * and `stop_sequence` are TGI's names of `stop`. null or unknown values are UNSPECIFIED.
  */
 export function finishReasonOf(finish: unknown): FinishReason {
-  switch (finish) {
-    case "stop":
-    case "eos_token":
-    case "stop_sequence":
-      return FinishReason.STOP;
-    case "length":
-      return FinishReason.LENGTH;
-    case "tool_calls":
-    case "function_call":
-      return FinishReason.TOOL_CALLS;
-    case "content_filter":
-      return FinishReason.CONTENT_FILTER;
-    default:
-      return FinishReason.UNSPECIFIED;
+  if (typeof finish !== "string") {
+    return FinishReason.UNSPECIFIED;
   }
+  return finishReasons.fromWire(finish) ?? finishReasonAliases.get(finish) ?? FinishReason.UNSPECIFIED;
 }
 
 const maxUint32 = 0xffff_ffff;

@@ -160,7 +160,7 @@ export interface ChatCompletion {
   object: "chat.completion";
   created: number;
   model: string;
-  choices: { index: number; message: WireMessage; finish_reason: WireFinishReason | null }[];
+  choices: { index: number; message: WireMessage; finish_reason: WireFinishReason | null; logprobs?: null }[];
   usage?: WireUsage;
 }
 
@@ -190,6 +190,8 @@ export interface ChatCompletionChunk {
       function_call?: { name?: string | null; arguments?: string | null } | null;
     };
     finish_reason: WireFinishReason | null;
+    /** Always null from infergate's ingress (log probabilities are not supported). */
+    logprobs?: null;
   }[];
   /** null on every chunk but the usage chunk (with include_usage). */
   usage?: WireUsage | null;
@@ -205,3 +207,18 @@ export interface ErrorBody {
 
 /** The `data` of the event that ends a successful stream. */
 export const streamDoneData = "[DONE]";
+
+/** One model of `GET /v1/models` (`object: "model"`). */
+export interface ModelObject {
+  id: string;
+  object: "model";
+  /** Unix seconds. */
+  created: number;
+  owned_by: string;
+}
+
+/** The answer of `GET /v1/models`. */
+export interface ModelList {
+  object: "list";
+  data: ModelObject[];
+}

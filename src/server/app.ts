@@ -22,6 +22,7 @@ import type { Upstream } from "../upstreams/upstream.js";
 import { bindGrpc, createGrpcServer, grpcCredentials, healthServices } from "./grpc-server.js";
 import { createHttpListener } from "./http-listener.js";
 import { inferenceRoutes, peerCommonNameKey } from "./connect-routes.js";
+import { createOpenAIIngress, withOpenAIIngress } from "../ingress/openai/openai-ingress.js";
 
 /** A running infergate: both listeners over one gateway core. */
 export interface App {
@@ -124,7 +125,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       return values;
     },
   });
-  const http = createHttpListener(handler, server);
+  // The OpenAI-compatible API (/v1/…) shares the port with Connect: src/ingress/openai.
+  const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
+  const http = createHttpListener(withOpenAIIngress(openai, handler), server);
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;
   try {

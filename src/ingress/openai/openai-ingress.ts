@@ -1,0 +1,281 @@
+/**
+ * The OpenAI-compatible HTTP API on the HTTP listener (server.httpListen), beside Connect,
+ * gRPC-Web and JSON: an app that uses an OpenAI SDK switches to infergate by changing its base URL
+ * to `http://<httpListen>/v1`. Served over the same gateway core as the gRPC and Connect
+ * listeners, so admission (API keys, rate limits), routing, fallbacks, cache, deadlines and
+ * cancellation are the same. Translation is src/upstreams/openai/openai-ingress-translate.ts (the
+ * openai kind's mapping read the other way); this file does only HTTP. docs/openai-ingress.md.
+ *
+ * - `POST /v1/chat/completions`: unary → Chat; `"stream": true` → Generate as server-sent events,
+ *   `data: <chunk>` per event and `data: [DONE]` after a complete answer.
+ * - `GET /v1/models`, `GET /v1/models/{model}`: the configured models that serve Chat or Generate.
+ *
+ * A stream is committed (status 200 and headers sent) when its first event is ready: until then
+ * every failure is an HTTP error status with the API's `{"error": …}` body. After it, a failure
+ * is one `data: {"error": …}` event and the end of the body without `[DONE]`, which the OpenAI
+ * SDKs raise as an error (and a client that reads the raw stream sees no `[DONE]`).
+ */
+import { randomUUID } from "node:crypto";
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
+import type { TLSSocket } from "node:tls";
+import { create } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { Gateway } from "../../gateway/gateway.js";
+import { GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../resilience/deadline.js";
+import {
+  createChunkEncoder,
+  errorType,
+  fromChatCompletionRequest,
+  type HttpErrorAnswer,
+  toChatCompletion,
+  toErrorAnswer,
+  toModelList,
+} from "../../upstreams/openai/openai-ingress-translate.js";
+import { streamDoneData } from "../../upstreams/openai/openai-wire.js";
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+/** A node:http / node:http2 compatibility-API request handler, as the HTTP listener takes. */
+export type HttpHandler = (req: Request, res: Response) => void;
+
+/** Paths under this prefix are the OpenAI-compatible API's; the rest of the port is Connect's. */
+export const openaiPathPrefix = "/v1/";
+
+/**
+ * Request header with the call's timeout in milliseconds (a whole number), capped by
+ * `server.maxTimeoutMs` as every deadline is. Without it the call may take `server.maxTimeoutMs`.
+ * The SDKs' own `x-stainless-timeout` is not read: it is in whole seconds rounded down (a
+ * deadline shorter than the client's), and the client's own timer closing the connection already
+ * aborts the upstream call.
+ */
+export const timeoutHeader = "infergate-timeout-ms";
+
+export interface OpenAIIngressOptions {
+  /** `server.maxTimeoutMs`: the longest deadline, and the deadline of calls that set none. */
+  readonly maxTimeoutMs: number;
+  /** `server.maxMessageBytes`: the largest request body; a larger one is refused with 413. */
+  readonly maxBodyBytes: number;
+}
+
+/** A refusal of the HTTP layer itself (path, method, body framing), before any call. */
+class HttpRefusal extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code: string,
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Responses whose connection or HTTP/2 stream has closed. (Http2ServerResponse has no `destroyed`;
+ * both kinds of response emit 'close'.)
+ */
+const closed = new WeakSet<Response>();
+
+/** Sends `/v1/…` to the OpenAI-compatible API and everything else to `other` (Connect). */
+export function withOpenAIIngress(ingress: HttpHandler, other: HttpHandler): HttpHandler {
+  return (req, res) => ((req.url ?? "").startsWith(openaiPathPrefix) ? ingress(req, res) : other(req, res));
+}
+
+/** Makes the handler of the OpenAI-compatible API over `gateway`. */
+export function createOpenAIIngress(gateway: Gateway, options: OpenAIIngressOptions): HttpHandler {
+  return (req, res) => {
+    // Nothing a request does may reach the process as an unhandled rejection or 'error' event.
+    res.on("error", () => {});
+    req.on("error", () => {});
+    serve(gateway, options, req, res).catch(() => {
+      if (!closed.has(res)) {
+        res.destroy();
+      }
+    });
+  };
+}
+
+async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response): Promise<void> {
+  const headers = callerHeaders(Object.entries(req.headers));
+  const rawTimeout = headers[timeoutHeader];
+  const timeoutMs = rawTimeout !== undefined && /^\d{1,12}$/.test(rawTimeout) ? Number(rawTimeout) : undefined;
+  const socket = req.socket as TLSSocket | undefined;
+  const ctx = createCallContext({
+    timeoutMs,
+    maxTimeoutMs: options.maxTimeoutMs,
+    timeoutHeader,
+    headers,
+    peerCommonName: socket?.authorized === true ? peerCommonName(socket.getPeerCertificate().subject) : undefined,
+  });
+  // The client going away (connection or HTTP/2 stream closed before the answer ended) aborts the
+  // call, and with it the upstream request. After dispose() this does nothing.
+  res.once("close", () => {
+    closed.add(res);
+    ctx.cancel();
+  });
+  try {
+    if (rawTimeout !== undefined && timeoutMs === undefined) {
+      throw invalidArgument(timeoutHeader, "must be a whole number of milliseconds");
+    }
+    const path = (req.url ?? "/").split("?")[0]!;
+    if (path === "/v1/chat/completions") {
+      allow(req, "POST");
+      await chatCompletions(gateway, options, req, res, ctx);
+    } else if (path === "/v1/models" || path.startsWith("/v1/models/")) {
+      allow(req, "GET");
+      await models(gateway, path, res, ctx);
+    } else {
+      throw new HttpRefusal(404, `unknown request URL: ${req.method ?? ""} ${path.slice(0, 200)}`, "unknown_url");
+    }
+  } catch (err) {
+    sendError(req, res, err, ctx);
+  } finally {
+    ctx.dispose();
+  }
+}
+
+function allow(req: Request, method: string): void {
+  if (req.method !== method) {
+    throw new HttpRefusal(405, `${req.method ?? ""} is not allowed here; use ${method}`, "method_not_allowed", { allow: method });
+  }
+}
+
+async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
+  const body = await readJson(req, options.maxBodyBytes);
+  const call = fromChatCompletionRequest(body);
+  const created = Math.floor(Date.now() / 1000);
+  if (!call.stream) {
+    const answer = await gateway.chat(call.request, ctx);
+    sendJson(res, 200, toChatCompletion(answer, created), ctx.responseHeaders);
+    return;
+  }
+  const events = gateway.generate(call.request, ctx);
+  try {
+    // Before the first event every failure is still an HTTP status (thrown to serve()).
+    let next = await events.next();
+    if (closed.has(res)) return;
+    res.writeHead(200, {
+      ...ctx.responseHeaders,
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+    });
+    const encoder = createChunkEncoder({ id: `chatcmpl-${randomUUID().replaceAll("-", "")}`, created, model: call.request.model, includeUsage: call.includeUsage });
+    try {
+      while (next.done !== true) {
+        for (const chunk of encoder.push(next.value)) {
+          await write(res, `data: ${JSON.stringify(chunk)}\n\n`);
+        }
+        if (closed.has(res)) return;
+        next = await events.next();
+      }
+      await write(res, `data: ${streamDoneData}\n\n`);
+    } catch (err) {
+      // Committed: the failure is one error event, and the body ends without [DONE].
+      if (!closed.has(res)) {
+        await write(res, `data: ${JSON.stringify(toErrorAnswer(err).body)}\n\n`);
+      }
+    }
+    res.end();
+  } finally {
+    // Ends the gateway's stream when the loop left early (the client went away).
+    await events.return(undefined);
+  }
+}
+
+async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedCallContext): Promise<void> {
+  const list = toModelList(await gateway.listModels(create(ListModelsRequestSchema, {}), ctx), Math.floor(Date.now() / 1000));
+  if (path === "/v1/models") {
+    sendJson(res, 200, list, ctx.responseHeaders);
+    return;
+  }
+  let id: string;
+  try {
+    id = decodeURIComponent(path.slice("/v1/models/".length));
+  } catch {
+    throw invalidArgument("model", "the path is not valid percent-encoding");
+  }
+  const model = list.data.find((m) => m.id === id);
+  if (model === undefined) {
+    throw new GatewayError(Code.NotFound, `model "${id.slice(0, 200)}" is not served by this gateway (see GET /v1/models)`, {
+      reason: Reason.ModelNotFound,
+      metadata: { model: id.slice(0, 200) },
+    });
+  }
+  sendJson(res, 200, model, ctx.responseHeaders);
+}
+
+/** Reads the body as JSON, at most `limit` bytes (413 beyond, without reading the rest). */
+async function readJson(req: Request, limit: number): Promise<unknown> {
+  const encoding = req.headers["content-encoding"];
+  if (encoding !== undefined && encoding !== "identity") {
+    throw new HttpRefusal(415, "compressed request bodies are not supported; send the body without content-encoding", "unsupported_content_encoding");
+  }
+  const tooLarge = () =>
+    new HttpRefusal(413, `the request body is larger than the gateway's limit of ${limit} bytes (server.maxMessageBytes)`, "request_too_large");
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > limit) {
+    throw tooLarge();
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      throw tooLarge();
+    }
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks, size).toString("utf8"));
+  } catch (err) {
+    throw new GatewayError(Code.InvalidArgument, `the body is not valid JSON: ${err instanceof Error ? err.message.slice(0, 200) : "parse error"}`);
+  }
+}
+
+/** Writes, and waits while the client reads slower than the stream comes (or until it leaves). */
+function write(res: Response, data: string): Promise<void> {
+  if (closed.has(res) || (res as http.ServerResponse).write(data)) {
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
+}
+
+function sendJson(res: Response, status: number, body: unknown, headers: Readonly<Record<string, string>>): void {
+  if (closed.has(res) || res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) });
+  res.end(text);
+}
+
+function sendError(req: Request, res: Response, err: unknown, ctx: OwnedCallContext): void {
+  if (res.headersSent) {
+    // A stream that failed while writing: nothing more can be said.
+    res.end();
+    return;
+  }
+  const answer: HttpErrorAnswer =
+    err instanceof HttpRefusal
+      ? {
+          status: err.status,
+          body: { error: { message: err.message, type: errorType(err.status), param: null, code: err.code } },
+          headers: err.headers,
+        }
+      : toErrorAnswer(err);
+  const headers = { ...ctx.responseHeaders, ...answer.headers };
+  if (err instanceof HttpRefusal && err.status === 413 && req.httpVersionMajor === 1) {
+    // HTTP/1.1: the unread rest of the body would be read as the next request's bytes.
+    headers["connection"] = "close";
+  }
+  sendJson(res, answer.status, answer.body, headers);
+}

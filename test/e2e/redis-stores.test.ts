@@ -1,0 +1,219 @@
+/**
+ * The Redis pieces one by one against a real redis-server: the token-bucket script and its
+ * failure rules, the session store's bounds and sliding TTL, and, through a running infergate,
+ * what reaches the cache tier and when a session turn is recorded.
+ */
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Redis } from "ioredis";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { MessageSchema, Role } from "../../gen/infergate/v1/chat_pb.js";
+import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import { parseConfig } from "../../src/config/load-config.js";
+import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { createRedisConnection, type RedisConnection } from "../../src/redis/redis-client.js";
+import { createRedisStats } from "../../src/redis/redis-stats.js";
+import type { App } from "../../src/server/app.js";
+import { RedisRateLimitStore } from "../../src/security/redis-rate-limit-store.js";
+import { RedisSessionStore } from "../../src/sessions/redis-session-store.js";
+import { startRedis, type RedisServer } from "../helpers/redis.js";
+import { startInProcess } from "../helpers/servers.js";
+
+const silent = pino({ level: "silent" });
+let redis: RedisServer;
+let raw: Redis;
+const connections: RedisConnection[] = [];
+
+function connect(prefix = "unit:", extra = ""): RedisConnection {
+  const config = parseConfig(`upstreams: [{name: mock, kind: mock}]
+models: [{name: m, upstream: mock}]
+redis: {url: "${redis.url}", keyPrefix: "${prefix}", commandTimeoutMs: 500${extra}}
+`, "(test)", {}).redis!;
+  const c = createRedisConnection(config, silent);
+  connections.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+  raw = new Redis(redis.port, "127.0.0.1", { lazyConnect: false });
+  raw.on("error", () => {});
+});
+afterAll(async () => {
+  await Promise.all(connections.map((c) => c.close()));
+  raw.disconnect();
+  await redis?.kill();
+});
+
+const bytes = (n: number) => new Uint8Array(n).fill(n % 250);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("RedisRateLimitStore", () => {
+  it("is one bucket for every store instance (replica), refilled on the server's clock", async () => {
+    const stats = createRedisStats();
+    const a = new RedisRateLimitStore(connect(), "open", stats, silent);
+    const b = new RedisRateLimitStore(connect(), "open", stats, silent);
+    await connections.at(-1)!.ready(2000);
+    const spec = { capacity: 6, perMinute: 6 };
+    const results = [];
+    for (let i = 0; i < 8; i++) results.push(await (i % 2 === 0 ? a : b).take("req:shared", spec, 1));
+    expect(results.map((r) => r.ok)).toEqual([true, true, true, true, true, true, false, false]);
+    // 6 per minute: one token every 10 s.
+    expect(results[6]!.retryAfterMs).toBeGreaterThan(9_000);
+    expect(results[6]!.retryAfterMs).toBeLessThanOrEqual(10_000);
+    expect(stats.failOpen).toBe(0);
+    // A charge may drive it below zero; takes then wait for the debt to be repaid.
+    await a.charge("tok:t", { capacity: 600, perMinute: 600 }, 900);
+    const t = await b.take("tok:t", { capacity: 600, perMinute: 600 }, 0);
+    expect(t.ok).toBe(false);
+    expect(t.retryAfterMs).toBeGreaterThan(29_000);
+    // The bucket key expires once it would be full again.
+    const ttl = await raw.pttl("unit:rl:req:shared");
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(61_000);
+  });
+
+  it("fail-open decides on local buckets and counts it; fail-closed refuses with UNAVAILABLE", async () => {
+    const dead = await startRedis();
+    const config = parseConfig(`upstreams: [{name: mock, kind: mock}]
+models: [{name: m, upstream: mock}]
+redis: {url: "${dead.url}", commandTimeoutMs: 200, connectTimeoutMs: 200}
+`, "(test)", {}).redis!;
+    const conn = createRedisConnection(config, silent);
+    connections.push(conn);
+    expect(await conn.ready(2000)).toBe(true);
+    await dead.kill();
+    const stats = createRedisStats();
+    const open = new RedisRateLimitStore(conn, "open", stats, silent);
+    const closed = new RedisRateLimitStore(conn, "closed", stats, silent);
+    const spec = { capacity: 2, perMinute: 2 };
+    const started = Date.now();
+    expect((await open.take("req:x", spec, 1)).ok).toBe(true);
+    expect((await open.take("req:x", spec, 1)).ok).toBe(true);
+    // Local buckets still limit.
+    expect((await open.take("req:x", spec, 1)).ok).toBe(false);
+    expect(stats.failOpen).toBe(3);
+    const err = (await closed.take("req:y", spec, 1).catch((e: unknown) => e)) as GatewayError;
+    expect(err).toBeInstanceOf(GatewayError);
+    expect(err.code).toBe(Code.Unavailable);
+    expect(err.reason).toBe("RATE_LIMITER_UNAVAILABLE");
+    expect(stats.failClosed).toBe(1);
+    expect(stats.errors.rate_limits).toBe(4);
+    // Fast: nothing waits on a Redis that is down.
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+});
+
+describe("RedisSessionStore", () => {
+  it("bounds a session by messages and bytes (oldest first), per tenant, with a sliding TTL", async () => {
+    const stats = createRedisStats();
+    const s = new RedisSessionStore(connect(), { ttlMs: 600, maxMessages: 4, maxBytes: 20 }, stats, silent);
+    await connections.at(-1)!.ready(2000);
+    await s.append("alpha", "c", [bytes(1), bytes(2), bytes(3)]);
+    await s.append("alpha", "c", [bytes(4), bytes(5)]);
+    expect((await s.load("alpha", "c")).map((m) => m.length)).toEqual([2, 3, 4, 5]);
+    await s.append("alpha", "c", [bytes(9)]);
+    // 4 messages at most → [3, 4, 5, 9] = 21 bytes > 20 → [4, 5, 9].
+    expect((await s.load("alpha", "c")).map((m) => m.length)).toEqual([4, 5, 9]);
+    expect(await s.load("beta", "c")).toEqual([]);
+    expect(await s.delete("beta", "c")).toBe(false);
+    // The bytes come back exactly.
+    expect((await s.load("alpha", "c"))[2]).toEqual(bytes(9));
+    // Sliding: each use renews the 600 ms.
+    for (let i = 0; i < 3; i++) {
+      await sleep(350);
+      expect(await s.load("alpha", "c")).toHaveLength(3);
+    }
+    await sleep(800);
+    expect(await s.load("alpha", "c")).toEqual([]);
+    expect(await s.delete("alpha", "c")).toBe(false);
+    await s.append("alpha", "d", [bytes(1)]);
+    expect(await s.delete("alpha", "d")).toBe(true);
+    expect(await raw.exists("unit:session:5:alpha:d")).toBe(0);
+  });
+});
+
+describe("through infergate with Redis", () => {
+  let app: App;
+  let client: Client<typeof InferenceService>;
+  beforeAll(async () => {
+    app = await startInProcess(`upstreams: [{name: mock, kind: mock}]
+models: [{name: mock-chat, upstream: mock}]
+cache: {maxEntryBytes: 400}
+sessions: {ttlMs: 1000}
+redis: {url: "${redis.url}", keyPrefix: "app:"}
+`);
+    client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${app.grpcAddress}` }));
+  });
+  afterAll(async () => {
+    await app.shutdown();
+  });
+
+  const text = (t: string) => ({ role: Role.USER, content: [{ part: { case: "text" as const, value: t } }] });
+  const cacheKeys = async () => (await raw.keys("app:cache:*")).length;
+  const history = async (id: string) => (await raw.lrangeBuffer(`app:session:0::${id}`, 0, -1)).length;
+
+  it("writes answers through to Redis, but not errors, cut streams, or answers over maxEntryBytes", async () => {
+    const before = await cacheKeys();
+    await client.chat({ model: "mock-chat", messages: [text("short")], temperature: 0 });
+    await sleep(50);
+    expect(await cacheKeys()).toBe(before + 1);
+    const failed = await client.chat({ model: "mock-chat", messages: [text("fails")], temperature: 0, metadata: { "mock.fail_code": "UNAVAILABLE" } }).catch((e: unknown) => e);
+    expect(ConnectError.from(failed).code).toBe(Code.Unavailable);
+    const cut = (async () => {
+      for await (const _ of client.generate({ model: "mock-chat", messages: [text("a b c d e f")], temperature: 0, metadata: { "mock.cut_after_tokens": "2" } }));
+    })();
+    await expect(cut).rejects.toThrow();
+    await client.chat({ model: "mock-chat", messages: [text("long ".repeat(200))], temperature: 0 });
+    await sleep(50);
+    expect(await cacheKeys()).toBe(before + 1);
+  });
+
+  it("records a session turn only when the call succeeded: not on errors, cut streams or cancels", async () => {
+    await client.chat({ model: "mock-chat", sessionId: "s", messages: [text("hello")] });
+    expect(await history("s")).toBe(2);
+    await expect(client.chat({ model: "mock-chat", sessionId: "s", messages: [text("x")], metadata: { "mock.fail_code": "INTERNAL" } })).rejects.toThrow();
+    expect(await history("s")).toBe(2);
+    const cut = (async () => {
+      for await (const _ of client.generate({ model: "mock-chat", sessionId: "s", messages: [text("a b c d")], metadata: { "mock.cut_after_tokens": "2" } }));
+    })();
+    await expect(cut).rejects.toThrow();
+    expect(await history("s")).toBe(2);
+    const controller = new AbortController();
+    const cancelled = (async () => {
+      for await (const _ of client.generate(
+        { model: "mock-chat", sessionId: "s", messages: [text("a b c d")], metadata: { "mock.token_delay_ms": "50" } },
+        { signal: controller.signal },
+      )) controller.abort();
+    })();
+    await expect(cancelled).rejects.toThrow();
+    await sleep(300);
+    expect(await history("s")).toBe(2);
+    // A Generate that reaches its final event records the assembled answer.
+    const events = [];
+    for await (const e of client.generate({ model: "mock-chat", sessionId: "s", messages: [text("stream this")] })) events.push(e);
+    expect(events.at(-1)?.event.case).toBe("final");
+    const stored = await raw.lrangeBuffer("app:session:0::s", 0, -1);
+    expect(stored).toHaveLength(4);
+    expect(Buffer.from(stored[3]!)).toEqual(
+      Buffer.from(toBinary(MessageSchema, create(MessageSchema, { role: Role.ASSISTANT, content: [{ part: { case: "text", value: "You said: stream this" } }] }))),
+    );
+    // The whole conversation went to the model: 1 + 3 + 2 + 4 words before this turn's 1.
+    const res = await client.chat({ model: "mock-chat", sessionId: "s", messages: [text("count")] });
+    expect(res.usage?.promptTokens).toBe(1 + 3 + 2 + 4 + 1);
+  });
+
+  it("forgets a session ttlMs after its last call", async () => {
+    await client.chat({ model: "mock-chat", sessionId: "ttl", messages: [text("one")] });
+    await sleep(600);
+    expect((await client.chat({ model: "mock-chat", sessionId: "ttl", messages: [text("two")] })).usage?.promptTokens).toBe(5);
+    await sleep(1300);
+    expect((await client.chat({ model: "mock-chat", sessionId: "ttl", messages: [text("three")] })).usage?.promptTokens).toBe(1);
+    const err = ConnectError.from(await client.deleteSession({ sessionId: "never" }).catch((e: unknown) => e));
+    expect(err.code).toBe(Code.NotFound);
+    expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe("SESSION_NOT_FOUND");
+  });
+});

@@ -28,7 +28,7 @@ export interface Metrics {
 /**
  * infergate's metrics (prom-client). Label values are bounded by construction: `model` is a
  * configured model name or "other" (a caller cannot grow the label set by sending junk names),
- * `code` a gRPC code name, `rpc` one of four. Keys, prompts and tenants never become labels.
+ * `code` a gRPC code name, `rpc` one of five, `component` one of three. Keys, prompts, tenants, session ids and Redis URLs never become labels.
  */
 export function createMetrics(sources: MetricsSources): Metrics {
   const registry = new Registry();

@@ -107,6 +107,30 @@ redis: {url: "${dead.url}", commandTimeoutMs: 200, connectTimeoutMs: 200}
   });
 });
 
+describe("the Redis connection", () => {
+  it("never logs the URL's password, and an outage is log lines, not a crash", async () => {
+    const lines: string[] = [];
+    const log = pino({ level: "debug" }, { write: (l: string) => void lines.push(l) });
+    const dead = await startRedis();
+    await dead.kill();
+    const config = parseConfig(`upstreams: [{name: mock, kind: mock}]
+models: [{name: m, upstream: mock}]
+redis: {url: "redis://admin:s3cret-pw@127.0.0.1:${dead.port}/2", connectTimeoutMs: 100, commandTimeoutMs: 100}
+`, "(test)", {}).redis!;
+    const conn = createRedisConnection(config, log);
+    connections.push(conn);
+    expect(await conn.ready(300)).toBe(false);
+    const stats = createRedisStats();
+    await new RedisRateLimitStore(conn, "open", stats, log).take("req:t", { capacity: 1, perMinute: 1 }, 1);
+    await new RedisSessionStore(conn, { ttlMs: 1000, maxMessages: 1, maxBytes: 1 }, stats, log).load("t", "s").catch(() => {});
+    await sleep(300);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.join("\n")).not.toContain("s3cret-pw");
+    // Reconnect attempts do not flood the log: one line per outage per piece.
+    expect(lines.filter((l) => l.includes("redis unreachable"))).toHaveLength(1);
+  });
+});
+
 describe("RedisSessionStore", () => {
   it("bounds a session by messages and bytes (oldest first), per tenant, with a sliding TTL", async () => {
     const stats = createRedisStats();

@@ -4,7 +4,11 @@
  * OpenAI fake and the Anthropic fake (so an OpenAI SDK reaches an Anthropic model). Asserts what
  * the SDK gets, and what the fakes received and saw (aborts).
  */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as http2 from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import OpenAI, {
   APIError,
   AuthenticationError,
@@ -14,6 +18,7 @@ import OpenAI, {
   PermissionDeniedError,
   RateLimitError,
 } from "openai";
+import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { hashKey } from "../../src/security/api-keys.js";
 import type { App } from "../../src/server/app.js";
@@ -543,5 +548,72 @@ auth:
     });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("request_too_large");
+  });
+});
+
+describe("OpenAI-compatible API over TLS, with a client certificate as the identity", () => {
+  const dir = mkdtempSync(join(tmpdir(), "infergate-openai-tls-"));
+  const pem = (n: string) => readFileSync(join(dir, n));
+  let app: App;
+
+  beforeAll(async () => {
+    const ssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem");
+    writeFileSync(join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    for (const who of ["server", "client"]) {
+      ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", `/CN=${who}`, "-keyout", `${who}.key`, "-out", `${who}.csr`);
+      ssl("x509", "-req", "-in", `${who}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", `${who}.pem`);
+    }
+    app = await startInProcess(`
+upstreams: [{ name: mock, kind: mock }]
+models: [{ name: mock-chat, upstream: mock }, { name: other, upstream: mock }]
+server:
+  tls: { certFile: ${join(dir, "server.pem")}, keyFile: ${join(dir, "server.key")}, clientCaFile: ${join(dir, "ca.pem")} }
+auth:
+  enabled: true
+  clientCertificates: [{ commonName: client, name: cert-team, models: [mock-chat] }]
+`);
+  });
+
+  afterAll(async () => {
+    await app?.shutdown();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("the SDK over HTTPS (HTTP/1.1 by ALPN) is served as the certificate's identity, streams included", async () => {
+    const dispatcher = new Agent({ connect: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key") } });
+    try {
+      const client = new OpenAI({
+        baseURL: `https://${app.httpAddress}/v1`,
+        apiKey: "unused",
+        // No API key on the wire: the verified client certificate is the identity.
+        defaultHeaders: { Authorization: null },
+        maxRetries: 0,
+        fetch: ((url: string, init: object) => undiciFetch(url, { ...init, dispatcher })) as unknown as typeof fetch,
+      });
+      const msg = [{ role: "user" as const, content: "over tls" }];
+      expect((await client.chat.completions.create({ model: "mock-chat", messages: msg })).choices[0]!.message.content).toBe("You said: over tls");
+      expect(textOf(await collect(await client.chat.completions.create({ model: "mock-chat", messages: msg, stream: true })))).toBe("You said: over tls");
+      expect(await thrown(client.chat.completions.create({ model: "other", messages: msg }))).toBeInstanceOf(PermissionDeniedError);
+    } finally {
+      await dispatcher.close();
+    }
+  });
+
+  it("HTTP/2 over TLS", async () => {
+    const session = http2.connect(`https://${app.httpAddress}`, { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key") });
+    try {
+      const req = session.request({ ":method": "POST", ":path": "/v1/chat/completions", "content-type": "application/json" });
+      req.end(JSON.stringify({ model: "mock-chat", messages: [{ role: "user", content: "h2 tls" }] }));
+      let status = 0;
+      req.on("response", (h) => (status = Number(h[":status"])));
+      let body = "";
+      req.setEncoding("utf8");
+      for await (const chunk of req) body += chunk as string;
+      expect(status).toBe(200);
+      expect((JSON.parse(body) as { choices: { message: { content: string } }[] }).choices[0]!.message.content).toBe("You said: h2 tls");
+    } finally {
+      session.close();
+    }
   });
 });

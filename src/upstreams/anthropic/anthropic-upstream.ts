@@ -1,28 +1,12 @@
 import { z } from "zod";
 import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import { GatewayError } from "../../gateway/gateway-error.js";
-import { badResponse } from "../http/http-errors.js";
-import { defaultHttpPoolOptions, type HttpAnswer, HttpUpstream } from "../http/http-upstream.js";
-import { decodeSse, SseDecodeError } from "../sse/sse-decoder.js";
+import { translateEventStream } from "../http/event-stream.js";
+import { defaultHttpPoolOptions, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
 import { createStreamTranslator, fromMessagesResponse, toMessagesRequest } from "./anthropic-translate.js";
 
 const positiveInt = z.number().int().positive();
-
-/** The `http` part of the options: connection settings, each defaulting as in HttpUpstream. */
-const httpOptionsSchema = z
-  .strictObject({
-    /** Connections per endpoint at most (default 128). */
-    connections: positiveInt.max(10_000),
-    /** Time to open a TCP and TLS connection (default 5000 ms). */
-    connectTimeoutMs: positiveInt,
-    /** Time from sending a request to the response headers, i.e. to the first token (default 60000 ms). */
-    headersTimeoutMs: positiveInt,
-    /** Largest non-streamed answer read into memory (default 32 MiB). */
-    maxResponseBytes: positiveInt,
-  })
-  .partial();
 
 /** Options of an `anthropic` upstream in config (`upstreams[].options`). */
 export const anthropicOptionsSchema = z.strictObject({
@@ -34,7 +18,7 @@ export const anthropicOptionsSchema = z.strictObject({
   /** Largest streamed event accepted (its data), in bytes; a larger one fails the call. */
   maxEventBytes: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
   /** Connection settings (see HttpPoolOptions). */
-  http: httpOptionsSchema.optional(),
+  http: httpPoolOptionsSchema.optional(),
 });
 export type AnthropicOptions = z.infer<typeof anthropicOptionsSchema>;
 
@@ -93,28 +77,7 @@ export function createAnthropicUpstream(config: UpstreamConfig, options: Anthrop
     },
     async *generate(call): AsyncGenerator<GenerateResponse> {
       const answer = await send(call, true);
-      http.expectEventStream(answer);
-      const translator = createStreamTranslator(config.name);
-      try {
-        for await (const event of decodeSse(answer.body, { maxEventSize: options.maxEventBytes })) {
-          yield* translator.push(event);
-          if (translator.done) {
-            return;
-          }
-        }
-      } catch (err) {
-        if (err instanceof GatewayError && !call.signal.aborted) {
-          throw err;
-        }
-        if (err instanceof SseDecodeError) {
-          throw badResponse(config.name, err.message);
-        }
-        throw http.failure(err, call.signal, answer.signal);
-      } finally {
-        // Early exits (final event, error, the caller gone) close the connection: the upstream stops.
-        answer.body.destroy();
-      }
-      translator.end();
+      yield* translateEventStream(http, config.name, answer, call.signal, options.maxEventBytes, createStreamTranslator(config.name));
     },
     close: () => http.close(),
   };

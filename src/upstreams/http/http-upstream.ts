@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
 import { Pool, type Dispatcher } from "undici";
+import { z } from "zod";
 import { GatewayError, Reason } from "../../gateway/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { badResponse, errorFromNetwork, errorFromStatus } from "./http-errors.js";
@@ -23,6 +24,25 @@ export const defaultHttpPoolOptions: HttpPoolOptions = {
   headersTimeoutMs: 60_000,
   maxResponseBytes: 32 * 1024 * 1024,
 };
+
+const positiveInt = z.number().int().positive();
+
+/**
+ * The `http` part of an HTTP kind's options (`upstreams[].options.http`): each field optional,
+ * defaulting as in defaultHttpPoolOptions.
+ */
+export const httpPoolOptionsSchema = z
+  .strictObject({
+    /** Connections per endpoint at most (default 128). */
+    connections: positiveInt.max(10_000),
+    /** Time to open a TCP and TLS connection (default 5000 ms). */
+    connectTimeoutMs: positiveInt,
+    /** Time from sending a request to the response headers, i.e. to the first token of a stream (default 60000 ms). */
+    headersTimeoutMs: positiveInt,
+    /** Largest non-streamed answer read into memory (default 32 MiB). */
+    maxResponseBytes: positiveInt,
+  })
+  .partial();
 
 /** One HTTP request to an upstream, relative to its endpoint's base URL. */
 export interface HttpCall {

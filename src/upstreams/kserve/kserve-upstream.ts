@@ -5,7 +5,7 @@ import { ModelState, type PredictRequest, type PredictResponse } from "../../../
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import { badResponse } from "../http/http-errors.js";
-import { defaultHttpPoolOptions, headerValue, HttpUpstream } from "../http/http-upstream.js";
+import { defaultHttpPoolOptions, headerValue, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import { parseTfJson, TfJsonSyntaxError } from "../tfserving/tfserving-json.js";
 import type { Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
 import {
@@ -20,20 +20,6 @@ import {
 } from "./kserve-translate.js";
 
 const positiveInt = z.number().int().positive();
-
-/** The `http` part of the options (protocol "rest"): connection settings, each defaulting as in HttpUpstream. */
-const httpOptionsSchema = z
-  .strictObject({
-    /** Connections per endpoint at most (default 128). */
-    connections: positiveInt.max(10_000),
-    /** Time to open a TCP and TLS connection (default 5000 ms). */
-    connectTimeoutMs: positiveInt,
-    /** Time from sending a request to the response headers (default 60000 ms). */
-    headersTimeoutMs: positiveInt,
-    /** Largest answer read into memory (default 32 MiB). */
-    maxResponseBytes: positiveInt,
-  })
-  .partial();
 
 /** The default largest gRPC message each way: tensors are bigger than chat messages. */
 const defaultMaxMessageBytes = 64 * 1024 * 1024;
@@ -55,7 +41,7 @@ export const kserveOptionsSchema = z
     /** protocol "grpc" only: largest message each way. Default 64 MiB. */
     maxMessageBytes: positiveInt.max(1 << 30).optional(),
     /** protocol "rest" only: connection settings (see HttpPoolOptions). */
-    http: httpOptionsSchema.optional(),
+    http: httpPoolOptionsSchema.optional(),
   })
   .superRefine((o, ctx) => {
     if (o.protocol === "grpc" && o.http !== undefined) {

@@ -1,28 +1,12 @@
 import { z } from "zod";
 import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import { GatewayError } from "../../gateway/gateway-error.js";
-import { badResponse } from "../http/http-errors.js";
-import { defaultHttpPoolOptions, type HttpAnswer, type HttpCall, HttpUpstream } from "../http/http-upstream.js";
-import { decodeSse, SseDecodeError } from "../sse/sse-decoder.js";
+import { translateEventStream } from "../http/event-stream.js";
+import { defaultHttpPoolOptions, type HttpAnswer, type HttpCall, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
 import { type AnswerContext, createStreamTranslator, fromChatCompletion, toChatCompletionRequest } from "./openai-translate.js";
 
 const positiveInt = z.number().int().positive();
-
-/** The `http` part of the options: connection settings, each defaulting as in HttpUpstream. */
-const httpOptionsSchema = z
-  .strictObject({
-    /** Connections per endpoint at most (default 128). */
-    connections: positiveInt.max(10_000),
-    /** Time to open a TCP and TLS connection (default 5000 ms). */
-    connectTimeoutMs: positiveInt,
-    /** Time from sending a request to the response headers, i.e. to the first token (default 60000 ms). */
-    headersTimeoutMs: positiveInt,
-    /** Largest non-streamed answer read into memory (default 32 MiB). */
-    maxResponseBytes: positiveInt,
-  })
-  .partial();
 
 /** Azure OpenAI: the deployment path, the `api-key` header and the `api-version` query. */
 const azureOptionsSchema = z.strictObject({
@@ -49,7 +33,7 @@ export const openaiOptionsSchema = z.strictObject({
   /** Largest streamed event accepted (its data), in bytes; a larger one fails the call. */
   maxEventBytes: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
   /** Connection settings (see HttpPoolOptions). */
-  http: httpOptionsSchema.optional(),
+  http: httpPoolOptionsSchema.optional(),
 });
 export type OpenAIOptions = z.infer<typeof openaiOptionsSchema>;
 
@@ -118,28 +102,7 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
     },
     async *generate(call): AsyncGenerator<GenerateResponse> {
       const answer = await send(call, true);
-      http.expectEventStream(answer);
-      const translator = createStreamTranslator(answers);
-      try {
-        for await (const event of decodeSse(answer.body, { maxEventSize: options.maxEventBytes })) {
-          yield* translator.push(event);
-          if (translator.done) {
-            return;
-          }
-        }
-      } catch (err) {
-        if (err instanceof GatewayError && !call.signal.aborted) {
-          throw err;
-        }
-        if (err instanceof SseDecodeError) {
-          throw badResponse(config.name, err.message);
-        }
-        throw http.failure(err, call.signal, answer.signal);
-      } finally {
-        // Early exits ([DONE], an error, the caller gone) close the connection: the upstream stops.
-        answer.body.destroy();
-      }
-      translator.end();
+      yield* translateEventStream(http, config.name, answer, call.signal, options.maxEventBytes, createStreamTranslator(answers));
     },
     close: () => http.close(),
   };

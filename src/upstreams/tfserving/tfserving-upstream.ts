@@ -3,7 +3,7 @@ import { ModelState, type PredictResponse, PredictResponseSchema } from "../../.
 import { create } from "@bufbuild/protobuf";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { badResponse } from "../http/http-errors.js";
-import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream } from "../http/http-upstream.js";
+import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { Upstream, UpstreamKind } from "../upstream.js";
 import { parseTfJson, TfJsonSyntaxError, writeTfJson } from "./tfserving-json.js";
 import {
@@ -19,20 +19,6 @@ import type { TfJson } from "./tfserving-wire.js";
 
 const positiveInt = z.number().int().positive();
 
-/** The `http` part of the options: connection settings, each defaulting as in HttpUpstream. */
-const httpOptionsSchema = z
-  .strictObject({
-    /** Connections per endpoint at most (default 128). */
-    connections: positiveInt.max(10_000),
-    /** Time to open a TCP and TLS connection (default 5000 ms). */
-    connectTimeoutMs: positiveInt,
-    /** Time from sending a request to the response headers (default 60000 ms). */
-    headersTimeoutMs: positiveInt,
-    /** Largest answer read into memory (default 32 MiB). */
-    maxResponseBytes: positiveInt,
-  })
-  .partial();
-
 /** Options of a `tfserving` upstream in config (`upstreams[].options`). */
 export const tfservingOptionsSchema = z.strictObject({
   /**
@@ -41,7 +27,7 @@ export const tfservingOptionsSchema = z.strictObject({
    */
   readinessTtlMs: positiveInt.default(5_000),
   /** Connection settings (see HttpPoolOptions). */
-  http: httpOptionsSchema.optional(),
+  http: httpPoolOptionsSchema.optional(),
 });
 export type TfServingOptions = z.infer<typeof tfservingOptionsSchema>;
 

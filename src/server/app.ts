@@ -69,6 +69,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
   // server.logContent only: the pending log line of each Chat call (see logChatContent).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
+  // The call line's keys are fixed and none is one the logger redacts (nor an object that could
+  // hold one): redaction would cost half of writing the line (about 7 µs of 13 per call) and
+  // change nothing, so the line goes through a child without it.
+  const callLog = log.child({}, { redact: [] });
   const onCall: CallObserver = (r) => {
     metrics.observe(r);
     security.charge(r).catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
@@ -89,7 +93,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       completionTokens: r.completionTokens,
     };
     const pending = r.rpc === "Chat" ? chatLines?.getStore() : undefined;
-    if (pending === undefined) log.info(line, "call");
+    if (pending === undefined) callLog.info(line, "call");
     else pending.line = line;
   };
   const gateway = createGateway(createRouter(config, upstreams), {

@@ -31,6 +31,12 @@ export interface CallContext {
   readonly responseHeaders: Record<string, string>;
   /** What the resilience layer did for this call: for the per-call log line. */
   readonly trace: AttemptTrace;
+  /**
+   * Aborts `signal` with `reason` (the gateway's abortInFlight, at the end of a drain). Contexts
+   * made by createCallContext have it; for one without, the gateway links a signal of its own to
+   * each call, which costs an AbortSignal and a listener per call.
+   */
+  readonly abort?: (reason: unknown) => void;
 }
 
 /** Upstream attempts one call made (fallbacks included) and the endpoint of the last one. */
@@ -124,6 +130,10 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
       if (over) return;
       clearTimeout(timer);
       controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
+    },
+    abort: (reason) => {
+      clearTimeout(timer);
+      controller.abort(reason);
     },
   };
 }

@@ -44,7 +44,7 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
   return def as grpc.ServiceDefinition;
 }
 
-function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, maxTimeoutMs: number): OwnedCallContext {
+function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, maxTimeoutMs: number, tls: boolean): OwnedCallContext {
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
   const ctx = createCallContext({
@@ -52,7 +52,9 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     maxTimeoutMs,
     timeoutHeader: "grpc-timeout",
     headers: callerHeaders(Object.entries(call.metadata.getMap())),
-    peerCommonName: peerCommonName(call.getAuthContext().sslPeerCertificate?.subject),
+    // Only TLS connections have a peer certificate; asking an h2c call costs several µs (the
+    // HTTP/2 session's socket is a Proxy) for nothing.
+    peerCommonName: tls ? peerCommonName(call.getAuthContext().sslPeerCertificate?.subject) : undefined,
   });
   call.once("cancelled", () => ctx.cancel());
   return ctx;
@@ -93,7 +95,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
   const unary =
     <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) => {
-      const ctx = callContext(call, config.maxTimeoutMs);
+      const ctx = callContext(call, config.maxTimeoutMs, config.tls !== undefined);
       fn(call.request, ctx).then(
         (res) => {
           sendHeaders(call, ctx);
@@ -107,7 +109,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     Parameters<Gateway["generate"]>[0],
     ReturnType<Gateway["generate"]> extends AsyncGenerator<infer E> ? E : never
   > = (call) => {
-    const ctx = callContext(call, config.maxTimeoutMs);
+    const ctx = callContext(call, config.maxTimeoutMs, config.tls !== undefined);
     void (async () => {
       try {
         let first = true;

@@ -35,6 +35,12 @@ const expectations: [RegExp, (out: { code: number; stdout: string; stderr: strin
   [/ListModels$/, (o) => expect(JSON.parse(o.stdout).models.map((m: { name: string }) => m.name)).toEqual(["mock-chat", "mock-predict"])],
   [/Health\/Check$/, (o) => expect(JSON.parse(o.stdout)).toEqual({ status: "SERVING" })],
   [/^curl .*Chat$/, (o) => expect(JSON.parse(o.stdout).message.content[0].text).toBe("You said: hi")],
+  [/\/v1\/chat\/completions/, (o) => {
+    const events = o.stdout.split("\n\n").filter((e) => e.trim() !== "");
+    expect(events.at(-1)).toBe("data: [DONE]");
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice("data: ".length)) as { choices: { delta: { content?: string } }[] });
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe("You said: hi");
+  }],
   [/"model":"nope"/, (o) => {
     expect(o.code).not.toBe(0);
     expect(o.stderr).toContain('"code": "not_found"');

@@ -140,7 +140,7 @@ export class ResponseCache {
     }
     const key = d.key;
     if (d.read) {
-      const hit = this.store.get(key) ?? (await this.fromTier(key, "message"));
+      const hit = this.store.get(key) ?? (this.tier === undefined ? undefined : await this.fromTier(key, "message"));
       if (hit?.kind === "message") {
         this.stats.hits++;
         const value = fromBinary(schema, hit.bytes) as unknown as R & { cached: boolean };
@@ -202,7 +202,7 @@ export class ResponseCache {
     }
     const key = d.key;
     if (d.read) {
-      const hit = this.store.get(key) ?? (await this.fromTier(key, "stream"));
+      const hit = this.store.get(key) ?? (this.tier === undefined ? undefined : await this.fromTier(key, "stream"));
       if (hit?.kind === "stream") {
         this.stats.hits++;
         return { events: replay(hit.events), outcome: "hit" };

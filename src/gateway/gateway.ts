@@ -406,7 +406,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
         // With a session, the history goes in front before anything else sees the request.
-        const turn = await sessions?.open(req, ctx.tenant);
+        const turn = req.sessionId === "" ? undefined : await sessions?.open(req, ctx.tenant);
         const input = turn?.request ?? req;
         const call = (run: UpstreamRun) =>
           firstAnswer(candidates(route, "chat"), input, run, ctx, async (candidate, upstreamCall) =>
@@ -434,9 +434,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         await admitCall("Generate", req.model, ctx);
         const route = router.resolve(req.model, "generate");
         validateChatInput(req);
-        const turn = await sessions?.open(req, ctx.tenant);
+        const turn = req.sessionId === "" ? undefined : await sessions?.open(req, ctx.tenant);
         const input = turn?.request ?? req;
-        const answer = new AnswerAssembler();
+        const answer = turn === undefined ? undefined : new AnswerAssembler();
         const list = candidates(route, "generate");
         const { events, outcome } =
           cache === undefined
@@ -463,10 +463,10 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           if (event.event.case === "final") {
             // The turn is recorded before the final event goes out: a stream that ends without
             // it (this one, if recording fails) has failed, and failures leave the session alone.
-            if (turn !== undefined) await turn.commit(answer.message());
+            if (turn !== undefined) await turn.commit(answer?.message());
             final = event.event.value;
-          } else if (turn !== undefined) {
-            answer.add(event);
+          } else {
+            answer?.add(event);
           }
           yield event;
         }

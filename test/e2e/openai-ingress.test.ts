@@ -617,3 +617,32 @@ auth:
     }
   });
 });
+
+describe("OpenAI-compatible API at shutdown", () => {
+  it("a stream still running when the grace period ends fails with shutting_down, never a clean [DONE]", async () => {
+    const app = await startInProcess(`
+server: { shutdownGraceMs: 200 }
+upstreams: [{ name: mock, kind: mock, options: { tokenDelayMs: 100 } }]
+models: [{ name: mock-chat, upstream: mock }]
+`);
+    const client = sdk(app);
+    const stream = await client.chat.completions.create({ model: "mock-chat", messages: [{ role: "user", content: "a b c d e f g h i j k l m n o p" }], stream: true });
+    const seen: string[] = [];
+    let stopping: Promise<void> | undefined;
+    const err = await thrown(
+      (async () => {
+        for await (const c of stream) {
+          seen.push(c.choices[0]?.delta.content ?? "");
+          stopping ??= app.shutdown();
+        }
+      })(),
+    );
+    await stopping;
+    expect(err).toBeInstanceOf(APIError);
+    expect((err as APIError).code).toBe("shutting_down");
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.join("")).not.toContain(" p");
+    // After the stop the listener is gone.
+    expect(await thrown(client.chat.completions.create({ model: "mock-chat", messages: [{ role: "user", content: "hi" }] }))).toBeInstanceOf(Error);
+  });
+});

@@ -153,6 +153,11 @@ describe("fromChatCompletionRequest", () => {
     expect(read({ model: "gpt", ...body })).toEqual(create(ChatRequestSchema, { model: "gpt", messages }));
   });
 
+  it("user and safety_identifier become request metadata (they do not change the answer)", () => {
+    const r = read({ model: "gpt", messages: hi, user: "u-1", safety_identifier: "s-9", metadata: { team: "a" } });
+    expect(r.metadata).toEqual({ team: "a", "openai.user": "u-1", "openai.safety_identifier": "s-9" });
+  });
+
   it("stream: true is a GenerateRequest; include_usage is read", () => {
     const r = fromChatCompletionRequest({ model: "gpt", messages: hi, stream: true, stream_options: { include_usage: true, include_obfuscation: false } });
     expect(r).toEqual({ stream: true, includeUsage: true, request: create(GenerateRequestSchema, { model: "gpt", messages: [userHi] }) });
@@ -169,7 +174,6 @@ describe("fromChatCompletionRequest", () => {
     ["logprobs", { logprobs: true }, "logprobs", "not supported"],
     ["logit_bias", { logit_bias: { "50256": -100 } }, "logit_bias", "not supported"],
     ["audio output", { modalities: ["text", "audio"] }, "modalities", "text"],
-    ["user (never forwarded)", { user: "u-1" }, "user", "not supported"],
     ["a vendor extension", { top_k: 40 }, "top_k", "not supported"],
     ["deprecated functions", { functions: [{ name: "f" }] }, "functions", "not supported"],
     ["stream_options without stream", { stream_options: { include_usage: true } }, "stream_options", "only allowed when stream is true"],

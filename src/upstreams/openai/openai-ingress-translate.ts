@@ -91,6 +91,8 @@ const mappedKeys = new Set([
   "stream",
   "stream_options",
   "metadata",
+  "user",
+  "safety_identifier",
 ]);
 
 /**
@@ -185,6 +187,12 @@ export function fromChatCompletionRequest(body: unknown): IngressRequest {
     return Object.fromEntries(Object.entries(o).map(([k, s]) => [k, str(s, `${at}.${k}`)]));
   });
   if (metadata !== undefined) init.metadata = metadata;
+  // End-user identifiers (abuse monitoring at OpenAI) do not change the answer: kept as request
+  // metadata, so apps that always send them work unchanged; never sent to a model server.
+  for (const key of ["user", "safety_identifier"] as const) {
+    const id = opt(body, key, str);
+    if (id !== undefined) init.metadata = { ...init.metadata, [`openai.${key}`]: id };
+  }
 
   return stream
     ? { stream: true, request: create(GenerateRequestSchema, init), includeUsage }

@@ -54,9 +54,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe("RedisRateLimitStore", () => {
   it("is one bucket for every store instance (replica), refilled on the server's clock", async () => {
     const stats = createRedisStats();
-    const a = new RedisRateLimitStore(connect(), "open", stats, silent);
-    const b = new RedisRateLimitStore(connect(), "open", stats, silent);
-    await connections.at(-1)!.ready(2000);
+    const [ca, cb] = [connect(), connect()];
+    expect(await ca.ready(2000)).toBe(true);
+    expect(await cb.ready(2000)).toBe(true);
+    const a = new RedisRateLimitStore(ca, "open", stats, silent);
+    const b = new RedisRateLimitStore(cb, "open", stats, silent);
     const spec = { capacity: 6, perMinute: 6 };
     const results = [];
     for (let i = 0; i < 8; i++) results.push(await (i % 2 === 0 ? a : b).take("req:shared", spec, 1));
@@ -134,8 +136,9 @@ redis: {url: "redis://admin:s3cret-pw@127.0.0.1:${dead.port}/2", connectTimeoutM
 describe("RedisSessionStore", () => {
   it("bounds a session by messages and bytes (oldest first), per tenant, with a sliding TTL", async () => {
     const stats = createRedisStats();
-    const s = new RedisSessionStore(connect(), { ttlMs: 600, maxMessages: 4, maxBytes: 20 }, stats, silent);
-    await connections.at(-1)!.ready(2000);
+    const conn = connect();
+    expect(await conn.ready(2000)).toBe(true);
+    const s = new RedisSessionStore(conn, { ttlMs: 600, maxMessages: 4, maxBytes: 20 }, stats, silent);
     await s.append("alpha", "c", [bytes(1), bytes(2), bytes(3)]);
     await s.append("alpha", "c", [bytes(4), bytes(5)]);
     expect((await s.load("alpha", "c")).map((m) => m.length)).toEqual([2, 3, 4, 5]);
@@ -228,6 +231,24 @@ redis: {url: "${redis.url}", keyPrefix: "app:"}
     // The whole conversation went to the model: 1 + 3 + 2 + 4 words before this turn's 1.
     const res = await client.chat({ model: "mock-chat", sessionId: "s", messages: [text("count")] });
     expect(res.usage?.promptTokens).toBe(1 + 3 + 2 + 4 + 1);
+  });
+
+  it("with onFailure: closed and Redis down, a limited call is refused with UNAVAILABLE; without a limit it is served", async () => {
+    const dead = await startRedis();
+    await dead.kill();
+    const closed = await startInProcess(`upstreams: [{name: mock, kind: mock}]
+models: [{name: mock-chat, upstream: mock}]
+limits: {default: {requestsPerMinute: 100}}
+redis: {url: "${dead.url}", connectTimeoutMs: 100, rateLimits: {onFailure: closed}}
+`);
+    try {
+      const c = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${closed.grpcAddress}` }));
+      const err = ConnectError.from(await c.chat({ model: "mock-chat", messages: [text("hi")] }).catch((e: unknown) => e));
+      expect(err.code).toBe(Code.Unavailable);
+      expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe("RATE_LIMITER_UNAVAILABLE");
+    } finally {
+      await closed.shutdown();
+    }
   });
 
   it("forgets a session ttlMs after its last call", async () => {

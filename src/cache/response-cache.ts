@@ -15,6 +15,7 @@ import { type CacheRpc, chatCacheKey, type KeyScope, predictCacheKey } from "./c
 import { type CacheStats, createCacheStats } from "./cache-stats.js";
 import type { AnswerTier } from "./redis-answer-tier.js";
 import { ResponseStore, type StoredAnswer, storedSize } from "./response-store.js";
+import { rememberEncoding } from "./known-encoding.js";
 import { SingleFlight } from "./single-flight.js";
 
 /** What the cache did for one call; sent as the `infergate-cache` response header. */
@@ -143,7 +144,17 @@ export class ResponseCache {
       const hit = this.store.get(key) ?? (this.tier === undefined ? undefined : await this.fromTier(key, "message"));
       if (hit?.kind === "message") {
         this.stats.hits++;
-        const value = fromBinary(schema, hit.bytes) as unknown as R & { cached: boolean };
+        const value = fromBinary(schema, hit.bytes) as unknown as R & { cached: boolean; $unknown?: unknown };
+        if (schema === ChatResponseSchema && !value.cached && value.$unknown === undefined) {
+          // `cached` is ChatResponse's last field (8): the stored bytes followed by it (tag 0x40,
+          // true) are exactly what toBinary gives for the answer marked cached. The gateway
+          // changes nothing of a Chat answer after this; the listener writes these bytes.
+          const bytes = new Uint8Array(hit.bytes.length + 2);
+          bytes.set(hit.bytes);
+          bytes[hit.bytes.length] = 0x40;
+          bytes[hit.bytes.length + 1] = 0x01;
+          rememberEncoding(value, bytes);
+        }
         value.cached = true;
         return { value, outcome: "hit" };
       }

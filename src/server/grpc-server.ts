@@ -7,6 +7,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { readFileSync } from "node:fs";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
+import { knownEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
@@ -25,7 +26,12 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     const io = (schema: DescMessage) => ({
-      serialize: (m: unknown) => Buffer.from(toBinary(schema, m as never)),
+      // A view, not a copy (grpc-js copies into its frame anyway); bytes the cache already had
+      // for the message are written as they are.
+      serialize: (m: unknown) => {
+        const bytes = knownEncoding(m as object) ?? toBinary(schema, m as never);
+        return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      },
       deserialize: (b: Buffer): unknown => fromBinary(schema, b),
     });
     const input = io(method.input);

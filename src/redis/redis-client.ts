@@ -91,10 +91,15 @@ export function createRedisConnection(config: RedisConfig, log: Logger): RedisCo
   const secret = main.password;
   const clean = (message: string) => (secret === undefined || secret === "" ? message : message.split(secret).join("***"));
   let down = false;
-  client.on("error", (err: Error) => {
-    if (!down) log.warn({ redis: where, err: clean(err.message) }, "redis unreachable; shared pieces follow their failure rules");
+  let closing = false;
+  const lost = (reason: string) => {
+    if (!down && !closing) log.warn({ redis: where, err: clean(reason) }, "redis unreachable; shared pieces follow their failure rules");
     down = true;
-  });
+  };
+  client.on("error", (err: Error) => lost(err.message));
+  // A server that goes away closes the connection; the 'error' events come only with the failed
+  // reconnection attempts, which may not happen before it is back.
+  client.on("close", () => lost("connection closed"));
   client.on("ready", () => {
     if (down) log.info({ redis: where }, "redis reachable again; sharing resumes");
     down = false;
@@ -119,6 +124,7 @@ export function createRedisConnection(config: RedisConfig, log: Logger): RedisCo
       });
     },
     async close() {
+      closing = true;
       try {
         await client.quit();
       } catch {

@@ -422,7 +422,9 @@ models:
       model: "far-name",
       temperature: 0.5,
       stop: ["END"],
-      session_id: "s-1",
+      // This gateway keeps the session (its history is already in the messages): the far one
+      // must not add a second history.
+      session_id: "",
       metadata: { "mock.fail_code": "UNAVAILABLE", locale: "fr" },
       messages: [{ role: "ROLE_USER", content: [{ text: "hi" }] }],
     });

@@ -2,7 +2,7 @@ import cluster from "node:cluster";
 import { parseArgs } from "node:util";
 import { ConfigError } from "./config/config-error.js";
 import { loadConfig } from "./config/load-config.js";
-import { configSchema } from "./config/schema.js";
+import { type Config, configSchema } from "./config/schema.js";
 import { createLogger, type Logger } from "./observability/logger.js";
 import { hashKey } from "./security/api-keys.js";
 import { startApp } from "./server/app.js";
@@ -16,6 +16,8 @@ Usage:
       Connect, gRPC-Web and JSON on --http-listen (default 127.0.0.1:8080);
       /metrics, /healthz and /readyz on --admin-listen (default 127.0.0.1:9090).
       Without --config, the embedded default serves the built-in mock models.
+      SIGHUP reloads the --config file (models, upstreams, auth, limits, TLS files); an invalid
+      one is logged and the running configuration stays.
       --workers N runs N processes (node:cluster) that share the listening ports, to use N
       cores; default 1 (one process, the sidecar case). Each worker has its own cache and
       limits, and /metrics answers for whichever worker takes the connection.
@@ -87,9 +89,9 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const log = cluster.isWorker ? createLogger().child({ worker: cluster.worker!.id }) : createLogger();
-  let config;
-  try {
-    config = await loadConfig(values.config);
+  // The configuration as check-config validates it, with the flags on top; again on each SIGHUP.
+  const load = async (): Promise<Config> => {
+    const config = await loadConfig(values.config);
     // Flags override the file; they pass through the same validation as the file would.
     if (values.listen !== undefined || values["http-listen"] !== undefined || values["admin-listen"] !== undefined) {
       const server = { ...config.server };
@@ -102,8 +104,17 @@ async function main(argv: string[]): Promise<number> {
         const flag = issue.path[0] === "listen" ? "--listen" : issue.path[0] === "adminListen" ? "--admin-listen" : "--http-listen";
         throw new ConfigError([{ path: flag, message: issue.message }], "(command line)");
       }
-      config = { ...config, server: checked.data };
+      return { ...config, server: checked.data };
     }
+    return config;
+  };
+  // Until the app is up, a SIGHUP (its default action ends the process) is remembered, not fatal.
+  let hangup: () => void = () => (hangupEarly = true);
+  let hangupEarly = false;
+  process.on("SIGHUP", () => hangup());
+  let config;
+  try {
+    config = await load();
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -117,7 +128,28 @@ async function main(argv: string[]): Promise<number> {
     return runWorkers(workers, log);
   }
 
-  const app = await startApp(config, log);
+  let app;
+  try {
+    app = await startApp(config, log);
+  } catch (err) {
+    // The certificate files, checked before anything is opened.
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const running = app;
+  hangup = () => {
+    if (values.config === undefined) {
+      // The embedded default has no TLS files and nothing else to read again.
+      log.info({ signal: "SIGHUP" }, "no --config file (embedded default): nothing to reload");
+      return;
+    }
+    log.info({ signal: "SIGHUP", config: values.config }, "reloading the configuration");
+    void running.reload(load);
+  };
+  if (hangupEarly) hangup();
   log.info(
     { grpc: app.grpcAddress, http: app.httpAddress, admin: app.adminAddress, models: config.models.map((m) => m.name), config: values.config ?? "(embedded default)" },
     "listening",
@@ -193,6 +225,12 @@ function runWorkers(count: number, log: Logger): Promise<number> {
     });
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    // Each worker reads the configuration again itself (and logs what it did).
+    process.on("SIGHUP", () => {
+      if (stopping) return;
+      log.info({ signal: "SIGHUP", workers: alive }, "forwarding SIGHUP to the workers");
+      signalAll("SIGHUP");
+    });
     for (let i = 0; i < count; i++) cluster.fork();
     log.info({ workers: count }, "started workers");
   });

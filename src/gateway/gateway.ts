@@ -45,6 +45,12 @@ export interface Gateway {
   listModels(req: ListModelsRequest, ctx: CallContext): Promise<ListModelsResponse>;
   /** Forgets one conversation session of the caller's tenant (NOT_FOUND when it has none). */
   deleteSession(req: DeleteSessionRequest, ctx: CallContext): Promise<DeleteSessionResponse>;
+  /**
+   * Serves the calls that start from now on with `next` (a configuration reload); each call in
+   * flight keeps the runtime it started with, from admission to its last event. Resolves once no
+   * call that started before is left.
+   */
+  swap(next: Runtime): Promise<void>;
   /** Refuses new calls from now on (UNAVAILABLE, reason SHUTTING_DOWN); calls in flight go on. */
   drain(): void;
   /**
@@ -101,6 +107,23 @@ export interface GatewayOptions {
   sessions?: Sessions;
 }
 
+/**
+ * What a configuration reload replaces in the core: the routes (with the upstreams they hold) and
+ * the admission in front of them. One reference, swapped in one assignment.
+ */
+export interface Runtime {
+  readonly router: Router;
+  readonly admit?: Admission | undefined;
+}
+
+/** A runtime and the calls in flight that started under it. */
+interface Generation {
+  readonly runtime: Runtime;
+  calls: number;
+  /** Set by swap once replaced: called when its last call has left. */
+  drained?: () => void;
+}
+
 /** See GatewayOptions.admit. */
 export type Admission = (call: { rpc: CallRecord["rpc"]; model: string; ctx: CallContext }) => void | Promise<void>;
 
@@ -109,7 +132,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   const { log, cache, onCall, admit, sessions } = options;
   const callLimit = new ConcurrencyLimit("the gateway", options.maxConcurrentCalls);
 
-  async function admitCall(rpc: CallRecord["rpc"], model: string, ctx: CallContext): Promise<void> {
+  let generation: Generation = { runtime: { router, admit }, calls: 0 };
+
+  async function admitCall(admit: Admission | undefined, rpc: CallRecord["rpc"], model: string, ctx: CallContext): Promise<void> {
     if (admit !== undefined) {
       await admit({ rpc, model, ctx });
     }
@@ -173,7 +198,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
    * Admits a call: refused while draining, and, for model calls (`limited`), over the global
    * concurrency limit (load shedding, before any other work).
    */
-  function enter(limited: boolean): void {
+  function enter(limited: boolean): Generation {
     if (draining) {
       throw new GatewayError(Code.Unavailable, "the gateway is shutting down; retry on another instance", {
         reason: Reason.ShuttingDown,
@@ -181,10 +206,14 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     }
     if (limited) callLimit.acquire();
     inFlight++;
+    const g = generation;
+    g.calls++;
+    return g;
   }
-  function leave(limited: boolean): void {
+  function leave(limited: boolean, g: Generation): void {
     if (limited) callLimit.release();
     inFlight--;
+    if (--g.calls === 0) g.drained?.();
     if (inFlight === 0) {
       const waiters = idleWaiters;
       idleWaiters = [];
@@ -224,20 +253,20 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     outer: CallContext,
     rpc: CallRecord["rpc"],
     model: string,
-    op: (ctx: CallContext) => Promise<T>,
+    op: (ctx: CallContext, router: Router) => Promise<T>,
   ): Promise<T> {
     const limited = rpc !== "ListModels" && rpc !== "DeleteSession";
-    enter(limited);
+    const g = enter(limited);
     const { ctx, end } = scoped(outer);
     try {
       ctx.signal.throwIfAborted();
-      await admitCall(rpc, model, ctx);
-      return await op(ctx);
+      await admitCall(g.runtime.admit, rpc, model, ctx);
+      return await op(ctx, g.runtime.router);
     } catch (err) {
       throw failed(abortReasonOr(ctx, err));
     } finally {
       end();
-      leave(limited);
+      leave(limited, g);
     }
   }
 
@@ -380,7 +409,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
 
   return {
     predict(req, outer) {
-      return observed("Predict", outer, req.model, guarded(outer, "Predict", req.model, async (ctx) => {
+      return observed("Predict", outer, req.model, guarded(outer, "Predict", req.model, async (ctx, router) => {
         const route = router.resolve(req.model, "predict");
         validatePredictRequest(req);
         const pinned = req.modelVersion !== undefined;
@@ -402,7 +431,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     chat(req, outer) {
-      return observed("Chat", outer, req.model, guarded(outer, "Chat", req.model, async (ctx) => {
+      return observed("Chat", outer, req.model, guarded(outer, "Chat", req.model, async (ctx, router) => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
         // With a session, the history goes in front before anything else sees the request.
@@ -426,13 +455,14 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       let final: GenerateFinal | undefined;
       let failure: unknown;
       let scope: ReturnType<typeof scoped> | undefined;
+      let g: Generation | undefined;
       try {
-        enter(true);
+        g = enter(true);
         scope = scoped(outer);
         const ctx = scope.ctx;
         ctx.signal.throwIfAborted();
-        await admitCall("Generate", req.model, ctx);
-        const route = router.resolve(req.model, "generate");
+        await admitCall(g.runtime.admit, "Generate", req.model, ctx);
+        const route = g.runtime.router.resolve(req.model, "generate");
         validateChatInput(req);
         const turn = req.sessionId === "" ? undefined : await sessions?.open(req, ctx.tenant);
         const input = turn?.request ?? req;
@@ -474,9 +504,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         failure = failed(abortReasonOr(scope?.ctx ?? outer, err));
         throw failure;
       } finally {
-        if (scope !== undefined) {
+        if (scope !== undefined && g !== undefined) {
           scope.end();
-          leave(true);
+          leave(true, g);
         }
         // A consumer that stopped reading early (the client went away) is a cancel.
         const err = failure ?? (final === undefined ? outer.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
@@ -485,7 +515,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     listModels(_req, outer) {
-      return observed("ListModels", outer, "", guarded(outer, "ListModels", "", async () => create(ListModelsResponseSchema, {
+      return observed("ListModels", outer, "", guarded(outer, "ListModels", "", async (_ctx, router) => create(ListModelsResponseSchema, {
         models: router.routes().map((r) => ({
           name: r.name,
           version: r.version,
@@ -508,6 +538,11 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       }));
     },
 
+    swap(next) {
+      const old = generation;
+      generation = { runtime: next, calls: 0 };
+      return old.calls === 0 ? Promise.resolve() : new Promise((resolve) => (old.drained = resolve));
+    },
     drain() {
       draining = true;
     },

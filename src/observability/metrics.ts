@@ -23,6 +23,10 @@ export interface MetricsSources {
 export interface Metrics {
   readonly registry: Registry;
   observe(record: CallRecord): void;
+  /** Replaces the model names the `model` label takes (a configuration reload changed them). */
+  setModels(models: readonly string[]): void;
+  /** Counts one configuration reload (SIGHUP): applied, or rejected with the old one kept. */
+  reloaded(result: "ok" | "rejected"): void;
 }
 
 /**
@@ -33,7 +37,7 @@ export interface Metrics {
 export function createMetrics(sources: MetricsSources): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "infergate_process_" });
-  const known = new Set(sources.models);
+  let known = new Set(sources.models);
   const model = (m: string) => (known.has(m) ? m : m === "" ? "" : "other");
 
   const requests = new Counter({
@@ -68,6 +72,15 @@ export function createMetrics(sources: MetricsSources): Metrics {
     labelNames: ["rpc"] as const,
     registers: [registry],
   });
+  const reloads = new Counter({
+    name: "infergate_config_reloads_total",
+    help: "Configuration reloads (SIGHUP) by result: ok (applied) or rejected (the old configuration stays).",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  // Both results show from the start, at 0, so that a rate over them needs no absent-series care.
+  reloads.inc({ result: "ok" }, 0);
+  reloads.inc({ result: "rejected" }, 0);
   new Gauge({
     name: "infergate_in_flight_calls",
     help: "Calls and streams in flight.",
@@ -142,6 +155,12 @@ export function createMetrics(sources: MetricsSources): Metrics {
 
   return {
     registry,
+    setModels(models) {
+      known = new Set(models);
+    },
+    reloaded(result) {
+      reloads.inc({ result });
+    },
     observe(r) {
       const m = model(r.model);
       requests.inc({ rpc: r.rpc, model: m, code: codeNames[r.code] ?? "UNKNOWN" });

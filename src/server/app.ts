@@ -15,7 +15,10 @@ import { startAdminServer } from "./admin-server.js";
 import { Code } from "@connectrpc/connect";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
 import { GatewayError, Reason } from "../gateway/gateway-error.js";
-import { createRouter } from "../gateway/router.js";
+import { createRouter, type Router } from "../gateway/router.js";
+import { ConfigError, type ConfigIssue, formatIssue } from "../config/config-error.js";
+import { appliedConfig, restartOnlyChanges, upstreamFingerprint } from "./config-reload.js";
+import { readServerTls, type ServerTlsMaterial } from "./server-tls.js";
 import type { Logger } from "../observability/logger.js";
 import { createUpstream } from "../upstreams/registry.js";
 import type { Upstream } from "../upstreams/upstream.js";
@@ -36,6 +39,16 @@ export interface App {
   /** The bound admin address (/metrics, /healthz, /readyz), HOST:PORT. */
   readonly adminAddress: string;
   /**
+   * A configuration reload (SIGHUP): `load` reads and validates the configuration again. A valid
+   * one replaces models, upstreams, auth, limits and the TLS certificates for the calls and
+   * handshakes that start from now on; calls in flight finish with what they started with.
+   * Settings bound at start keep their running value (logged as needing a restart). An invalid
+   * one (or TLS files, or an upstream, that cannot be used) is logged with every problem and
+   * changes nothing. Never throws; resolves with whether the new configuration was applied.
+   * Reloads run one at a time.
+   */
+  reload(load: () => Promise<Config>): Promise<boolean>;
+  /**
    * Graceful stop: health turns NOT_SERVING, new calls are refused, in-flight calls and streams
    * may finish for up to `server.shutdownGraceMs`, then what is left is cut off. Idempotent.
    */
@@ -54,7 +67,11 @@ function splitHostPort(address: string): [string, number] {
 
 /** Starts infergate with a validated config. */
 export async function startApp(config: Config, log: Logger): Promise<App> {
-  const upstreams = new Map<string, Upstream>(config.upstreams.map((u) => [u.name, createUpstream(u)]));
+  // First, so that a bad certificate stops the start before anything is opened.
+  const tlsMaterial = config.server.tls === undefined ? undefined : readServerTls(config.server.tls, "(TLS files)");
+  // Replaced on reload (see reload below); calls in flight hold the router they started with.
+  let upstreams = new Map<string, Upstream>(config.upstreams.map((u) => [u.name, createUpstream(u)]));
+  let fingerprints = new Map(config.upstreams.map((u) => [u.name, upstreamFingerprint(u)]));
   const shared = await createSharedState(config, log);
   const cache = new ResponseCache(config.cache, config.server.maxTimeoutMs, undefined, shared.cacheTier, () => {
     if (shared.redisStats !== undefined) shared.redisStats.cacheHits++;
@@ -66,7 +83,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     cache: cache.stats,
     redis: shared.redisStats,
   });
-  const security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
+  let security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
   // server.logContent only: the pending log line of each Chat call (see logChatContent).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
   // The call line's keys are fixed and none is one the logger redacts (nor an object that could
@@ -111,7 +128,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const server = config.server;
 
   const { server: grpcServer, health } = createGrpcServer(gateway, server);
-  const grpcPort = await bindGrpc(grpcServer, server.listen, grpcCredentials(server));
+  const grpcTls = grpcCredentials(tlsMaterial);
+  const grpcPort = await bindGrpc(grpcServer, server.listen, grpcTls.credentials);
   const [grpcHost] = splitHostPort(server.listen);
 
   const shutdownController = new AbortController();
@@ -131,7 +149,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   });
   // The OpenAI-compatible API (/v1/…) shares the port with Connect: src/ingress/openai.
   const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
-  const http = createHttpListener(withOpenAIIngress(openai, handler), server);
+  const http = createHttpListener(withOpenAIIngress(openai, handler), server, tlsMaterial);
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;
   try {
@@ -177,15 +195,130 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     shutdownController.abort();
     grpcServer.forceShutdown();
     http.destroy();
-    await Promise.all([...upstreams.values()].map((u) => u.close()));
+    await Promise.all([...upstreams.values(), ...retiring].map(closeUpstream));
     await admin.close();
     await shared.close();
     log.info("stopped");
   }
 
+  /** Upstreams replaced by a reload, closed once the calls that started before it are done. */
+  const retiring = new Set<Upstream>();
+  const closing = new Map<Upstream, Promise<void>>();
+  function closeUpstream(u: Upstream): Promise<void> {
+    let p = closing.get(u);
+    if (p === undefined) {
+      p = u.close().catch((err: unknown) => log.warn({ err, upstream: u.name }, "could not close an upstream"));
+      closing.set(u, p);
+    }
+    return p;
+  }
+
+  let running = config;
+  async function applyReload(load: () => Promise<Config>): Promise<boolean> {
+    const rejected = (issues: readonly ConfigIssue[]): false => {
+      metrics.reloaded("rejected");
+      // One line with every problem (path: problem); problems name fields and files, never their values.
+      const problems = issues.map(formatIssue);
+      log.error({ problems }, `configuration reload rejected, the running configuration stays: ${problems.join("; ")}`);
+      return false;
+    };
+    if (stopping !== undefined) {
+      log.warn("configuration reload ignored: shutting down");
+      return false;
+    }
+    let next: Config;
+    try {
+      next = await load();
+    } catch (err) {
+      if (err instanceof ConfigError) return rejected(err.issues);
+      throw err;
+    }
+    const restart = restartOnlyChanges(running, next);
+    const applied = appliedConfig(running, next);
+    let material: ServerTlsMaterial | undefined;
+    const created: Upstream[] = [];
+    const createdNames: string[] = [];
+    let router: Router;
+    const nextUpstreams = new Map<string, Upstream>();
+    const nextFingerprints = new Map<string, string>();
+    try {
+      // Certificates are read again on every reload, at the configured (possibly new) paths.
+      if (applied.server.tls !== undefined) material = readServerTls(applied.server.tls, "(TLS files)");
+      applied.upstreams.forEach((u, i) => {
+        const fingerprint = upstreamFingerprint(u);
+        const kept = upstreams.get(u.name);
+        nextFingerprints.set(u.name, fingerprint);
+        if (kept !== undefined && fingerprints.get(u.name) === fingerprint) {
+          nextUpstreams.set(u.name, kept);
+          return;
+        }
+        try {
+          const made = createUpstream(u);
+          created.push(made);
+          createdNames.push(u.name);
+          nextUpstreams.set(u.name, made);
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          throw new ConfigError([{ path: `upstreams[${i}]`, message: `cannot be created (${e.code ?? String(e.message).split("\n")[0]!.slice(0, 200)})` }], "");
+        }
+      });
+      router = createRouter(applied, nextUpstreams);
+    } catch (err) {
+      await Promise.all(created.map(closeUpstream));
+      if (err instanceof ConfigError) return rejected(err.issues);
+      throw err;
+    }
+    // From here on nothing fails: the new configuration is applied as a whole.
+    const nextSecurity = createSecurity(applied.auth, applied.limits.default, shared.rateLimits);
+    if (material !== undefined) {
+      grpcTls.update(material);
+      http.updateTls(material);
+    }
+    const replaced = [...upstreams].filter(([name, u]) => nextUpstreams.get(name) !== u).map(([, u]) => u);
+    const before = gateway.swap({ router, admit: nextSecurity.admit });
+    security = nextSecurity;
+    upstreams = nextUpstreams;
+    fingerprints = nextFingerprints;
+    running = applied;
+    metrics.setModels(applied.models.map((m) => m.name));
+    for (const u of replaced) retiring.add(u);
+    void before.then(() =>
+      Promise.all(
+        replaced.map(async (u) => {
+          await closeUpstream(u);
+          retiring.delete(u);
+        }),
+      ),
+    );
+    if (restart.length > 0) {
+      log.warn({ fields: restart }, `not reloaded, needs a restart (the running values stay): ${restart.join(", ")}`);
+    }
+    metrics.reloaded("ok");
+    log.info(
+      {
+        models: applied.models.map((m) => m.name),
+        upstreamsNew: createdNames,
+        upstreamsClosing: replaced.map((u) => u.name),
+        tls: material === undefined ? undefined : "reloaded",
+      },
+      "configuration reloaded",
+    );
+    return true;
+  }
+  let reloads = Promise.resolve(true);
+
   return {
     gateway,
     cache,
+    reload(load) {
+      reloads = reloads.then(() => applyReload(load)).catch((err: unknown) => {
+        // A bug; the running configuration stays, and the process serves on.
+        metrics.reloaded("rejected");
+        log.error({ err }, "configuration reload failed; the running configuration stays");
+        return false;
+      });
+      return reloads;
+    },
     grpcAddress: `${grpcHost}:${grpcPort}`,
     httpAddress: `${httpHost}:${httpPort}`,
     adminAddress: admin.address,

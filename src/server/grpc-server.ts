@@ -11,6 +11,7 @@ import { knownEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
+import type { ServerTlsMaterial } from "./server-tls.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
 const descriptorSetUrl = new URL("../../gen/infergate.binpb", import.meta.url);
@@ -194,17 +195,67 @@ function reflectionPackage(descriptorSet: Uint8Array): PackageDefinition {
   return { "": { fileDescriptorProtos } } as unknown as PackageDefinition;
 }
 
-/** Builds the server credentials: h2c by default, TLS (and mTLS with a client CA) when configured. */
-export function grpcCredentials(config: ServerConfig): grpc.ServerCredentials {
-  if (config.tls === undefined) {
-    return grpc.ServerCredentials.createInsecure();
+/** The gRPC listener's credentials, and with TLS the way to hand it new certificates. */
+export interface GrpcCredentials {
+  readonly credentials: grpc.ServerCredentials;
+  /** New TLS handshakes use `material` from now on; connections already open keep theirs. */
+  update(material: ServerTlsMaterial): void;
+}
+
+/**
+ * The server credentials: h2c without TLS material; TLS (mTLS with a client CA) with it, through
+ * grpc-js's certificate-provider credentials, its supported way to change certificates without
+ * binding again: each update reaches the bound secure server's `setSecureContext`. The material is
+ * checked before it gets here (readServerTls): a context that grpc-js fails to build makes it drop
+ * every new connection.
+ */
+export function grpcCredentials(tls: ServerTlsMaterial | undefined): GrpcCredentials {
+  if (tls === undefined) {
+    return { credentials: grpc.ServerCredentials.createInsecure(), update: () => {} };
   }
-  const ca = config.tls.clientCaFile === undefined ? null : readFileSync(config.tls.clientCaFile);
-  return grpc.ServerCredentials.createSsl(
-    ca,
-    [{ private_key: readFileSync(config.tls.keyFile), cert_chain: readFileSync(config.tls.certFile) }],
-    ca !== null,
-  );
+  const provider = new ReloadableCertificates(tls);
+  // grpc-js 1.14 takes the identity provider first and the CA provider second, whatever the
+  // parameter names in its typings say; one provider serves both here. No CA provider: clients
+  // are not asked for a certificate; with one, a client without a valid one is refused.
+  const credentials = grpc.experimental.createCertificateProviderServerCredentials(provider, tls.ca === undefined ? null : provider, tls.ca !== undefined);
+  return { credentials, update: (material) => provider.set(material) };
+}
+
+/** A certificate provider whose certificates change when told to (on reload), not by polling. */
+class ReloadableCertificates implements grpc.experimental.CertificateProvider {
+  private identity: grpc.experimental.IdentityCertificateUpdate;
+  private ca: grpc.experimental.CaCertificateUpdate | null;
+  private readonly identityListeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
+  private readonly caListeners = new Set<grpc.experimental.CaCertificateUpdateListener>();
+
+  constructor(material: ServerTlsMaterial) {
+    this.identity = { certificate: material.cert, privateKey: material.key };
+    this.ca = material.ca === undefined ? null : { caCertificate: material.ca };
+  }
+
+  set(material: ServerTlsMaterial): void {
+    this.identity = { certificate: material.cert, privateKey: material.key };
+    this.ca = material.ca === undefined ? null : { caCertificate: material.ca };
+    for (const l of this.identityListeners) l(this.identity);
+    for (const l of this.caListeners) l(this.ca);
+  }
+
+  // The first update is delivered on the next tick, as grpc-js's own file watcher does: the
+  // credentials subscribe here before they register the server's watcher that applies updates.
+  addIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.add(listener);
+    process.nextTick(() => listener(this.identity));
+  }
+  removeIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.delete(listener);
+  }
+  addCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
+    this.caListeners.add(listener);
+    process.nextTick(() => listener(this.ca));
+  }
+  removeCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
+    this.caListeners.delete(listener);
+  }
 }
 
 /** Binds the server; resolves with the port actually bound (config may say port 0). */

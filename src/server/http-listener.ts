@@ -2,8 +2,8 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Duplex } from "node:stream";
-import { readFileSync } from "node:fs";
 import type { ServerConfig } from "../config/schema.js";
+import type { ServerTlsMaterial } from "./server-tls.js";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -15,6 +15,8 @@ export interface HttpListener {
   drain(): void;
   /** Closes every connection now. */
   destroy(): void;
+  /** With TLS: new handshakes use `material` from now on; open connections keep theirs. */
+  updateTls(material: ServerTlsMaterial): void;
 }
 
 /** The HTTP/2 client connection preface starts "PRI * HTTP/2.0"; no HTTP/1.1 method starts "PRI". */
@@ -25,17 +27,18 @@ const h2Preface = Buffer.from("PRI");
  * with prior knowledge, as gRPC and `buf curl --http2-prior-knowledge` use, or HTTP/1.1 as browsers
  * and curl use). Node's cleartext http2 server cannot fall back to HTTP/1.1 by itself.
  */
-export function createHttpListener(handler: Handler, config: ServerConfig): HttpListener {
+export function createHttpListener(handler: Handler, config: ServerConfig, tls?: ServerTlsMaterial): HttpListener {
   const settings = { maxConcurrentStreams: config.maxConcurrentStreams };
   const sessions = new Set<http2.Http2Session>();
   let h1: http.Server | undefined;
   let outer: net.Server;
-  if (config.tls !== undefined) {
-    const ca = config.tls.clientCaFile === undefined ? undefined : readFileSync(config.tls.clientCaFile);
-    outer = http2.createSecureServer(
+  let secure: http2.Http2SecureServer | undefined;
+  if (tls !== undefined) {
+    const ca = tls.ca;
+    outer = secure = http2.createSecureServer(
       {
-        key: readFileSync(config.tls.keyFile),
-        cert: readFileSync(config.tls.certFile),
+        key: tls.key,
+        cert: tls.cert,
         ca,
         requestCert: ca !== undefined,
         rejectUnauthorized: ca !== undefined,
@@ -94,6 +97,12 @@ export function createHttpListener(handler: Handler, config: ServerConfig): Http
       }
       h1?.close();
       h1?.closeIdleConnections();
+    },
+    updateTls(material) {
+      if (secure !== undefined) {
+        // The whole context is replaced, so a CA left out would stop verifying client certificates.
+        secure.setSecureContext({ key: material.key, cert: material.cert, ...(material.ca === undefined ? {} : { ca: material.ca }) });
+      }
     },
     destroy() {
       for (const s of sessions) {

@@ -32,3 +32,14 @@ export function createTestPki(): TestPki {
     clientKey: join(dir, "client.key"),
   };
 }
+
+/**
+ * Issues another server certificate (CN=server, same SANs) from the PKI's CA, as a rotation
+ * would: `<name>.pem` and `<name>.key` in the PKI's directory, with a new serial and key.
+ */
+export function issueServerCertificate(pki: TestPki, name: string): { pem: string; key: string } {
+  const ssl = (...args: string[]) => execFileSync("openssl", args, { cwd: pki.dir, stdio: "pipe" });
+  ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=server", "-keyout", `${name}.key`, "-out", `${name}.csr`);
+  ssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", `${name}.pem`);
+  return { pem: join(pki.dir, `${name}.pem`), key: join(pki.dir, `${name}.key`) };
+}

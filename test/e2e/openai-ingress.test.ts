@@ -7,6 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as http2 from "node:http2";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI, {
@@ -645,4 +646,47 @@ models: [{ name: mock-chat, upstream: mock }]
     // After the stop the listener is gone.
     expect(await thrown(client.chat.completions.create({ model: "mock-chat", messages: [{ role: "user", content: "hi" }] }))).toBeInstanceOf(Error);
   });
+});
+
+describe("OpenAI-compatible API, a client that stops reading a stream", () => {
+  it("does not hold the call past its deadline: the call ends, and the body ends with deadline_exceeded", async () => {
+    const app = await startInProcess(`
+server: { maxMessageBytes: 33554432 }
+upstreams: [{ name: mock, kind: mock }]
+models: [{ name: mock-chat, upstream: mock, cache: { policy: "off" } }]
+`);
+    const socket = new Socket();
+    try {
+      // 100 words of 100 kB: far more than the socket buffers hold while nobody reads.
+      const word = "x".repeat(100_000);
+      const body = JSON.stringify({ model: "mock-chat", stream: true, messages: [{ role: "user", content: Array(100).fill(word).join(" ") }] });
+      const [host, port] = app.httpAddress.split(":");
+      await new Promise<void>((resolve, reject) => socket.once("error", reject).connect(Number(port), host!, resolve));
+      socket.pause();
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: ${app.httpAddress}\r\ncontent-type: application/json\r\n` +
+          `infergate-timeout-ms: 1000\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      await new Promise((r) => setTimeout(r, 800));
+      expect(app.gateway.inFlight()).toBe(1);
+      // The deadline passes while the writes wait for the client: the call (its upstream request
+      // and its concurrency slot) ends all the same.
+      const until = Date.now() + 3000;
+      while (app.gateway.inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(app.gateway.inFlight()).toBe(0);
+      // Read now: what was buffered, then the error event, the end of the body, and no [DONE].
+      let received = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (d: string) => (received = received.length > 4096 ? received.slice(-4096) + d : received + d));
+      socket.resume();
+      const end = Date.now() + 10_000;
+      while (!received.endsWith("\r\n0\r\n\r\n") && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(received.endsWith("\r\n0\r\n\r\n")).toBe(true);
+      expect(received).toContain('"code":"deadline_exceeded"');
+      expect(received).not.toContain("[DONE]");
+    } finally {
+      socket.destroy();
+      await app.shutdown();
+    }
+  }, 30_000);
 });

@@ -166,16 +166,16 @@ async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, 
     try {
       while (next.done !== true) {
         for (const chunk of encoder.push(next.value)) {
-          await write(res, `data: ${JSON.stringify(chunk)}\n\n`);
+          await write(res, `data: ${JSON.stringify(chunk)}\n\n`, ctx.signal);
         }
         if (closed.has(res)) return;
         next = await events.next();
       }
-      await write(res, `data: ${streamDoneData}\n\n`);
+      await write(res, `data: ${streamDoneData}\n\n`, ctx.signal);
     } catch (err) {
       // Committed: the failure is one error event, and the body ends without [DONE].
       if (!closed.has(res)) {
-        await write(res, `data: ${JSON.stringify(toErrorAnswer(err).body)}\n\n`);
+        await write(res, `data: ${JSON.stringify(toErrorAnswer(err).body)}\n\n`, ctx.signal);
       }
     }
     res.end();
@@ -235,19 +235,26 @@ async function readJson(req: Request, limit: number): Promise<unknown> {
   }
 }
 
-/** Writes, and waits while the client reads slower than the stream comes (or until it leaves). */
-function write(res: Response, data: string): Promise<void> {
-  if (closed.has(res) || (res as http.ServerResponse).write(data)) {
+/**
+ * Writes, and waits while the client reads slower than the stream comes (or until it leaves).
+ * The wait also ends when the call is aborted (its deadline, the shutdown's cut-off): a client
+ * that stops reading must not hold the call, its upstream request and its concurrency slot past
+ * the deadline. After an abort nothing waits: what follows is at most the error event.
+ */
+function write(res: Response, data: string, signal: AbortSignal): Promise<void> {
+  if (closed.has(res) || (res as http.ServerResponse).write(data) || signal.aborted) {
     return Promise.resolve();
   }
   return new Promise((resolve) => {
     const done = () => {
       res.off("drain", done);
       res.off("close", done);
+      signal.removeEventListener("abort", done);
       resolve();
     };
     res.on("drain", done);
     res.on("close", done);
+    signal.addEventListener("abort", done, { once: true });
   });
 }
 

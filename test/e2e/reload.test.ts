@@ -18,7 +18,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../src/security/api-keys.js";
 import { createTestPki, issueServerCertificate, type TestPki } from "../helpers/certs.js";
 import { errorInfoOf, expectServiceError, inferenceClient, type ProtoClient, statusDetails } from "../helpers/proto-clients.js";
-import { type ServerProcess, startProcess } from "../helpers/servers.js";
+import { type ServerProcess, startInProcess, startProcess } from "../helpers/servers.js";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Role } from "../../gen/infergate/v1/chat_pb.js";
+import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import { parseConfig } from "../../src/config/load-config.js";
 
 const dir = mkdtempSync(join(tmpdir(), "infergate-reload-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -233,6 +238,37 @@ limits: {default: {requestsPerMinute: 1000}}
       clients.push(c);
       const res = await c.unary<ChatAnswer>("Chat", { model: "added", messages: [user(`call ${i}`)] });
       expect(res.model).toBe("added");
+    }
+  });
+
+  it("in process: a model's new version misses the old version's cached answers; a policy change applies", async () => {
+    const yaml = (version: string, policy: string) => `upstreams: [{name: mock, kind: mock}]\nmodels: [{name: m, version: "${version}", upstream: mock, cache: {policy: ${policy}}}]\n`;
+    const app = await startInProcess(yaml("1", "always"));
+    try {
+      const load = (version: string, policy: string) => async () => {
+        const c = parseConfig(yaml(version, policy), "(test)", {});
+        return { ...c, server: { ...c.server, listen: "127.0.0.1:0", httpListen: "127.0.0.1:0", adminListen: "127.0.0.1:0" } };
+      };
+      const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${app.grpcAddress}` }));
+      const chat = async () => {
+        const res = await client.chat({ model: "m", messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "same question" } }] }] });
+        return [res.modelVersion, res.cached] as const;
+      };
+      expect(await chat()).toEqual(["1", false]);
+      expect(await chat()).toEqual(["1", true]);
+      expect(await app.reload(load("2", "always"))).toBe(true);
+      expect(await chat()).toEqual(["2", false]);
+      expect(await chat()).toEqual(["2", true]);
+      // Back to version 1: its answer is still there, under its own key.
+      expect(await app.reload(load("1", "always"))).toBe(true);
+      expect(await chat()).toEqual(["1", true]);
+      expect(await app.reload(load("1", "off"))).toBe(true);
+      expect(await chat()).toEqual(["1", false]);
+      // An invalid configuration resolves false and changes nothing.
+      expect(await app.reload(async () => parseConfig("models: []\n", "(test)", {}))).toBe(false);
+      expect(await chat()).toEqual(["1", false]);
+    } finally {
+      await app.shutdown();
     }
   });
 

@@ -233,6 +233,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       if (err instanceof ConfigError) return rejected(err.issues);
       throw err;
     }
+    if (stopping !== undefined) return false;
     const restart = restartOnlyChanges(running, next);
     const applied = appliedConfig(running, next);
     let material: ServerTlsMaterial | undefined;

@@ -57,14 +57,8 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
   const answers: AnswerContext = { upstream: config.name, secrets: http.secrets };
   const { azure } = options;
 
-  async function send(call: UpstreamCall<ChatInput>, stream: boolean): Promise<HttpAnswer> {
-    const body = toChatCompletionRequest(call.request, {
-      // Azure takes the model from the deployment in the path.
-      model: azure === undefined ? call.upstreamModel : undefined,
-      developerRole: options.developerRole,
-      maxTokensField: options.maxTokensField,
-      stream,
-    });
+  /** The request headers; they depend only on the configuration and on streaming: built once. */
+  function headersFor(stream: boolean): Record<string, string> {
     const own: Record<string, string> = {
       "content-type": "application/json",
       accept: stream ? "text/event-stream" : "application/json",
@@ -76,6 +70,19 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
         own["api-key"] = config.apiKey;
       }
     }
+    return { ...withoutNames(config.headers, Object.keys(own)), ...own };
+  }
+  const unaryHeaders = headersFor(false);
+  const streamHeaders = headersFor(true);
+
+  async function send(call: UpstreamCall<ChatInput>, stream: boolean): Promise<HttpAnswer> {
+    const body = toChatCompletionRequest(call.request, {
+      // Azure takes the model from the deployment in the path.
+      model: azure === undefined ? call.upstreamModel : undefined,
+      developerRole: options.developerRole,
+      maxTokensField: options.maxTokensField,
+      stream,
+    });
     const target: Pick<HttpCall, "path" | "query"> =
       azure === undefined
         ? { path: "/chat/completions" }
@@ -86,7 +93,7 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
     return http.request({
       method: "POST",
       ...target,
-      headers: { ...withoutNames(config.headers, Object.keys(own)), ...own },
+      headers: stream ? streamHeaders : unaryHeaders,
       body: JSON.stringify(body),
       signal: call.signal,
       deadline: call.deadline,

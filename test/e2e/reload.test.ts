@@ -111,7 +111,7 @@ models:
   - {name: removed, upstream: mock}
 `);
     const words = "one two three four five six seven eight nine ten";
-    const stream = client.serverStream<Record<string, unknown>>("Generate", { model: "kept", messages: [user(words)], metadata: { "mock.token_delay_ms": "120" } }, { timeoutMs: 20_000 });
+    const stream = client.serverStream<Record<string, unknown>>("Generate", { model: "kept", messages: [user(words)], metadata: { "mock.token_delay_ms": "250" } }, { timeoutMs: 20_000 });
     expect(await stream.waitFor(() => true, 5_000)).toEqual({ text_delta: "You", event: "text_delta" });
 
     // The upstream changes (streams are cut after 2 events): it is made anew for the calls that

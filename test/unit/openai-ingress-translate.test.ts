@@ -427,4 +427,13 @@ describe("toErrorAnswer", () => {
     expect(a.status).toBe(429);
     expect(a.headers).toEqual({ "retry-after": seconds, "retry-after-ms": millis });
   });
+
+  it.each<[string, GatewayError]>([
+    ["an open circuit", new GatewayError(Code.Unavailable, "failing", { reason: Reason.CircuitOpen, retryAfterMs: 4200 })],
+    ["the rate limiter failing closed", new GatewayError(Code.Unavailable, "down", { reason: Reason.RateLimiterUnavailable, retryAfterMs: 4200 })],
+  ])("%s (503 with a known delay): Retry-After and retry-after-ms, so the SDKs wait for it", (_name, err) => {
+    const a = toErrorAnswer(err);
+    expect(a.status).toBe(503);
+    expect(a.headers).toEqual({ "retry-after": "5", "retry-after-ms": "4200" });
+  });
 });

@@ -571,16 +571,19 @@ export function errorType(status: number): string {
  * The one mapping from anything thrown in the core to the API's error: the status by code (see
  * statusByCode), `message` the status's client-safe message, `code` the stable ErrorInfo reason in
  * lower case (`model_not_found`, `rate_limited`, …), `param` the field at fault for client errors
- * (`metadata.field`, or `model` when the error is about the model). RESOURCE_EXHAUSTED with a
- * retry delay gets `Retry-After` in whole seconds, rounded up, and `retry-after-ms` (which the
- * OpenAI SDKs prefer).
+ * (`metadata.field`, or `model` when the error is about the model). RESOURCE_EXHAUSTED and
+ * UNAVAILABLE with a retry delay get `Retry-After` in whole seconds, rounded up, and
+ * `retry-after-ms` (which the OpenAI SDKs prefer).
  */
 export function toErrorAnswer(err: unknown): HttpErrorAnswer {
   const s = toStatus(err);
   const status = statusByCode.get(s.code) ?? 500;
   const param = status < 500 ? (s.metadata["field"] ?? (s.metadata["model"] !== undefined ? "model" : null)) : null;
   const headers: Record<string, string> = {};
-  if (s.retryAfterMs !== undefined && status === 429) {
+  // RFC 9110 §10.2.3: with 503, how long the service is expected to be unavailable (an open
+  // breaker's next probe, a Redis piece failing closed); the SDKs wait that long before retrying
+  // instead of spending their retries on the same refusal.
+  if (s.retryAfterMs !== undefined && (status === 429 || status === 503)) {
     headers["retry-after"] = String(Math.ceil(s.retryAfterMs / 1000));
     headers["retry-after-ms"] = String(Math.ceil(s.retryAfterMs));
   }

@@ -26,6 +26,13 @@ if tokens == nil or at == nil then
   tokens = capacity
   at = now
 end
+-- A server whose clock is behind the one that last wrote (after a failover): the bucket's time
+-- does not run backwards, or the interval in between would be refilled twice.
+local behind = 0
+if at > now then
+  behind = at - now
+  now = at
+end
 if now > at then
   tokens = math.min(capacity, tokens + (now - at) * rate)
 end
@@ -35,10 +42,10 @@ if ARGV[4] == 'charge' or tokens >= cost then
   tokens = tokens - cost
 else
   ok = 0
-  retry = math.ceil((cost - tokens) / rate)
+  retry = math.ceil((cost - tokens) / rate) + behind
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%d', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + behind + 1000)
 return {ok, retry}
 `;
 

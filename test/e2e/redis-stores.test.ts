@@ -78,6 +78,24 @@ describe("RedisRateLimitStore", () => {
     expect(ttl).toBeLessThanOrEqual(61_000);
   });
 
+  it("never runs a bucket's clock backwards (a failover to a server whose clock is behind)", async () => {
+    const c = connect();
+    expect(await c.ready(2000)).toBe(true);
+    const store = new RedisRateLimitStore(c, "open", createRedisStats(), silent);
+    const [sec, usec] = await raw.time();
+    const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+    // As a server 2 s ahead left it: empty, refilled up to its own clock.
+    await raw.hset("unit:rl:req:skew", { tokens: "0", at: String(now + 2000) });
+    const spec = { capacity: 60, perMinute: 60 };
+    const first = await store.take("req:skew", spec, 1);
+    expect(first.ok).toBe(false);
+    // One token a second, counted from the bucket's own time, 2 s ahead of this clock.
+    expect(first.retryAfterMs).toBeGreaterThan(2_500);
+    await sleep(1_200);
+    // 1.2 s on, this clock is still before the bucket's: nothing has been refilled twice.
+    expect((await store.take("req:skew", spec, 1)).ok).toBe(false);
+  });
+
   it("fail-open decides on local buckets and counts it; fail-closed refuses with UNAVAILABLE", async () => {
     const dead = await startRedis();
     const config = parseConfig(`upstreams: [{name: mock, kind: mock}]

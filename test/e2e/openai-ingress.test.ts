@@ -550,6 +550,24 @@ auth:
     expect(res.status).toBe(413);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("request_too_large");
   });
+
+  it("HTTP/1.1 refused before its body was read: the answer closes the connection instead of draining an unbounded body", async () => {
+    // A compressed body announced as 100 MB, of which a few bytes are sent: refused at once (415).
+    const socket = new Socket();
+    const [host, port] = [app.httpAddress.slice(0, app.httpAddress.lastIndexOf(":")), Number(app.httpAddress.slice(app.httpAddress.lastIndexOf(":") + 1))];
+    await new Promise<void>((resolve, reject) => socket.once("error", reject).connect(port, host, resolve));
+    let received = "";
+    socket.on("data", (d: Buffer) => (received += d.toString("latin1")));
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.write(
+      "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-beta-key\r\ncontent-type: application/json\r\n" +
+        "content-encoding: gzip\r\ncontent-length: 100000000\r\n\r\nabc",
+    );
+    await closed;
+    expect(received).toMatch(/^HTTP\/1\.1 415 /);
+    expect(received.toLowerCase()).toContain("connection: close");
+    expect(received).toContain("unsupported_content_encoding");
+  });
 });
 
 describe("OpenAI-compatible API over TLS, with a client certificate as the identity", () => {

@@ -280,8 +280,9 @@ function sendError(req: Request, res: Response, err: unknown, ctx: OwnedCallCont
         }
       : toErrorAnswer(err);
   const headers = { ...ctx.responseHeaders, ...answer.headers };
-  if (err instanceof HttpRefusal && err.status === 413 && req.httpVersionMajor === 1) {
-    // HTTP/1.1: the unread rest of the body would be read as the next request's bytes.
+  if (req.httpVersionMajor === 1 && !req.complete) {
+    // HTTP/1.1 refused before its body was read (413, 415, 405, 404, a bad header): to reuse the
+    // connection Node would read and discard the rest of the body, without any size limit.
     headers["connection"] = "close";
   }
   sendJson(res, answer.status, answer.body, headers);

@@ -19,8 +19,9 @@ Usage:
       SIGHUP reloads the --config file (models, upstreams, auth, limits, TLS files); an invalid
       one is logged and the running configuration stays.
       --workers N runs N processes (node:cluster) that share the listening ports, to use N
-      cores; default 1 (one process, the sidecar case). Each worker has its own cache and
-      limits, and /metrics answers for whichever worker takes the connection.
+      cores; default 1 (one process, the sidecar case). Each worker has its own cache,
+      limits and sessions unless the redis: section shares them, and /metrics answers for
+      whichever worker takes the connection.
   infergate hash-key < key.txt
       Print the SHA-256 of an API key read from stdin, for auth.keys[].sha256.
   infergate check-config PATH

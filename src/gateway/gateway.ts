@@ -444,6 +444,8 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         const { value, outcome } = cache === undefined ? { value: await call(ctx), outcome: "bypass" } : await cache.chat(route, input, caller(ctx), call);
         ctx.responseHeaders[cacheHeader] = outcome;
         ctx.responseHeaders[servedByHeader] = `${value.model}/${value.upstream}`;
+        // A caller that left meanwhile gets no answer: its turn is not recorded either.
+        ctx.signal.throwIfAborted();
         await turn?.commit(value.message);
         return value;
       }));
@@ -493,7 +495,10 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           if (event.event.case === "final") {
             // The turn is recorded before the final event goes out: a stream that ends without
             // it (this one, if recording fails) has failed, and failures leave the session alone.
-            if (turn !== undefined) await turn.commit(answer?.message());
+            if (turn !== undefined) {
+              ctx.signal.throwIfAborted();
+              await turn.commit(answer?.message());
+            }
             final = event.event.value;
           } else {
             answer?.add(event);

@@ -241,7 +241,10 @@ const authSchema = z.strictObject({
 });
 
 /** A Redis server's URL: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. */
-const redisUrl = z.url({ protocol: /^rediss?$/, error: "not a redis:// or rediss:// URL" });
+const redisUrl = z
+  .url({ protocol: /^rediss?$/, error: "not a redis:// or rediss:// URL" })
+  // The message never repeats the URL: it may hold a password.
+  .refine((u) => /^\/?(\d+)?$/.test(new URL(u).pathname), { error: "the path must be a database number (redis://host:6379/2) or empty" });
 
 /** One shared piece on Redis; on by default once the `redis:` section is present. */
 const redisPieceSchema = z.strictObject({ enabled: z.boolean().default(true) });

@@ -59,12 +59,20 @@ describe("config", () => {
     ["bad kind options", `upstreams: [{name: a, kind: mock, options: {tokenDelayMs: -1}}]\nmodels: [{name: m, upstream: a}]`, ["upstreams[0].options.tokenDelayMs: Too small: expected number to be >=0"]],
     ["no models", `upstreams: [{name: a, kind: mock}]\nmodels: []`, ["models: at least one model is required"]],
     ["broken YAML", `upstreams: [`, ["YAML: "]],
+    ["a Redis URL whose path is not a database number", `${base}\nredis: {url: "redis://:s3cret@127.0.0.1:6379/abc"}`, ["redis.url: the path must be a database number"]],
   ])("rejects %s", (_name, yaml, expected) => {
     const got = issues(yaml);
     for (const e of expected) {
       expect(got.some((g) => g.startsWith(e))).toBe(true);
     }
     expect(got.length).toBeGreaterThanOrEqual(expected.length);
+  });
+
+  it("accepts a Redis URL with a database number or none, and never echoes one it refuses", () => {
+    for (const url of ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/", "rediss://u:p@10.0.0.1:6380/3"]) {
+      expect(parseConfig(`${base}\nredis: {url: "${url}"}`, "t", {}).redis?.url).toBe(url);
+    }
+    expect(issues(`${base}\nredis: {url: "redis://:s3cret@127.0.0.1:6379/abc"}`).join("\n")).not.toContain("s3cret");
   });
 
   it("reports every problem at once, with exact paths", () => {

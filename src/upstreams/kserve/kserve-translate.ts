@@ -31,6 +31,7 @@ import {
   TensorSchema,
 } from "../../../gen/infergate/v1/tensor_pb.js";
 import { GatewayError, invalidArgument } from "../../gateway/gateway-error.js";
+import { writeExactJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
 import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 import type {
@@ -551,56 +552,7 @@ function restData(t: Tensor, path: string): RestElement[] {
  * one is a bug, not a client fault.
  */
 export function writeRestJson(value: unknown): string {
-  const out: string[] = [];
-  writeValue(value, out);
-  return out.join("");
-}
-
-function writeValue(v: unknown, out: string[]): void {
-  switch (typeof v) {
-    case "number":
-      if (!Number.isFinite(v)) throw new Error(`non-finite number ${v} in a KServe REST body`);
-      out.push(Object.is(v, -0) ? "-0.0" : String(v));
-      return;
-    case "bigint":
-      out.push(v.toString());
-      return;
-    case "boolean":
-      out.push(v ? "true" : "false");
-      return;
-    case "string":
-      out.push(JSON.stringify(v));
-      return;
-  }
-  if (Array.isArray(v)) {
-    out.push("[");
-    v.forEach((e, i) => {
-      if (i > 0) out.push(",");
-      writeValue(e, out);
-    });
-    out.push("]");
-    return;
-  }
-  if (isObject(v)) {
-    if ("$double" in v && typeof v["$double"] === "number") {
-      const d = v["$double"];
-      writeValue(d, out);
-      if (Number.isInteger(d) && !Object.is(d, -0) && !/[.eE]/.test(String(d))) out.push(".0");
-      return;
-    }
-    out.push("{");
-    let first = true;
-    for (const [k, e] of Object.entries(v)) {
-      if (e === undefined) continue;
-      if (!first) out.push(",");
-      first = false;
-      out.push(JSON.stringify(k), ":");
-      writeValue(e, out);
-    }
-    out.push("}");
-    return;
-  }
-  throw new Error(`cannot write ${typeof v} in a KServe REST body`);
+  return writeExactJson(value, { nonFinite: "throw", doubleMarker: true, what: "a KServe REST body" });
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

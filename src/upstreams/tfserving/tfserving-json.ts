@@ -6,6 +6,7 @@
  * which `JSON.parse` rounds to a double. It reads the same: a float input may be `NaN`, and an
  * INT64 input must arrive with all its digits. These two functions handle both.
  */
+import { writeExactJson } from "../exact-json.js";
 import type { TfJson } from "./tfserving-wire.js";
 
 /** Where a text stopped being TF Serving JSON, for the error the caller turns into a bad response. */
@@ -18,45 +19,7 @@ export class TfJsonSyntaxError extends Error {
  * `-Infinity`, bigints with all their digits, strings as JSON strings.
  */
 export function writeTfJson(value: TfJson): string {
-  const out: string[] = [];
-  write(value, out);
-  return out.join("");
-}
-
-function write(v: TfJson, out: string[]): void {
-  switch (typeof v) {
-    case "number":
-      // -0 keeps its sign ("-0.0" reads back as a float; String(-0) would give "0").
-      out.push(Object.is(v, -0) ? "-0.0" : Number.isFinite(v) ? String(v) : Number.isNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
-      return;
-    case "bigint":
-      out.push(v.toString());
-      return;
-    case "boolean":
-      out.push(v ? "true" : "false");
-      return;
-    case "string":
-      out.push(JSON.stringify(v));
-      return;
-  }
-  if (Array.isArray(v)) {
-    out.push("[");
-    v.forEach((e, i) => {
-      if (i > 0) out.push(",");
-      write(e, out);
-    });
-    out.push("]");
-    return;
-  }
-  out.push("{");
-  let first = true;
-  for (const [k, e] of Object.entries(v)) {
-    if (!first) out.push(",");
-    first = false;
-    out.push(JSON.stringify(k), ":");
-    write(e as TfJson, out);
-  }
-  out.push("}");
+  return writeExactJson(value, { nonFinite: "tokens", what: "a TF Serving body" });
 }
 
 /** Deepest nesting read; tensors are at most rank 254 in TensorFlow, plus the envelope. */

@@ -162,10 +162,23 @@ export function createResilientUpstream(
     return budget.tryRetry() ? delay : undefined;
   }
 
-  function noteAttempt(call: ResilientCall<unknown>, endpoint: Endpoint): void {
-    if (call.trace === undefined) return;
-    call.trace.attempts++;
-    call.trace.endpoint = endpoint.display === "" ? undefined : endpoint.display;
+  /**
+   * Starts attempt number `attempt`: picks an endpoint not tried yet whose breaker admits it
+   * (failing with the last attempt's error, or CIRCUIT_OPEN before any, when none is left), counts
+   * it as busy, and notes it in the call's trace. The caller decrements `inFlight` when it ends.
+   */
+  function startAttempt(call: ResilientCall<unknown>, tried: Set<number>, lastErr: unknown, attempt: number): NonNullable<ReturnType<typeof choose>> {
+    call.signal.throwIfAborted();
+    const picked = choose(tried);
+    if (picked === undefined) throw lastErr === undefined ? circuitOpen() : final(lastErr, attempt - 1);
+    const { endpoint } = picked;
+    tried.add(endpoint.index);
+    endpoint.inFlight++;
+    if (call.trace !== undefined) {
+      call.trace.attempts++;
+      call.trace.endpoint = endpoint.display === "" ? undefined : endpoint.display;
+    }
+    return picked;
   }
 
   /** The error of the last attempt, saying how many attempts the call made. */
@@ -187,13 +200,7 @@ export function createResilientUpstream(
     let lastErr: unknown;
     try {
       for (let attempt = 1; ; attempt++) {
-        call.signal.throwIfAborted();
-        const picked = choose(tried);
-        if (picked === undefined) throw lastErr === undefined ? circuitOpen() : final(lastErr, attempt - 1);
-        const { endpoint, lease } = picked;
-        tried.add(endpoint.index);
-        endpoint.inFlight++;
-        noteAttempt(call, endpoint);
+        const { endpoint, lease } = startAttempt(call, tried, lastErr, attempt);
         let delay: number;
         try {
           const res = await op(endpoint.adapter, call);
@@ -226,14 +233,9 @@ export function createResilientUpstream(
     let lastErr: unknown;
     try {
       for (let attempt = 1; ; attempt++) {
-        call.signal.throwIfAborted();
-        const picked = choose(tried);
-        if (picked === undefined) throw lastErr === undefined ? circuitOpen() : final(lastErr, attempt - 1);
+        const picked = startAttempt(call, tried, lastErr, attempt);
         const { endpoint } = picked;
         let lease: BreakerLease | undefined = picked.lease;
-        tried.add(endpoint.index);
-        endpoint.inFlight++;
-        noteAttempt(call, endpoint);
         const attemptAbort = linkedAbort(call.signal);
         const idle = idleWatch(r.streamIdleTimeoutMs, attemptAbort, config.name);
         const events = endpoint.adapter.generate!({ ...call, signal: attemptAbort.signal })[Symbol.asyncIterator]();

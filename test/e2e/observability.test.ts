@@ -60,7 +60,12 @@ describe("metrics, health endpoints and per-call logs", () => {
     expect((await fetch(`http://${server.adminAddress}/healthz`)).status).toBe(200);
     expect((await fetch(`http://${server.adminAddress}/readyz`)).status).toBe(200);
 
-    const calls = server.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r["msg"] === "call");
+    // Log lines are buffered (one write per 8 KiB or 25 ms): they arrive soon, while the process runs.
+    const callLines = () => server.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r["msg"] === "call");
+    const since = Date.now();
+    while (callLines().length < 7 && Date.now() - since < 2000) await new Promise((r) => setTimeout(r, 10));
+    expect(Date.now() - since).toBeLessThan(1000);
+    const calls = callLines();
     expect(calls.length).toBe(7);
     expect(calls[0]).toMatchObject({ requestId: "req-abc-123", rpc: "Chat", model: "mock-chat", upstream: "mock", code: "OK", cache: "bypass", promptTokens: 3, completionTokens: 5 });
     // One upstream attempt; the mock runs in process, so there is no endpoint URL to name.

@@ -140,6 +140,11 @@ export function renderReport(r, before) {
   p(loadTable(r.cache));
   p();
   p(`Hit / miss: p50 latency **${f(k.cacheHitOverMissP50, 3)}**, CPU per call ${f(k.cacheHitOverMissCpu, 3)}.`);
+  const echo1 = r.cache?.["grpc-js echo"];
+  if (echo1 !== undefined) {
+    p("");
+    p(`The grpc-js echo (decode the request, encode the answer, nothing else), one call at a time in the same rounds: p50 ${f(echo1.p50Ms, 3)} ms, ${f(echo1.p50Ms / r.cache.miss.p50Ms, 3)} of the miss. No hit through a grpc-js server can take less; the hit's own work (key, lookup, admission, headers, log line, metrics) adds ${f(r.cache.hit.p50Ms - echo1.p50Ms, 3)} ms to it.`);
+  }
   p();
 
   p("## 4. Streaming: Generate of 200 tokens");

@@ -27,7 +27,12 @@ const h2Preface = Buffer.from("PRI");
  * with prior knowledge, as gRPC and `buf curl --http2-prior-knowledge` use, or HTTP/1.1 as browsers
  * and curl use). Node's cleartext http2 server cannot fall back to HTTP/1.1 by itself.
  */
-export function createHttpListener(handler: Handler, config: ServerConfig, tls?: ServerTlsMaterial): HttpListener {
+export function createHttpListener(
+  handler: Handler,
+  config: ServerConfig,
+  tls?: ServerTlsMaterial,
+  { firstBytesTimeoutMs = 10_000 }: { firstBytesTimeoutMs?: number } = {},
+): HttpListener {
   const settings = { maxConcurrentStreams: config.maxConcurrentStreams };
   const sessions = new Set<http2.Http2Session>();
   let h1: http.Server | undefined;
@@ -54,6 +59,12 @@ export function createHttpListener(handler: Handler, config: ServerConfig, tls?:
     const h1Server = http.createServer(handler);
     h1 = h1Server;
     outer = net.createServer((socket) => {
+      // Until its first bytes say which protocol it speaks, a connection is ours alone: neither
+      // HTTP server's timeouts apply yet, so one that never sends anything would hold its socket
+      // (and a file descriptor) for good.
+      const silent = () => socket.destroy();
+      socket.setTimeout(firstBytesTimeoutMs);
+      socket.once("timeout", silent);
       let seen = Buffer.alloc(0);
       const onData = (chunk: Buffer) => {
         seen = Buffer.concat([seen, chunk]);
@@ -61,6 +72,8 @@ export function createHttpListener(handler: Handler, config: ServerConfig, tls?:
           return;
         }
         socket.off("data", onData);
+        socket.setTimeout(0);
+        socket.off("timeout", silent);
         if (seen.subarray(0, h2Preface.length).equals(h2Preface)) {
           // Node's http2 reads a net.Socket through its native handle and would miss bytes that
           // were already read here; a JS stream that replays them first is read as a stream.

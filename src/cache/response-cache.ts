@@ -60,6 +60,9 @@ interface Decision {
  * its remaining TTL). Coalescing stays local: each replica makes at most one upstream call per
  * key at a time. Every local store is written through to the tier, within the same entry bound.
  */
+/** How long a shared upstream call outlives the longest deadline a waiter can have. */
+export const FLIGHT_GRACE_MS = 250;
+
 export class ResponseCache {
   readonly stats: CacheStats = createCacheStats();
   readonly flights = new SingleFlight();
@@ -104,8 +107,15 @@ export class ResponseCache {
     return { key: key(scope), read: policy !== CachePolicy.REFRESH, ttlMs };
   }
 
+  /**
+   * The shared call's run. Its deadline is only a backstop: the call is aborted when its last
+   * waiter leaves, and each waiter leaves at its own deadline (at most flightTimeoutMs). The grace
+   * makes sure a waiter's own deadline fires first, so that it answers with its own reason (e.g.
+   * "the gateway's maximum call time of 800ms ran out") rather than with the shared call's timeout
+   * when both timers are due in the same millisecond.
+   */
   private flightRun(signal: AbortSignal): UpstreamRun {
-    return { signal, deadline: Date.now() + this.flightTimeoutMs };
+    return { signal, deadline: Date.now() + this.flightTimeoutMs + FLIGHT_GRACE_MS };
   }
 
   /** Stores locally and writes through to the second tier; over the entry bound, neither. */

@@ -81,6 +81,10 @@ export class SingleFlight {
     const abort = whenAborted(caller);
     try {
       return { value: await Promise.race([f.promise, abort.promise]), joined };
+    } catch (err) {
+      // A caller that has gone (its deadline, its cancel) answers with its own reason, even when
+      // the shared call failed in the same moment.
+      throw caller.aborted ? caller.reason : err;
     } finally {
       abort.dispose();
       f.waiters--;
@@ -150,7 +154,7 @@ export class SingleFlight {
           yield f.events[i++]!;
         }
         if (f.done) {
-          if (f.failed) throw f.error;
+          if (f.failed) throw caller.aborted ? caller.reason : f.error;
           return;
         }
         await Promise.race([f.changed, abort.promise]);

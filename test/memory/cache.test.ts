@@ -1,11 +1,11 @@
-import { clone, toBinary } from "@bufbuild/protobuf";
+import { clone, create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { CachePolicy, Role } from "../../gen/infergate/v1/chat_pb.js";
-import { type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import { ChatRequestSchema, type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { ResponseCache } from "../../src/cache/response-cache.js";
+import { FLIGHT_GRACE_MS, ResponseCache } from "../../src/cache/response-cache.js";
 import { createGateway, type Gateway } from "../../src/gateway/gateway.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
@@ -259,5 +259,33 @@ describe("coalescing", () => {
     expect(cache.stats.stores).toBe(0);
     await collect(client.generate(req)).catch(() => undefined);
     expect(counts.generate).toBe(2);
+  });
+
+  it("a shared call outlives every waiter's deadline, so a waiter that runs out answers with its own reason", async () => {
+    const config = parseConfig(`upstreams: [{name: mock, kind: mock}]\nmodels: [{name: chat, upstream: mock}]`, "t", {});
+    const cache = new ResponseCache(config.cache, 300);
+    const route = { name: "chat", version: "", cache: config.models[0]!.cache };
+    const req = create(ChatRequestSchema, { model: "chat", messages: msg("slow"), temperature: 0 });
+    const ownReason = new Error("the waiter's own deadline");
+    // The waiter's deadline is the longest one allowed (the flight timeout), as for a call whose
+    // timeout was clamped to server.maxTimeoutMs; its signal aborts at that deadline.
+    const waiter = new AbortController();
+    const deadline = Date.now() + 300;
+    setTimeout(() => waiter.abort(ownReason), 300);
+    let runDeadline = 0;
+    const outcome = await cache
+      .chat(route, req, { signal: waiter.signal, deadline, tenant: "" }, (run) => {
+        runDeadline = run.deadline;
+        // An upstream that answers nothing and gives up at the run's deadline, as the HTTP and
+        // gRPC upstreams do.
+        return new Promise((_, reject) => {
+          const t = setTimeout(() => reject(new Error("the shared call's timeout")), Math.max(0, run.deadline - Date.now()));
+          run.signal.addEventListener("abort", () => (clearTimeout(t), reject(run.signal.reason)), { once: true });
+        });
+      })
+      .then(() => undefined, (e: unknown) => e);
+    expect(outcome).toBe(ownReason);
+    expect(runDeadline - deadline).toBeGreaterThanOrEqual(FLIGHT_GRACE_MS - 5);
+    expect(cache.flights.size).toBe(0);
   });
 });

@@ -119,8 +119,23 @@ export class HttpUpstream {
   async request(call: HttpCall): Promise<HttpAnswer> {
     const base = this.endpoints[this.next++ % this.endpoints.length]!;
     const remaining = call.deadline - Date.now();
-    const attemptMs = Math.max(0, Math.min(this.config.timeoutMs, remaining));
-    const { signal, release } = attemptSignal(call.signal, attemptMs);
+    // When the call's deadline comes before the upstream's own timeout, the call's signal aborts
+    // at its deadline with the gateway's reason; the attempt's timer is then a backstop (for runs
+    // whose signal is not tied to a deadline, such as probes), set a little later so that it never
+    // wins the race against the call's own timer due in the same millisecond.
+    const ownTimeout = this.config.timeoutMs <= remaining;
+    const attemptMs = ownTimeout ? this.config.timeoutMs : Math.max(0, remaining) + DEADLINE_BACKSTOP_SLACK_MS;
+    const { signal, release } = attemptSignal(call.signal, attemptMs, () =>
+      ownTimeout
+        ? new GatewayError(Code.DeadlineExceeded, `upstream "${this.config.name}" did not answer within its timeout of ${this.config.timeoutMs}ms`, {
+            reason: Reason.UpstreamTimeout,
+            metadata: { upstream: this.config.name },
+          })
+        : new GatewayError(Code.DeadlineExceeded, `upstream "${this.config.name}" did not answer before the call's deadline`, {
+            reason: Reason.UpstreamTimeout,
+            metadata: { upstream: this.config.name },
+          }),
+    );
     const query = call.query === undefined ? "" : `?${new URLSearchParams(call.query).toString()}`;
     const path = `${base.pathname.replace(/\/$/, "")}${call.path}${query}`;
     let res: Dispatcher.ResponseData;
@@ -157,11 +172,9 @@ export class HttpUpstream {
       return callerSignal.reason;
     }
     if (attemptSignal?.aborted === true) {
-      return new GatewayError(
-        Code.DeadlineExceeded,
-        `upstream "${this.config.name}" did not answer within its timeout of ${this.config.timeoutMs}ms`,
-        { reason: Reason.UpstreamTimeout, metadata: { upstream: this.config.name }, cause: err },
-      );
+      // The attempt's timer ran out: its reason says which bound it was (the upstream's own
+      // timeoutMs, or the call's deadline when that came first).
+      return attemptSignal.reason;
     }
     return errorFromNetwork(this.config.name, err);
   }
@@ -257,19 +270,23 @@ export class HttpUpstream {
 }
 
 /**
- * The signal of one attempt: aborts with the caller's signal (same reason), or after `ms` with a
- * TimeoutError, whichever comes first (aborted while the caller's signal is not: the timeout).
+ * The signal of one attempt: aborts with the caller's signal (same reason), or after `ms` with the
+ * error `timedOut` makes, whichever comes first (aborted while the caller's signal is not: the
+ * timeout).
  * `release()` clears the timer and detaches from the caller's signal. This is
  * `AbortSignal.any([caller, AbortSignal.timeout(ms)])` without their cost on every call: on Node
  * 20 both keep weak references and finalization callbacks that the garbage collector has to
  * process per request; and one AbortSignal, not two, because each costs several µs to make
  * (Node 20 builds it as an EventTarget and then changes its prototype).
  */
-function attemptSignal(caller: AbortSignal, ms: number): { signal: AbortSignal; release(): void } {
+/** How much later than the call's deadline an attempt's backstop timer fires. */
+const DEADLINE_BACKSTOP_SLACK_MS = 25;
+
+function attemptSignal(caller: AbortSignal, ms: number, timedOut: () => GatewayError): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
   const onCallerAbort = () => controller.abort(caller.reason);
   const timer = setTimeout(() => {
-    controller.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError"));
+    controller.abort(timedOut());
   }, ms);
   timer.unref();
   if (caller.aborted) {

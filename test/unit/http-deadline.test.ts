@@ -1,0 +1,82 @@
+/**
+ * Which reason a timed-out HTTP upstream attempt reports. The call's signal aborts at its deadline
+ * with the gateway's reason (createCallContext); the attempt's own timer must not beat it when both
+ * are due in the same millisecond (a clamped deadline has no margin), or the client would be told
+ * that the upstream's 60 s timeout ran out after 50 ms. Against a real loopback server that never
+ * answers.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { createCallContext } from "../../src/resilience/deadline.js";
+import { HttpUpstream } from "../../src/upstreams/http/http-upstream.js";
+
+describe("HTTP upstream attempt timeouts", () => {
+  let server: Server;
+  let held: ServerResponse[] = [];
+  let up: HttpUpstream;
+  let slowUp: HttpUpstream;
+
+  beforeAll(async () => {
+    server = createServer((_req: IncomingMessage, res: ServerResponse) => {
+      held.push(res); // never answered
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    up = new HttpUpstream({ name: "llm", endpoints: [base], timeoutMs: 60_000 });
+    slowUp = new HttpUpstream({ name: "short", endpoints: [base], timeoutMs: 40 });
+  });
+  afterAll(async () => {
+    for (const r of held) r.destroy();
+    held = [];
+    await up.close();
+    await slowUp.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  const send = (u: HttpUpstream, signal: AbortSignal, deadline: number) =>
+    u.request({ method: "POST", path: "/chat/completions", headers: { "content-type": "application/json" }, body: "{}", signal, deadline }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+
+  it("a clamped deadline ends every call with the gateway's reason, never the upstream's timeout", async () => {
+    // Each call does 2 ms of synchronous work between its context and its upstream request, as a
+    // real call does (decode, routing, cache key): the event loop's clock stands still meanwhile,
+    // so a timer for "the time remaining" would be due before the context's own.
+    const contexts = Array.from({ length: 20 }, () => createCallContext({ timeoutMs: undefined, maxTimeoutMs: 60, timeoutHeader: "grpc-timeout" }));
+    const pending = contexts.map((ctx) => {
+      const until = Date.now() + 2;
+      while (Date.now() < until);
+      return send(up, ctx.signal, ctx.deadline);
+    });
+    const errors = await Promise.all(pending);
+    for (const ctx of contexts) ctx.dispose();
+    const messages = new Set(errors.map((e) => (e instanceof GatewayError ? e.message : String(e))));
+    expect([...messages]).toEqual(["deadline exceeded: the gateway's maximum call time of 60ms ran out"]);
+  });
+
+  it("the upstream's own timeout, when it comes first, is UPSTREAM_TIMEOUT naming it", async () => {
+    const ctx = createCallContext({ timeoutMs: 5_000, maxTimeoutMs: 60_000, timeoutHeader: "grpc-timeout" });
+    const err = await send(slowUp, ctx.signal, ctx.deadline);
+    ctx.dispose();
+    expect(err).toBeInstanceOf(GatewayError);
+    expect((err as GatewayError).code).toBe(Code.DeadlineExceeded);
+    expect((err as GatewayError).reason).toBe(Reason.UpstreamTimeout);
+    expect((err as GatewayError).message).toBe('upstream "short" did not answer within its timeout of 40ms');
+  });
+
+  it("a run whose signal is not tied to its deadline (a probe) still ends, shortly after the deadline", async () => {
+    const started = Date.now();
+    const err = await send(up, new AbortController().signal, started + 50);
+    const elapsed = Date.now() - started;
+    expect(err).toBeInstanceOf(GatewayError);
+    expect((err as GatewayError).code).toBe(Code.DeadlineExceeded);
+    expect((err as GatewayError).message).toBe(`upstream "llm" did not answer before the call's deadline`);
+    expect(elapsed).toBeGreaterThanOrEqual(45);
+    expect(elapsed).toBeLessThan(1_000);
+  });
+});

@@ -78,3 +78,25 @@ describe("metrics, health endpoints and per-call logs", () => {
     expect(server.lines.join("\n")).not.toContain("a b c");
   });
 });
+
+describe("a log reader that goes away", () => {
+  it("does not take the process down: calls are still answered and SIGTERM still drains to exit 0", async () => {
+    const own = await startProcess();
+    try {
+      // The reading end of stdout closes: every later write gets EPIPE.
+      own.proc.stdout!.destroy();
+      const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${own.grpcAddress}` }));
+      for (let i = 0; i < 20; i++) {
+        const res = await client.chat({ model: "mock-chat", messages: msg(`call ${i}`) });
+        expect(res.message?.content[0]?.part.value).toBe(`You said: call ${i}`);
+        // A warning (an unknown model) is written at once, not batched.
+        await expect(client.chat({ model: "nope", messages: msg("x") })).rejects.toThrow();
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      expect(own.proc.exitCode).toBeNull();
+    } finally {
+      expect(await own.stop()).toBe(0);
+    }
+    expect(own.stderr).not.toMatch(/EPIPE|Error/);
+  });
+});

@@ -4,7 +4,7 @@ import { writeSync } from "node:fs";
 export type WriteFn = (buf: Buffer, offset: number) => number;
 
 export interface LineWriterOptions {
-  /** Lines are written once this many bytes wait (default 8 KiB)... */
+  /** Lines are written once this many bytes wait (default 4096, Linux's PIPE_BUF: atomic on a pipe)... */
   batchBytes?: number;
   /** ...or this long after the first line of a batch (default 25 ms). */
   flushAfterMs?: number;
@@ -47,7 +47,7 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
  *   batch. No error ever escapes to the caller (a log line must not fail a call).
  */
 export function createLineWriter(fd: number, options: LineWriterOptions = {}): LineWriter {
-  const batchBytes = options.batchBytes ?? 8 * 1024;
+  const batchBytes = options.batchBytes ?? 4096;
   const flushAfterMs = options.flushAfterMs ?? 25;
   const maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024;
   const maxBlockMs = options.maxBlockMs ?? 1_000;
@@ -55,10 +55,13 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
   const sleep = options.sleep ?? ((ms: number) => void Atomics.wait(sleeper, 0, 0, ms));
   const now = options.now ?? Date.now;
 
-  let lines: string[] = [];
-  let pendingBytes = 0; // of `lines` (UTF-16 length: close enough for a bound) plus `rest`
-  /** The unwritten tail of a batch a full destination did not take. */
-  let rest: Buffer | undefined;
+  /** Lines of the batch being filled, and its size in bytes. */
+  let batch: string[] = [];
+  let batchSize = 0;
+  /** Sealed batches not yet written (the first from `offset` on), and their size in bytes. */
+  const queue: { buf: Buffer; lines: number }[] = [];
+  let queued = 0;
+  let offset = 0;
   let timer: NodeJS.Timeout | undefined;
   let dropped = 0;
   let reported = 0;
@@ -70,31 +73,26 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
     if (timer === undefined) timer = setTimeout(flush, flushAfterMs).unref();
   };
 
-  function flush(): void {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-    if (broken) return;
-    if (dropped > reported && rest === undefined) {
-      // Said before the lines that follow the gap.
-      lines.unshift(
-        `${JSON.stringify({ level: 40, time: now(), service: "infergate", dropped: dropped - reported, msg: "log lines were dropped: stdout did not take them" })}\n`,
-      );
-      reported = dropped;
-    }
-    if (rest === undefined && lines.length === 0) return;
-    const batch = lines.length === 0 ? undefined : Buffer.from(lines.length === 1 ? lines[0]! : lines.join(""), "utf8");
-    const count = lines.length;
-    lines = [];
-    let buf = rest === undefined ? batch! : batch === undefined ? rest : Buffer.concat([rest, batch]);
-    rest = undefined;
-    let offset = 0;
+  const seal = () => {
+    if (batch.length === 0) return;
+    queue.push({ buf: Buffer.from(batch.length === 1 ? batch[0]! : batch.join(""), "utf8"), lines: batch.length });
+    queued += batchSize;
+    batch = [];
+    batchSize = 0;
+  };
+
+  /** Writes the sealed batches, in order, each with as few write(2) calls as the destination allows. */
+  function drain(): void {
     let blockedSince: number | undefined;
-    while (offset < buf.length) {
+    while (queue.length > 0) {
+      const head = queue[0]!;
       try {
-        const n = write(buf, offset);
+        const n = write(head.buf, offset);
         offset += n;
-        if (n > 0) stalled = false;
-        blockedSince = undefined;
+        if (n > 0) {
+          stalled = false;
+          blockedSince = undefined;
+        }
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === "EAGAIN" || code === "EWOULDBLOCK" || code === "EBUSY") {
@@ -103,24 +101,48 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
             sleep(10);
             continue;
           }
-          // Still full: keep the rest for the next flush rather than block any longer, and do not
+          // Still full: keep the rest for a later flush rather than block any longer, and do not
           // block again until the destination takes bytes (a stalled reader must not freeze us).
           stalled = true;
-          rest = buf.subarray(offset);
-          pendingBytes = rest.length;
           arm();
           return;
         }
         if (code === "EPIPE" || code === "EBADF") {
+          // Gone: nothing more can be written.
           broken = true;
+          for (const q of queue) dropped += q.lines;
+          dropped += batch.length;
+          queue.length = 0;
+          queued = 0;
+          batch = [];
+          batchSize = 0;
+          return;
         }
-        // Gone, or failing (ENOSPC, EIO): this batch is lost; later ones are tried again.
-        dropped += count;
-        buf = Buffer.alloc(0);
-        break;
+        // Failing (ENOSPC, EIO): this batch is lost; the next ones are tried.
+        dropped += head.lines;
+        offset = head.buf.length;
+      }
+      if (offset >= head.buf.length) {
+        queue.shift();
+        queued -= head.buf.length;
+        offset = 0;
       }
     }
-    pendingBytes = 0;
+  }
+
+  function flush(): void {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    if (broken) return;
+    if (dropped > reported && !stalled) {
+      // Said before the lines that follow the gap.
+      const report = `${JSON.stringify({ level: 40, time: now(), service: "infergate", dropped: dropped - reported, msg: "log lines were dropped: stdout did not take them" })}\n`;
+      batch.unshift(report);
+      batchSize += report.length;
+      reported = dropped;
+    }
+    seal();
+    drain();
   }
 
   return {
@@ -129,18 +151,25 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
         dropped++;
         return;
       }
-      if (pendingBytes + line.length > maxPendingBytes) {
+      const size = Buffer.byteLength(line, "utf8");
+      if (queued + batchSize + size > maxPendingBytes) {
         dropped++;
         arm();
         return;
       }
-      lines.push(line);
-      pendingBytes += line.length;
-      if (pendingBytes >= batchBytes && rest === undefined) {
-        flush();
-      } else {
-        arm();
+      // A batch never grows past batchBytes (PIPE_BUF): a write that size or less to a pipe is
+      // atomic, so lines of processes sharing stdout (--workers) never interleave mid-line. A
+      // longer line is written alone.
+      if (batchSize + size > batchBytes) seal();
+      batch.push(line);
+      batchSize += size;
+      if (batchSize >= batchBytes) seal();
+      if (queue.length > 0 && !stalled) {
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+        drain();
       }
+      if (batch.length > 0 || queue.length > 0) arm();
     },
     flush,
     get dropped() {

@@ -4,7 +4,8 @@ import { createLineWriter } from "./line-writer.js";
 let stdout: (DestinationStream & { flush(): void }) | undefined;
 
 /**
- * stdout, batched (src/observability/line-writer.ts): one write(2) per 8 KiB or per 25 ms instead
+ * stdout, batched (src/observability/line-writer.ts): one write(2) per 4 KiB (PIPE_BUF, so
+ * the lines of workers sharing stdout never interleave) or per 25 ms instead
  * of one per line. A line per call written alone cost a system call (or a thread-pool hand-off)
  * per call, about a tenth of a cached call's CPU at concurrency 1 (bench/, docs/benchmarks.md).
  * What waits is written when the process exits normally, by a signal it handles (SIGTERM, SIGINT

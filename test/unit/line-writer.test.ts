@@ -53,16 +53,31 @@ describe("line writer", () => {
     expect(d.out).toBe(line(1) + line(2) + line(3));
   });
 
-  it("writes at once past 8 KiB, and flush() writes what waits", () => {
+  it("writes at once when 4 KiB wait, each write at most 4096 bytes (PIPE_BUF) cut at line ends; flush() writes what waits", () => {
     const { d, options } = destination();
-    w = createLineWriter(1, options);
-    w.write(line(1, 5_000));
+    const sizes: number[] = [];
+    w = createLineWriter(1, {
+      ...options,
+      write: (buf, offset) => {
+        sizes.push(buf.length - offset);
+        expect(buf.subarray(offset).toString("utf8").endsWith("\n")).toBe(true);
+        return options.write(buf, offset);
+      },
+    });
+    w.write(line(1, 1_500));
+    w.write(line(2, 1_500));
     expect(d.writes).toBe(0);
-    w.write(line(2, 5_000));
+    w.write(line(3, 1_500)); // does not fit with the first two: they are written now
     expect(d.writes).toBe(1);
-    w.write(line(3));
+    for (let i = 4; i < 40; i++) w.write(line(i, 100 + i * 7));
+    w.write(line(40, 6_000)); // longer than a batch: written alone
+    w.write(line(41));
     w.flush();
-    expect(d.out).toBe(line(1, 5_000) + line(2, 5_000) + line(3));
+    expect(sizes.every((n, i) => n <= 4096 || i === sizes.length - 2)).toBe(true);
+    expect(sizes.at(-2)).toBe(Buffer.byteLength(line(40, 6_000)));
+    const expected = [line(1, 1_500), line(2, 1_500), line(3, 1_500)];
+    for (let i = 4; i < 40; i++) expected.push(line(i, 100 + i * 7));
+    expect(d.out).toBe(expected.join("") + line(40, 6_000) + line(41));
   });
 
   it("a short write is completed with further writes, in order, multi-byte text intact", () => {

@@ -7,9 +7,13 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InferenceService, ListModelsRequestSchema, ListModelsResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { GrpcUpstream } from "../../src/upstreams/grpc/grpc-upstream.js";
 import { createCallContext } from "../../src/resilience/deadline.js";
 import { HttpUpstream } from "../../src/upstreams/http/http-upstream.js";
 
@@ -78,5 +82,54 @@ describe("HTTP upstream attempt timeouts", () => {
     expect((err as GatewayError).message).toBe(`upstream "llm" did not answer before the call's deadline`);
     expect(elapsed).toBeGreaterThanOrEqual(45);
     expect(elapsed).toBeLessThan(1_000);
+  });
+});
+
+describe("gRPC upstream attempt timeouts", () => {
+  let server: grpc.Server;
+  let up: GrpcUpstream;
+  const held: grpc.ServerUnaryCall<unknown, unknown>[] = [];
+
+  beforeAll(async () => {
+    server = new grpc.Server();
+    // A ListModels that never answers.
+    server.addService(
+      {
+        listModels: {
+          path: `/${InferenceService.typeName}/ListModels`,
+          requestStream: false,
+          responseStream: false,
+          requestSerialize: (m: unknown) => Buffer.from(toBinary(ListModelsRequestSchema, m as never)),
+          requestDeserialize: (b: Buffer) => fromBinary(ListModelsRequestSchema, b),
+          responseSerialize: (m: unknown) => Buffer.from(toBinary(ListModelsResponseSchema, m as never)),
+          responseDeserialize: (b: Buffer) => fromBinary(ListModelsResponseSchema, b),
+        },
+      },
+      { listModels: (call: grpc.ServerUnaryCall<unknown, unknown>) => void held.push(call) },
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    up = new GrpcUpstream({ name: "next", endpoints: [`http://127.0.0.1:${port}`], timeoutMs: 60_000 }, { maxMessageBytes: 4 << 20, trustedErrors: true });
+  });
+  afterAll(() => {
+    up.close();
+    server.forceShutdown();
+  });
+
+  it("a clamped deadline ends every call with the gateway's reason, never the upstream's deadline", async () => {
+    const contexts = Array.from({ length: 20 }, () => createCallContext({ timeoutMs: undefined, maxTimeoutMs: 80, timeoutHeader: "grpc-timeout" }));
+    const pending = contexts.map((ctx) => {
+      const until = Date.now() + 2;
+      while (Date.now() < until);
+      return up.unary(InferenceService.method.listModels, create(ListModelsRequestSchema), { signal: ctx.signal, deadline: ctx.deadline }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    });
+    const errors = await Promise.all(pending);
+    for (const ctx of contexts) ctx.dispose();
+    const messages = new Set(errors.map((e) => (e instanceof GatewayError ? e.message : String(e))));
+    expect([...messages]).toEqual(["deadline exceeded: the gateway's maximum call time of 80ms ran out"]);
   });
 });

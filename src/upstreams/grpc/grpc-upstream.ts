@@ -69,10 +69,13 @@ export class GrpcUpstream {
     for (const [k, v] of Object.entries(call.metadata ?? {})) {
       metadata.set(k, v);
     }
-    const deadline = new Date(Math.min(call.deadline, Date.now() + this.config.timeoutMs));
+    const own = Date.now() + this.config.timeoutMs;
+    const deadline = new Date(Math.min(call.deadline, own));
+    // Whether the call's deadline, not the upstream's own timeout, bounds this call.
+    const callBound = call.deadline <= own;
     const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
     const deserialize = (b: Buffer) => fromBinary(method.output, b);
-    return { path, metadata, deadline, serialize, deserialize };
+    return { path, metadata, deadline, callBound, serialize, deserialize };
   }
 
   /** A unary call; resolves with the answer or rejects with a mapped GatewayError. */
@@ -87,7 +90,7 @@ export class GrpcUpstream {
       const c = this.pick().makeUnaryRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline }, (err, res) => {
         call.signal.removeEventListener("abort", onAbort);
         if (err !== null) {
-          reject(call.signal.aborted ? call.signal.reason : this.mapError(err));
+          this.failure(err, call, p.callBound).then(reject, reject);
         } else {
           resolve(res as MessageShape<M["output"]>);
         }
@@ -112,12 +115,38 @@ export class GrpcUpstream {
         yield message;
       }
     } catch (err) {
-      throw call.signal.aborted ? call.signal.reason : this.mapError(err as grpc.ServiceError);
+      throw await this.failure(err as grpc.ServiceError, call, p.callBound);
     } finally {
       call.signal.removeEventListener("abort", onAbort);
       // A consumer that stops early must not leave the upstream generating.
       stream.cancel();
     }
+  }
+
+  /**
+   * The error a failed call ends with: the caller's reason once its signal aborted (cancel,
+   * deadline); else the mapped upstream status. grpc-js's deadline timer and the call's own are
+   * due at the same moment when the call's deadline bounds the upstream call, and grpc-js's may
+   * fire first (it counts from the wall clock, timers from the event loop's): the call then waits
+   * a little for its own signal, so that the caller is told which deadline ran out (e.g. "the
+   * gateway's maximum call time of 800ms"), not that the upstream did not answer.
+   */
+  private failure(err: grpc.ServiceError, call: GrpcCall, callBound: boolean): Promise<unknown> {
+    if (call.signal.aborted) return Promise.resolve(call.signal.reason);
+    const mapped = this.mapError(err);
+    if (!callBound || mapped.code !== Code.DeadlineExceeded) return Promise.resolve(mapped);
+    return new Promise((resolve) => {
+      const onAbort = () => {
+        clearTimeout(timer);
+        resolve(call.signal.reason);
+      };
+      // A run whose signal is not tied to its deadline (a probe) gets the mapped status.
+      const timer = setTimeout(() => {
+        call.signal.removeEventListener("abort", onAbort);
+        resolve(mapped);
+      }, Math.max(0, call.deadline - Date.now()) + DEADLINE_GRACE_MS);
+      call.signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   /**
@@ -172,6 +201,9 @@ export class GrpcUpstream {
     }
   }
 }
+
+/** How long past its deadline a call waits for its own signal after grpc-js's deadline fired. */
+const DEADLINE_GRACE_MS = 50;
 
 function defaultUpstreamReason(code: Code, given: string | undefined): string {
   switch (code) {

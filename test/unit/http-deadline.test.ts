@@ -105,7 +105,13 @@ describe("gRPC upstream attempt timeouts", () => {
           responseDeserialize: (b: Buffer) => fromBinary(ListModelsResponseSchema, b),
         },
       },
-      { listModels: (call: grpc.ServerUnaryCall<unknown, unknown>) => void held.push(call) },
+      {
+        listModels: (call: grpc.ServerUnaryCall<unknown, unknown>, done: grpc.sendUnaryData<unknown>) => {
+          // Asked to, it answers at once that its own deadline ran out; else it never answers.
+          if (call.metadata.get("x-answer")[0] === "deadline") done({ code: grpc.status.DEADLINE_EXCEEDED, details: "model server timed out" });
+          else held.push(call);
+        },
+      },
     );
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
@@ -131,5 +137,21 @@ describe("gRPC upstream attempt timeouts", () => {
     for (const ctx of contexts) ctx.dispose();
     const messages = new Set(errors.map((e) => (e instanceof GatewayError ? e.message : String(e))));
     expect([...messages]).toEqual(["deadline exceeded: the gateway's maximum call time of 80ms ran out"]);
+  });
+
+  it("an upstream that itself answers DEADLINE_EXCEEDED early is UPSTREAM_TIMEOUT at once, not held to the call's deadline", async () => {
+    const ctx = createCallContext({ timeoutMs: 30_000, maxTimeoutMs: 60_000, timeoutHeader: "grpc-timeout" });
+    const started = Date.now();
+    const err = await up
+      .unary(InferenceService.method.listModels, create(ListModelsRequestSchema), { signal: ctx.signal, deadline: ctx.deadline, metadata: { "x-answer": "deadline" } })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    ctx.dispose();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(err).toBeInstanceOf(GatewayError);
+    expect((err as GatewayError).code).toBe(Code.DeadlineExceeded);
+    expect((err as GatewayError).reason).toBe(Reason.UpstreamTimeout);
   });
 });

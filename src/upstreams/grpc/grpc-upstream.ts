@@ -127,14 +127,17 @@ export class GrpcUpstream {
    * The error a failed call ends with: the caller's reason once its signal aborted (cancel,
    * deadline); else the mapped upstream status. grpc-js's deadline timer and the call's own are
    * due at the same moment when the call's deadline bounds the upstream call, and grpc-js's may
-   * fire first (it counts from the wall clock, timers from the event loop's): the call then waits
-   * a little for its own signal, so that the caller is told which deadline ran out (e.g. "the
+   * fire first (it counts from the wall clock, timers from the event loop's): a DEADLINE_EXCEEDED within
+   * DEADLINE_NEAR_MS of the call's deadline then waits a little for the call's own signal, so that the caller is told which deadline ran out (e.g. "the
    * gateway's maximum call time of 800ms"), not that the upstream did not answer.
    */
   private failure(err: grpc.ServiceError, call: GrpcCall, callBound: boolean): Promise<unknown> {
     if (call.signal.aborted) return Promise.resolve(call.signal.reason);
     const mapped = this.mapError(err);
     if (!callBound || mapped.code !== Code.DeadlineExceeded) return Promise.resolve(mapped);
+    // An upstream that answers DEADLINE_EXCEEDED with time left (its own limit ran out) is an
+    // upstream timeout now, for retries, the breaker and fallbacks to act on.
+    if (call.deadline - Date.now() > DEADLINE_NEAR_MS) return Promise.resolve(mapped);
     return new Promise((resolve) => {
       const onAbort = () => {
         clearTimeout(timer);
@@ -145,6 +148,7 @@ export class GrpcUpstream {
         call.signal.removeEventListener("abort", onAbort);
         resolve(mapped);
       }, Math.max(0, call.deadline - Date.now()) + DEADLINE_GRACE_MS);
+      timer.unref();
       call.signal.addEventListener("abort", onAbort, { once: true });
     });
   }
@@ -204,6 +208,8 @@ export class GrpcUpstream {
 
 /** How long past its deadline a call waits for its own signal after grpc-js's deadline fired. */
 const DEADLINE_GRACE_MS = 50;
+/** How close to the call's deadline a DEADLINE_EXCEEDED must come to be taken as that deadline's. */
+const DEADLINE_NEAR_MS = 20;
 
 function defaultUpstreamReason(code: Code, given: string | undefined): string {
   switch (code) {

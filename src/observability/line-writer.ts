@@ -23,28 +23,58 @@ export interface LineWriterOptions {
 export interface LineWriter {
   /** Queues one line (with its newline). Written within flushAfterMs, or at once past batchBytes. */
   write(line: string): void;
-  /** Writes everything that waits, now (bounded by maxBlockMs on a full destination). */
+  /** Writes everything that waits, now (bounded by maxBlockMs on a full destination, not at all once stalled). */
   flush(): void;
-  /** Lines dropped so far: over maxPendingBytes, failed writes, or after the destination broke. */
+  /** The last flush, at exit: waits up to maxBlockMs even when stalled; what is still not written counts as dropped. */
+  end(): void;
+  /** Lines dropped so far: over maxPendingBytes, failed writes, after the destination broke, or left at end(). */
   readonly dropped: number;
   /** The destination is gone (EPIPE, EBADF): nothing more is written. */
   readonly broken: boolean;
 }
 
+/** A sealed batch waiting to be written; a report item's bytes are made when it is written. */
+interface Item {
+  buf: Buffer;
+  /** Its bytes as counted in `queued` (a report's count nothing). */
+  size: number;
+  /** Prefixed with a newline that ends a line torn by a failed write. */
+  prefixed?: boolean;
+  /** The report of a gap (lines dropped just before this point); `count` once made. */
+  report?: boolean;
+  count?: number;
+}
+
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const NEWLINE = 0x0a;
+const EMPTY = Buffer.alloc(0);
+
+/** How many lines of `buf` end at or after `from` (each line ends with a newline). */
+function linesFrom(buf: Buffer, from: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(NEWLINE, from); i !== -1; i = buf.indexOf(NEWLINE, i + 1)) n++;
+  return n;
+}
 
 /**
  * Log lines to a file descriptor (stdout), batched: one write(2) per batch instead of one per
- * line. Writes are synchronous, so a reader that falls behind slows the process rather than
- * growing its memory, and nothing that waits is lost on exit. Unlike a plain synchronous stream it
- * never takes the process down and never freezes it for good:
+ * line. Writes are synchronous, so nothing that waits is lost on exit, and a reader that falls a
+ * little behind slows the process for a moment rather than growing its memory. It never takes the
+ * process down, and on a non-blocking destination it never freezes it for long:
  *
- * - a full non-blocking destination (EAGAIN) is waited for, at most `maxBlockMs` (a slow reader
- *   gets back-pressure); past that, what is left waits for the next flushes, which do not block
- *   until the destination takes bytes again, up to `maxPendingBytes`, past which new lines are
- *   dropped and counted (the count is written as a warning line once lines get through again);
- * - a destination that is gone (EPIPE, EBADF) stops the writing; any other write error drops that
- *   batch. No error ever escapes to the caller (a log line must not fail a call).
+ * - a full non-blocking destination (EAGAIN) is waited for, at most `maxBlockMs` per flush (a
+ *   reader that keeps up but lags gets back-pressure); past that the writer is *stalled*: what is
+ *   left waits for later flushes, which write what the destination takes without waiting, until
+ *   everything that waited is written; up to `maxPendingBytes` wait, past which new lines are
+ *   dropped and counted, and a warning line saying how many is written where the gap is;
+ * - a destination that is gone (EPIPE, EBADF) stops the writing; any other write error (ENOSPC,
+ *   EIO) drops the lines of that batch not yet written (a line torn by it is ended with a newline,
+ *   so the next line starts on its own). No error ever escapes to the caller (a log line must not
+ *   fail a call).
+ *
+ * On a blocking descriptor (a pipe whose O_NONBLOCK is clear) write(2) itself waits for the reader
+ * and none of the above applies: the logger (src/observability/logger.ts) makes a stdout pipe or
+ * socket non-blocking for that reason.
  */
 export function createLineWriter(fd: number, options: LineWriterOptions = {}): LineWriter {
   const batchBytes = options.batchBytes ?? 4096;
@@ -59,14 +89,18 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
   let batch: string[] = [];
   let batchSize = 0;
   /** Sealed batches not yet written (the first from `offset` on), and their size in bytes. */
-  const queue: { buf: Buffer; lines: number }[] = [];
+  const queue: Item[] = [];
   let queued = 0;
   let offset = 0;
   let timer: NodeJS.Timeout | undefined;
   let dropped = 0;
   let reported = 0;
+  /** A report item waits in the queue for the gap now open. */
+  let gapOpen = false;
+  /** A failed write left a line without its end: the next batch starts with a newline. */
+  let torn = false;
   let broken = false;
-  /** A flush gave up on a full destination: until it takes bytes again, flushes do not wait. */
+  /** A flush gave up on a full destination: until all that waits is written, flushes do not wait. */
   let stalled = false;
 
   const arm = () => {
@@ -75,73 +109,116 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
 
   const seal = () => {
     if (batch.length === 0) return;
-    queue.push({ buf: Buffer.from(batch.length === 1 ? batch[0]! : batch.join(""), "utf8"), lines: batch.length });
-    queued += batchSize;
+    const buf = Buffer.from(batch.length === 1 ? batch[0]! : batch.join(""), "utf8");
+    queue.push({ buf, size: buf.length });
+    queued += buf.length;
     batch = [];
     batchSize = 0;
   };
 
-  /** Writes the sealed batches, in order, each with as few write(2) calls as the destination allows. */
+  /** Lines were dropped here: a report of them goes here in the queue, after what came before. */
+  const gap = (at: number) => {
+    if (gapOpen) return;
+    gapOpen = true;
+    queue.splice(at, 0, { buf: EMPTY, size: 0, report: true });
+  };
+
+  /** Makes the report item's line (or empties it when there is nothing to say). */
+  const makeReport = (item: Item) => {
+    gapOpen = false;
+    item.count = dropped - reported;
+    reported = dropped;
+    if (item.count > 0) {
+      const line = { level: 40, time: now(), service: "infergate", dropped: item.count, msg: "log lines were dropped: stdout did not take them" };
+      item.buf = Buffer.from(`${JSON.stringify(line)}\n`, "utf8");
+    }
+  };
+
+  /** Writes the sealed items, in order, each with as few write(2) calls as the destination allows. */
   function drain(): void {
-    let blockedSince: number | undefined;
+    const started = now();
     while (queue.length > 0) {
       const head = queue[0]!;
-      try {
-        const n = write(head.buf, offset);
-        offset += n;
-        if (n > 0) {
-          stalled = false;
-          blockedSince = undefined;
+      if (offset === 0) {
+        if (head.report && head.count === undefined) makeReport(head);
+        if (torn && !head.prefixed && head.buf.length > 0) {
+          head.buf = Buffer.concat([Buffer.of(NEWLINE), head.buf]);
+          head.prefixed = true;
         }
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === "EAGAIN" || code === "EWOULDBLOCK" || code === "EBUSY") {
-          blockedSince ??= now();
-          if (!stalled && now() - blockedSince < maxBlockMs) {
-            sleep(10);
-            continue;
+      }
+      if (offset < head.buf.length) {
+        try {
+          const n = write(head.buf, offset);
+          if (n <= 0) throw Object.assign(new Error("nothing written"), { code: "EAGAIN" });
+          if (offset === 0) torn = false;
+          offset += n;
+          if (offset < head.buf.length) continue;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === "EAGAIN" || code === "EWOULDBLOCK" || code === "EBUSY") {
+            if (!stalled && now() - started < maxBlockMs) {
+              sleep(10);
+              continue;
+            }
+            // Still full: keep the rest for a later flush rather than block any longer, and do
+            // not block again until all that waits is written (a slow reader must not freeze us).
+            stalled = true;
+            arm();
+            return;
           }
-          // Still full: keep the rest for a later flush rather than block any longer, and do not
-          // block again until the destination takes bytes (a stalled reader must not freeze us).
-          stalled = true;
-          arm();
-          return;
+          if (code === "EPIPE" || code === "EBADF") {
+            // Gone: nothing more can be written.
+            broken = true;
+            dropAll();
+            return;
+          }
+          // Failing (ENOSPC, EIO): the lines of this item not yet written are lost; the next
+          // items are tried. A report that fails is owed again with the next one.
+          if (head.report) {
+            reported -= head.count ?? 0;
+          } else {
+            const lost = linesFrom(head.buf, Math.max(offset, head.prefixed ? 1 : 0));
+            dropped += lost;
+            if (lost > 0) gap(1);
+          }
+          if (offset > 0 && head.buf[offset - 1] !== NEWLINE) torn = true;
+          offset = head.buf.length;
         }
-        if (code === "EPIPE" || code === "EBADF") {
-          // Gone: nothing more can be written.
-          broken = true;
-          for (const q of queue) dropped += q.lines;
-          dropped += batch.length;
-          queue.length = 0;
-          queued = 0;
-          batch = [];
-          batchSize = 0;
-          return;
-        }
-        // Failing (ENOSPC, EIO): this batch is lost; the next ones are tried.
-        dropped += head.lines;
-        offset = head.buf.length;
       }
-      if (offset >= head.buf.length) {
-        queue.shift();
-        queued -= head.buf.length;
-        offset = 0;
-      }
+      queue.shift();
+      queued -= head.size;
+      offset = 0;
     }
+    // Everything that waited is written: a later full destination is waited for again.
+    stalled = false;
+  }
+
+  /** Lines queued or batched and not yet (wholly) written. */
+  function pendingLines(): number {
+    let n = batch.length;
+    queue.forEach((item, i) => {
+      if (!item.report) n += linesFrom(item.buf, i === 0 ? Math.max(offset, item.prefixed ? 1 : 0) : item.prefixed ? 1 : 0);
+    });
+    return n;
+  }
+
+  /** Everything that waits is given up on, and counted. */
+  function dropAll(): void {
+    dropped += pendingLines();
+    queue.length = 0;
+    queued = 0;
+    offset = 0;
+    batch = [];
+    batchSize = 0;
   }
 
   function flush(): void {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
     if (broken) return;
-    if (dropped > reported && !stalled) {
-      // Said before the lines that follow the gap.
-      const report = `${JSON.stringify({ level: 40, time: now(), service: "infergate", dropped: dropped - reported, msg: "log lines were dropped: stdout did not take them" })}\n`;
-      batch.unshift(report);
-      batchSize += report.length;
-      reported = dropped;
-    }
     seal();
+    // Drops not yet reported and no report waiting (the last one failed to be written): one more.
+    if (dropped > reported && !gapOpen) gap(offset > 0 ? 1 : 0);
     drain();
   }
 
@@ -154,6 +231,9 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
       const size = Buffer.byteLength(line, "utf8");
       if (queued + batchSize + size > maxPendingBytes) {
         dropped++;
+        // The lines before the gap, then its report, then the lines after it.
+        seal();
+        gap(queue.length);
         arm();
         return;
       }
@@ -172,6 +252,15 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
       if (batch.length > 0 || queue.length > 0) arm();
     },
     flush,
+    end(): void {
+      if (broken) return;
+      stalled = false;
+      flush();
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      // The process is exiting: what the destination did not take is lost.
+      dropAll();
+    },
     get dropped() {
       return dropped;
     },

@@ -1,7 +1,23 @@
+import { fstatSync } from "node:fs";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { createLineWriter } from "./line-writer.js";
 
 let stdout: (DestinationStream & { flush(): void }) | undefined;
+
+/**
+ * A pipe or socket inherited as stdout is usually blocking: a reader that stops reading would
+ * then freeze the process in write(2) for good. Node's own stdout stream, once made, sets such a
+ * descriptor non-blocking (libuv opens it so), which lets the line writer see EAGAIN, wait a
+ * bounded time and then keep or drop lines instead. A file or a terminal is left as it is.
+ */
+function makeNonBlocking(fd: number): void {
+  try {
+    const stat = fstatSync(fd);
+    if (fd === 1 && (stat.isFIFO() || stat.isSocket())) void process.stdout;
+  } catch {
+    // No stdout at all (closed): the writer finds out on its first write.
+  }
+}
 
 /**
  * stdout, batched (src/observability/line-writer.ts): one write(2) per 4 KiB (PIPE_BUF, so
@@ -14,8 +30,9 @@ let stdout: (DestinationStream & { flush(): void }) | undefined;
  */
 function bufferedStdout(): DestinationStream & { flush(): void } {
   if (stdout !== undefined) return stdout;
+  makeNonBlocking(1);
   const writer = createLineWriter(1);
-  process.on("exit", () => writer.flush());
+  process.on("exit", () => writer.end());
   stdout = { write: (line: string) => writer.write(line), flush: () => writer.flush() };
   return stdout;
 }

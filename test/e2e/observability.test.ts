@@ -99,4 +99,28 @@ describe("a log reader that goes away", () => {
     }
     expect(own.stderr).not.toMatch(/EPIPE|Error/);
   });
+
+  it("a reader that stops reading does not freeze the process: calls go on being answered", async () => {
+    const own = await startProcess();
+    try {
+      // The reader stops: the pipe (64 KiB) and the reader's buffer fill with log lines, and then
+      // every write(2) to stdout finds it full.
+      own.proc.stdout!.pause();
+      const client = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${own.grpcAddress}` }));
+      const started = Date.now();
+      // Each call logs a line and each unknown model a warning, written at once: well over
+      // 200 KiB of log lines in all.
+      for (let i = 0; i < 400; i++) {
+        const res = await client.chat({ model: "mock-chat", messages: msg(`call ${i} ${"y".repeat(200)}`) }, { timeoutMs: 5_000 });
+        expect(res.message?.content[0]?.part.value).toContain(`call ${i}`);
+        await expect(client.chat({ model: "nope", messages: msg("x") }, { timeoutMs: 5_000 })).rejects.toThrow(/nope/);
+      }
+      // At most one flush waited (a second), then the writer stopped waiting for this reader.
+      expect(Date.now() - started).toBeLessThan(20_000);
+    } finally {
+      own.proc.stdout!.resume();
+      expect(await own.stop()).toBe(0);
+    }
+    expect(own.stderr).not.toMatch(/Error/);
+  }, 60_000);
 });

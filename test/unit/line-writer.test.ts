@@ -175,4 +175,128 @@ describe("line writer", () => {
     expect(d.out).not.toContain(line(1));
     expect(w.dropped).toBe(1);
   });
+
+  it("a write that fails part-way (ENOSPC) ends the torn line with a newline and counts only the lines not wholly written", () => {
+    const { d, options } = destination();
+    let calls = 0;
+    w = createLineWriter(1, {
+      ...options,
+      write: (buf, offset) => {
+        // The first write takes 30 bytes, the second fails: line 1 is whole, line 2 is torn.
+        if (++calls === 1) {
+          d.mode = "ok";
+          return options.write(buf.subarray(0, offset + 30), offset);
+        }
+        if (calls === 2) throw errno("ENOSPC");
+        return options.write(buf, offset);
+      },
+    });
+    const first = line(1, 2);
+    expect(first.length).toBeLessThan(30);
+    w.write(first);
+    w.write(line(2, 40));
+    w.write(line(3, 40));
+    w.flush();
+    expect(w.dropped).toBe(2);
+    w.write(line(4));
+    w.flush();
+    const lines = d.out.split("\n");
+    // Line 1 whole; a piece of line 2 alone on its line; the report; line 4 on a line of its own.
+    expect(lines[0]).toBe(first.trimEnd());
+    expect(line(2, 40).startsWith(lines[1]!)).toBe(true);
+    expect(JSON.parse(lines[2]!)).toMatchObject({ level: 40, dropped: 2 });
+    expect(lines[3]).toBe(line(4).trimEnd());
+    expect(lines[4]).toBe("");
+  });
+
+  it("the report of a gap stands where the gap is, and no write it joins is longer than a batch", () => {
+    const { d, options } = destination();
+    const sizes: number[] = [];
+    w = createLineWriter(1, {
+      ...options,
+      maxPendingBytes: 8_000,
+      maxBlockMs: 50,
+      write: (buf, offset) => {
+        sizes.push(buf.length - offset);
+        return options.write(buf, offset);
+      },
+    });
+    d.mode = "EAGAIN";
+    for (let i = 1; i <= 40; i++) w.write(line(i, 400)); // about 17 fit; the rest are dropped
+    w.flush();
+    const dropped = w.dropped;
+    expect(dropped).toBeGreaterThan(10);
+    d.mode = "ok";
+    w.write(line(100)); // after the gap: written after its report
+    w.flush();
+    let got = d.out.trim().split("\n").map((l) => JSON.parse(l) as { i?: number; dropped?: number });
+    const at = got.findIndex((r) => r.dropped !== undefined);
+    expect(got[at]!.dropped).toBe(dropped);
+    expect(got.slice(0, at).map((r) => r.i)).toEqual(Array.from({ length: 40 - dropped }, (_, k) => k + 1));
+    expect(got.slice(at + 1).map((r) => r.i)).toEqual([100]);
+    // A batch lost to a failing write, then one nearly 4096 bytes long: the report is not joined to it.
+    d.mode = "ENOSPC";
+    w.write(line(101));
+    w.flush();
+    d.mode = "ok";
+    w.write(line(102, 4_060));
+    w.flush();
+    got = d.out.trim().split("\n").map((l) => JSON.parse(l) as { i?: number; dropped?: number });
+    expect(got.slice(-2)).toMatchObject([{ dropped: 1 }, { i: 102 }]);
+    expect(Buffer.byteLength(line(102, 4_060))).toBeGreaterThan(4_050);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(4096);
+  });
+
+  it("a reader that trickles after a stall is not waited for again until all that waited is written", () => {
+    const { d, options } = destination();
+    let budget = 0;
+    w = createLineWriter(1, {
+      ...options,
+      maxBlockMs: 1_000,
+      // The reader takes `budget` bytes, then is full.
+      write: (buf, offset) => {
+        if (budget === 0) throw errno("EAGAIN");
+        const n = Math.min(budget, buf.length - offset);
+        budget -= n;
+        return options.write(buf.subarray(0, offset + n), offset);
+      },
+    });
+    for (let i = 1; i <= 30; i++) w.write(line(i, 400));
+    w.flush();
+    expect(d.clock).toBeGreaterThanOrEqual(1_000);
+    const sleeps = d.sleeps;
+    for (let k = 0; k < 20; k++) {
+      budget = 100;
+      w.flush();
+    }
+    // Each flush wrote what the reader took and did not wait for more.
+    expect(d.sleeps).toBe(sleeps);
+    expect(d.out.length).toBe(2_000);
+    // Caught up, the writer waits for a full reader again.
+    budget = Number.MAX_SAFE_INTEGER;
+    w.flush();
+    budget = 0;
+    w.write(line(31));
+    w.flush();
+    expect(d.sleeps).toBeGreaterThan(sleeps);
+    budget = Number.MAX_SAFE_INTEGER;
+    w.flush();
+    expect(w.dropped).toBe(0);
+    expect(d.out.trim().split("\n")).toHaveLength(31);
+  });
+
+  it("end() at exit waits once more even when stalled, and counts what is still not written", () => {
+    const { d, options } = destination();
+    w = createLineWriter(1, { ...options, maxBlockMs: 200 });
+    d.mode = "EAGAIN";
+    w.write(line(1));
+    w.flush();
+    const clock = d.clock;
+    w.write(line(2));
+    w.write(line(3));
+    w.end();
+    expect(d.clock - clock).toBeGreaterThanOrEqual(200);
+    expect(w.dropped).toBe(3);
+    w = undefined;
+  });
 });

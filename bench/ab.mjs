@@ -124,7 +124,7 @@ try {
   for (const [i, b] of o.build.entries()) {
     const profDir = join(outDir, `prof-${i}`);
     rmSync(profDir, { recursive: true, force: true });
-    const nodeArgs = o["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [];
+    const nodeArgs = o["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", profDir, ...(process.env.BENCH_PROF_INTERVAL_US ? ["--cpu-prof-interval", process.env.BENCH_PROF_INTERVAL_US] : [])] : [];
     // DIR or DIR,NAME=VALUE,…: environment variables for that process (e.g. INFERGATE_LOG_LEVEL=warn).
     const [spec, ...envs] = b.split(",");
     const dir = spec.startsWith("rev:") ? buildRevision(spec.slice(4)) : spec;

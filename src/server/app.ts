@@ -207,6 +207,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     shutdownController.abort();
     grpcServer.forceShutdown();
     http.destroy();
+    // The records of the last calls (see onCall) are at most two immediates away: let them run.
+    await new Promise<void>((resolve) => setImmediate(afterNextTurn, resolve, undefined));
     await Promise.all([...upstreams.values(), ...retiring].map(closeUpstream));
     await admin.close();
     await shared.close();

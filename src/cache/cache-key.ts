@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
@@ -66,12 +66,56 @@ function keyOf<D extends DescMessage>(schema: D, message: MessageShape<D>, scope
 }
 
 /**
+ * Digests (SHA-256) of the wire bytes requests were decoded from, as the gRPC listener received
+ * them. Valid only while the message is not changed (nothing below the listener changes a request:
+ * a session's turn is a new message, without a digest here). Taken when the request is decoded,
+ * so that its bytes are not kept (a small one is a slice of a shared 8 KiB pool buffer).
+ */
+const receivedDigests = new WeakMap<object, string>();
+
+/** Largest request digested (0.4 µs for 66 bytes, 3 µs for 4 KiB, 11 µs at this bound). */
+const maxDigestedBytes = 16 * 1024;
+
+/** Records the digest of the bytes `message` was decoded from (see receivedDigests). */
+export function rememberReceivedBytes(message: object, bytes: Uint8Array): void {
+  if (bytes.length <= maxDigestedBytes) receivedDigests.set(message, hash("sha256", bytes, "base64"));
+}
+
+/**
+ * Keys of requests seen lately, by their scope and a digest of the bytes they were received as:
+ * the same bytes decode to the same request, hence the same key. A repeated request (the kind a
+ * cache hit is made of) then costs the SHA-256 of its bytes instead of a canonical re-encoding
+ * (toBinary, map sorting and the hash: 9 of a hit's µs). Bounded; the oldest entry goes first.
+ */
+const recentKeys = new Map<string, string>();
+const maxRecentKeys = 4096;
+
+function keyFor(req: object, scope: KeyScope, compute: () => string): string {
+  const digest = receivedDigests.get(req);
+  if (digest === undefined) return compute();
+  // Length-prefixed parts: no two different scopes give the same id.
+  let id = digest;
+  for (const part of [scope.rpc, scope.model, scope.version, scope.tenant, ...scope.keyMetadata]) id += `${part.length}:${part}`;
+  let key = recentKeys.get(id);
+  if (key === undefined) {
+    key = compute();
+    if (recentKeys.size >= maxRecentKeys) recentKeys.delete(recentKeys.keys().next().value!);
+    recentKeys.set(id, key);
+  }
+  return key;
+}
+
+/**
  * The cache key of a Chat or Generate request: SHA-256 over the scope and the canonical binary
  * form of the request without its non-semantic fields (cache_policy, metadata, session_id — a
  * session's history is already in `messages` when the key is taken). Everything else changes the
  * key, and proto3 `optional` keeps "unset" apart from 0 on the wire.
  */
 export function chatCacheKey(req: ChatInput, scope: KeyScope): string {
+  return keyFor(req, scope, () => canonicalChatKey(req, scope));
+}
+
+function canonicalChatKey(req: ChatInput, scope: KeyScope): string {
   // GenerateRequest has the same fields and numbers as ChatRequest: one canonical form for both.
   const c = {
     ...req,
@@ -86,6 +130,10 @@ export function chatCacheKey(req: ChatInput, scope: KeyScope): string {
 
 /** The cache key of a Predict request (without cache_policy, metadata and the caller's id). */
 export function predictCacheKey(req: PredictRequest, scope: KeyScope): string {
+  return keyFor(req, scope, () => canonicalPredictKey(req, scope));
+}
+
+function canonicalPredictKey(req: PredictRequest, scope: KeyScope): string {
   const c = { ...req, cachePolicy: CachePolicy.UNSPECIFIED, metadata: {}, id: "", model: "" };
   return keyOf(PredictRequestSchema, c, scope, req.metadata);
 }

@@ -1,10 +1,10 @@
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CachePolicy, Role, ToolChoiceMode } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, GenerateRequestSchema, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
-import { chatCacheKey, type KeyScope, predictCacheKey } from "../../src/cache/cache-key.js";
+import { chatCacheKey, type KeyScope, predictCacheKey, rememberReceivedBytes } from "../../src/cache/cache-key.js";
 import { storedSize, ResponseStore } from "../../src/cache/response-store.js";
 import { createCacheStats } from "../../src/cache/cache-stats.js";
 
@@ -162,6 +162,58 @@ describe("cache key", () => {
     for (const v of variants) {
       expect(predictCacheKey(create(PredictRequestSchema, v), s)).not.toBe(k);
     }
+  });
+});
+
+describe("cache key of a request received as bytes (the gRPC listener's)", () => {
+  /** The request decoded from `bytes`, with the digest of those bytes remembered. */
+  const received = (bytes: Uint8Array) => {
+    const m = fromBinary(ChatRequestSchema, bytes);
+    rememberReceivedBytes(m, bytes);
+    return m;
+  };
+
+  it("is the canonical key, also for bytes in another field order and for the second time they come", () => {
+    fc.assert(
+      fc.property(chatArb, (a) => {
+        const req = chat(a);
+        const canonical = chatCacheKey(req, scope);
+        // The same request, encoded with its messages after its scalar fields and before them:
+        // different bytes, one request.
+        const { messages, ...rest } = req;
+        const tail = toBinary(ChatRequestSchema, create(ChatRequestSchema, { messages }));
+        const head = toBinary(ChatRequestSchema, create(ChatRequestSchema, { ...rest, messages: [] }));
+        const forward = new Uint8Array([...head, ...tail]);
+        const backward = new Uint8Array([...tail, ...head]);
+        for (const bytes of [forward, backward, forward, backward]) {
+          expect(chatCacheKey(received(bytes), scope)).toBe(canonical);
+        }
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  it("changes with the scope for the same bytes: version, model, tenant, rpc, keyed metadata", () => {
+    const bytes = toBinary(ChatRequestSchema, create(ChatRequestSchema, { model: "m", temperature: 0, metadata: { team: "a" } }));
+    const scopes: KeyScope[] = [
+      scope,
+      { ...scope, version: "2" },
+      { ...scope, model: "n" },
+      { ...scope, tenant: "t" },
+      { ...scope, rpc: "generate" },
+      { ...scope, keyMetadata: ["team"] },
+    ];
+    const keys = scopes.map((s) => chatCacheKey(received(bytes), s));
+    expect(new Set(keys).size).toBe(scopes.length);
+    scopes.forEach((s, i) => expect(keys[i]).toBe(chatCacheKey(fromBinary(ChatRequestSchema, bytes), s)));
+  });
+
+  it("changes with the bytes' meaning: one field of a request seen before", () => {
+    const one = toBinary(ChatRequestSchema, create(ChatRequestSchema, { model: "m", temperature: 0, messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "hi" } }] }] }));
+    const other = toBinary(ChatRequestSchema, create(ChatRequestSchema, { model: "m", temperature: 0, messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "ho" } }] }] }));
+    const k1 = chatCacheKey(received(one), scope);
+    expect(chatCacheKey(received(other), scope)).not.toBe(k1);
+    expect(chatCacheKey(received(one), scope)).toBe(k1);
   });
 });
 

@@ -19,7 +19,7 @@ import {
   type PredictResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CapabilityName } from "../config/schema.js";
-import type { CallContext } from "../resilience/deadline.js";
+import { type CallContext, throwIfAborted } from "../resilience/deadline.js";
 import { ConcurrencyLimit } from "../resilience/concurrency-limit.js";
 import { allowsFallback } from "../resilience/failure-policy.js";
 import { type LinkedAbort, linkedAbort } from "../resilience/linked-abort.js";
@@ -238,7 +238,10 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     live.add(link);
     // A Proxy rather than a copy: admission writes ctx.tenant, which the ingress and the call
     // report read on the original.
-    const view = new Proxy(ctx, { get: (target, key) => (key === "signal" ? link.signal : Reflect.get(target, key)) });
+    // isAborted would not see the link's abort: the view has none (its signal is read instead).
+    const view = new Proxy(ctx, {
+      get: (target, key) => (key === "signal" ? link.signal : key === "isAborted" ? undefined : Reflect.get(target, key)),
+    });
     return {
       ctx: view,
       end() {
@@ -259,7 +262,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     const g = enter(limited);
     const { ctx, end } = scoped(outer);
     try {
-      ctx.signal.throwIfAborted();
+      throwIfAborted(ctx);
       await admitCall(g.runtime.admit, rpc, model, ctx);
       return await op(ctx, g.runtime.router);
     } catch (err) {
@@ -356,7 +359,14 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   }
 
 
-  const caller = (ctx: CallContext): CacheCaller => ({ signal: ctx.signal, deadline: ctx.deadline, tenant: ctx.tenant });
+  // The signal is read only when the cache goes upstream (a hit never needs it; see isAborted).
+  const caller = (ctx: CallContext): CacheCaller => ({
+    get signal() {
+      return ctx.signal;
+    },
+    deadline: ctx.deadline,
+    tenant: ctx.tenant,
+  });
 
   /** The upstream's stream for one run: stamped, cut at the final event, truncation an error. */
   async function* upstreamEvents(
@@ -445,7 +455,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         ctx.responseHeaders[cacheHeader] = outcome;
         ctx.responseHeaders[servedByHeader] = `${value.model}/${value.upstream}`;
         // A caller that left meanwhile gets no answer: its turn is not recorded either.
-        ctx.signal.throwIfAborted();
+        throwIfAborted(ctx);
         await turn?.commit(value.message);
         return value;
       }));
@@ -462,7 +472,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         g = enter(true);
         scope = scoped(outer);
         const ctx = scope.ctx;
-        ctx.signal.throwIfAborted();
+        throwIfAborted(ctx);
         await admitCall(g.runtime.admit, "Generate", req.model, ctx);
         const route = g.runtime.router.resolve(req.model, "generate");
         validateChatInput(req);
@@ -486,7 +496,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           source = replayed;
         }
         for await (const event of source) {
-          ctx.signal.throwIfAborted();
+          throwIfAborted(ctx);
           if (ttftMs === undefined) {
             ttftMs = performance.now() - started;
             const origin = streamOrigin.get(event);
@@ -496,7 +506,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
             // The turn is recorded before the final event goes out: a stream that ends without
             // it (this one, if recording fails) has failed, and failures leave the session alone.
             if (turn !== undefined) {
-              ctx.signal.throwIfAborted();
+              throwIfAborted(ctx);
               await turn.commit(answer?.message());
             }
             final = event.event.value;

@@ -37,6 +37,17 @@ export interface CallContext {
    * each call, which costs an AbortSignal and a listener per call.
    */
   readonly abort?: (reason: unknown) => void;
+  /**
+   * Whether `signal` has aborted, without making the signal: createCallContext's contexts make
+   * theirs only when something asks for it (an AbortSignal costs several µs, and a cache hit
+   * never needs one). Read it through `throwIfAborted`.
+   */
+  readonly isAborted?: () => boolean;
+}
+
+/** `ctx.signal.throwIfAborted()`, without making the signal of a context that has none yet. */
+export function throwIfAborted(ctx: CallContext): void {
+  if (ctx.isAborted === undefined || ctx.isAborted()) ctx.signal.throwIfAborted();
 }
 
 /** Upstream attempts one call made (fallbacks included) and the endpoint of the last one. */
@@ -100,6 +111,7 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
       clientTimeout !== undefined && clientTimeout <= init.maxTimeoutMs
         ? `deadline exceeded: the call's ${init.timeoutHeader} of ${timeoutMs}ms ran out`
         : `deadline exceeded: the gateway's maximum call time of ${timeoutMs}ms ran out`;
+    aborted = true;
     controller.abort(
       new GatewayError(Code.DeadlineExceeded, message, {
         reason: Reason.DeadlineExceeded,
@@ -110,8 +122,13 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
   }, Math.max(0, timeoutMs - margin));
   timer.unref();
   let over = false;
+  // Node makes a controller's AbortSignal when it is first asked for (or aborted).
+  let aborted = false;
   return {
-    signal: controller.signal,
+    get signal() {
+      return controller.signal;
+    },
+    isAborted: () => aborted,
     deadline,
     headers: init.headers ?? {},
     tenant: "",
@@ -129,10 +146,12 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
       // error with its stack, and its listeners, on every call).
       if (over) return;
       clearTimeout(timer);
+      aborted = true;
       controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
     },
     abort: (reason) => {
       clearTimeout(timer);
+      aborted = true;
       controller.abort(reason);
     },
   };

@@ -134,10 +134,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
 
   let generation: Generation = { runtime: { router, admit }, calls: 0 };
 
-  async function admitCall(admit: Admission | undefined, rpc: CallRecord["rpc"], model: string, ctx: CallContext): Promise<void> {
-    if (admit !== undefined) {
-      await admit({ rpc, model, ctx });
-    }
+  /** Runs admission; a promise only when admission gave one (undefined: admitted, go on now). */
+  function admitCall(admit: Admission | undefined, rpc: CallRecord["rpc"], model: string, ctx: CallContext): void | Promise<void> {
+    return admit?.({ rpc, model, ctx });
   }
 
   /** Reports a finished call to the observer. */
@@ -263,7 +262,8 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     const { ctx, end } = scoped(outer);
     try {
       throwIfAborted(ctx);
-      await admitCall(g.runtime.admit, rpc, model, ctx);
+      const admitted = admitCall(g.runtime.admit, rpc, model, ctx);
+      if (admitted !== undefined) await admitted;
       return await op(ctx, g.runtime.router);
     } catch (err) {
       throw failed(abortReasonOr(ctx, err));
@@ -473,7 +473,8 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         scope = scoped(outer);
         const ctx = scope.ctx;
         throwIfAborted(ctx);
-        await admitCall(g.runtime.admit, "Generate", req.model, ctx);
+        const admitted = admitCall(g.runtime.admit, "Generate", req.model, ctx);
+        if (admitted !== undefined) await admitted;
         const route = g.runtime.router.resolve(req.model, "generate");
         validateChatInput(req);
         const turn = req.sessionId === "" ? undefined : await sessions?.open(req, ctx.tenant);

@@ -53,11 +53,30 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
     });
   }
 
+  /** The buckets of a set of limits, made once per set (config objects do not change). */
+  const specsOf = new WeakMap<LimitsConfig, { req?: BucketSpec; tok?: BucketSpec }>();
   function specs(limits: LimitsConfig): { req?: BucketSpec; tok?: BucketSpec } {
-    return {
-      ...(limits.requestsPerMinute === undefined ? {} : { req: { capacity: limits.requestsPerMinute, perMinute: limits.requestsPerMinute } }),
-      ...(limits.tokensPerMinute === undefined ? {} : { tok: { capacity: limits.tokensPerMinute, perMinute: limits.tokensPerMinute } }),
-    };
+    let s = specsOf.get(limits);
+    if (s === undefined) {
+      s = {
+        ...(limits.requestsPerMinute === undefined ? {} : { req: { capacity: limits.requestsPerMinute, perMinute: limits.requestsPerMinute } }),
+        ...(limits.tokensPerMinute === undefined ? {} : { tok: { capacity: limits.tokensPerMinute, perMinute: limits.tokensPerMinute } }),
+      };
+      specsOf.set(limits, s);
+    }
+    return s;
+  }
+
+  async function take(tenant: string, req: BucketSpec | undefined, tok: BucketSpec | undefined): Promise<void> {
+    if (tok !== undefined) {
+      // A caller in token debt waits until it is repaid; its usage is charged after each call.
+      const t = await store.take(`tok:${tenant}`, tok, 0);
+      if (!t.ok) throw limited(tenant, t.retryAfterMs, `${tok.perMinute} tokens`);
+    }
+    if (req !== undefined) {
+      const r = await store.take(`req:${tenant}`, req, 1);
+      if (!r.ok) throw limited(tenant, r.retryAfterMs, `${req.perMinute} requests`);
+    }
   }
 
   function limited(tenant: string, retryAfterMs: number, what: string): GatewayError {
@@ -69,31 +88,27 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
     });
   }
 
+  async function admitCaller({ rpc, model, ctx }: Parameters<Admission>[0]): Promise<void> {
+    const caller = identify(ctx.headers, ctx.peerCommonName);
+    ctx.tenant = caller.name;
+    if (rpc !== "ListModels" && rpc !== "DeleteSession" && !caller.models.some((g) => globMatch(g, model))) {
+      throw new GatewayError(Code.PermissionDenied, `this caller may not use model "${model.slice(0, 200)}"`, {
+        reason: Reason.ModelNotAllowed,
+        metadata: { model: model.slice(0, 200) },
+      });
+    }
+    const { req, tok } = specs(caller.limits ?? defaults);
+    await take(caller.name, req, tok);
+  }
+
   return {
     rejected,
-    async admit({ rpc, model, ctx }) {
-      let caller: Caller | undefined;
-      if (auth.enabled) {
-        caller = identify(ctx.headers, ctx.peerCommonName);
-        ctx.tenant = caller.name;
-        if (rpc !== "ListModels" && rpc !== "DeleteSession" && !caller.models.some((g) => globMatch(g, model))) {
-          throw new GatewayError(Code.PermissionDenied, `this caller may not use model "${model.slice(0, 200)}"`, {
-            reason: Reason.ModelNotAllowed,
-            metadata: { model: model.slice(0, 200) },
-          });
-        }
-      }
-      const tenant = caller?.name ?? anonymous;
-      const { req, tok } = specs(caller?.limits ?? defaults);
-      if (tok !== undefined) {
-        // A caller in token debt waits until it is repaid; its usage is charged after each call.
-        const t = await store.take(`tok:${tenant}`, tok, 0);
-        if (!t.ok) throw limited(tenant, t.retryAfterMs, `${tok.perMinute} tokens`);
-      }
-      if (req !== undefined) {
-        const r = await store.take(`req:${tenant}`, req, 1);
-        if (!r.ok) throw limited(tenant, r.retryAfterMs, `${req.perMinute} requests`);
-      }
+    // With auth off and no default limits there is nothing to wait for: no promise at all.
+    admit(call) {
+      if (auth.enabled) return admitCaller(call);
+      const { req, tok } = specs(defaults);
+      if (req === undefined && tok === undefined) return;
+      return take(anonymous, req, tok);
     },
     async charge(record) {
       const caller = byName.get(record.tenant);

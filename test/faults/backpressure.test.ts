@@ -105,7 +105,14 @@ models:
     })();
     await up.waitIdle(30_000);
     expect(up.requests.filter((r) => r.abortedAt !== undefined)).toHaveLength(STREAMS - READERS);
-    const after = await memoryMiB();
+    // Back to the baseline: sockets and HTTP/2 sessions of the cancelled streams are freed by
+    // callbacks that a loaded machine runs late, so the memory is watched for up to 10 s; memory
+    // held for good stays above the bound and fails.
+    let after = await memoryMiB();
+    for (const until = Date.now() + 10_000; after - baseline >= 32 && Date.now() < until; ) {
+      await sleep(500);
+      after = await memoryMiB();
+    }
     expect(after - baseline).toBeLessThan(32);
     expect(g.app.cache.stats.stores).toBe(0);
   });

@@ -396,15 +396,18 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     );
   }
 
-  /** Reports a unary call when its promise settles. */
+  /**
+   * Runs a unary call and reports it when it settles. The clock starts before the call does: a
+   * call that needs no wait (a cache hit without admission) runs its whole work synchronously.
+   */
   function observed<T extends object>(
     rpc: CallRecord["rpc"],
     ctx: CallContext,
     model: string,
-    p: Promise<T>,
+    run: () => Promise<T>,
   ): Promise<T> {
     const started = performance.now();
-    return p.then(
+    return run().then(
       (res) => {
         const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
         report(rpc, ctx, model, started, { ...(r.upstream === undefined ? {} : { upstream: r.upstream }), usage: r.usage });
@@ -419,7 +422,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
 
   return {
     predict(req, outer) {
-      return observed("Predict", outer, req.model, guarded(outer, "Predict", req.model, async (ctx, router) => {
+      return observed("Predict", outer, req.model, () => guarded(outer, "Predict", req.model, async (ctx, router) => {
         const route = router.resolve(req.model, "predict");
         validatePredictRequest(req);
         const pinned = req.modelVersion !== undefined;
@@ -441,7 +444,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     chat(req, outer) {
-      return observed("Chat", outer, req.model, guarded(outer, "Chat", req.model, async (ctx, router) => {
+      return observed("Chat", outer, req.model, () => guarded(outer, "Chat", req.model, async (ctx, router) => {
         const route = router.resolve(req.model, "chat");
         validateChatInput(req);
         // With a session, the history goes in front before anything else sees the request.
@@ -531,7 +534,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     listModels(_req, outer) {
-      return observed("ListModels", outer, "", guarded(outer, "ListModels", "", async (_ctx, router) => create(ListModelsResponseSchema, {
+      return observed("ListModels", outer, "", () => guarded(outer, "ListModels", "", async (_ctx, router) => create(ListModelsResponseSchema, {
         models: router.routes().map((r) => ({
           name: r.name,
           version: r.version,
@@ -545,7 +548,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     },
 
     deleteSession(req, outer) {
-      return observed("DeleteSession", outer, "", guarded(outer, "DeleteSession", "", async (ctx) => {
+      return observed("DeleteSession", outer, "", () => guarded(outer, "DeleteSession", "", async (ctx) => {
         if (sessions === undefined) {
           throw new GatewayError(Code.NotFound, "no such session (it may have expired)", { reason: Reason.SessionNotFound });
         }

@@ -30,6 +30,8 @@ import { errorFromNetwork, errorFromStatus } from "../../src/upstreams/http/http
 import type { ChatInput, Upstream, UpstreamCall } from "../../src/upstreams/upstream.js";
 import { memoryClient } from "../helpers/memory.js";
 import { createGateway } from "../../src/gateway/gateway.js";
+import { ResponseCache } from "../../src/cache/response-cache.js";
+import type { CallRecord } from "../../src/observability/call-record.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
 import { createUpstream } from "../../src/upstreams/registry.js";
@@ -597,5 +599,30 @@ models:
     }
     await gateway.idle();
     expect(gateway.inFlight()).toBe(0);
+  });
+
+  it("a call's reported latency covers the work it does before its first wait (a cache hit without admission)", async () => {
+    const config = parseConfig(yaml, "(test)", {});
+    const cache = new ResponseCache(config.cache, 60_000);
+    const records: CallRecord[] = [];
+    const gateway = createGateway(createRouter(config, new Map(config.upstreams.map((u) => [u.name, createUpstream(u)]))), {
+      cache,
+      onCall: (r) => records.push(r),
+    });
+    const client = createClient(InferenceService, createRouterTransport(inferenceRoutes(gateway, 60_000)));
+    const req = { model: "b", messages: user("hi"), temperature: 0 };
+    await client.chat(req);
+    // The hit's lookup takes 30 ms here, all of it synchronous, as a large request's key would.
+    const chat = cache.chat.bind(cache);
+    cache.chat = (...args) => {
+      const until = performance.now() + 30;
+      while (performance.now() < until);
+      return chat(...args);
+    };
+    const hit = await client.chat(req);
+    expect(hit.cached).toBe(true);
+    expect(records).toHaveLength(2);
+    expect(records[1]!.cache).toBe("hit");
+    expect(records[1]!.latencyMs).toBeGreaterThanOrEqual(30);
   });
 });

@@ -127,9 +127,10 @@ export class GrpcUpstream {
    * The error a failed call ends with: the caller's reason once its signal aborted (cancel,
    * deadline); else the mapped upstream status. grpc-js's deadline timer and the call's own are
    * due at the same moment when the call's deadline bounds the upstream call, and grpc-js's may
-   * fire first (it counts from the wall clock, timers from the event loop's): a DEADLINE_EXCEEDED within
-   * DEADLINE_NEAR_MS of the call's deadline then waits a little for the call's own signal, so that the caller is told which deadline ran out (e.g. "the
-   * gateway's maximum call time of 800ms"), not that the upstream did not answer.
+   * fire first (it counts from the wall clock, timers from the event loop's): a DEADLINE_EXCEEDED
+   * within DEADLINE_NEAR_MS of the call's deadline then waits a little for the call's own signal,
+   * so that the caller is told which deadline ran out (e.g. "the gateway's maximum call time of
+   * 800ms"), not that the upstream did not answer.
    */
   private failure(err: grpc.ServiceError, call: GrpcCall, callBound: boolean): Promise<unknown> {
     if (call.signal.aborted) return Promise.resolve(call.signal.reason);
@@ -208,8 +209,12 @@ export class GrpcUpstream {
 
 /** How long past its deadline a call waits for its own signal after grpc-js's deadline fired. */
 const DEADLINE_GRACE_MS = 50;
-/** How close to the call's deadline a DEADLINE_EXCEEDED must come to be taken as that deadline's. */
-const DEADLINE_NEAR_MS = 20;
+/**
+ * How close to the call's deadline a DEADLINE_EXCEEDED must come to be taken as that deadline's:
+ * another infergate upstream answers up to 20 ms before the deadline it was sent (its own margin,
+ * src/resilience/deadline.ts), plus slack for the link and timers.
+ */
+const DEADLINE_NEAR_MS = 50;
 
 function defaultUpstreamReason(code: Code, given: string | undefined): string {
   switch (code) {

@@ -60,6 +60,22 @@ function afterNextTurn<A>(fn: (arg: A) => void, arg: A): void {
   setImmediate(fn, arg);
 }
 
+/**
+ * Call records waiting for their turn (see onCall in startApp), one queue per app. A process that
+ * exits before their turn comes (a second Ctrl-C, a crash) records them on its way out, before the
+ * logger's own exit flush (prepended).
+ */
+const waitingRecords = new Set<() => void>();
+let exitHookInstalled = false;
+function recordOnExit(run: () => void): void {
+  waitingRecords.add(run);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.prependListener("exit", () => {
+    for (const r of waitingRecords) r();
+  });
+}
+
 /** Resolves after `ms` without holding the process open. */
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
@@ -124,7 +140,17 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // headers and message from a native immediate of this turn, and the trailers that end the call
   // once libuv reports that write done, early in the next turn, before its immediates run.
   // With server.logContent the line is parked for the listener at once (see below).
-  const onCall: CallObserver = chatLines === undefined ? (r) => void setImmediate(afterNextTurn, record, r) : record;
+  const waiting: CallRecord[] = [];
+  const recordWaiting = () => {
+    for (const r of waiting.splice(0)) record(r);
+  };
+  recordOnExit(recordWaiting);
+  const onCall: CallObserver =
+    chatLines === undefined
+      ? (r) => {
+          if (waiting.push(r) === 1) setImmediate(afterNextTurn, recordWaiting, undefined);
+        }
+      : record;
   const gateway = createGateway(createRouter(config, upstreams), {
     log,
     cache,
@@ -207,8 +233,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     shutdownController.abort();
     grpcServer.forceShutdown();
     http.destroy();
-    // The records of the last calls (see onCall) are at most two immediates away: let them run.
-    await new Promise<void>((resolve) => setImmediate(afterNextTurn, resolve, undefined));
+    // The records of the last calls (see onCall), now.
+    recordWaiting();
+    waitingRecords.delete(recordWaiting);
     await Promise.all([...upstreams.values(), ...retiring].map(closeUpstream));
     await admin.close();
     await shared.close();

@@ -46,6 +46,8 @@ interface Item {
 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** How soon a stalled writer tries again after a flush in which the destination took bytes. */
+const STALLED_RETRY_MS = 1;
 const NEWLINE = 0x0a;
 const EMPTY = Buffer.alloc(0);
 
@@ -64,8 +66,9 @@ function linesFrom(buf: Buffer, from: number): number {
  *
  * - a full non-blocking destination (EAGAIN) is waited for, at most `maxBlockMs` per flush (a
  *   reader that keeps up but lags gets back-pressure); past that the writer is *stalled*: what is
- *   left waits for later flushes, which write what the destination takes without waiting, until
- *   everything that waited is written; up to `maxPendingBytes` wait, past which new lines are
+ *   left waits for later flushes, which write what the destination takes without waiting (the
+ *   next one within a millisecond when it took some, so a backlog drains at the reader's pace),
+ *   until everything that waited is written; up to `maxPendingBytes` wait, past which new lines are
  *   dropped and counted, and a warning line saying how many is written where the gap is;
  * - a destination that is gone (EPIPE, EBADF) stops the writing; any other write error (ENOSPC,
  *   EIO) drops the lines of that batch not yet written (a line torn by it is ended with a newline,
@@ -103,8 +106,8 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
   /** A flush gave up on a full destination: until all that waits is written, flushes do not wait. */
   let stalled = false;
 
-  const arm = () => {
-    if (timer === undefined) timer = setTimeout(flush, flushAfterMs).unref();
+  const arm = (ms = flushAfterMs) => {
+    if (timer === undefined) timer = setTimeout(flush, ms).unref();
   };
 
   const seal = () => {
@@ -137,6 +140,7 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
   /** Writes the sealed items, in order, each with as few write(2) calls as the destination allows. */
   function drain(): void {
     const started = now();
+    let progressed = false;
     while (queue.length > 0) {
       const head = queue[0]!;
       if (offset === 0) {
@@ -152,6 +156,7 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
           if (n <= 0) throw Object.assign(new Error("nothing written"), { code: "EAGAIN" });
           if (offset === 0) torn = false;
           offset += n;
+          progressed = true;
           if (offset < head.buf.length) continue;
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
@@ -162,8 +167,10 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
             }
             // Still full: keep the rest for a later flush rather than block any longer, and do
             // not block again until all that waits is written (a slow reader must not freeze us).
+            // A reader that took bytes is tried again within a millisecond, so that a backlog
+            // drains as fast as it reads; one that took nothing, after the usual interval.
             stalled = true;
-            arm();
+            arm(progressed ? STALLED_RETRY_MS : flushAfterMs);
             return;
           }
           if (code === "EPIPE" || code === "EBADF") {

@@ -285,6 +285,36 @@ describe("line writer", () => {
     expect(d.out.trim().split("\n")).toHaveLength(31);
   });
 
+  it("after a stall, a reader that reads again gets the backlog at its own pace, not one pipe's worth per 25 ms", async () => {
+    const { d, options } = destination();
+    // A pipe of 4 KiB whose reader, once back, empties it every millisecond (real time).
+    let back = false;
+    let free = 0;
+    let emptiedAt = 0;
+    w = createLineWriter(1, {
+      ...options,
+      maxBlockMs: 100,
+      write: (buf, offset) => {
+        if (back && Date.now() > emptiedAt) {
+          free = 4096;
+          emptiedAt = Date.now();
+        }
+        if (free === 0) throw errno("EAGAIN");
+        const n = Math.min(free, buf.length - offset);
+        free -= n;
+        return options.write(buf.subarray(0, offset + n), offset);
+      },
+    });
+    for (let i = 1; i <= 200; i++) w.write(line(i, 400)); // about 82 KB: 20 pipes' worth
+    w.flush();
+    expect(d.out.length).toBe(0);
+    back = true;
+    // At one pipe per 25 ms this would take half a second (16 pipes, 160 lines, by 400 ms).
+    await new Promise((r) => setTimeout(r, 400));
+    expect(d.out.trim().split("\n")).toHaveLength(200);
+    expect(w.dropped).toBe(0);
+  });
+
   it("end() at exit waits once more even when stalled, and counts what is still not written", () => {
     const { d, options } = destination();
     w = createLineWriter(1, { ...options, maxBlockMs: 200 });

@@ -2,7 +2,7 @@ import { clone, create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { CachePolicy, Role } from "../../gen/infergate/v1/chat_pb.js";
-import { ChatRequestSchema, type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import { ChatRequestSchema, ChatResponseSchema, type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { FLIGHT_GRACE_MS, ResponseCache } from "../../src/cache/response-cache.js";
@@ -162,6 +162,34 @@ describe("cache policies", () => {
     await collect(client.generate(slow));
     expect(counts.generate).toBe(4);
     expect(cache.stats.stores).toBe(1);
+  });
+});
+
+describe("Chat hits", () => {
+  it("share one frozen answer per entry: the same content for every hit, which no caller can change", async () => {
+    const config = parseConfig("models: [{ name: m, upstream: mock }]\nupstreams: [{ name: mock, kind: mock }]", "(test)", {});
+    const cache = new ResponseCache(config.cache, 60_000);
+    const route = { name: "m", version: "", cache: { keyMetadata: [], shared: false } };
+    const caller = { signal: new AbortController().signal, deadline: Date.now() + 60_000, tenant: "" };
+    const req = create(ChatRequestSchema, { model: "m", temperature: 0, messages: msg("hello") });
+    const answer = create(ChatResponseSchema, { id: "a1", model: "m", upstream: "mock", message: { role: Role.ASSISTANT, content: [{ part: { case: "text", value: "hi there" } }] } });
+    const first = await cache.chat(route, req, caller, async () => clone(ChatResponseSchema, answer));
+    expect(first.outcome).toBe("miss");
+    const a = await cache.chat(route, req, caller, () => Promise.reject(new Error("not called")));
+    const b = await cache.chat(route, req, caller, () => Promise.reject(new Error("not called")));
+    expect([a.outcome, b.outcome]).toEqual(["hit", "hit"]);
+    expect(a.value).toBe(b.value);
+    expect(a.value.cached).toBe(true);
+    expect(toBinary(ChatResponseSchema, a.value)).toEqual(toBinary(ChatResponseSchema, { ...clone(ChatResponseSchema, answer), cached: true }));
+    expect(() => {
+      (a.value as { id: string }).id = "changed";
+    }).toThrow(TypeError);
+    expect(() => {
+      (a.value.message!.content[0]!.part as { value: string }).value = "changed";
+    }).toThrow(TypeError);
+    const c = await cache.chat(route, req, caller, () => Promise.reject(new Error("not called")));
+    expect(c.value.id).toBe("a1");
+    expect(c.value.message?.content[0]?.part.value).toBe("hi there");
   });
 });
 

@@ -134,11 +134,6 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
 
   let generation: Generation = { runtime: { router, admit }, calls: 0 };
 
-  /** Runs admission; a promise only when admission gave one (undefined: admitted, go on now). */
-  function admitCall(admit: Admission | undefined, rpc: CallRecord["rpc"], model: string, ctx: CallContext): void | Promise<void> {
-    return admit?.({ rpc, model, ctx });
-  }
-
   /** Reports a finished call to the observer. */
   function report(
     rpc: CallRecord["rpc"],
@@ -262,7 +257,8 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     const { ctx, end } = scoped(outer);
     try {
       throwIfAborted(ctx);
-      const admitted = admitCall(g.runtime.admit, rpc, model, ctx);
+      // Admission gives a promise only when it has something to wait for.
+      const admitted = g.runtime.admit?.({ rpc, model, ctx });
       if (admitted !== undefined) await admitted;
       return await op(ctx, g.runtime.router);
     } catch (err) {
@@ -476,7 +472,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         scope = scoped(outer);
         const ctx = scope.ctx;
         throwIfAborted(ctx);
-        const admitted = admitCall(g.runtime.admit, "Generate", req.model, ctx);
+        const admitted = g.runtime.admit?.({ rpc: "Generate", model: req.model, ctx });
         if (admitted !== undefined) await admitted;
         const route = g.runtime.router.resolve(req.model, "generate");
         validateChatInput(req);

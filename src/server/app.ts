@@ -55,11 +55,6 @@ export interface App {
   shutdown(): Promise<void>;
 }
 
-/** Runs `fn(arg)` in the next turn's immediates (called from an immediate of this one). */
-function afterNextTurn<A>(fn: (arg: A) => void, arg: A): void {
-  setImmediate(fn, arg);
-}
-
 /**
  * Call records waiting for their turn (see onCall in startApp), one queue per app. A process that
  * exits before their turn comes (a second Ctrl-C, a crash) records them on its way out, before the
@@ -145,10 +140,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     for (const r of waiting.splice(0)) record(r);
   };
   recordOnExit(recordWaiting);
+  const recordNextTurn = () => setImmediate(recordWaiting);
   const onCall: CallObserver =
     chatLines === undefined
       ? (r) => {
-          if (waiting.push(r) === 1) setImmediate(afterNextTurn, recordWaiting, undefined);
+          if (waiting.push(r) === 1) setImmediate(recordNextTurn);
         }
       : record;
   const gateway = createGateway(createRouter(config, upstreams), {

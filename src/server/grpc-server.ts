@@ -7,7 +7,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { readFileSync } from "node:fs";
 import { type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
-import { rememberReceivedBytes } from "../cache/cache-key.js";
+import { keyedRequestSchemas, rememberReceivedBytes } from "../cache/cache-key.js";
 import { knownEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
@@ -38,12 +38,14 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
     });
     const input = io(method.input);
     const output = io(method.output);
-    // The bytes of a request are kept with it: a repeated request's cache key is found by them.
-    const decodeRequest = (b: Buffer): unknown => {
-      const m = input.deserialize(b);
-      rememberReceivedBytes(m as object, b);
-      return m;
-    };
+    // A request the cache keys keeps the digest of its bytes: a repeated one's key is found by it.
+    const decodeRequest = !keyedRequestSchemas.has(method.input)
+      ? input.deserialize
+      : (b: Buffer): unknown => {
+          const m = input.deserialize(b);
+          rememberReceivedBytes(m as object, b);
+          return m;
+        };
     def[method.name] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",

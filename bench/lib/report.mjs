@@ -11,6 +11,21 @@ const pct = (v) => (v === undefined || Number.isNaN(v) ? "—" : `${(v * 100).to
 const yes = (ok) => (ok === undefined ? "n/a" : ok ? "**met**" : "**not met**");
 
 /** The figures the targets are judged on, from one run's results. */
+/** The median of the round-by-round ratios a[i] / b[i]. */
+function pairedMedian(a, b) {
+  if (a === undefined || b === undefined || a.length !== b.length || a.length === 0) return undefined;
+  const rs = a.map((x, i) => x / b[i]).sort((x, y) => x - y);
+  const m = rs.length >> 1;
+  return rs.length % 2 === 1 ? rs[m] : (rs[m - 1] + rs[m]) / 2;
+}
+
+/** Hit/miss p50 ratios of each round of the cache section. */
+export function cacheRatiosByRound(r) {
+  const hit = r.cache?.hit.p50MsByRound;
+  const miss = r.cache?.miss.p50MsByRound;
+  return hit === undefined || miss === undefined ? undefined : hit.map((x, i) => x / miss[i]);
+}
+
 export function keyFigures(r) {
   const o1 = r.overhead?.[1];
   const o64 = r.overhead?.[64];
@@ -24,7 +39,8 @@ export function keyFigures(r) {
     rpsRatioC64: o64 ? o64.infergate.rps / o64.direct.rps : undefined,
     vsPortkeyC64: o64?.portkey ? o64.infergate.rps / o64.portkey.rps : undefined,
     cacheHitVsGrpcEcho: c256 ? c256["infergate cache hit"].rps / c256["grpc-js echo"].rps : undefined,
-    cacheHitOverMissP50: r.cache ? r.cache.hit.p50Ms / r.cache.miss.p50Ms : undefined,
+    // Results without per-round p50s (before 2026-11-29) pooled the rounds first.
+    cacheHitOverMissP50: r.cache ? (pairedMedian(r.cache.hit.p50MsByRound, r.cache.miss.p50MsByRound) ?? r.cache.hit.p50Ms / r.cache.miss.p50Ms) : undefined,
     cacheHitOverMissCpu: r.cache ? r.cache.hit.cpuUsPerCall / r.cache.miss.cpuUsPerCall : undefined,
     addedTtftP50Ms: t?.infergate && t?.direct ? t.infergate.ttftP50Ms - t.direct.ttftP50Ms : undefined,
     addedTtftP99Ms: t?.infergate && t?.direct ? t.infergate.ttftP99Ms - t.direct.ttftP99Ms : undefined,
@@ -135,15 +151,23 @@ export function renderReport(r, before) {
 
   p("## 3. Cache: a hit against a miss");
   p();
-  p("One call at a time on model `cached`, whose upstream answers after 1 ms. A miss is the same request with `cache_policy: CACHE_POLICY_REFRESH` (skips the read, calls upstream, stores the answer: every step of a miss); a hit is served from the cache.");
+  const cacheRounds = r.cache?.hit.rounds;
+  const cacheRunS = r.plan.cacheDurationS ?? r.plan.durationS;
+  p(`One call at a time on model \`cached\`, whose upstream answers after 1 ms. A miss is the same request with \`cache_policy: CACHE_POLICY_REFRESH\` (skips the read, calls upstream, stores the answer: every step of a miss); a hit is served from the cache. ${cacheRounds ?? "?"} interleaved rounds of ${cacheRunS} s per target (miss, hit, echo, miss, …); the table gives the means of the rounds, the ratio is the median of the rounds' own hit/miss ratios.`);
   p();
   p(loadTable(r.cache));
   p();
-  p(`Hit / miss: p50 latency **${f(k.cacheHitOverMissP50, 3)}**, CPU per call ${f(k.cacheHitOverMissCpu, 3)}.`);
+  p(`Hit / miss: p50 latency **${f(k.cacheHitOverMissP50, 3)}** (median of the rounds), CPU per call ${f(k.cacheHitOverMissCpu, 3)}.`);
+  const byRound = cacheRatiosByRound(r);
+  if (byRound !== undefined) {
+    p("");
+    p(`Hit/miss p50 of each round, in order: ${byRound.map((x) => f(x, 3)).join(", ")}; ${byRound.filter((x) => x < 0.1).length} of ${byRound.length} under 0.1.`);
+  }
   const echo1 = r.cache?.["grpc-js echo"];
   if (echo1 !== undefined) {
     p("");
-    p(`The grpc-js echo (decode the request, encode the answer, nothing else), one call at a time in the same rounds: p50 ${f(echo1.p50Ms, 3)} ms, ${f(echo1.p50Ms / r.cache.miss.p50Ms, 3)} of the miss. No hit through a grpc-js server can take less; the hit's own work (key, lookup, admission, headers, log line, metrics) adds ${f(r.cache.hit.p50Ms - echo1.p50Ms, 3)} ms to it.`);
+    const echoRatio = pairedMedian(echo1.p50MsByRound, r.cache.miss.p50MsByRound) ?? echo1.p50Ms / r.cache.miss.p50Ms;
+    p(`The grpc-js echo (decode the request, encode the answer, nothing else), one call at a time in the same rounds: p50 ${f(echo1.p50Ms, 3)} ms, ${f(echoRatio, 3)} of the miss (median of the rounds). No hit through a grpc-js server can take less; the hit's own work (key, lookup, admission, headers, log line, metrics) adds ${f(r.cache.hit.p50Ms - echo1.p50Ms, 3)} ms to it.`);
   }
   p();
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs beyond npm: protoc with the gRPC Python plugin
-# and Python's grpcio/protobuf, for the test in which a Python client calls infergate; openssl
+# Installs the Debian packages the test suite needs beyond npm: protoc with the gRPC Python plugin,
+# the well-known .proto files (libprotobuf-dev: google/protobuf/struct.proto, which the API imports;
+# only a recommendation of protobuf-compiler, so not installed with it here) and Python's
+# grpcio/protobuf, for the test in which a Python client calls infergate; openssl
 # makes the certificates of the TLS test; redis-server is started (never as a system service) by
 # the tests of the Redis scale-out, on a free loopback port of their own. Does nothing
 # when they are present; needs root (or sudo) and apt-get otherwise.
 set -euo pipefail
-packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf openssl redis-server)
+packages=(protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio python3-protobuf openssl redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -95,7 +95,8 @@ async function generateStubs(): Promise<void> {
   const protoc = findOnPath("protoc");
   const plugin = findOnPath("grpc_python_plugin");
   // Only the infergate API: its sole outside import, google/protobuf/struct.proto, ships with
-  // protoc, and its Python module with python3-protobuf.
+  // libprotobuf-dev (under protoc's default include path), and its Python module with
+  // python3-protobuf.
   const protos = readdirSync(join(protoDir, "infergate/v1"))
     .filter((f) => f.endsWith(".proto"))
     .sort()

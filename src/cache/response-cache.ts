@@ -11,7 +11,7 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CacheConfig, ModelCacheConfig } from "../config/schema.js";
 import type { ChatInput } from "../upstreams/upstream.js";
-import { type CacheRpc, chatCacheKey, type KeyScope, predictCacheKey } from "./cache-key.js";
+import { type CacheRpc, chatCacheKey, deepFreeze, type KeyScope, predictCacheKey } from "./cache-key.js";
 import { type CacheStats, createCacheStats } from "./cache-stats.js";
 import type { AnswerTier } from "./redis-answer-tier.js";
 import { ResponseStore, type StoredAnswer, storedSize } from "./response-store.js";
@@ -268,14 +268,6 @@ function chatHit(stored: Uint8Array): ChatResponse {
   }
   value.cached = true;
   return deepFreeze(value);
-}
-
-function deepFreeze<T>(v: T): T {
-  if (v !== null && typeof v === "object" && !Object.isFrozen(v) && !ArrayBuffer.isView(v)) {
-    for (const x of Object.values(v)) deepFreeze(x);
-    Object.freeze(v);
-  }
-  return v;
 }
 
 /**

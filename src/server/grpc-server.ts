@@ -7,7 +7,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { readFileSync } from "node:fs";
 import { type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
-import { keyedRequestSchemas, rememberReceivedBytes } from "../cache/cache-key.js";
+import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
 import { knownEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
@@ -38,14 +38,9 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
     });
     const input = io(method.input);
     const output = io(method.output);
-    // A request the cache keys keeps the digest of its bytes: a repeated one's key is found by it.
-    const decodeRequest = !keyedRequestSchemas.has(method.input)
-      ? input.deserialize
-      : (b: Buffer): unknown => {
-          const m = input.deserialize(b);
-          rememberReceivedBytes(m as object, b);
-          return m;
-        };
+    // A request the cache keys keeps the digest of its bytes (a repeated one's key is found by
+    // it), and a small one received again is the same frozen message (see decodeKeyedRequest).
+    const decodeRequest = !keyedRequestSchemas.has(method.input) ? input.deserialize : (b: Buffer): unknown => decodeKeyedRequest(method.input, b);
     def[method.name] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
@@ -90,13 +85,19 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     timeoutMs: Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined,
     maxTimeoutMs,
     timeoutHeader: "grpc-timeout",
-    headers: callerHeaders(Object.entries(call.metadata.getMap())),
+    headers: () => callerHeaders(Object.entries(call.metadata.getMap())),
+    requestId: textValue(call.metadata.get("x-request-id")[0]),
     // Only TLS connections have a peer certificate; asking an h2c call costs several µs (the
     // HTTP/2 session's socket is a Proxy) for nothing.
     peerCommonName: tls ? peerCommonName(call.getAuthContext().sslPeerCertificate?.subject) : undefined,
   });
   call.once("cancelled", () => ctx.cancel());
   return ctx;
+}
+
+/** A metadata value that is text (as callerHeaders keeps them), or undefined. */
+function textValue(v: grpc.MetadataValue | undefined): string | undefined {
+  return typeof v === "string" ? v : undefined;
 }
 
 /** Sends the response headers the core set (once, before the first message). */

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { CachePolicy, Role, ToolChoiceMode } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, GenerateRequestSchema, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
-import { chatCacheKey, type KeyScope, predictCacheKey, rememberReceivedBytes } from "../../src/cache/cache-key.js";
+import { chatCacheKey, decodeKeyedRequest, type KeyScope, predictCacheKey, rememberReceivedBytes } from "../../src/cache/cache-key.js";
 import { storedSize, ResponseStore } from "../../src/cache/response-store.js";
 import { createCacheStats } from "../../src/cache/cache-stats.js";
 
@@ -214,6 +214,83 @@ describe("cache key of a request received as bytes (the gRPC listener's)", () =>
     const k1 = chatCacheKey(received(one), scope);
     expect(chatCacheKey(received(other), scope)).not.toBe(k1);
     expect(chatCacheKey(received(one), scope)).toBe(k1);
+  });
+});
+
+describe("requests decoded by the gRPC listener (decodeKeyedRequest)", () => {
+  const image = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 3]);
+  const small = (text: string) =>
+    Buffer.from(
+      toBinary(
+        ChatRequestSchema,
+        create(ChatRequestSchema, {
+          model: "m",
+          temperature: 0,
+          metadata: { team: "a" },
+          messages: [{ role: Role.USER, content: [{ part: { case: "text", value: text } }, { part: { case: "imageData", value: { data: image, mimeType: "image/png" } } }] }],
+        }),
+      ),
+    );
+
+  it("decodes what fromBinary decodes, with the key of the canonical form", () => {
+    const bytes = small("decodes");
+    const m = decodeKeyedRequest(ChatRequestSchema, bytes) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;
+    const plain = fromBinary(ChatRequestSchema, bytes);
+    expect(m).toEqual(plain);
+    expect(chatCacheKey(m, scope)).toBe(chatCacheKey(plain, scope));
+  });
+
+  it("gives the same frozen message for the same small body, and another for other bytes", () => {
+    const a = decodeKeyedRequest(ChatRequestSchema, small("same"));
+    // A copy of the bytes in another buffer: the bytes decide, not the buffer.
+    const again = decodeKeyedRequest(ChatRequestSchema, Buffer.from(small("same")));
+    expect(again).toBe(a);
+    expect(decodeKeyedRequest(ChatRequestSchema, small("other"))).not.toBe(a);
+    // The same bytes read as another message type are another message.
+    expect(decodeKeyedRequest(GenerateRequestSchema, small("same"))).not.toBe(a);
+  });
+
+  it("freezes the shared message all the way down, so that no call can change another's request", () => {
+    // The body as a slice of a larger buffer, as a receive buffer often is.
+    const body = small("frozen");
+    const slab = Buffer.alloc(8192);
+    body.copy(slab, 100);
+    const m = decodeKeyedRequest(ChatRequestSchema, slab.subarray(100, 100 + body.length)) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;
+    expect(Object.isFrozen(m)).toBe(true);
+    expect(Object.isFrozen(m.messages)).toBe(true);
+    expect(Object.isFrozen(m.messages[0]!.content[0]!.part)).toBe(true);
+    expect(Object.isFrozen(m.metadata)).toBe(true);
+    expect(() => {
+      (m as { model: string }).model = "x";
+    }).toThrow(TypeError);
+    expect(() => {
+      m.messages.push(create(ChatRequestSchema).messages[0]!);
+    }).toThrow(TypeError);
+    const part = m.messages[0]!.content[1]!.part;
+    // Byte arrays cannot be frozen: they are left as they are (nothing writes into them).
+    expect(part.case === "imageData" && [...part.value.data]).toEqual([...image]);
+    expect(Object.isFrozen(part.value)).toBe(true);
+    // The kept message holds a copy of the body, not a view of the slab it arrived in.
+    expect(part.case === "imageData" && part.value.data.buffer).not.toBe(slab.buffer);
+    expect(part.case === "imageData" && part.value.data.buffer.byteLength).toBe(body.length);
+  });
+
+  it("decodes a large body each time, unfrozen, with its digest remembered", () => {
+    const big = small("x".repeat(2000));
+    const a = decodeKeyedRequest(ChatRequestSchema, big) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;
+    const b = decodeKeyedRequest(ChatRequestSchema, big) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;
+    expect(b).not.toBe(a);
+    expect(Object.isFrozen(a)).toBe(false);
+    expect(chatCacheKey(a, scope)).toBe(chatCacheKey(fromBinary(ChatRequestSchema, big), scope));
+    expect(chatCacheKey(b, scope)).toBe(chatCacheKey(a, scope));
+  });
+
+  it("stays bounded: after more distinct bodies than it keeps, the first one decodes anew", () => {
+    const first = decodeKeyedRequest(ChatRequestSchema, small("bounded-0"));
+    for (let i = 1; i <= 1100; i++) decodeKeyedRequest(ChatRequestSchema, small(`bounded-${i}`));
+    const again = decodeKeyedRequest(ChatRequestSchema, small("bounded-0"));
+    expect(again).not.toBe(first);
+    expect(again).toEqual(first);
   });
 });
 

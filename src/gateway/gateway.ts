@@ -406,7 +406,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     return run().then(
       (res) => {
         const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
-        report(rpc, ctx, model, started, { ...(r.upstream === undefined ? {} : { upstream: r.upstream }), usage: r.usage });
+        report(rpc, ctx, model, started, { upstream: r.upstream, usage: r.usage });
         return res;
       },
       (err: unknown) => {
@@ -455,7 +455,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         ctx.responseHeaders[servedByHeader] = `${value.model}/${value.upstream}`;
         // A caller that left meanwhile gets no answer: its turn is not recorded either.
         throwIfAborted(ctx);
-        await turn?.commit(value.message);
+        if (turn !== undefined) await turn.commit(value.message);
         return value;
       }));
     },

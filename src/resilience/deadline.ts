@@ -72,8 +72,14 @@ export interface CallContextInit {
   maxTimeoutMs: number;
   /** Name of the header the timeout came from, for the error message. */
   timeoutHeader: string;
-  /** The caller's headers, already filtered with `callerHeaders`. */
-  headers?: Readonly<Record<string, string>>;
+  /**
+   * The caller's headers, already filtered with `callerHeaders`; or a function that makes them,
+   * called the first time `headers` is read (a cache hit without authentication never reads
+   * them: building them costs about 2 µs a call), with `requestId` given apart.
+   */
+  headers?: Readonly<Record<string, string>> | (() => Readonly<Record<string, string>>);
+  /** The caller's `x-request-id`, when `headers` is a function. */
+  requestId?: string | undefined;
   /** The verified client certificate's subject CN (mTLS). */
   peerCommonName?: string | undefined;
 }
@@ -99,7 +105,9 @@ export function callerHeaders(entries: Iterable<[string, unknown]>): Record<stri
  */
 export function createCallContext(init: CallContextInit): OwnedCallContext {
   const controller = new AbortController();
-  const given = init.headers?.["x-request-id"];
+  const lazyHeaders = typeof init.headers === "function" ? init.headers : undefined;
+  let headers = typeof init.headers === "function" ? undefined : (init.headers ?? {});
+  const given = lazyHeaders !== undefined ? init.requestId : headers?.["x-request-id"];
   // A caller's id is kept only when it is short and printable: it goes into logs and headers.
   const requestId = given !== undefined && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
   const clientTimeout = init.timeoutMs;
@@ -130,7 +138,9 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
     },
     isAborted: () => aborted,
     deadline,
-    headers: init.headers ?? {},
+    get headers() {
+      return (headers ??= lazyHeaders!());
+    },
     tenant: "",
     requestId,
     peerCommonName: init.peerCommonName,

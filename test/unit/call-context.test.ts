@@ -1,9 +1,13 @@
 /**
- * The call context the ingress servers make (createCallContext): its request id, and caller
- * headers made only when something reads them.
+ * The call context the ingress servers make (createCallContext): its request id, caller headers
+ * made only when something reads them, and a deadline whose timer is set only once something
+ * holds the signal (checked on the clock until then).
  */
 import { describe, expect, it } from "vitest";
-import { callerHeaders, createCallContext } from "../../src/resilience/deadline.js";
+import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { callerHeaders, createCallContext, throwIfAborted } from "../../src/resilience/deadline.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const base = { timeoutMs: undefined, maxTimeoutMs: 60_000, timeoutHeader: "grpc-timeout" };
 
@@ -41,5 +45,69 @@ describe("createCallContext", () => {
     const unfit = createCallContext({ ...base, headers: () => ({}), requestId: "x".repeat(200) });
     expect(unfit.requestId).toMatch(/^[0-9a-f-]{36}$/);
     unfit.dispose();
+  });
+});
+
+describe("createCallContext deadline", () => {
+  const deadlineMessage = "deadline exceeded: the call's grpc-timeout of 40ms ran out";
+
+  it("aborts a held signal at the deadline (less the margin), with the gateway's reason", async () => {
+    const started = Date.now();
+    const ctx = createCallContext({ ...base, timeoutMs: 40 });
+    const signal = ctx.signal;
+    const reason = await new Promise<unknown>((resolve) => signal.addEventListener("abort", () => resolve(signal.reason)));
+    const elapsed = Date.now() - started;
+    expect(reason).toBeInstanceOf(GatewayError);
+    expect((reason as GatewayError).reason).toBe(Reason.DeadlineExceeded);
+    expect((reason as GatewayError).message).toBe(deadlineMessage);
+    // 40 ms less its 10% margin: 36 ms.
+    expect(elapsed).toBeGreaterThanOrEqual(35);
+    expect(ctx.isAborted!()).toBe(true);
+    ctx.dispose();
+  });
+
+  it("without a held signal, sees the deadline on the clock: isAborted, throwIfAborted and a late signal", async () => {
+    const ctx = createCallContext({ ...base, timeoutMs: 40 });
+    expect(ctx.isAborted!()).toBe(false);
+    expect(() => throwIfAborted(ctx)).not.toThrow();
+    await sleep(60);
+    expect(ctx.isAborted!()).toBe(true);
+    expect(() => throwIfAborted(ctx)).toThrow(deadlineMessage);
+    expect(ctx.signal.aborted).toBe(true);
+    expect((ctx.signal.reason as GatewayError).message).toBe(deadlineMessage);
+    ctx.dispose();
+
+    // A signal first asked for after the deadline has passed is aborted already.
+    const late = createCallContext({ ...base, timeoutMs: 20 });
+    await sleep(40);
+    expect(late.signal.aborted).toBe(true);
+    expect((late.signal.reason as GatewayError).reason).toBe(Reason.DeadlineExceeded);
+    late.dispose();
+  });
+
+  it("never aborts once disposed, held signal or not", async () => {
+    const held = createCallContext({ ...base, timeoutMs: 20 });
+    const signal = held.signal;
+    held.dispose();
+    const idle = createCallContext({ ...base, timeoutMs: 20 });
+    idle.dispose();
+    await sleep(50);
+    expect(signal.aborted).toBe(false);
+    expect(held.isAborted!()).toBe(false);
+    expect(idle.isAborted!()).toBe(false);
+    expect(idle.signal.aborted).toBe(false);
+  });
+
+  it("a cancel or an abort comes first when it comes before the deadline", () => {
+    const cancelled = createCallContext({ ...base, timeoutMs: 1000 });
+    cancelled.cancel();
+    expect(cancelled.isAborted!()).toBe(true);
+    expect((cancelled.signal.reason as GatewayError).reason).toBe(Reason.Cancelled);
+    cancelled.dispose();
+    const aborted = createCallContext({ ...base, timeoutMs: 1000 });
+    const why = new Error("drained");
+    aborted.abort!(why);
+    expect(aborted.signal.reason).toBe(why);
+    aborted.dispose();
   });
 });

@@ -82,6 +82,13 @@ export interface CallContextInit {
   requestId?: string | undefined;
   /** The verified client certificate's subject CN (mTLS). */
   peerCommonName?: string | undefined;
+  /**
+   * For an ingress that learns of a client going away by an event (grpc-js's `cancelled`): asked
+   * whether the client went away, by the checks made before anything holds the signal, and given
+   * the context's cancel to call on that event once something does (when the signal is first
+   * asked for). Without them, the ingress calls `cancel()` itself.
+   */
+  clientGone?: { readonly cancelled: () => boolean; readonly watch: (cancel: () => void) => void };
 }
 
 const protocolHeader = /^(:|grpc-|connect-|content-type$|content-length$|te$|user-agent$|accept|host$|connection$|keep-alive$|transfer-encoding$|upgrade$)/;
@@ -139,15 +146,29 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
   // cache hit) needs none (a Node timer and its clearing cost about 2 µs a call). Until then the
   // deadline is checked on the clock, by isAborted and by the signal's getter.
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const gone = init.clientGone;
   const expired = () => {
-    if (!aborted && !over && Date.now() >= expiresAt) expire();
+    if (!aborted && !over) {
+      if (gone?.cancelled() === true) cancel();
+      else if (Date.now() >= expiresAt) expire();
+    }
     return aborted;
+  };
+  const cancel = () => {
+    // grpc-js reports every call as cancelled when its HTTP/2 stream closes, also after a
+    // complete answer: a call that is over has nothing to cancel (and an abort would cost an
+    // error with its stack, and its listeners, on every call).
+    if (over) return;
+    clearTimeout(timer);
+    aborted = true;
+    controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
   };
   return {
     get signal() {
       if (!expired() && timer === undefined && !over) {
         timer = setTimeout(expire, expiresAt - Date.now());
         timer.unref();
+        gone?.watch(cancel);
       }
       return controller.signal;
     },
@@ -165,15 +186,7 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
       over = true;
       if (timer !== undefined) clearTimeout(timer);
     },
-    cancel: () => {
-      // grpc-js reports every call as cancelled when its HTTP/2 stream closes, also after a
-      // complete answer: a call that is over has nothing to cancel (and an abort would cost an
-      // error with its stack, and its listeners, on every call).
-      if (over) return;
-      clearTimeout(timer);
-      aborted = true;
-      controller.abort(new GatewayError(Code.Canceled, "the client cancelled the call", { reason: Reason.Cancelled }));
-    },
+    cancel,
     abort: (reason) => {
       clearTimeout(timer);
       aborted = true;

@@ -90,8 +90,10 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     // Only TLS connections have a peer certificate; asking an h2c call costs several µs (the
     // HTTP/2 session's socket is a Proxy) for nothing.
     peerCommonName: tls ? peerCommonName(call.getAuthContext().sslPeerCertificate?.subject) : undefined,
+    // Listened for only once something holds the call's signal (a hit never does); grpc-js sets
+    // `cancelled` before it emits the event.
+    clientGone: { cancelled: () => call.cancelled, watch: (cancel) => call.once("cancelled", cancel) },
   });
-  call.once("cancelled", () => ctx.cancel());
   return ctx;
 }
 

@@ -111,3 +111,45 @@ describe("createCallContext deadline", () => {
     aborted.dispose();
   });
 });
+
+describe("createCallContext with an ingress's clientGone", () => {
+  it("listens for the client going away only once the signal is asked for, and then aborts it", () => {
+    let gone = false;
+    const watchers: (() => void)[] = [];
+    const ctx = createCallContext({ ...base, clientGone: { cancelled: () => gone, watch: (cancel) => watchers.push(cancel) } });
+    expect(ctx.isAborted!()).toBe(false);
+    expect(watchers).toHaveLength(0);
+    const signal = ctx.signal;
+    void ctx.signal;
+    expect(watchers).toHaveLength(1);
+    gone = true;
+    watchers[0]!();
+    expect(signal.aborted).toBe(true);
+    expect((signal.reason as GatewayError).reason).toBe(Reason.Cancelled);
+    ctx.dispose();
+  });
+
+  it("before anything holds the signal, a client that went away is seen by the checks", () => {
+    let gone = false;
+    let watched = 0;
+    const ctx = createCallContext({ ...base, clientGone: { cancelled: () => gone, watch: () => watched++ } });
+    expect(() => throwIfAborted(ctx)).not.toThrow();
+    gone = true;
+    expect(() => throwIfAborted(ctx)).toThrow("the client cancelled the call");
+    expect(ctx.signal.aborted).toBe(true);
+    expect((ctx.signal.reason as GatewayError).reason).toBe(Reason.Cancelled);
+    // Aborted already: nothing left to listen for.
+    expect(watched).toBe(0);
+    ctx.dispose();
+  });
+
+  it("a client gone after the call is over changes nothing", () => {
+    let gone = false;
+    const ctx = createCallContext({ ...base, clientGone: { cancelled: () => gone, watch: () => {} } });
+    ctx.dispose();
+    gone = true;
+    expect(ctx.isAborted!()).toBe(false);
+    ctx.cancel();
+    expect(ctx.signal.aborted).toBe(false);
+  });
+});

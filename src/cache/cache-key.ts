@@ -93,6 +93,8 @@ export function rememberReceivedBytes(message: object, bytes: Uint8Array): void 
  * count and in body size; the oldest entry goes first.
  */
 const recentRequests = new Map<DescMessage, Map<string, object>>();
+/** The messages decodeKeyedRequest shares between calls (deep-frozen). */
+const sharedRequests = new WeakSet<object>();
 const maxSharedRequestBytes = 1024;
 const maxSharedRequests = 1024;
 
@@ -115,10 +117,19 @@ export function decodeKeyedRequest(schema: DescMessage, bytes: Buffer): object {
     // must not keep the listener's receive buffer (or the pool slab it is a slice of) alive.
     m = deepFreeze(fromBinary(schema, Uint8Array.prototype.slice.call(bytes)));
     rememberReceivedBytes(m, bytes);
+    sharedRequests.add(m);
     if (recent.size >= maxSharedRequests) recent.delete(recent.keys().next().value!);
     recent.set(id, m);
   }
   return m;
+}
+
+/**
+ * Whether `m` is a request decodeKeyedRequest shares between calls: deep-frozen, so that what is
+ * derived from it alone (its validity, its cache key in a scope) holds for as long as it lives.
+ */
+export function isSharedRequest(m: object): boolean {
+  return sharedRequests.has(m);
 }
 
 /** Freezes an object graph; byte arrays (which cannot be frozen) are left as they are. */
@@ -139,7 +150,24 @@ export function deepFreeze<T>(v: T): T {
 const recentKeys = new Map<string, string>();
 const maxRecentKeys = 4096;
 
+/** The last key of each shared request, with the scope it was taken in (see keyFor). */
+const lastKeys = new WeakMap<object, { scope: KeyScope; key: string }>();
+
+function sameScope(a: KeyScope, b: KeyScope): boolean {
+  return a.rpc === b.rpc && a.model === b.model && a.version === b.version && a.tenant === b.tenant && a.keyMetadata === b.keyMetadata;
+}
+
 function keyFor(req: object, scope: KeyScope, compute: () => string): string {
+  // A shared request asked again in the scope of its last key (a repeated call to the same model):
+  // that key, without building the id below.
+  const last = lastKeys.get(req);
+  if (last !== undefined && sameScope(last.scope, scope)) return last.key;
+  const key = keyByDigest(req, scope, compute);
+  if (sharedRequests.has(req)) lastKeys.set(req, { scope, key });
+  return key;
+}
+
+function keyByDigest(req: object, scope: KeyScope, compute: () => string): string {
   const digest = receivedDigests.get(req);
   if (digest === undefined) return compute();
   // Length-prefixed parts: no two different scopes give the same id.

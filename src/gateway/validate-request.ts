@@ -6,6 +6,7 @@ import {
 import type { PredictRequest } from "../../gen/infergate/v1/inference_service_pb.js";
 import { checkTensor } from "../upstreams/tensor-codec.js";
 import type { ChatInput } from "../upstreams/upstream.js";
+import { isSharedRequest } from "../cache/cache-key.js";
 import { invalidArgument } from "./gateway-error.js";
 
 /** Function and schema names as OpenAI and Anthropic accept them. */
@@ -17,6 +18,16 @@ const toolName = /^[A-Za-z0-9_-]{1,64}$/;
  * (e.g. a field an upstream cannot carry) are the adapters' to check.
  */
 export function validateChatInput(req: ChatInput): void {
+  // A shared (deep-frozen) request found valid once stays valid.
+  if (validChatInputs.has(req)) return;
+  checkChatInput(req);
+  if (isSharedRequest(req)) validChatInputs.add(req);
+}
+
+/** Shared requests (see isSharedRequest) validateChatInput has passed. */
+const validChatInputs = new WeakSet<ChatInput>();
+
+function checkChatInput(req: ChatInput): void {
   if (req.messages.length === 0) {
     throw invalidArgument("messages", "at least one message is required");
   }

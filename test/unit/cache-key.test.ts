@@ -275,6 +275,25 @@ describe("requests decoded by the gRPC listener (decodeKeyedRequest)", () => {
     expect(part.case === "imageData" && part.value.data.buffer.byteLength).toBe(body.length);
   });
 
+  it("gives a shared request the canonical key of each scope it is asked in, in any order", () => {
+    const m = decodeKeyedRequest(ChatRequestSchema, small("scopes")) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;
+    const plain = fromBinary(ChatRequestSchema, small("scopes"));
+    const scopes: KeyScope[] = [
+      scope,
+      { ...scope, version: "2" },
+      { ...scope, model: "n" },
+      { ...scope, tenant: "t" },
+      { ...scope, rpc: "generate" },
+      { ...scope, keyMetadata: ["team"] },
+      scope,
+      { ...scope },
+    ];
+    for (const s of [...scopes, ...scopes.reverse()]) {
+      expect(chatCacheKey(m, s)).toBe(chatCacheKey(plain, s));
+    }
+    expect(new Set(scopes.map((s) => chatCacheKey(m, s))).size).toBe(6);
+  });
+
   it("decodes a large body each time, unfrozen, with its digest remembered", () => {
     const big = small("x".repeat(2000));
     const a = decodeKeyedRequest(ChatRequestSchema, big) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;

@@ -9,6 +9,15 @@ import { storedSize, ResponseStore } from "../../src/cache/response-store.js";
 import { createCacheStats } from "../../src/cache/cache-stats.js";
 
 const scope: KeyScope = { rpc: "chat", model: "m", version: "1", tenant: "", keyMetadata: [] };
+/** `scope` and one change of each of its parts (keyed metadata: `team`). */
+const scopeVariants: readonly KeyScope[] = [
+  scope,
+  { ...scope, version: "2" },
+  { ...scope, model: "n" },
+  { ...scope, tenant: "t" },
+  { ...scope, rpc: "generate" },
+  { ...scope, keyMetadata: ["team"] },
+];
 
 /** A JSON value for Struct fields, built so that objects can be filled in any key order. */
 const jsonValue = fc.letrec((tie) => ({
@@ -195,14 +204,7 @@ describe("cache key of a request received as bytes (the gRPC listener's)", () =>
 
   it("changes with the scope for the same bytes: version, model, tenant, rpc, keyed metadata", () => {
     const bytes = toBinary(ChatRequestSchema, create(ChatRequestSchema, { model: "m", temperature: 0, metadata: { team: "a" } }));
-    const scopes: KeyScope[] = [
-      scope,
-      { ...scope, version: "2" },
-      { ...scope, model: "n" },
-      { ...scope, tenant: "t" },
-      { ...scope, rpc: "generate" },
-      { ...scope, keyMetadata: ["team"] },
-    ];
+    const scopes = scopeVariants;
     const keys = scopes.map((s) => chatCacheKey(received(bytes), s));
     expect(new Set(keys).size).toBe(scopes.length);
     scopes.forEach((s, i) => expect(keys[i]).toBe(chatCacheKey(fromBinary(ChatRequestSchema, bytes), s)));
@@ -278,16 +280,8 @@ describe("requests decoded by the gRPC listener (decodeKeyedRequest)", () => {
   it("gives a shared request the canonical key of each scope it is asked in, in any order", () => {
     const m = decodeKeyedRequest(ChatRequestSchema, small("scopes")) as ReturnType<typeof fromBinary<typeof ChatRequestSchema>>;
     const plain = fromBinary(ChatRequestSchema, small("scopes"));
-    const scopes: KeyScope[] = [
-      scope,
-      { ...scope, version: "2" },
-      { ...scope, model: "n" },
-      { ...scope, tenant: "t" },
-      { ...scope, rpc: "generate" },
-      { ...scope, keyMetadata: ["team"] },
-      scope,
-      { ...scope },
-    ];
+    // The same scope again, and an equal one in another object, after the others.
+    const scopes: KeyScope[] = [...scopeVariants, scope, { ...scope }];
     for (const s of [...scopes, ...scopes.reverse()]) {
       expect(chatCacheKey(m, s)).toBe(chatCacheKey(plain, s));
     }

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
-import { callerHeaders, createCallContext, throwIfAborted } from "../../src/resilience/deadline.js";
+import { callerHeaders, createCallContext, DEADLINE_MARGIN_MS, throwIfAborted } from "../../src/resilience/deadline.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -63,6 +63,18 @@ describe("createCallContext deadline", () => {
     // 40 ms less its 10% margin: 36 ms.
     expect(elapsed).toBeGreaterThanOrEqual(35);
     expect(ctx.isAborted!()).toBe(true);
+    ctx.dispose();
+  });
+
+  it("gives up at most DEADLINE_MARGIN_MS (50 ms) before a long client deadline", async () => {
+    expect(DEADLINE_MARGIN_MS).toBe(50);
+    const started = Date.now();
+    const ctx = createCallContext({ ...base, timeoutMs: 1000 });
+    const signal = ctx.signal;
+    await new Promise((resolve) => signal.addEventListener("abort", resolve));
+    // Due at 950 ms (10% would be 100 ms; the cap applies). A timer never fires early.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(949);
+    expect((signal.reason as GatewayError).message).toBe("deadline exceeded: the call's grpc-timeout of 1000ms ran out");
     ctx.dispose();
   });
 

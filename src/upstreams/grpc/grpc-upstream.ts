@@ -6,6 +6,7 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_
 import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { DEADLINE_MARGIN_MS } from "../../resilience/deadline.js";
 import { scrub } from "../http/http-errors.js";
 import { readUpstreamTls } from "../http/http-upstream.js";
 
@@ -211,10 +212,10 @@ export class GrpcUpstream {
 const DEADLINE_GRACE_MS = 50;
 /**
  * How close to the call's deadline a DEADLINE_EXCEEDED must come to be taken as that deadline's:
- * another infergate upstream answers up to 20 ms before the deadline it was sent (its own margin,
- * src/resilience/deadline.ts), plus slack for the link and timers.
+ * another infergate upstream answers up to DEADLINE_MARGIN_MS before the deadline it was sent (its
+ * own margin, src/resilience/deadline.ts), plus slack for the link and timers.
  */
-const DEADLINE_NEAR_MS = 50;
+const DEADLINE_NEAR_MS = DEADLINE_MARGIN_MS + 50;
 
 function defaultUpstreamReason(code: Code, given: string | undefined): string {
   switch (code) {

@@ -127,11 +127,13 @@ export function createCallContext(init: CallContextInit): OwnedCallContext {
   const requestId = given !== undefined && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
   const clientTimeout = init.timeoutMs;
   const timeoutMs = Math.max(0, Math.min(clientTimeout ?? init.maxTimeoutMs, init.maxTimeoutMs));
-  const deadline = Date.now() + timeoutMs;
-  const margin = clientTimeout !== undefined && clientTimeout <= init.maxTimeoutMs ? Math.min(DEADLINE_MARGIN_MS, timeoutMs * 0.1) : 0;
+  const now = Date.now();
+  const deadline = now + timeoutMs;
+  // The client's own deadline (not clamped to the maximum) is the one it has a timer for.
   const clientDeadline = clientTimeout !== undefined && clientTimeout <= init.maxTimeoutMs;
+  const margin = clientDeadline ? Math.min(DEADLINE_MARGIN_MS, timeoutMs * 0.1) : 0;
   // When the signal aborts for the deadline (epoch ms).
-  const expiresAt = Date.now() + Math.max(0, timeoutMs - margin);
+  const expiresAt = now + Math.max(0, timeoutMs - margin);
   let over = false;
   // Node makes a controller's AbortSignal when it is first asked for (or aborted).
   let aborted = false;

@@ -2,6 +2,7 @@ import { createHash, hash } from "node:crypto";
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 
 /** What a key is computed for: the answer kinds are stored apart. */
@@ -205,12 +206,15 @@ function canonicalChatKey(req: ChatInput, scope: KeyScope): string {
   return keyOf(ChatRequestSchema, c, scope, req.metadata);
 }
 
-/** The cache key of a Predict request (without cache_policy, metadata and the caller's id). */
+/**
+ * The cache key of a Predict request (without cache_policy, metadata, the caller's id and
+ * output_form: the cache keeps the upstream's form and the gateway converts after it).
+ */
 export function predictCacheKey(req: PredictRequest, scope: KeyScope): string {
   return keyFor(req, scope, () => canonicalPredictKey(req, scope));
 }
 
 function canonicalPredictKey(req: PredictRequest, scope: KeyScope): string {
-  const c = { ...req, cachePolicy: CachePolicy.UNSPECIFIED, metadata: {}, id: "", model: "" };
+  const c = { ...req, cachePolicy: CachePolicy.UNSPECIFIED, metadata: {}, id: "", model: "", outputForm: TensorForm.UNSPECIFIED };
   return keyOf(PredictRequestSchema, c, scope, req.metadata);
 }

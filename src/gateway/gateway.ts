@@ -33,6 +33,7 @@ import type { CallObserver, CallRecord } from "../observability/call-record.js";
 import { GatewayError, Reason, toGatewayError } from "./gateway-error.js";
 import type { ModelRoute, Router } from "./router.js";
 import { validateChatInput, validatePredictRequest } from "./validate-request.js";
+import { applyOutputForm } from "../upstreams/tensor-bulk.js";
 
 /**
  * The core both ingress servers call, with protobuf-es messages. Handlers only orchestrate:
@@ -435,7 +436,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         ctx.responseHeaders[servedByHeader] = `${res.model}/${res.upstream}`;
         // The id belongs to this request, not to the answer that may be shared or stored.
         res.id = req.id !== "" ? req.id : randomUUID();
-        return res;
+        // The form the caller asked for, converted in bulk after the cache (which keeps the
+        // upstream's form for every caller: output_form is not in the key).
+        return applyOutputForm(res, req.outputForm);
       }));
     },
 

@@ -5,13 +5,21 @@ import type { PackageDefinition } from "@grpc/proto-loader";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { HealthImplementation } from "grpc-health-check";
 import { readFileSync } from "node:fs";
-import { type GenerateResponse, GenerateResponseSchema, InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import {
+  type GenerateResponse,
+  GenerateResponseSchema,
+  InferenceService,
+  PredictRequestSchema,
+  type PredictResponse,
+  PredictResponseSchema,
+} from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
 import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
 import { knownEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
+import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
 import type { ServerTlsMaterial } from "./server-tls.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
@@ -31,7 +39,10 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
       // A view, not a copy (grpc-js copies into its frame anyway); bytes the cache already had
       // for the message are written as they are.
       serialize: (m: unknown) => {
-        const bytes = knownEncoding(m as object) ?? (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : undefined) ?? toBinary(schema, m as never);
+        const bytes =
+          knownEncoding(m as object) ??
+          (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : schema === PredictResponseSchema ? encodePredictResponse(m as PredictResponse) : undefined) ??
+          toBinary(schema, m as never);
         return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       },
       deserialize: (b: Buffer): unknown => fromBinary(schema, b),
@@ -40,7 +51,15 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
     const output = io(method.output);
     // A request the cache keys keeps the digest of its bytes (a repeated one's key is found by
     // it), and a small one received again is the same frozen message (see decodeKeyedRequest).
-    const decodeRequest = !keyedRequestSchemas.has(method.input) ? input.deserialize : (b: Buffer): unknown => decodeKeyedRequest(method.input, b);
+    // A big Predict's packed typed inputs are read as raw bytes (predict-wire.ts).
+    const decodeRequest = !keyedRequestSchemas.has(method.input)
+      ? input.deserialize
+      : method.input === PredictRequestSchema
+        ? (b: Buffer): unknown => {
+            const raw = typedInputsToRaw(b);
+            return decodeKeyedRequest(method.input, raw === undefined ? b : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
+          }
+        : (b: Buffer): unknown => decodeKeyedRequest(method.input, b);
     def[method.name] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",

@@ -210,7 +210,9 @@ describe("kserve upstream, end to end", () => {
       const a = [1, 2, 3];
       const b = [10, -20, 30];
       const { result, infers } = await received(() =>
-        predict(m("simple"), [typedInput("INPUT0", "INT32", [3], a), rawInput("INPUT1", "INT32", [3], encodeRaw("INT32", b))]),
+        predict(m("simple"), [typedInput("INPUT0", "INT32", [3], a), rawInput("INPUT1", "INT32", [3], encodeRaw("INT32", b))], {
+          output_form: "TENSOR_FORM_TYPED",
+        }),
       );
       expect(result.outputs.map(tensor)).toEqual([
         { name: "OUTPUT0", datatype: "INT32", shape: [3], values: [11, -18, 33] },
@@ -288,7 +290,7 @@ describe("kserve upstream, end to end", () => {
       async ({ datatype, shape, values, sent }) => {
         const raw = encodeRaw(datatype, values.map((v) => (datatype === "INT64" || datatype === "UINT64" ? BigInt(v as string) : v)));
         const input = sent === "typed" ? typedInput("INPUT0", datatype, shape, values) : rawInput("INPUT0", datatype, shape, raw);
-        const { result, infers } = await received(() => predict(m("any"), [input]));
+        const { result, infers } = await received(() => predict(m("any"), [input], { output_form: "TENSOR_FORM_TYPED" }));
         expect(result.outputs.map(tensor)).toEqual([
           { name: "OUTPUT0", datatype, shape, values: values.map((v) => (Buffer.isBuffer(v) ? hex(v) : v)) },
         ]);
@@ -297,6 +299,22 @@ describe("kserve upstream, end to end", () => {
         ).toEqual([[{ form: form(sent), values: values.map((v) => asFakeValue(datatype, v)) }]]);
       },
     );
+
+    it("a raw answer reaches the client as raw_contents, byte for byte; output_form RAW asks for raw whatever was sent", async () => {
+      // FP32 bit patterns a decode and re-encode could not keep: NaNs with payloads, a signalling
+      // NaN, -0, a subnormal. Identity: the server answers the input's bytes.
+      const bytes = Buffer.from("0100c07f0000a07f00000080010000000000c0bf", "hex");
+      const { result } = await received(() => predict(m("any"), [rawInput("INPUT0", "FP32", [5], bytes)]));
+      if (protocol === "grpc") {
+        // Triton's form over gRPC: raw_output_contents, passed through untouched.
+        expect(result.outputs.map(tensor)).toEqual([{ name: "OUTPUT0", datatype: "FP32", shape: [5], raw: hex(bytes) }]);
+      } else {
+        // JSON holds only finite numbers: the NaNs cannot travel over REST.
+        expect(result.outputs).toHaveLength(0);
+      }
+      const typed = await predict(m("any"), [typedInput("INPUT0", "INT32", [3], [1, -2, 2147483647])], { output_form: "TENSOR_FORM_RAW" });
+      expect(typed.outputs.map(tensor)).toEqual([{ name: "OUTPUT0", datatype: "INT32", shape: [3], raw: hex(encodeRaw("INT32", [1, -2, 2147483647])) }]);
+    });
 
     // Over REST, JSON carries finite numbers only: NaN and ±Infinity are refused (see below).
     const halves: { datatype: "FP16" | "BF16"; model: string; bits: number[] }[] =

@@ -9,7 +9,7 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { type ModelInferResponse, ModelInferResponseSchema } from "../../gen/inference/grpc_service_pb.js";
 import { type PredictRequest, PredictRequestSchema, type PredictResponse } from "../../gen/infergate/v1/inference_service_pb.js";
-import { DataType, type ParameterValueSchema, type Tensor } from "../../gen/infergate/v1/tensor_pb.js";
+import { DataType, type ParameterValueSchema, type Tensor, TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { GatewayError } from "../../src/gateway/gateway-error.js";
 import {
@@ -27,6 +27,7 @@ import {
 } from "../../src/upstreams/kserve/kserve-translate.js";
 import { kserveModelOptionsSchema, kserveOptionsSchema } from "../../src/upstreams/kserve/kserve-upstream.js";
 import { parseTfJson } from "../../src/upstreams/tfserving/tfserving-json.js";
+import { applyOutputForm } from "../../src/upstreams/tensor-bulk.js";
 
 type PredictInit = MessageInitShape<typeof PredictRequestSchema>;
 type TensorInit = NonNullable<PredictInit["inputs"]>[number];
@@ -295,7 +296,7 @@ describe("gRPC: ModelInferResponse → PredictResponse", () => {
       },
     ],
     [
-      "raw outputs are decoded to typed (raw_output_contents[i] ↔ outputs[i]); FP16 stays raw",
+      "raw outputs pass through raw, byte for byte (raw_output_contents[i] ↔ outputs[i])",
       response({
         outputs: [
           { name: "I64", datatype: "INT64", shape: [2n] },
@@ -314,11 +315,11 @@ describe("gRPC: ModelInferResponse → PredictResponse", () => {
       }),
       {
         outputs: [
-          { name: "I64", datatype: "INT64", shape: [2], values: [2n ** 63n - 1n, -(2n ** 63n)] },
+          { name: "I64", datatype: "INT64", shape: [2], raw: "ffffffffffffff7f0000000000000080" },
           { name: "H", datatype: "FP16", shape: [2], raw: "007c0080" },
-          { name: "S", datatype: "BYTES", shape: [2], values: ["fe", ""] },
-          { name: "U8", datatype: "UINT8", shape: [3], values: [0, 128, 255] },
-          { name: "E", datatype: "FP32", shape: [0], values: [] },
+          { name: "S", datatype: "BYTES", shape: [2], raw: "01000000fe00000000" },
+          { name: "U8", datatype: "UINT8", shape: [3], raw: "0080ff" },
+          { name: "E", datatype: "FP32", shape: [0], raw: "" },
         ],
         parameters: {},
       },
@@ -330,6 +331,51 @@ describe("gRPC: ModelInferResponse → PredictResponse", () => {
     ],
   ])("%s", (_name, res, expected) => {
     expect(plainResponse(fromModelInferResponse("tri", res))).toEqual(expected);
+  });
+
+  it("output_form TYPED decodes raw outputs in bulk (FP16 stays raw); RAW encodes typed ones back, byte for byte", () => {
+    const raw = [
+      new Uint8Array([...Buffer.from("ffffffffffffff7f", "hex"), ...Buffer.from("0000000000000080", "hex")]),
+      new Uint8Array(le16(0x7c00, 0x8000)),
+      new Uint8Array([1, 0, 0, 0, 0xfe, 0, 0, 0, 0]),
+      new Uint8Array([0, 128, 255]),
+      new Uint8Array(0),
+      // -1.5 and 2^-149 (the smallest subnormal) as FP32, at an odd offset in their buffer.
+      new Uint8Array([9, ...Buffer.from("0000c0bf01000000", "hex")]).subarray(1),
+      new Uint8Array([...Buffer.from("ffffffff00000080", "hex")]),
+    ];
+    const res = fromModelInferResponse(
+      "tri",
+      response({
+        outputs: [
+          { name: "I64", datatype: "INT64", shape: [2n] },
+          { name: "H", datatype: "FP16", shape: [2n] },
+          { name: "S", datatype: "BYTES", shape: [2n] },
+          { name: "U8", datatype: "UINT8", shape: [3n] },
+          { name: "E", datatype: "FP32", shape: [0n] },
+          { name: "F", datatype: "FP32", shape: [2n] },
+          { name: "I32", datatype: "INT32", shape: [2n] },
+        ],
+        rawOutputContents: raw,
+      }),
+    );
+    const typed = applyOutputForm(res, TensorForm.TYPED);
+    expect(plainResponse(typed).outputs).toEqual([
+      { name: "I64", datatype: "INT64", shape: [2], values: [2n ** 63n - 1n, -(2n ** 63n)] },
+      { name: "H", datatype: "FP16", shape: [2], raw: "007c0080" },
+      { name: "S", datatype: "BYTES", shape: [2], values: ["fe", ""] },
+      { name: "U8", datatype: "UINT8", shape: [3], values: [0, 128, 255] },
+      { name: "E", datatype: "FP32", shape: [0], values: [] },
+      { name: "F", datatype: "FP32", shape: [2], values: [-1.5, 2 ** -149] },
+      { name: "I32", datatype: "INT32", shape: [2], values: [-1, -2147483648] },
+    ]);
+    // The answer itself is not changed (the cache may share it).
+    expect(res.outputs.every((t) => t.data.case === "rawContents")).toBe(true);
+    const back = applyOutputForm(typed, TensorForm.RAW);
+    expect(back.outputs.map((t) => (t.data.case === "rawContents" ? Buffer.from(t.data.value).toString("hex") : t.data.case))).toEqual(
+      raw.map((r) => Buffer.from(r).toString("hex")),
+    );
+    expect(applyOutputForm(res, TensorForm.UNSPECIFIED)).toBe(res);
   });
 
   it.each([

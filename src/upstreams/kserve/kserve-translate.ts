@@ -5,9 +5,9 @@
  * what arrives. docs/upstream-kserve.md has the mapping table; every request field either maps or
  * is rejected here with INVALID_ARGUMENT naming it, never silently dropped.
  *
- * Answers always come back in one form, whichever protocol and tensor form the server used:
- * typed `contents`, except FP16 and BF16, which only have the raw form. So a client sees the same
- * answer from a gRPC or a REST upstream, and the cache stores one shape.
+ * Answers keep the form the server used: raw bytes as `raw_contents` (never decoded element by
+ * element), typed values as `contents`; the caller's PredictRequest.output_form asks for one form
+ * whatever the server sent, and the gateway converts in bulk (tensor-bulk.ts).
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -33,7 +33,8 @@ import {
 import { GatewayError, invalidArgument } from "../../gateway/gateway-error.js";
 import { writeExactJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
-import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
+import { rawFromTyped } from "../tensor-bulk.js";
+import { checkTensor, dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 import type {
   RestElement,
   RestInferInput,
@@ -384,11 +385,9 @@ function kserveName(datatype: DataType, path: string): string {
   return info.kserveName;
 }
 
-/** A tensor's raw little-endian bytes: as given, or encoded from its typed values. */
+/** A tensor's raw little-endian bytes: as given, or converted in bulk from its typed values. */
 function rawBytes(t: Tensor, path: string): Uint8Array {
-  if (t.data.case === "rawContents") return t.data.value;
-  const encoded = encodeTensor(t.name, t.datatype, t.shape, decodeTensor(t, path), true);
-  return encoded.data.value as Uint8Array;
+  return rawFromTyped(t, path);
 }
 
 /** A typed tensor's values in InferTensorContents (the same fields, the same numbers). */
@@ -404,10 +403,13 @@ function typedContents(t: Tensor, path: string): InferTensorContents {
 
 /**
  * Reads a ModelInferResponse: `raw_output_contents[i]` holds `outputs[i]` when present (then for
- * every output); otherwise each output's typed `contents`. Every output is checked against its
- * shape and datatype (a mismatch is UNAVAILABLE UPSTREAM_BAD_RESPONSE) and returned typed (FP16
- * and BF16 raw). Response and tensor parameters map back; the server's model name, version and
- * id are not used (the gateway reports its own).
+ * every output); otherwise each output's typed `contents`. Each output keeps the form it came in:
+ * raw bytes pass through as `raw_contents` untouched (checked for length against shape and
+ * datatype, never decoded element by element), typed values as `contents` (checked for count, and
+ * narrow integers for range). A mismatch is UNAVAILABLE UPSTREAM_BAD_RESPONSE. The caller's
+ * PredictRequest.output_form converts afterwards, in the gateway (tensor-bulk.ts). Response and
+ * tensor parameters map back; the server's model name, version and id are not used (the gateway
+ * reports its own).
  */
 export function fromModelInferResponse(upstream: string, res: ModelInferResponse): PredictResponse {
   const raw = res.rawOutputContents;
@@ -443,12 +445,11 @@ export function fromModelInferResponse(upstream: string, res: ModelInferResponse
         }),
       };
     }
-    const received = create(TensorSchema, { name: o.name, datatype, shape: o.shape, data });
-    const values = asBadResponse(upstream, () => {
-      checkNarrowInts(received, path);
-      return decodeTensor(received, path);
+    const tensor = create(TensorSchema, { name: o.name, datatype, shape: o.shape, data });
+    asBadResponse(upstream, () => {
+      checkTensor(tensor, path);
+      checkNarrowInts(tensor, path);
     });
-    const tensor = encodeTensor(o.name, datatype, o.shape, values, false);
     tensor.parameters = fromInferParameters(o.parameters);
     return tensor;
   });

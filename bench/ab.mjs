@@ -76,7 +76,8 @@ async function start(name, main, fakePort, nodeArgs, extraEnv) {
     logDir,
     cwd: logDir,
     direct: true,
-    env: { BENCH_FAKE_PORT: String(fakePort), BENCH_SLOW_TOKENS: "8", ...extraEnv },
+    // No workload here calls the kserve upstreams of bench/infergate.yaml: port 9 (discard) for them.
+    env: { BENCH_FAKE_PORT: String(fakePort), BENCH_SLOW_TOKENS: "8", BENCH_KSERVE_GRPC_PORT: "9", BENCH_KSERVE_REST_PORT: "9", BENCH_KSERVE_PROBE_PORT: "9", ...extraEnv },
   });
   children.push(child);
   const adminAddress = `127.0.0.1:${admin}`;

@@ -37,6 +37,7 @@ import {
 } from "./lib/common.mjs";
 import { grpcUnary } from "./lib/grpc-call.mjs";
 import { writeBodies } from "./lib/messages.mjs";
+import { floorSection, predictPlan, predictSection, startFakeKserve } from "./lib/predict-bench.mjs";
 import { summarizeProfiles } from "./lib/profile.mjs";
 import { renderReport } from "./lib/report.mjs";
 
@@ -73,6 +74,8 @@ const grpcHeaders = ["content-type: application/grpc", "te: trailers"];
 const jsonHeaders = ["content-type: application/json"];
 
 const children = [];
+/** The KServe fake's ports for bench/infergate.yaml (BENCH_KSERVE_*), once it runs. */
+let kserveEnv = {};
 const say = (msg) => process.stdout.write(`[bench] ${msg}\n`);
 
 /** The share of connections and streams per connection for a concurrency over HTTP/2. */
@@ -108,7 +111,7 @@ async function startInfergate(name, fakePort, { workers = 1, nodeArgs = [] } = {
     direct: true,
     // Per-call log lines go where a deployment's would: written, at info level, to stdout (here
     // a file), so their cost is in the figures.
-    env: { BENCH_FAKE_PORT: String(fakePort), BENCH_SLOW_TOKENS: String(plan.holdTokens) },
+    env: { BENCH_FAKE_PORT: String(fakePort), BENCH_SLOW_TOKENS: String(plan.holdTokens), ...kserveEnv },
   });
   children.push(child);
   const adminAddress = `127.0.0.1:${admin}`;
@@ -248,6 +251,8 @@ async function main() {
   };
 
   const fake = await startFake();
+  const kserve = await startFakeKserve({ startChild, logDir, children });
+  kserveEnv = kserve.env;
   const ig = await startInfergate("infergate", fake.port);
   const igTarget = (body, path) => ({ url: `${ig.url}${path}`, body, headers: grpcHeaders, pid: ig.child.pid, admin: ig.adminAddress });
   const direct = { url: `${fake.url}/v1/chat/completions`, body: bodies.chatJson, headers: jsonHeaders, h1: true, pid: fake.child.pid };
@@ -355,6 +360,15 @@ async function main() {
 
   // 6. 10,000 streams held open in one fresh infergate process.
   results.hold = await holdStreams(fake.port);
+
+  // 8. Predict against the KServe fake: small calls direct vs infergate (gRPC and REST upstreams),
+  // 4 MiB calls one at a time with a probe of small calls beside them (bench/lib/predict-bench.mjs).
+  const pPlan = predictPlan(quick);
+  results.predict = await predictSection({ plan: pPlan, say, interleaved, startInfergate, fakePort: fake.port, kserve, outDir, grpcHeaders, jsonHeaders });
+  await kserve.stop();
+
+  // 9. The upstream-client floor: an undici client's own CPU per call to the fake, no infergate.
+  results.floor = await floorSection({ plan: pPlan, say, fake, upstreamModel: models.chatUpstream });
 
   // 7. Profiles (optional): where infergate spends its CPU under the unary and streaming loads.
   if (flags.profile) results.profile = await profile(fake.port);

@@ -51,6 +51,72 @@ export function keyFigures(r) {
   };
 }
 
+/**
+ * The figures of the Predict and upstream-client-floor sections (bench/lib/predict-bench.mjs) that
+ * issue 16's targets are judged on; undefined where the run has no such section.
+ */
+export function predictFigures(r) {
+  const s = r.predict?.small;
+  const big = r.predict?.big;
+  const rpsRatio = (rows) => (rows ? rows.infergate.rps / rows.direct.rps : undefined);
+  const addedP50 = (rows) => (rows ? rows.infergate.p50Ms - rows.direct.p50Ms : undefined);
+  // The worst small call beside 4 MB Predicts going through infergate, by case.
+  const probeMaxMsByCase = Object.fromEntries(Object.entries(big ?? {}).filter(([, row]) => row.infergate !== undefined).map(([name, row]) => [name, row.infergate.probe.maxMs]));
+  const maxes = Object.values(probeMaxMsByCase);
+  const echo64 = r.ceiling?.[64]?.["grpc-js echo"]?.cpuUsPerCall;
+  const client64 = r.floor?.[64]?.cpuUsPerCall;
+  const chat64 = r.overhead?.[64]?.infergate.cpuUsPerCall;
+  const floor64 = echo64 !== undefined && client64 !== undefined ? echo64 + client64 : undefined;
+  return {
+    probeMaxMsByCase,
+    probeMaxMs: maxes.length === 0 ? undefined : Math.max(...maxes),
+    probeErrors: Object.values(big ?? {}).reduce((n, row) => n + (row.infergate?.probe.errors ?? 0), 0),
+    bigRawOverDirect: big?.raw ? big.raw.infergate.medianMs / big.raw.direct.medianMs : undefined,
+    smallGrpcRpsRatioC64: rpsRatio(s?.grpc?.[64]),
+    smallGrpcAddedP50MsC1: addedP50(s?.grpc?.[1]),
+    smallRestRpsRatioC64: rpsRatio(s?.rest?.[64]),
+    smallRestAddedP50MsC1: addedP50(s?.rest?.[1]),
+    echoCpuUsC64: echo64,
+    clientFloorCpuUsC64: client64,
+    floorCpuUsC64: floor64,
+    chatCpuUsC64: chat64,
+    chatCpuOverFloorC64: floor64 !== undefined && chat64 !== undefined ? chat64 / floor64 : undefined,
+  };
+}
+
+/**
+ * The rows of the "Issue 16 targets" table: {target, measured, met} (met undefined: not measured
+ * in this run), in the order of the issue's table. A new measure adds its row here.
+ */
+export function issue16Targets(r) {
+  const k = keyFigures(r);
+  const q = predictFigures(r);
+  const rows = [];
+  const row = (target, measured, met) => rows.push({ target, measured, met });
+  const judge = (v, ok) => (v === undefined || Number.isNaN(v) ? undefined : ok(v));
+  row(
+    "small calls' max latency while 4 MB Predicts run ≤ 50 ms",
+    q.probeMaxMs === undefined ? "—" : `${f(q.probeMaxMs, 1)} ms (${Object.entries(q.probeMaxMsByCase).map(([name, v]) => `${name}: ${f(v, 1)}`).join("; ")})${q.probeErrors > 0 ? `, ${q.probeErrors} failed` : ""}`,
+    judge(q.probeMaxMs, (v) => v <= 50 && q.probeErrors === 0),
+  );
+  row("4 MB raw Predict through infergate vs direct (time) ≤ 1.5×", x(q.bigRawOverDirect), judge(q.bigRawOverDirect, (v) => v <= 1.5));
+  row("small Predict over KServe gRPC: throughput at c=64, infergate / direct ≥ 0.5×", x(q.smallGrpcRpsRatioC64), judge(q.smallGrpcRpsRatioC64, (v) => v >= 0.5));
+  row("small Predict over KServe gRPC: added p50 at c=1 ≤ 0.3 ms", `${f(q.smallGrpcAddedP50MsC1, 3)} ms`, judge(q.smallGrpcAddedP50MsC1, (v) => v <= 0.3));
+  row(
+    "unary Chat CPU per call / (echo + client floor) ≤ 1.4× (c=64)",
+    `${x(q.chatCpuOverFloorC64)} (${f(q.chatCpuUsC64, 1)} µs / (${f(q.echoCpuUsC64, 1)} + ${f(q.clientFloorCpuUsC64, 1)}) µs)`,
+    judge(q.chatCpuOverFloorC64, (v) => v <= 1.4),
+  );
+  row("added p50 at c=1 (Chat) ≤ 0.35 ms", `${f(k.addedP50MsC1, 3)} ms`, judge(k.addedP50MsC1, (v) => v <= 0.35));
+  // (The stream targets' rows come here, in the issue's order.)
+  row("cache hit / grpc-js echo throughput stays ≥ 75% (16×16 streams)", pct(k.cacheHitVsGrpcEcho), judge(k.cacheHitVsGrpcEcho, (v) => v >= 0.75));
+  return rows;
+}
+
+function targetTable(rows) {
+  return ["| target | measured | |", "| --- | --- | --- |", ...rows.map((t) => `| ${t.target} | ${t.measured} | ${yes(t.met)} |`)].join("\n");
+}
+
 function loadTable(rows, { cpu = true, errors = true } = {}) {
   const head = `| target | req/s | p50 ms | p90 ms | p99 ms |${cpu ? " CPU µs/call |" : ""}${errors ? " errors |" : ""}`;
   const sep = `| --- | ---: | ---: | ---: | ---: |${cpu ? " ---: |" : ""}${errors ? " ---: |" : ""}`;
@@ -85,6 +151,8 @@ export function renderReport(r, before) {
 
   p("## Targets");
   p();
+  p("### Issue 5 targets");
+  p();
   p("| target | measured | |");
   p("| --- | --- | --- |");
   p(`| added latency at concurrency 1: p50 ≤ 0.25 ms | ${f(k.addedP50MsC1, 3)} ms | ${yes(k.addedP50MsC1 === undefined ? undefined : k.addedP50MsC1 <= 0.25)} |`);
@@ -99,6 +167,13 @@ export function renderReport(r, before) {
     p(`| ${int(r.hold.streams)} concurrent streams: ≤ 64 KiB RSS per stream | ${f(k.holdRssPerStreamKiB, 1)} KiB | ${yes(k.holdRssPerStreamKiB <= 64)} |`);
     p(`| ${int(r.hold.streams)} concurrent streams: event-loop delay p99 ≤ 50 ms | ${f(k.holdEventLoopP99Ms, 1)} ms | ${yes(k.holdEventLoopP99Ms <= 50)} |`);
   }
+  p();
+
+  p("### Issue 16 targets");
+  p();
+  p("Each measured as a ratio or a figure within this run (sections 1–3, 8 and 9).");
+  p();
+  p(targetTable(issue16Targets(r)));
   p();
 
   p("### Where the time goes");
@@ -243,6 +318,8 @@ export function renderReport(r, before) {
     p();
   }
 
+  renderPredictSections(r, p);
+
   if (before !== undefined) {
     const b = keyFigures(before);
     p("## Before and after the optimisations");
@@ -292,4 +369,86 @@ export function renderReport(r, before) {
   p("```");
   p();
   return `${out.join("\n")}\n`;
+}
+
+/** Sections 8 (Predict against the KServe fake) and 9 (the upstream-client floor), when measured. */
+function renderPredictSections(r, p) {
+  const pr = r.predict;
+  const q = predictFigures(r);
+  if (pr !== undefined) {
+    const pl = pr.plan;
+    p("## 8. Predict: KServe v2 upstreams, gRPC and REST");
+    p();
+    p(
+      `The fake (\`bench/fake-kserve-server.mjs\`, its own process) answers like Triton: over gRPC always in \`raw_output_contents\`, over REST in JSON \`data\`. infergate reaches it through a \`kserve\` upstream with \`protocol: grpc\` and one with \`protocol: rest\` (bench/infergate.yaml; the models' cache is off, so every call reaches the fake). infergate's answer to a small call came back ${pr.answerForm.grpc} over the gRPC upstream and ${pr.answerForm.rest} over the REST one.`,
+    );
+    p();
+    p("### Small calls: Triton's `simple`, 2 × [1,16] INT32");
+    p();
+    p(
+      `INPUT0 and INPUT1 → OUTPUT0 (sum) and OUTPUT1 (difference). Through infergate: a ${pr.messages.predictRequestBytes}-byte PredictRequest with typed \`int_contents\` to model \`simple-grpc\` or \`simple-rest\`. Direct: the request infergate itself sends upstream, to the fake: a ${pr.messages.modelInferRequestBytes}-byte ModelInferRequest with gRPC framing (h2load as for gRPC above), or the ${pr.messages.restRequestBytes}-byte JSON body to \`POST /v2/models/simple/infer\` over HTTP/1.1 (C connections). ${pl.smallRounds} interleaved round(s) of ${pl.smallDurationS} s per target; CPU per call is the fake's for direct, infergate's for infergate.`,
+    );
+    p();
+    p("| upstream protocol | added p50 at c=1 (ms) | added p99 at c=1 (ms) | throughput at c=1, infergate / direct | throughput at c=64, infergate / direct | infergate CPU µs/call at c=64 |");
+    p("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (const [protocol, byC] of Object.entries(pr.small)) {
+      const a = byC[1];
+      const b = byC[64];
+      p(`| ${protocol} | ${f(a.infergate.p50Ms - a.direct.p50Ms, 3)} | ${f(a.infergate.p99Ms - a.direct.p99Ms, 3)} | ${x(a.infergate.rps / a.direct.rps)} | ${x(b.infergate.rps / b.direct.rps)} | ${f(b.infergate.cpuUsPerCall, 1)} |`);
+    }
+    p();
+    for (const [protocol, byC] of Object.entries(pr.small)) {
+      for (const [c, rows] of Object.entries(byC)) {
+        p(`#### ${protocol === "grpc" ? "gRPC" : "REST"} upstream, concurrency ${c}`);
+        p();
+        p(loadTable(rows));
+        p();
+      }
+    }
+
+    p("### 4 MiB tensors, one call at a time, and small calls beside them");
+    p();
+    p(
+      `Model \`identity_fp32\` (\`identity-grpc\` through infergate, over the gRPC upstream): one FP32 input of shape [1, ${int(pl.bigElements)}] (4 MiB) comes back as OUTPUT0. Raw: \`raw_contents\` (direct: \`raw_input_contents\`); typed: \`fp32_contents\` (direct: \`contents.fp32_contents\`); the third case also asks infergate for typed outputs (\`output_form: TENSOR_FORM_TYPED\`) and has no direct run of its own (the fake answers raw whatever is asked: the typed direct run is its reference). \`bench/predict-client.mjs\`, a process of its own with the message encoded once, makes one unmeasured call, then ${pl.bigCalls} calls one at a time (or as many as fit in ${pl.bigMaxSeconds} s); a call's time runs from sending the request to the end of the answer. Beside it a second process (\`predict-client.mjs --mode probe\`) sends a small \`simple\` Predict through infergate every ${pl.probeIntervalMs} ms without waiting for answers and times each one; its model, \`simple-probe\`, is served by a second fake process, so that only infergate can delay it. The probe columns cover its calls in flight while the measured calls ran; the loop delay is infergate's \`infergate_process_nodejs_eventloop_lag_max_seconds\` over the run. The typed direct run costs the fake itself most of its time (it decodes 1M packed floats in JavaScript; Triton does that in C++).`,
+    );
+    p();
+    p("| input | target | calls | ms per call (median) | min – max ms | infergate / direct | answer | probe calls | probe p50 ms | probe p99 ms | probe max ms | infergate loop delay max ms | errors |");
+    p("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (const [name, row] of Object.entries(pr.big)) {
+      const reference = row.direct ?? pr.big.typed?.direct;
+      for (const [who, v] of Object.entries(row)) {
+        const ratio = who === "infergate" && reference !== undefined ? x(v.medianMs / reference.medianMs) : "";
+        const answer = v.answer.checked ? `${v.answer.form}${v.answer.same ? "" : ", **values differ**"}` : "—";
+        const errors = `${v.errors}${v.firstError ? ` (${v.firstError})` : ""}${v.probe.errors ? `; probe ${v.probe.errors} (${v.probe.firstError})` : ""}`;
+        p(`| ${name} | ${who} | ${v.calls} | ${f(v.medianMs, 1)} | ${f(v.minMs, 1)} – ${f(v.maxMs, 1)} | ${ratio} | ${answer} | ${v.probe.calls} | ${f(v.probe.p50Ms, 2)} | ${f(v.probe.p99Ms, 2)} | ${f(v.probe.maxMs, 2)} | ${f(v.infergateLoopDelayMaxMs, 1)} | ${errors} |`);
+      }
+    }
+    p();
+    const b = pr.probeBaseline;
+    const directMaxes = Object.values(pr.big).filter((row) => row.direct).map((row) => row.direct.probe.maxMs);
+    const directMax = directMaxes.length === 0 ? undefined : Math.max(...directMaxes);
+    p(`The probe alone (no big call, ${pl.baselineS} s): ${b.calls} calls, p50 ${f(b.p50Ms, 2)} ms, p99 ${f(b.p99Ms, 2)} ms, max ${f(b.maxMs, 2)} ms${b.errors ? `, ${b.errors} failed` : ""}; while the big calls went direct (infergate idle but for the probe, the machine as busy): max ${f(directMax, 2)} ms.`);
+    p();
+    p(`4 MB raw Predict through infergate vs direct: **${x(q.bigRawOverDirect)}** (median time per call). Small calls' max latency while 4 MB Predicts run through infergate: **${f(q.probeMaxMs, 1)} ms** (the worst of the three cases). infergate's non-OK Predict statuses over the section (cancels excluded): ${pr.predictErrorsByMetrics}.`);
+    p();
+  }
+
+  if (r.floor !== undefined) {
+    const pl = r.predict?.plan;
+    p("## 9. Upstream-client floor");
+    p();
+    p(
+      `\`bench/upstream-client.mjs\`, a process of its own, sends the OpenAI request infergate sends (${r.messages.openaiRequestBytes} bytes: JSON.stringify per call, the openai kind's headers) with undici (a Pool with HttpUpstream's options) to the same fake upstream, C calls at a time, and reads and parses each answer; its CPU per call is its own user + system time from /proc over ${pl?.floorDurationS ?? "?"} s after a 1 s warm-up, ${pl?.floorRounds ?? "?"} round(s). The floor of a proxied Chat is what the two stacks cost without infergate: the grpc-js echo's CPU per call (section 2 at c=64; section 3, one call at a time, at c=1) plus this client's. infergate's CPU per proxied Chat is from section 1.`,
+    );
+    p();
+    p("| concurrency | client calls/s | client p50 ms | undici client CPU µs/call | grpc-js echo CPU µs/call | floor (sum) µs | infergate CPU µs per proxied Chat | infergate / floor |");
+    p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const [c, v] of Object.entries(r.floor)) {
+      const echo = Number(c) === 64 ? r.ceiling?.[64]?.["grpc-js echo"]?.cpuUsPerCall : Number(c) === 1 ? r.cache?.["grpc-js echo"]?.cpuUsPerCall : undefined;
+      const chat = r.overhead?.[c]?.infergate.cpuUsPerCall;
+      const floor = echo === undefined ? undefined : echo + v.cpuUsPerCall;
+      p(`| ${c} | ${int(v.rps)} | ${f(v.p50Ms, 3)} | ${f(v.cpuUsPerCall, 1)}${v.errors ? ` (${v.errors} errors: ${v.firstError})` : ""} | ${f(echo, 1)} | ${f(floor, 1)} | ${f(chat, 1)} | ${x(floor === undefined || chat === undefined ? undefined : chat / floor)} |`);
+    }
+    p();
+  }
 }

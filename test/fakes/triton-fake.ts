@@ -195,7 +195,8 @@ export async function createTritonFake(): Promise<TritonFake> {
   const requests: TritonRecordedRequest[] = [];
   const pending = new Set<AbortController>();
 
-  const grpcServer = new grpc.Server();
+  // Triton takes messages up to 2 GiB; 64 MiB is plenty for the tests' big tensors.
+  const grpcServer = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20, "grpc.max_send_message_length": 64 << 20 });
   grpcServer.addService(grpcServiceDefinition(GRPCInferenceService), grpcHandlers(requests, pending));
   const grpcPort = await new Promise<number>((resolve, reject) => {
     grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) =>

@@ -5,7 +5,9 @@
  * and the listener.
  *
  * Valid only while the message is not changed: remember bytes only for a message nobody changes
- * afterwards, and only bytes equal to what toBinary would give for it.
+ * afterwards, and only bytes that decode to it (toBinary's, or predict-wire.ts's bulk encoding,
+ * which writes the same fields in another order). The gRPC listener also records a Predict
+ * answer's bytes this way before the call is reported (its encoding counts in the latency).
  */
 const known = new WeakMap<object, Uint8Array>();
 

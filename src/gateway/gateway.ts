@@ -407,6 +407,13 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     return run().then(
       (res) => {
         const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
+        if (ctx.encodeAnswer !== undefined) {
+          try {
+            ctx.encodeAnswer(res);
+          } catch {
+            // The listener encodes it again, and fails the call there.
+          }
+        }
         report(rpc, ctx, model, started, { upstream: r.upstream, usage: r.usage });
         return res;
       },

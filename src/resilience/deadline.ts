@@ -43,6 +43,12 @@ export interface CallContext {
    * never needs one). Read it through `throwIfAborted`.
    */
   readonly isAborted?: () => boolean;
+  /**
+   * Set by a listener that writes a unary answer's bytes itself: the gateway calls it with the
+   * answer before it reports the call, so that the logged latency includes the encoding (a 4 MiB
+   * tensor's is not nothing). What it encodes must be what the listener then writes.
+   */
+  encodeAnswer?: (answer: object) => void;
 }
 
 /** `ctx.signal.throwIfAborted()`, without making the signal of a context that has none yet. */

@@ -15,7 +15,7 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ServerConfig } from "../config/schema.js";
 import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
-import { knownEncoding } from "../cache/known-encoding.js";
+import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
@@ -72,6 +72,11 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
     };
   }
   return def as grpc.ServiceDefinition;
+}
+
+/** A PredictResponse's wire bytes: big typed outputs in bulk (predict-wire.ts), else toBinary. */
+function predictResponseBytes(res: PredictResponse): Uint8Array {
+  return encodePredictResponse(res) ?? toBinary(PredictResponseSchema, res);
 }
 
 /**
@@ -157,9 +162,10 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     "grpc.enable_channelz": 0,
   });
   const unary =
-    <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
+    <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>, encodeAnswer?: (answer: object) => void): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) => {
       const ctx = callContext(call, config.maxTimeoutMs, config.tls !== undefined);
+      if (encodeAnswer !== undefined) ctx.encodeAnswer = encodeAnswer;
       fn(call.request, ctx).then(
         (res) => {
           sendHeaders(call, ctx);
@@ -205,7 +211,9 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
   };
 
   server.addService(serviceDefinition(InferenceService), {
-    Predict: unary(gateway.predict),
+    // A Predict answer (a big tensor, maybe) is encoded before the call is reported: its
+    // encoding counts in the logged latency; the serializer then writes those bytes.
+    Predict: unary(gateway.predict, (answer) => rememberEncoding(answer, predictResponseBytes(answer as PredictResponse))),
     Chat: unary(gateway.chat),
     Generate: generate,
     ListModels: unary(gateway.listModels),

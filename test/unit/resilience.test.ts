@@ -15,7 +15,9 @@ import {
   type GenerateResponse,
   GenerateResponseSchema,
   InferenceService,
+  PredictRequestSchema,
 } from "../../gen/infergate/v1/inference_service_pb.js";
+import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import type { ResilienceConfig, UpstreamConfig } from "../../src/config/schema.js";
 import { ConfigError } from "../../src/config/config-error.js";
@@ -30,6 +32,7 @@ import { errorFromNetwork, errorFromStatus } from "../../src/upstreams/http/http
 import type { ChatInput, Upstream, UpstreamCall } from "../../src/upstreams/upstream.js";
 import { memoryClient } from "../helpers/memory.js";
 import { createGateway } from "../../src/gateway/gateway.js";
+import { createCallContext } from "../../src/resilience/deadline.js";
 import { ResponseCache } from "../../src/cache/response-cache.js";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createRouter } from "../../src/gateway/router.js";
@@ -601,6 +604,31 @@ models:
     }
     await gateway.idle();
     expect(gateway.inFlight()).toBe(0);
+  });
+
+  it("a listener's encoding of the answer is done before the call is reported, and counts in its latency", async () => {
+    const config = parseConfig("upstreams: [{ name: mock, kind: mock }]\nmodels: [{ name: b, upstream: mock }]\n", "(test)", {});
+    const order: string[] = [];
+    const records: CallRecord[] = [];
+    const gateway = createGateway(createRouter(config, new Map(config.upstreams.map((u) => [u.name, createUpstream(u)]))), {
+      onCall: (r) => {
+        order.push("report");
+        records.push(r);
+      },
+    });
+    const ctx = createCallContext({ timeoutMs: undefined, maxTimeoutMs: 60_000, timeoutHeader: "grpc-timeout" });
+    ctx.encodeAnswer = () => {
+      order.push("encode");
+      // An encoding that takes 30 ms, as a big tensor's could.
+      const until = performance.now() + 30;
+      while (performance.now() < until);
+    };
+    const input = (name: string) => ({ name, datatype: DataType.INT32, shape: [2n], data: { case: "contents" as const, value: { intContents: [1, 2] } } });
+    const res = await gateway.predict(create(PredictRequestSchema, { model: "b", inputs: [input("x"), input("y")] }), ctx);
+    ctx.dispose();
+    expect(res.outputs.length).toBeGreaterThan(0);
+    expect(order).toEqual(["encode", "report"]);
+    expect(records[0]!.latencyMs).toBeGreaterThanOrEqual(30);
   });
 
   it("a call's reported latency covers the work it does before its first wait (a cache hit without admission)", async () => {

@@ -60,7 +60,14 @@ function connect(address) {
 /** One unary call with a framed body; resolves {status, message, bytes} when the stream closes. */
 function call(session, path, framed) {
   return new Promise((resolve) => {
-    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+    let req;
+    try {
+      req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+    } catch (err) {
+      // The session is gone (connection refused or closed): a failed call, not a crash.
+      resolve({ status: -1, message: err.message, body: [] });
+      return;
+    }
     const chunks = [];
     let status;
     let message = "";

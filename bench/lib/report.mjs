@@ -364,7 +364,7 @@ export function renderReport(r, before) {
   p();
   p("```sh");
   p("make bench-peers   # optional: installs Portkey into bench/peers/ (npm), for the peer figures");
-  p("make bench         # about 7 minutes; writes bench/RESULTS.md and bench/results.json");
+  p("make bench         # about 9–10 minutes; writes bench/RESULTS.md and bench/results.json");
   p("make bench-quick   # 1–2 minutes; writes bench/out/RESULTS-quick.md (what CI runs)");
   p("```");
   p();

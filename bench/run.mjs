@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
- * The benchmarks of infergate (issue 5), on loopback only, every process separate: the fake
- * OpenAI upstream, infergate (`node bin/infergate.js`), the grpc-js and connect-node ceilings,
- * Portkey when `make bench-peers` installed it, and the load (h2load, or bench/stream-client.mjs).
- * Writes the results as JSON and as Markdown (bench/lib/report.mjs).
+ * The benchmarks of infergate (issues 5 and 16), on loopback only, every process separate: the
+ * fake OpenAI upstream, the fake KServe v2 server, infergate (`node bin/infergate.js`), the grpc-js
+ * and connect-node ceilings, Portkey when `make bench-peers` installed it, and the load (h2load,
+ * bench/stream-client.mjs, bench/predict-client.mjs, bench/upstream-client.mjs). Writes the
+ * results as JSON and as Markdown (bench/lib/report.mjs).
  *
  *   node bench/run.mjs [--quick] [--profile]     (normally through bench/run.sh: make bench)
  *

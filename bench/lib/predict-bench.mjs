@@ -228,7 +228,10 @@ export async function predictSection(h) {
   return results;
 }
 
-/** Section "Upstream-client floor": the undici client's own CPU per call, at 64 and 1. */
+/**
+ * Section "Upstream-client floor": the undici client's own CPU per call, at 64 and 1. `h`: {plan,
+ * say, fake (the fake OpenAI server: {url}), upstreamModel (the model name infergate sends it)}.
+ */
 export async function floorSection(h) {
   const { plan, say } = h;
   const out = {};

@@ -7,7 +7,8 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
-import { createTritonFake, type Datatype, encodeRaw, type TritonFake, type TritonRecordedRequest } from "../fakes/triton-fake.js";
+import { offloadedTasks } from "../../src/upstreams/offload.js";
+import { createTritonFake, type Datatype, decodeRaw, encodeRaw, type TritonFake, type TritonRecordedRequest } from "../fakes/triton-fake.js";
 import {
   errorInfoOf,
   expectServiceError,
@@ -314,6 +315,31 @@ describe("kserve upstream, end to end", () => {
       ]);
       const typed = await predict(m("any"), [typedInput("INPUT0", "INT32", [3], [1, -2, 2147483647])], { output_form: "TENSOR_FORM_RAW" });
       expect(typed.outputs.map(tensor)).toEqual([{ name: "OUTPUT0", datatype: "INT32", shape: [3], raw: hex(encodeRaw("INT32", [1, -2, 2147483647])) }]);
+    });
+
+    it("a tensor big enough for the worker thread (300,000 FP32: REST JSON is written and read off the event loop) round-trips; its faults keep their field", async () => {
+      const values = sequence(300_000, (i) => Math.fround(i / 3 - 7));
+      const offloaded = offloadedTasks();
+      const typed = await predict(m("any"), [typedInput("INPUT0", "FP32", [values.length], values)]);
+      // Over REST, the body and the answer went through the worker thread (infergate runs in this process).
+      expect(offloadedTasks() - offloaded).toBe(protocol === "rest" ? 2 : 0);
+      const out = typed.outputs[0]!;
+      // Unset output_form: the server's form (gRPC raw, REST typed).
+      expect(out["data"]).toBe(protocol === "grpc" ? "raw_contents" : "contents");
+      const got = protocol === "grpc" ? decodeRaw("FP32", out["raw_contents"] as Buffer) : ((out["contents"] as Obj)["fp32_contents"] as number[]);
+      expect(got.length).toBe(values.length);
+      expect(got.every((v, i) => v === values[i])).toBe(true);
+      const raw = await predict(m("any"), [typedInput("INPUT0", "FP32", [values.length], values)], { output_form: "TENSOR_FORM_RAW" });
+      expect(hex(raw.outputs[0]!["raw_contents"] as Buffer)).toBe(hex(encodeRaw("FP32", values)));
+      if (protocol === "rest") {
+        const nan = encodeRaw("FP32", values);
+        nan.set([0, 0, 0xc0, 0x7f], 4 * 123_456);
+        const err = await expectServiceError(predict(m("any"), [rawInput("INPUT0", "FP32", [values.length], nan)]));
+        expect([err.code, err.details]).toEqual([
+          grpc.status.INVALID_ARGUMENT,
+          `inputs[0].raw_contents: tensor "INPUT0" element 123456 is NaN; KServe's REST JSON has no NaN or Infinity (use protocol "grpc")`,
+        ]);
+      }
     });
 
     // Over REST, JSON carries finite numbers only: NaN and ±Infinity are refused (see below).

@@ -41,9 +41,15 @@ upstreams:
     kind: kserve
     endpoints: ["http://${fake.grpcAddress}"]
     timeoutMs: 20000
+  - name: tri-rest
+    kind: kserve
+    endpoints: ["${fake.restUrl}"]
+    timeoutMs: 20000
+    options: { protocol: rest }
   - { name: mock, kind: mock }
 models:
   - { name: big, upstream: tri, upstreamModel: identity_any, cache: { policy: "off" } }
+  - { name: big-rest, upstream: tri-rest, upstreamModel: identity_any, cache: { policy: "off" } }
   - { name: small, upstream: mock, cache: { policy: "off" } }
 `,
     );
@@ -88,6 +94,16 @@ models:
     const got = (out["contents"] as Obj)["fp32_contents"] as number[];
     expect(got.length).toBe(elements);
     expect(got.every((v, i) => v === values[i])).toBe(true);
+  });
+
+  it("over REST (JSON written and read on the worker thread), 1M FP32 values come back the same", async () => {
+    const values = Array.from({ length: elements }, (_, i) => Math.fround(i / 5 - 3));
+    const res = await predict(client, "big-rest", [{ name: "INPUT0", datatype: "DATA_TYPE_FP32", shape: [elements], contents: { fp32_contents: values } }], {
+      output_form: "TENSOR_FORM_RAW",
+    });
+    const out = res.outputs[0]!;
+    expect(out["data"]).toBe("raw_contents");
+    expect(Buffer.compare(out["raw_contents"] as Buffer, Buffer.from(new Float32Array(values).buffer))).toBe(0);
   });
 
   it("small calls started just after a 4 MiB Predict are answered before it ends", async () => {

@@ -187,7 +187,7 @@ function elementPath(t: Tensor, path: string, j: number): string {
  * Typed INT8/INT16/UINT8/UINT16 values travel in 32-bit fields: one outside its datatype's range
  * would be wrapped (raw form) or misread by the server, so it is rejected instead.
  */
-function checkNarrowInts(t: Tensor, path: string): void {
+export function checkNarrowInts(t: Tensor, path: string): void {
   const range = narrowRange.get(t.datatype);
   if (range === undefined || t.data.case !== "contents") return;
   const values = t.data.value[dataTypeInfo(t.datatype)!.field!] as number[];

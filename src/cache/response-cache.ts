@@ -84,6 +84,12 @@ export class ResponseCache {
     );
   }
 
+  /** Whether a call is neither read from nor written to the cache (see decide). */
+  private bypasses(route: CacheRoute, rpc: CacheRpc, policy: CachePolicy, deterministic: boolean): boolean {
+    const modelPolicy = route.cache.policy ?? (rpc === "predict" ? "always" : "deterministic");
+    return policy === CachePolicy.BYPASS || modelPolicy === "off" || (modelPolicy === "deterministic" && !deterministic);
+  }
+
   private decide(
     route: CacheRoute,
     rpc: CacheRpc,
@@ -93,8 +99,7 @@ export class ResponseCache {
     key: (scope: KeyScope) => string,
   ): Decision {
     const ttlMs = route.cache.ttlMs ?? this.config.defaultTtlMs;
-    const modelPolicy = route.cache.policy ?? (rpc === "predict" ? "always" : "deterministic");
-    if (policy === CachePolicy.BYPASS || modelPolicy === "off" || (modelPolicy === "deterministic" && !deterministic)) {
+    if (this.bypasses(route, rpc, policy, deterministic)) {
       return { key: undefined, read: false, ttlMs };
     }
     const scope: KeyScope = {
@@ -189,6 +194,11 @@ export class ResponseCache {
     caller: CacheCaller,
     call: (run: UpstreamRun) => Promise<ChatResponse>,
   ): Promise<{ value: ChatResponse; outcome: CacheOutcome }> {
+    if (this.bypasses(route, "chat", req.cachePolicy, isDeterministic(req))) {
+      // Neither read nor written: no decision, key or async step of its own.
+      this.stats.bypassed++;
+      return call(caller).then((value) => ({ value, outcome: "bypass" }));
+    }
     const d = this.decide(route, "chat", req.cachePolicy, isDeterministic(req), caller, (s) => chatCacheKey(req, s));
     return this.unary(d, caller, ChatResponseSchema, call);
   }

@@ -19,7 +19,7 @@ import {
   type PredictResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CapabilityName } from "../config/schema.js";
-import { type CallContext, throwIfAborted } from "../resilience/deadline.js";
+import { type AttemptTrace, type CallContext, throwIfAborted } from "../resilience/deadline.js";
 import { ConcurrencyLimit } from "../resilience/concurrency-limit.js";
 import { allowsFallback } from "../resilience/failure-policy.js";
 import { type LinkedAbort, linkedAbort } from "../resilience/linked-abort.js";
@@ -314,12 +314,12 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     invoke: (route: ModelRoute, call: ResilientCall<Req>) => Promise<Res>,
   ): Promise<Res> {
     // One candidate (no fallbacks): its answer or its own error, as the loop below would give.
-    if (list.length === 1) return invoke(list[0]!, upstreamCall(list[0]!, request, run, ctx));
+    if (list.length === 1) return invoke(list[0]!, new UnaryUpstreamCall(list[0]!, request, run, ctx));
     const failures: Failure[] = [];
     for (const route of list) {
       if (failures.length > 0 && !timeLeft(run, ctx)) break;
       try {
-        return await invoke(route, upstreamCall(route, request, run, ctx));
+        return await invoke(route, new UnaryUpstreamCall(route, request, run, ctx));
       } catch (err) {
         if (run.signal.aborted || !allowsFallback(err)) throw err;
         failures.push({ route, err });
@@ -617,6 +617,38 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve));
     },
   };
+}
+
+/**
+ * One unary upstream call, as upstreamCall makes it for a stream, but a class: the caller's
+ * headers are built from the request's metadata (about 2.5 µs of a call at concurrency 1) only if
+ * the upstream's kind reads them (those that forward some); the others never do. Streams keep the
+ * plain object: the resilience wrapper copies theirs per attempt with a spread, which would drop a
+ * getter of the prototype.
+ */
+class UnaryUpstreamCall<Req> implements ResilientCall<Req> {
+  readonly upstreamModel: string;
+  readonly modelOptions: unknown;
+  readonly signal: AbortSignal;
+  readonly deadline: number;
+  readonly retryDeadline: number;
+  readonly trace: AttemptTrace;
+  constructor(
+    route: ModelRoute,
+    readonly request: Req,
+    run: UpstreamRun,
+    private readonly ctx: CallContext,
+  ) {
+    this.upstreamModel = route.upstreamModel;
+    this.modelOptions = route.modelOptions;
+    this.signal = run.signal;
+    this.deadline = run.deadline;
+    this.retryDeadline = Math.min(run.deadline, ctx.deadline);
+    this.trace = ctx.trace;
+  }
+  get headers(): Readonly<Record<string, string>> {
+    return this.ctx.headers;
+  }
 }
 
 /**

@@ -31,15 +31,18 @@ import { badResponse, errorFromStatus, snippet, UpstreamFailure } from "../http/
 import type { SseEvent } from "../sse/sse-decoder.js";
 import type { ChatInput } from "../upstream.js";
 import {
+  type AssistantMessageParam,
   type ChatCompletionRequest,
   type ChatMessageParam,
   type ContentPartParam,
   type ImagePartParam,
   type ResponseFormatParam,
   streamDoneData,
+  type SystemMessageParam,
   type SystemRole,
   type ToolChoiceParam,
   type ToolParam,
+  type UserMessageParam,
   type WireFinishReason,
   type WireUsage,
 } from "./openai-wire.js";
@@ -144,12 +147,12 @@ export interface RequestContext {
  * and never reach an upstream.
  */
 export function toChatCompletionRequest(req: ChatInput, ctx: RequestContext): ChatCompletionRequest {
-  const body: ChatCompletionRequest = {
-    ...(ctx.model !== undefined ? { model: ctx.model } : {}),
-    messages: req.messages.map((m, i) => message(m, `messages[${i}]`, ctx.developerRole)),
-    stream: ctx.stream,
-    ...(ctx.stream ? { stream_options: { include_usage: true } } : {}),
-  };
+  // Built key by key in the order the JSON has always had (model, messages, stream, …), without
+  // the spreads of empty objects and a field path string per message (made only for an error).
+  const messages: ChatMessageParam[] = new Array(req.messages.length);
+  for (let i = 0; i < messages.length; i++) messages[i] = message(req.messages[i]!, i, ctx.developerRole);
+  const body: ChatCompletionRequest = ctx.model !== undefined ? { model: ctx.model, messages, stream: ctx.stream } : { messages, stream: ctx.stream };
+  if (ctx.stream) body.stream_options = { include_usage: true };
   if (req.temperature !== undefined) body.temperature = req.temperature;
   if (req.topP !== undefined) body.top_p = req.topP;
   if (req.maxTokens !== undefined) body[ctx.maxTokensField] = req.maxTokens;
@@ -189,61 +192,67 @@ export function toChatCompletionRequest(req: ChatInput, ctx: RequestContext): Ch
   return body;
 }
 
-function message(m: Message, at: string, developerRole: SystemRole): ChatMessageParam {
-  const name = m.name !== "" ? { name: m.name } : {};
+function message(m: Message, i: number, developerRole: SystemRole): ChatMessageParam {
   switch (m.role) {
     case Role.SYSTEM:
-      return { role: "system", content: textOf(m, at, "system"), ...name };
+      return named<SystemMessageParam>({ role: "system", content: textOf(m, i, "system") }, m);
     case Role.DEVELOPER:
-      return { role: developerRole, content: textOf(m, at, "developer"), ...name };
+      return named<SystemMessageParam>({ role: developerRole, content: textOf(m, i, "developer") }, m);
     case Role.USER: {
-      const images = m.content.some((p) => p.part.case === "imageUrl" || p.part.case === "imageData");
+      let images = false;
+      for (const p of m.content) if (p.part.case === "imageUrl" || p.part.case === "imageData") images = true;
       // Several compatible servers refuse the array form, so only messages with images use it.
-      const content = images ? m.content.map((p, j) => contentPart(p, `${at}.content[${j}]`)) : textOf(m, at, "user");
-      return { role: "user", content, ...name };
+      const content = images ? m.content.map((p, j) => contentPart(p, `messages[${i}].content[${j}]`)) : textOf(m, i, "user");
+      return named<UserMessageParam>({ role: "user", content }, m);
     }
     case Role.ASSISTANT: {
-      const content = m.content.length === 0 ? null : textOf(m, at, "assistant");
-      return {
-        role: "assistant",
-        content,
-        ...(m.toolCalls.length > 0
-          ? {
-              tool_calls: m.toolCalls.map((c) => ({
-                id: c.id,
-                type: "function" as const,
-                function: { name: c.name, arguments: c.arguments },
-              })),
-            }
-          : {}),
-        ...name,
-      };
+      const content = m.content.length === 0 ? null : textOf(m, i, "assistant");
+      const out: AssistantMessageParam = { role: "assistant", content };
+      if (m.toolCalls.length > 0) {
+        out.tool_calls = m.toolCalls.map((c) => ({
+          id: c.id,
+          type: "function" as const,
+          function: { name: c.name, arguments: c.arguments },
+        }));
+      }
+      return named(out, m);
     }
     case Role.TOOL:
       if (m.name !== "") {
-        throw invalidArgument(`${at}.name`, "OpenAI tool messages have no author name");
+        throw invalidArgument(`messages[${i}].name`, "OpenAI tool messages have no author name");
       }
-      return { role: "tool", tool_call_id: m.toolCallId, content: textOf(m, at, "tool") };
+      return { role: "tool", tool_call_id: m.toolCallId, content: textOf(m, i, "tool") };
     default:
-      throw invalidArgument(`${at}.role`, "required (one of the ROLE_* values)");
+      throw invalidArgument(`messages[${i}].role`, "required (one of the ROLE_* values)");
   }
 }
 
-/** The text parts of a message joined with "\n"; any other part is refused. */
-function textOf(m: Message, at: string, role: string): string {
-  return m.content
-    .map((p, j) => {
-      switch (p.part.case) {
-        case "text":
-          return p.part.value;
-        case "imageUrl":
-        case "imageData":
-          throw invalidArgument(`${at}.content[${j}]`, `images are allowed in user messages only; OpenAI ${role} messages take text`);
-        default:
-          throw invalidArgument(`${at}.content[${j}]`, "empty part: set text, image_url or image_data");
-      }
-    })
-    .join("\n");
+/** Adds the message's author name, when it has one, as the last key. */
+function named<T extends { name?: string }>(out: T, m: Message): T {
+  if (m.name !== "") out.name = m.name;
+  return out;
+}
+
+/** The text parts of message `i` joined with "\n"; any other part is refused. */
+function textOf(m: Message, i: number, role: string): string {
+  const parts = m.content;
+  // The common case, one text part: its text as it is.
+  if (parts.length === 1 && parts[0]!.part.case === "text") return parts[0]!.part.value;
+  let text = "";
+  for (let j = 0; j < parts.length; j++) {
+    const p = parts[j]!;
+    switch (p.part.case) {
+      case "text":
+        text = j === 0 ? p.part.value : `${text}\n${p.part.value}`;
+        break;
+      case "imageUrl":
+      case "imageData":
+        throw invalidArgument(`messages[${i}].content[${j}]`, `images are allowed in user messages only; OpenAI ${role} messages take text`);
+      default:
+        throw invalidArgument(`messages[${i}].content[${j}]`, "empty part: set text, image_url or image_data");
+    }
+  }
+  return text;
 }
 
 function contentPart(p: ContentPart, at: string): ContentPartParam {

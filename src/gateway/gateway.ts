@@ -454,6 +454,13 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       throw err;
     }
     const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
+    if (outer.encodeAnswer !== undefined) {
+      try {
+        outer.encodeAnswer(res);
+      } catch {
+        // The listener encodes it again, and fails the call there.
+      }
+    }
     report(rpc, outer, model, started, { upstream: r.upstream, usage: r.usage });
     return res;
   }

@@ -144,6 +144,8 @@ class Context implements OwnedCallContext {
   readonly peerCommonName: string | undefined;
   readonly responseHeaders: Record<string, string>;
   readonly trace: AttemptTrace = { attempts: 0, endpoint: undefined };
+  /** Set by the gRPC listener for answers it encodes itself (see CallContext). */
+  encodeAnswer?: (answer: object) => void;
   // Node makes a controller's AbortSignal when it is first asked for (or aborted).
   private readonly controller = new AbortController();
   private readonly init: CallContextInit;

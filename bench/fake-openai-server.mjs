@@ -4,7 +4,8 @@
  * `POST …/chat/completions` from memory, with no I/O but the socket and no record of requests (the
  * recording fake of the tests is test/fakes/openai-fake.ts).
  *
- *   node bench/fake-openai-server.mjs [--port N]      (prints {"port":N} on stdout when listening)
+ *   node bench/fake-openai-server.mjs [--port N] [--stream-end joined|split]
+ *                                                      (prints {"port":N} on stdout when listening)
  *
  * The requested `model` chooses the behaviour, so that infergate (each model's upstreamModel),
  * Portkey and direct load reach the same answers with the same request bodies:
@@ -14,11 +15,27 @@
  * A unary answer is a fixed chat.completion of 350 bytes (the size of the issue's baseline). A
  * stream is a role chunk, the content chunks, a finish chunk, a usage chunk when
  * `stream_options.include_usage` is set, then `data: [DONE]`, as OpenAI sends it.
+ *
+ * Streams use chunked transfer encoding (no Content-Length), as real servers do. With
+ * `--stream-end split` (the default) the body's last chunk (`0\r\n\r\n`) is written on its own,
+ * 1 ms after `data: [DONE]`, as servers that write each event as it is produced and close the
+ * body once their generator has finished do (an ASGI server's last `more_body: False` message,
+ * say): a client that stops reading at `[DONE]` leaves the response unfinished, and its
+ * connection cannot be reused. `joined` writes it with the last events.
+ *
+ * `GET /stats` answers `{"connections":N,"requests":M,"streams":S}`: the TCP connections this
+ * server accepted, the requests and the streamed answers it served since it started; the bench
+ * reads it to count the upstream connections a client opened (keep-alive reuse).
  */
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 
-const { values } = parseArgs({ options: { port: { type: "string", default: "0" } } });
+const { values } = parseArgs({ options: { port: { type: "string", default: "0" }, "stream-end": { type: "string", default: "split" } } });
+if (values["stream-end"] !== "split" && values["stream-end"] !== "joined") throw new Error("--stream-end joined|split");
+const splitEnd = values["stream-end"] === "split";
+
+/** What GET /stats reports. */
+const stats = { connections: 0, requests: 0, streams: 0 };
 
 /** @typedef {{ tokens: number, delayMs: number, latencyMs: number, unary: Buffer, name: string }} Behaviour */
 /** @type {Map<string, Behaviour>} */
@@ -94,6 +111,13 @@ function fail(res, status, message) {
 }
 
 const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
+  if (req.method === "GET" && req.url === "/stats") {
+    const body = JSON.stringify(stats);
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+    return;
+  }
+  stats.requests++;
   if (req.method !== "POST" || !req.url.endsWith("/chat/completions")) {
     fail(res, 404, `Invalid URL (${req.method} ${req.url})`);
     return;
@@ -126,11 +150,20 @@ const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0, heade
   });
 });
 
+server.on("connection", () => stats.connections++);
+
 function stream(res, b, includeUsage) {
+  stats.streams++;
   const p = parts(b.name);
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
   const end = () => {
-    res.end(`${p.finish}${includeUsage ? p.usage : ""}${p.done}`);
+    const last = `${p.finish}${includeUsage ? p.usage : ""}${p.done}`;
+    if (!splitEnd) {
+      res.end(last);
+      return;
+    }
+    res.write(last);
+    setTimeout(() => res.end(), 1);
   };
   if (b.delayMs === 0) {
     // One write: the chunks are still separate SSE events, as a fast server sends them.

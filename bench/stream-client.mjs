@@ -9,12 +9,18 @@
  *   time to the end, tokens. SSE (OpenAI JSON over HTTP/1.1 keep-alive: the fake directly, or a
  *   peer gateway): time to the first `data:` event with content, time to the end, tokens.
  *
- * Hold mode: `--mode hold --url URL --streams N --connections C --body FILE [--ramp-ms MS]`
+ * Hold mode: `--mode hold --url URL --streams N --connections C --body FILE [--ramp-ms MS]
+ *   [--cpu-pid PID]`
  *   Opens N Generate streams over C HTTP/2 connections, spread over --ramp-ms, and keeps them
  *   open until each ends by itself. Prints `{"progress":{...}}` lines (open streams, first events
- *   seen) twice a second, and at the end: OK streams, error statuses by code, events received.
+ *   seen, events so far) twice a second, and at the end: OK streams, error statuses by code,
+ *   events received. With --cpu-pid, also the CPU time of that process (user + system, from
+ *   /proc) per event received in the steady part of the run: from the first progress tick at
+ *   which every stream had its first event to the last tick before any stream ended, when the
+ *   process does nothing but carry events (no stream set-up or teardown).
  */
 import { fromBinary } from "@bufbuild/protobuf";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
@@ -33,11 +39,24 @@ const { values } = parseArgs({
     "timeout-ms": { type: "string", default: "120000" },
     header: { type: "string", multiple: true, default: [] },
     body: { type: "string" },
+    "cpu-pid": { type: "string" },
   },
 });
 const body = readFileSync(values.body);
 const extraHeaders = Object.fromEntries(values.header.map((h) => [h.slice(0, h.indexOf(":")).trim(), h.slice(h.indexOf(":") + 1).trim()]));
 const now = () => performance.now();
+
+const clockTicks = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
+/** CPU time (user + system) of process `pid`, in milliseconds; undefined once it is gone. */
+function cpuMsOf(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Splits gRPC messages out of DATA chunks as they arrive. */
 function grpcMessages(onMessage) {
@@ -65,7 +84,7 @@ function grpcHeaders(url) {
 }
 
 /** One Generate stream over an HTTP/2 session: {ttftMs, totalMs, tokens, status}. */
-function grpcStream(session, url, { decode = true, onFirst } = {}) {
+function grpcStream(session, url, { decode = true, onFirst, onEvent } = {}) {
   return new Promise((resolve) => {
     const t0 = now();
     let ttftMs;
@@ -76,6 +95,7 @@ function grpcStream(session, url, { decode = true, onFirst } = {}) {
     const req = session.request(grpcHeaders(url), { endStream: false });
     const push = grpcMessages((m) => {
       events++;
+      onEvent?.();
       if (!decode) {
         if (ttftMs === undefined) {
           ttftMs = now() - t0;
@@ -186,9 +206,16 @@ async function holdMode() {
   let allFirstAt;
   const statuses = new Map();
   let events = 0;
+  let eventsLive = 0;
+  let ended = 0;
   let firstError;
+  const cpuPid = values["cpu-pid"] === undefined ? undefined : Number(values["cpu-pid"]);
+  /** Progress ticks in the steady part (every stream open and past its first event). */
+  const steady = [];
   const progress = setInterval(() => {
-    process.stdout.write(`${JSON.stringify({ progress: { open, firstSeen, elapsedMs: Math.round(now() - started) } })}\n`);
+    const elapsedMs = Math.round(now() - started);
+    if (cpuPid !== undefined && firstSeen === streams && ended === 0) steady.push({ elapsedMs, events: eventsLive, cpuMs: cpuMsOf(cpuPid) });
+    process.stdout.write(`${JSON.stringify({ progress: { open, firstSeen, events: eventsLive, elapsedMs } })}\n`);
   }, 500);
   const pending = [];
   const batch = Math.max(1, Math.ceil(streams / Math.max(1, rampMs / 10)));
@@ -203,8 +230,10 @@ async function holdMode() {
             firstSeen++;
             if (firstSeen === streams) allFirstAt = now() - started;
           },
+          onEvent: () => eventsLive++,
         }).then((r) => {
           open--;
+          ended++;
           events += r.events;
           statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
           if (r.status !== 0 && firstError === undefined) firstError = `${r.status} ${r.message}`;
@@ -217,6 +246,12 @@ async function holdMode() {
   await Promise.all(pending);
   clearInterval(progress);
   for (const s of sessions) s.close();
+  const a = steady[0];
+  const b = steady.at(-1);
+  const steadyWindow =
+    a === undefined || b === undefined || b.events <= a.events || a.cpuMs === undefined || b.cpuMs === undefined
+      ? null
+      : { ms: b.elapsedMs - a.elapsedMs, events: b.events - a.events, cpuMs: b.cpuMs - a.cpuMs, cpuUsPerEvent: ((b.cpuMs - a.cpuMs) * 1000) / (b.events - a.events), eventsPerS: ((b.events - a.events) * 1000) / (b.elapsedMs - a.elapsedMs) };
   process.stdout.write(
     `${JSON.stringify({
       streams,
@@ -229,6 +264,7 @@ async function holdMode() {
       rampedMs: Math.round(rampedMs),
       allFirstEventsMs: allFirstAt === undefined ? null : Math.round(allFirstAt),
       totalMs: Math.round(now() - started),
+      steady: steadyWindow,
     })}\n`,
   );
 }

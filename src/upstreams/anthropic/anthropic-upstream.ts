@@ -75,9 +75,9 @@ export function createAnthropicUpstream(config: UpstreamConfig, options: Anthrop
       const answer = await send(call, false);
       return fromMessagesResponse(config.name, await http.readJson(answer, call.signal));
     },
-    async *generate(call): AsyncGenerator<GenerateResponse> {
-      const answer = await send(call, true);
-      yield* translateEventStream(http, config.name, answer, call.signal, options.maxEventBytes, createStreamTranslator(config.name));
+    generate(call): AsyncIterableIterator<GenerateResponse> {
+      // The request goes out when the first event is asked for.
+      return translateEventStream(http, config.name, () => send(call, true), call.signal, options.maxEventBytes, createStreamTranslator(config.name));
     },
     close: () => http.close(),
   };

@@ -65,7 +65,22 @@ export interface HttpAnswer {
   body: Dispatcher.ResponseData["body"];
   /** Aborts when the caller's signal or the attempt's own timeout does. */
   signal: AbortSignal;
+  /**
+   * For a caller that has all it needs before the body's end (a stream's terminator seen): reads
+   * the rest of the body in the background and drops it, so that the connection goes back to the
+   * pool once the response has ended (a chunked body ends with its last, empty chunk, which often
+   * arrives in a read of its own after the terminal event). The answer is detached from the
+   * caller's signal and the attempt's timer at once: the call may end, and abort its signal,
+   * meanwhile. A body that goes on past DRAIN_MAX_BYTES or DRAIN_MAX_MS is destroyed instead
+   * (the connection is closed), so that an upstream that never ends its response holds nothing.
+   */
+  drain(): void;
 }
+
+/** The most bytes read and dropped after a stream's terminator before its connection is closed. */
+export const DRAIN_MAX_BYTES = 64 * 1024;
+/** The longest wait for the end of a response after a stream's terminator before its connection is closed. */
+export const DRAIN_MAX_MS = 2_000;
 
 /**
  * The I/O half of every HTTP upstream kind: an undici pool per endpoint (keep-alive, a connection
@@ -152,13 +167,14 @@ export class HttpUpstream {
       throw this.failure(err, call.signal, signal);
     }
     // The attempt's timer and its link to the caller last as long as the body: until it has been
-    // read or destroyed.
+    // read or destroyed (or, for a drained body, until the drain starts).
     res.body.once("close", release);
     if (res.statusCode < 200 || res.statusCode > 299) {
       const body = await this.readText(res.body, 64 * 1024).catch(() => "");
       throw errorFromStatus(this.config.name, res.statusCode, res.headers, body, this.secrets);
     }
-    return { status: res.statusCode, headers: res.headers, body: res.body, signal };
+    const body = res.body;
+    return { status: res.statusCode, headers: res.headers, body, signal, drain: () => drainBody(body, release) };
   }
 
   /**
@@ -314,6 +330,37 @@ export function readUpstreamTls(tls: UpstreamConfig["tls"]): { ca?: Buffer; cert
 }
 
 function ignore(): void {}
+
+/** See HttpAnswer.drain. */
+function drainBody(body: HttpAnswer["body"], release: () => void): void {
+  release();
+  // An error after this point (a reset while draining) concerns nobody: the call has its answer.
+  body.on("error", ignore);
+  if (body.readableEnded || body.destroyed) return;
+  let size = 0;
+  const stop = (): void => {
+    clearTimeout(timer);
+    body.off("data", onData);
+    body.off("end", stop);
+    body.off("close", stop);
+  };
+  const onData = (chunk: Buffer): void => {
+    size += chunk.length;
+    if (size > DRAIN_MAX_BYTES) {
+      stop();
+      body.destroy();
+    }
+  };
+  const timer = setTimeout(() => {
+    stop();
+    body.destroy();
+  }, DRAIN_MAX_MS);
+  timer.unref();
+  body.on("data", onData);
+  body.once("end", stop);
+  body.once("close", stop);
+  body.resume();
+}
 
 /** One header's value (the first, when repeated). */
 export function headerValue(headers: HttpAnswer["headers"], name: string): string | undefined {

@@ -107,9 +107,9 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
       const answer = await send(call, false);
       return fromChatCompletion(answers, await http.readJson(answer, call.signal));
     },
-    async *generate(call): AsyncGenerator<GenerateResponse> {
-      const answer = await send(call, true);
-      yield* translateEventStream(http, config.name, answer, call.signal, options.maxEventBytes, createStreamTranslator(answers));
+    generate(call): AsyncIterableIterator<GenerateResponse> {
+      // The request goes out when the first event is asked for.
+      return translateEventStream(http, config.name, () => send(call, true), call.signal, options.maxEventBytes, createStreamTranslator(answers));
     },
     close: () => http.close(),
   };

@@ -331,6 +331,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   /**
    * The stream of the first candidate that gets its first event out; after that event the stream
    * is committed and its failure is the call's (tokens are never replayed from another model).
+   * Each candidate's stream is stamped, cut at its final event, and a stream that ends without
+   * one is STREAM_TRUNCATED. One generator for all of it (the upstream's events were a generator
+   * of their own inside this one: a layer of promises per event), and the run's signal read once.
    */
   async function* firstStream(
     list: readonly ModelRoute[],
@@ -339,55 +342,40 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     ctx: CallContext,
   ): AsyncGenerator<GenerateResponse> {
     const failures: Failure[] = [];
+    const signal = run.signal;
     for (const route of list) {
       if (failures.length > 0 && !timeLeft(run, ctx)) break;
       let sent = 0;
       try {
-        for await (const event of upstreamEvents(route, req, run, ctx)) {
+        const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, ctx));
+        for await (const event of events) {
+          if (signal.aborted) signal.throwIfAborted();
           if (sent === 0) streamOrigin.set(event, `${route.name}/${route.upstream.name}`);
           sent++;
+          if (event.event.case === "final") {
+            stampProvenance(route, event.event.value);
+            yield event;
+            // The final event is the last one by contract; anything the upstream sends after it
+            // is not forwarded.
+            return;
+          }
           yield event;
         }
-        return;
+        throw new GatewayError(
+          Code.Unavailable,
+          `upstream "${route.upstream.name}" ended the stream without its final event after ${sent} events`,
+          { reason: Reason.StreamTruncated, metadata: { upstream: route.upstream.name } },
+        );
       } catch (err) {
-        if (sent > 0 || run.signal.aborted || !allowsFallback(err)) throw err;
+        if (sent > 0 || signal.aborted || !allowsFallback(err)) throw err;
         failures.push({ route, err });
       }
     }
     throw exhausted(list[0]!, failures);
   }
 
-
   // The signal is read only when the cache goes upstream (a hit never needs it; see isAborted).
   const caller = (ctx: CallContext): CacheCaller => new CallerView(ctx);
-
-  /** The upstream's stream for one run: stamped, cut at the final event, truncation an error. */
-  async function* upstreamEvents(
-    route: ModelRoute,
-    req: GenerateRequest,
-    run: UpstreamRun,
-    ctx: CallContext,
-  ): AsyncGenerator<GenerateResponse> {
-    const events = capability(route.upstream, "generate")(upstreamCall(route, req, run, ctx));
-    let sent = 0;
-    for await (const event of events) {
-      run.signal.throwIfAborted();
-      if (event.event.case === "final") {
-        stampProvenance(route, event.event.value);
-        yield event;
-        // The final event is the last one by contract; anything the upstream sends after it is
-        // not forwarded.
-        return;
-      }
-      sent++;
-      yield event;
-    }
-    throw new GatewayError(
-      Code.Unavailable,
-      `upstream "${route.upstream.name}" ended the stream without its final event after ${sent} events`,
-      { reason: Reason.StreamTruncated, metadata: { upstream: route.upstream.name } },
-    );
-  }
 
   /**
    * Runs a unary call and reports it when it settles. The clock starts before the call does: a

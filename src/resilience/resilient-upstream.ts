@@ -373,17 +373,39 @@ interface IdleWatch {
 /**
  * The idle timeout of an attempt's stream: an upstream silent for `idleMs` (counted from when the
  * consumer asked, so a slow reader is not the upstream's fault) has the attempt aborted, and the
- * wait fails with UNAVAILABLE. One timer per attempt, re-armed (`refresh`) for each wait, rather
- * than a timer, a promise and a Promise.race per event: 1.3 → 0.35 µs per event.
+ * wait fails with UNAVAILABLE. One timer per attempt, not re-armed per event: a wait notes when it
+ * started, and the timer, when it fires, fails the wait in progress if that one has lasted
+ * `idleMs`, or sets itself again for the rest (and is set again by the next wait when none is in
+ * progress). Per event that is a clock reading where `refresh()` re-inserted the timer in Node's
+ * timer list, and the wait's callbacks are made once per attempt.
  */
 function idleWatch(idleMs: number, attempt: LinkedAbort, upstream: string): IdleWatch {
   let timer: NodeJS.Timeout | undefined;
-  /** Rejects the wait in progress; undefined between waits (a timer firing then does nothing). */
-  let waiting: ((err: unknown) => void) | undefined;
-  const fire = () => {
-    const reject = waiting;
+  /** Date.now() when the wait in progress started. */
+  let since = 0;
+  /** The wait in progress; undefined between waits (a timer firing then does nothing). */
+  let resolveWait: ((r: IteratorResult<never>) => void) | undefined;
+  let rejectWait: ((err: unknown) => void) | undefined;
+  const onValue = (r: IteratorResult<never>): void => {
+    const resolve = resolveWait;
+    resolveWait = rejectWait = undefined;
+    resolve?.(r);
+  };
+  const onError = (err: unknown): void => {
+    const reject = rejectWait;
+    resolveWait = rejectWait = undefined;
+    reject?.(err);
+  };
+  const fire = (): void => {
+    timer = undefined;
+    const reject = rejectWait;
     if (reject === undefined) return;
-    waiting = undefined;
+    const waited = Date.now() - since;
+    if (waited < idleMs) {
+      timer = setTimeout(fire, idleMs - waited);
+      return;
+    }
+    resolveWait = rejectWait = undefined;
     const err = new GatewayError(Code.Unavailable, `upstream "${upstream}" sent nothing for ${idleMs}ms in the middle of the stream`, {
       reason: Reason.UpstreamTimeout,
       metadata: { upstream },
@@ -393,24 +415,18 @@ function idleWatch(idleMs: number, attempt: LinkedAbort, upstream: string): Idle
   };
   return {
     next<T>(events: AsyncIterator<T>): Promise<IteratorResult<T>> {
+      since = Date.now();
       if (timer === undefined) timer = setTimeout(fire, idleMs);
-      else timer.refresh();
       return new Promise<IteratorResult<T>>((resolve, reject) => {
-        waiting = reject;
-        events.next().then(
-          (r) => {
-            waiting = undefined;
-            resolve(r);
-          },
-          (err: unknown) => {
-            waiting = undefined;
-            reject(err);
-          },
-        );
+        resolveWait = resolve as (r: IteratorResult<never>) => void;
+        rejectWait = reject;
+        events.next().then(onValue as (r: IteratorResult<T>) => void, onError);
       });
     },
     dispose() {
       clearTimeout(timer);
+      timer = undefined;
+      resolveWait = rejectWait = undefined;
     },
   };
 }

@@ -23,6 +23,7 @@ import { ChatResponseSchema } from "../dist/gen/infergate/v1/inference_service_p
 import {
   cpuMs,
   freePort,
+  grpcFrame,
   h2load,
   httpOk,
   killAll,
@@ -37,7 +38,7 @@ import {
   waitUntil,
 } from "./lib/common.mjs";
 import { grpcUnary } from "./lib/grpc-call.mjs";
-import { writeBodies } from "./lib/messages.mjs";
+import { chatRequestBytes, writeBodies } from "./lib/messages.mjs";
 import { floorSection, predictPlan, predictSection, startFakeKserve } from "./lib/predict-bench.mjs";
 import { summarizeProfiles } from "./lib/profile.mjs";
 import { renderReport } from "./lib/report.mjs";
@@ -49,8 +50,8 @@ const quick = flags.quick;
 
 /** How long and how much, per mode. */
 const plan = quick
-  ? { durationS: 1, warmupS: 1, rounds: 1, cacheRounds: 1, cacheDurationS: 1, concurrency: [1, 64, 256], ttftStreams: 20, holdStreams: 500, holdConnections: 4, holdTokens: 8, holdRampMs: 1000 }
-  : { durationS: 5, warmupS: 1, rounds: 2, cacheRounds: 9, cacheDurationS: 3, concurrency: [1, 64, 256], ttftStreams: 300, holdStreams: 10_000, holdConnections: 20, holdTokens: 50, holdRampMs: 8000 };
+  ? { durationS: 1, warmupS: 1, rounds: 1, cacheRounds: 1, cacheDurationS: 1, concurrency: [1, 64, 256], ttftStreams: 20, holdStreams: 500, holdConnections: 4, holdTokens: 8, holdRampMs: 1000, rateStreams: 200, rateSteps: 1 }
+  : { durationS: 5, warmupS: 1, rounds: 2, cacheRounds: 9, cacheDurationS: 3, concurrency: [1, 64, 256], ttftStreams: 300, holdStreams: 10_000, holdConnections: 20, holdTokens: 30, holdRampMs: 8000, rateStreams: 5_000, rateSteps: 4 };
 
 const outDir = join(benchDir, "out");
 const logDir = join(outDir, quick ? "logs-quick" : "logs");
@@ -173,6 +174,7 @@ async function measure(target, concurrency, tag, { warm = false, durationS = pla
   const r = await h2load(target, load, { logDir, tag });
   const cpu = cpuMs(target.pid) - cpu0;
   const out = { rps: r.rps, p50Ms: r.p50Ms, p90Ms: r.p90Ms, p99Ms: r.p99Ms, requests: r.done, succeeded: r.succeeded, failed: r.failed + r.errored + r.timeout, non2xx: r.non2xx, cpuMs: cpu, cpuUsPerCall: (cpu * 1000) / Math.max(1, r.done) };
+
   if (before !== undefined) {
     const after = await scrape(target.admin);
     const delta = (...parts) => sumMetric(after, "infergate_requests_total", ...parts) - sumMetric(before, "infergate_requests_total", ...parts);
@@ -320,10 +322,18 @@ async function main() {
   // 4. Streaming: 200-token Generate; TTFT one stream at a time, then aggregate tokens/s.
   const ttftRuns = { direct: [], infergate: [], portkey: [] };
   const perRound = Math.ceil(plan.ttftStreams / 3);
+  // Upstream connections infergate opened per stream it completed (issue 16): the fake's counts
+  // around each infergate run (nothing else runs meanwhile).
+  const upstreamStats = async () => (await fetch(`${fake.url}/stats`)).json();
+  const ttftUpstream = { connections: 0, streams: 0 };
   for (let round = 0; round < 3; round++) {
     say(`streaming TTFT round ${round + 1}/3`);
     ttftRuns.direct.push(await streamClient(["--mode", "ttft", "--target", "sse", "--url", `${fake.url}/v1/chat/completions`, "--n", String(perRound), "--body", bodies.generateJson]));
+    const up0 = await upstreamStats();
     ttftRuns.infergate.push(await streamClient(["--mode", "ttft", "--target", "grpc", "--url", `${ig.url}${generatePath}`, "--n", String(perRound), "--body", bodies.generateGrpc]));
+    const up1 = await upstreamStats();
+    ttftUpstream.connections += up1.connections - up0.connections;
+    ttftUpstream.streams += up1.streams - up0.streams;
     if (portkey.skipped === undefined) {
       ttftRuns.portkey.push(
         await streamClient(["--mode", "ttft", "--target", "sse", "--url", portkey.url, "--n", String(perRound), "--body", bodies.generateJson, ...portkey.headers.flatMap((h) => ["--header", h])]),
@@ -344,6 +354,23 @@ async function main() {
   const pkStream = portkeyTarget(bodies.generateJson);
   if (pkStream !== undefined) streamTargets.portkey = pkStream;
   results.streaming.aggregate = await interleaved(streamTargets, 64, "stream");
+  // Streams paced like a model's tokens (20 tokens 5 ms apart), 64 at a time, each run to its end
+  // (the stream client; h2load would cut off the streams in flight when its time is up, and a cut
+  // stream rightly closes its upstream connection): each ends with its body's last chunk a
+  // millisecond after [DONE] (the fake's default, as real servers send it). A first run fills
+  // infergate's pool; the connections of the second are counted.
+  const pacedBody = join(outDir, "generate-paced.grpc");
+  writeFileSync(pacedBody, grpcFrame(chatRequestBytes("paced", { generate: true })));
+  const pacedArgs = (n) => ["--mode", "ttft", "--target", "grpc", "--url", `${ig.url}${generatePath}`, "--n", String(n), "--concurrency", "64", "--body", pacedBody];
+  say("streaming: paced streams, 64 at a time");
+  await streamClient(pacedArgs(128));
+  const up0 = await upstreamStats();
+  const paced = await streamClient(pacedArgs(quick ? 640 : 3200));
+  const up1 = await upstreamStats();
+  results.streaming.upstreamConnections = {
+    ttft: ttftUpstream,
+    paced: { connections: up1.connections - up0.connections, streams: up1.streams - up0.streams, errors: paced.errors },
+  };
 
   // 5. Cores: the same unary load through 1 and 2 workers.
   const ig2 = await startInfergate("infergate-2-workers", fake.port, { workers: 2 });
@@ -361,6 +388,7 @@ async function main() {
 
   // 6. 10,000 streams held open in one fresh infergate process.
   results.hold = await holdStreams(fake.port);
+  results.eventRate = await eventRateSteps(fake.port);
 
   // 8. Predict against the KServe fake: small calls direct vs infergate (gRPC and REST upstreams),
   // 4 MiB calls one at a time with a probe of small calls beside them (bench/lib/predict-bench.mjs).
@@ -384,7 +412,20 @@ async function main() {
 }
 
 async function holdStreams(fakePort) {
-  const ig = await startInfergate("infergate-hold", fakePort);
+  say(`holding ${plan.holdStreams} Generate streams (one token a second, ${plan.holdTokens} tokens each)`);
+  return heldRun("infergate-hold", fakePort, { streams: plan.holdStreams, connections: plan.holdConnections, rampMs: plan.holdRampMs, body: bodies.generateSlowGrpc, scrapeMs: 2000 });
+}
+
+/**
+ * Held streams in one fresh infergate process: the stream client opens `streams` Generate streams
+ * over `connections` HTTP/2 connections within `rampMs` and holds each until it ends. infergate's
+ * RSS every 200 ms, its event-loop delay p99 and max from /metrics every `scrapeMs` (each scrape
+ * resets prom-client's histogram: one window per scrape), its CPU over the whole run and, from the
+ * stream client, over the steady part (every stream open and past its first event, none ended):
+ * CPU per event there, and the loop delay of the windows inside it.
+ */
+async function heldRun(name, fakePort, { streams, connections, rampMs, body, scrapeMs }) {
+  const ig = await startInfergate(name, fakePort);
   const rss0 = memory(ig.child.pid).rssKiB;
   await scrape(ig.adminAddress); // resets the event-loop delay histogram
   const lag = [];
@@ -396,11 +437,12 @@ async function holdStreams(fakePort) {
     let lastScrape = Date.now();
     while (!stop) {
       peakKiB = Math.max(peakKiB, memory(ig.child.pid).rssKiB);
-      if (Date.now() - lastScrape >= 2000) {
+      if (Date.now() - lastScrape >= scrapeMs) {
+        const from = lastScrape;
         lastScrape = Date.now();
         try {
           const m = await scrape(ig.adminAddress);
-          lag.push({ p99Ms: sumMetric(m, "infergate_process_nodejs_eventloop_lag_p99_seconds") * 1000, maxMs: sumMetric(m, "infergate_process_nodejs_eventloop_lag_max_seconds") * 1000, inFlight: sumMetric(m, "infergate_in_flight_calls") });
+          lag.push({ fromMs: from, atMs: Date.now(), p99Ms: sumMetric(m, "infergate_process_nodejs_eventloop_lag_p99_seconds") * 1000, maxMs: sumMetric(m, "infergate_process_nodejs_eventloop_lag_max_seconds") * 1000, inFlight: sumMetric(m, "infergate_in_flight_calls") });
           openPeak = Math.max(openPeak, lag.at(-1).inFlight);
         } catch {
           scrapeFailures++;
@@ -409,26 +451,28 @@ async function holdStreams(fakePort) {
       await sleep(200);
     }
   })();
-  say(`holding ${plan.holdStreams} Generate streams (one token every 500 ms, ${plan.holdTokens} tokens each)`);
   const cpu0 = cpuMs(ig.child.pid);
   const r = await streamClient([
     "--mode", "hold",
     "--url", `${ig.url}${generatePath}`,
-    "--streams", String(plan.holdStreams),
-    "--connections", String(plan.holdConnections),
-    "--ramp-ms", String(plan.holdRampMs),
+    "--streams", String(streams),
+    "--connections", String(connections),
+    "--ramp-ms", String(rampMs),
     "--timeout-ms", String(300_000),
-    "--body", bodies.generateSlowGrpc,
+    "--body", body,
+    "--cpu-pid", String(ig.child.pid),
   ]);
   const cpu = cpuMs(ig.child.pid) - cpu0;
   stop = true;
   await sampler;
   const final = await scrape(ig.adminAddress);
-  lag.push({ p99Ms: sumMetric(final, "infergate_process_nodejs_eventloop_lag_p99_seconds") * 1000, maxMs: sumMetric(final, "infergate_process_nodejs_eventloop_lag_max_seconds") * 1000, inFlight: 0 });
+  lag.push({ fromMs: Date.now(), atMs: Date.now(), p99Ms: sumMetric(final, "infergate_process_nodejs_eventloop_lag_p99_seconds") * 1000, maxMs: sumMetric(final, "infergate_process_nodejs_eventloop_lag_max_seconds") * 1000, inFlight: 0 });
   const errorsByMetrics = sumMetric(final, "infergate_requests_total", 'rpc="Generate"') - sumMetric(final, "infergate_requests_total", 'rpc="Generate"', 'code="OK"');
   const peakHwmKiB = memory(ig.child.pid).peakKiB;
   await ig.child.stop();
   const p99s = lag.map((l) => l.p99Ms);
+  const steady = r.steady ?? undefined;
+  const steadyLag = steady === undefined ? [] : lag.filter((l) => l.fromMs >= steady.fromEpochMs && l.atMs <= steady.toEpochMs).map((l) => l.p99Ms);
   return {
     streams: r.streams,
     ok: r.ok,
@@ -448,10 +492,39 @@ async function holdStreams(fakePort) {
     eventLoopDelayP99WindowsMs: p99s.map((v) => Math.round(v * 10) / 10),
     eventLoopDelayMaxMs: Math.max(...lag.map((l) => l.maxMs)),
     cpuS: cpu / 1000,
+    steady: steady === undefined ? undefined : { ms: steady.ms, events: steady.events, eventsPerS: steady.eventsPerS, cpuUsPerEvent: steady.cpuUsPerEvent, eventLoopDelayP99Ms: steadyLag.length === 0 ? undefined : Math.max(...steadyLag), windows: steadyLag.length },
     scrapeFailures,
   };
 }
 
+/**
+ * The highest event rate one process sustains with an event-loop delay p99 ≤ 50 ms: held streams
+ * (plan.rateStreams, about 12 s each) at a token every 500, 333, 250 and 200 ms, one fresh process
+ * per step, in increasing order until a step's steady part has a window above 50 ms (or lost
+ * events: errors). The loop delay is judged in the steady part only (no set-ups or teardowns).
+ */
+async function eventRateSteps(fakePort) {
+  const steps = [
+    { model: "rate500", intervalMs: 500 },
+    { model: "rate333", intervalMs: 333 },
+    { model: "rate250", intervalMs: 250 },
+    { model: "rate200", intervalMs: 200 },
+  ].slice(0, plan.rateSteps);
+  const out = { streams: plan.rateStreams, steps: [] };
+  for (const step of steps) {
+    const body = join(outDir, `generate-${step.model}.grpc`);
+    writeFileSync(body, grpcFrame(chatRequestBytes(step.model, { generate: true })));
+    const rate = Math.round((plan.rateStreams * 1000) / step.intervalMs);
+    say(`event rate: ${plan.rateStreams} held streams, a token every ${step.intervalMs} ms (${rate} events/s)`);
+    const h = await heldRun(`infergate-rate-${step.intervalMs}`, fakePort, { streams: plan.rateStreams, connections: plan.holdConnections, rampMs: Math.max(1000, plan.holdRampMs / 2), body, scrapeMs: 1000 });
+    const lagP99 = h.steady?.eventLoopDelayP99Ms;
+    const ok = h.errors === 0 && h.errorsByMetrics === 0 && lagP99 !== undefined && lagP99 <= 50;
+    out.steps.push({ intervalMs: step.intervalMs, targetEventsPerS: rate, eventsPerS: h.steady?.eventsPerS, cpuUsPerEvent: h.steady?.cpuUsPerEvent, eventLoopDelayP99Ms: lagP99, errors: h.errors + h.errorsByMetrics, ok });
+    if (!ok) break;
+    out.sustainedEventsPerS = h.steady.eventsPerS;
+  }
+  return out;
+}
 
 async function profile(fakePort) {
   const dir = join(outDir, "profiles");

@@ -3,8 +3,9 @@
  * The streaming load generator, run as its own process (never inside the proxy's). Prints one
  * JSON object with its results on stdout (and, in hold mode, progress lines before it).
  *
- * TTFT mode: `--mode ttft --target grpc|sse --url URL --n N [--header k:v]... --body FILE`
- *   N streams one after another. gRPC (infergate's Generate over h2c, node:http2 with gRPC
+ * TTFT mode: `--mode ttft --target grpc|sse --url URL --n N [--concurrency C] [--header k:v]... --body FILE`
+ *   N streams one after another (with --concurrency, gRPC only: C such loops at once over the one
+ *   HTTP/2 connection, N streams in all; every stream runs to its end, none is cut off). gRPC (infergate's Generate over h2c, node:http2 with gRPC
  *   framing; the body file is a framed GenerateRequest): time to the first text_delta message,
  *   time to the end, tokens. SSE (OpenAI JSON over HTTP/1.1 keep-alive: the fake directly, or a
  *   peer gateway): time to the first `data:` event with content, time to the end, tokens.
@@ -17,7 +18,8 @@
  *   events received. With --cpu-pid, also the CPU time of that process (user + system, from
  *   /proc) per event received in the steady part of the run: from the first progress tick at
  *   which every stream had its first event to the last tick before any stream ended, when the
- *   process does nothing but carry events (no stream set-up or teardown).
+ *   process does nothing but carry events (no stream set-up or teardown); the window's ends are
+ *   given as epoch ms too, for matching other samples to it.
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { execFileSync } from "node:child_process";
@@ -33,6 +35,7 @@ const { values } = parseArgs({
     target: { type: "string", default: "grpc" },
     url: { type: "string" },
     n: { type: "string", default: "100" },
+    concurrency: { type: "string", default: "1" },
     streams: { type: "string", default: "1000" },
     connections: { type: "string", default: "10" },
     "ramp-ms": { type: "string", default: "5000" },
@@ -166,7 +169,14 @@ async function ttftMode() {
   if (values.target === "grpc") {
     const session = http2.connect(url.origin);
     await new Promise((resolve, reject) => session.once("connect", resolve).once("error", reject));
-    for (let i = 0; i < n; i++) results.push(await grpcStream(session, url));
+    let next = 0;
+    const loop = async () => {
+      while (next < n) {
+        next++;
+        results.push(await grpcStream(session, url));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Number(values.concurrency)) }, loop));
     session.close();
   } else {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -214,7 +224,7 @@ async function holdMode() {
   const steady = [];
   const progress = setInterval(() => {
     const elapsedMs = Math.round(now() - started);
-    if (cpuPid !== undefined && firstSeen === streams && ended === 0) steady.push({ elapsedMs, events: eventsLive, cpuMs: cpuMsOf(cpuPid) });
+    if (cpuPid !== undefined && firstSeen === streams && ended === 0) steady.push({ elapsedMs, atMs: Date.now(), events: eventsLive, cpuMs: cpuMsOf(cpuPid) });
     process.stdout.write(`${JSON.stringify({ progress: { open, firstSeen, events: eventsLive, elapsedMs } })}\n`);
   }, 500);
   const pending = [];
@@ -251,7 +261,7 @@ async function holdMode() {
   const steadyWindow =
     a === undefined || b === undefined || b.events <= a.events || a.cpuMs === undefined || b.cpuMs === undefined
       ? null
-      : { ms: b.elapsedMs - a.elapsedMs, events: b.events - a.events, cpuMs: b.cpuMs - a.cpuMs, cpuUsPerEvent: ((b.cpuMs - a.cpuMs) * 1000) / (b.events - a.events), eventsPerS: ((b.events - a.events) * 1000) / (b.elapsedMs - a.elapsedMs) };
+      : { fromEpochMs: a.atMs, toEpochMs: b.atMs, ms: b.elapsedMs - a.elapsedMs, events: b.events - a.events, cpuMs: b.cpuMs - a.cpuMs, cpuUsPerEvent: ((b.cpuMs - a.cpuMs) * 1000) / (b.events - a.events), eventsPerS: ((b.events - a.events) * 1000) / (b.elapsedMs - a.elapsedMs) };
   process.stdout.write(
     `${JSON.stringify({
       streams,

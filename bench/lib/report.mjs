@@ -85,6 +85,30 @@ export function predictFigures(r) {
 }
 
 /**
+ * The stream figures issue 16's targets are judged on (sections 4 and 5): upstream connections
+ * opened per 1,000 completed streams (every infergate streaming run after its warm-up), CPU per
+ * streamed event in the held streams (with their set-ups, and in the steady part alone), and the
+ * highest event rate one process sustained. Undefined where the run has no such figure.
+ */
+export function streamFigures(r) {
+  const u = r.streaming?.upstreamConnections;
+  const parts = u === undefined ? [] : Object.values(u).filter((v) => v !== undefined);
+  const conns = parts.reduce((n, v) => n + v.connections, 0);
+  const streams = parts.reduce((n, v) => n + v.streams, 0);
+  const per1000 = (v) => (v === undefined || v.streams === 0 ? undefined : (v.connections * 1000) / v.streams);
+  const h = r.hold;
+  return {
+    connectionsPer1000: streams === 0 ? undefined : (conns * 1000) / streams,
+    connectionsPer1000ByRun: u === undefined ? undefined : Object.fromEntries(Object.entries(u).map(([k, v]) => [k, per1000(v)])),
+    cpuUsPerEventAll: h ? (h.cpuS * 1e6) / Math.max(1, h.eventsReceived) : undefined,
+    cpuUsPerEventSteady: h?.steady?.cpuUsPerEvent,
+    holdEventsPerS: h?.steady?.eventsPerS,
+    holdSteadyLagP99Ms: h?.steady?.eventLoopDelayP99Ms,
+    sustainedEventsPerS: r.eventRate?.sustainedEventsPerS,
+  };
+}
+
+/**
  * The rows of the "Issue 16 targets" table: {target, measured, met} (met undefined: not measured
  * in this run), in the order of the issue's table. A new measure adds its row here.
  */
@@ -108,7 +132,27 @@ export function issue16Targets(r) {
     judge(q.chatCpuOverFloorC64, (v) => v <= 1.4),
   );
   row("added p50 at c=1 (Chat) ≤ 0.35 ms", `${f(k.addedP50MsC1, 3)} ms`, judge(k.addedP50MsC1, (v) => v <= 0.35));
-  // (The stream targets' rows come here, in the issue's order.)
+  const st = streamFigures(r);
+  row("added TTFT p50 ≤ 0.5 ms", `${f(k.addedTtftP50Ms, 3)} ms`, judge(k.addedTtftP50Ms, (v) => v <= 0.5));
+  row(
+    "CPU per streamed event ≤ 40 µs (held streams, stream set-ups included; the steady part alone beside it)",
+    `${f(st.cpuUsPerEventAll, 1)} µs (steady part: ${f(st.cpuUsPerEventSteady, 1)} µs)`,
+    judge(st.cpuUsPerEventAll, (v) => v <= 40),
+  );
+  if (r.hold) {
+    row(`${int(r.hold.streams)} held streams: RSS per stream ≤ 64 KiB`, `${f(k.holdRssPerStreamKiB, 1)} KiB`, judge(k.holdRssPerStreamKiB, (v) => v <= 64));
+    row(
+      `${int(r.hold.streams)} held streams at ${int(st.holdEventsPerS)} events/s: loop delay p99 ≤ 50 ms (worst window of the whole run; the steady part beside it)`,
+      `${f(k.holdEventLoopP99Ms, 1)} ms (steady part: ${f(st.holdSteadyLagP99Ms, 1)} ms)`,
+      judge(k.holdEventLoopP99Ms, (v) => v <= 50),
+    );
+  }
+  row(
+    "upstream connections opened per 1,000 completed streams ≤ 20 (chunked upstream streams)",
+    `${f(st.connectionsPer1000, 1)}${st.connectionsPer1000ByRun ? ` (${Object.entries(st.connectionsPer1000ByRun).map(([k2, v]) => `${k2}: ${f(v, 1)}`).join("; ")})` : ""}`,
+    judge(st.connectionsPer1000, (v) => v <= 20),
+  );
+  row("the highest event rate one process sustains with loop delay p99 ≤ 50 ms (measured, no target)", st.sustainedEventsPerS === undefined ? (r.eventRate ? "none of the steps" : "—") : `${int(st.sustainedEventsPerS)} events/s`, undefined);
   row("cache hit / grpc-js echo throughput stays ≥ 75% (16×16 streams)", pct(k.cacheHitVsGrpcEcho), judge(k.cacheHitVsGrpcEcho, (v) => v >= 0.75));
   return rows;
 }
@@ -189,7 +233,8 @@ export function renderReport(r, before) {
     p();
   }
   if (r.hold) {
-    p(`Held streams: infergate used ${f(r.hold.cpuS, 1)} s of CPU for ${int(r.hold.eventsReceived)} events and ${int(r.hold.streams)} stream set-ups (${f((r.hold.cpuS * 1e6) / Math.max(1, r.hold.eventsReceived), 1)} µs per event, set-ups included): each token arrives alone on its own upstream HTTP/1.1 connection and leaves as its own HTTP/2 frame, so at 20,000 tokens/s the process is busy most of the time, its event loop falls behind, and the buffers that wait meanwhile count in its RSS.`);
+    const st = streamFigures(r);
+    p(`Held streams: infergate used ${f(r.hold.cpuS, 1)} s of CPU for ${int(r.hold.eventsReceived)} events and ${int(r.hold.streams)} stream set-ups (${f(st.cpuUsPerEventAll, 1)} µs per event, set-ups included; ${f(st.cpuUsPerEventSteady, 1)} µs in the steady part, at ${int(st.holdEventsPerS)} events/s): each token arrives alone on its own upstream HTTP/1.1 connection and leaves as its own HTTP/2 frame, so every event costs a read, a parse and a write of its own, and the objects each held stream keeps from one event to the next outlive the young generation's collections (they are promoted and wait for a full collection, which is most of the RSS per stream).`);
     p();
   }
   if (r.profile) {
@@ -267,11 +312,26 @@ export function renderReport(r, before) {
   p(`Tokens/s: direct ${int(sa.direct.rps * 200)}, infergate ${int(sa.infergate.rps * 200)} (${x(sa.infergate.rps / sa.direct.rps)})` + (sa.portkey ? `, Portkey ${int(sa.portkey.rps * 200)}; infergate / Portkey ${x(sa.infergate.rps / sa.portkey.rps)}.` : "."));
   p();
 
+  const uc = r.streaming.upstreamConnections;
+  if (uc !== undefined) {
+    const st = streamFigures(r);
+    p("### Upstream connections per completed stream");
+    p();
+    p("The fake streams with chunked transfer encoding and writes its body's last chunk on its own, 1 ms after `data: [DONE]` (as servers that close the body once their generator has finished do). It counts the TCP connections it accepts (`GET /stats`); the counts below are taken around infergate runs of the stream client, in which every stream runs to its end (h2load cuts off the streams in flight when its time is up, and a cut stream rightly closes its upstream connection), the paced run after one that fills the pool. A connection dropped at the terminal event (the response unfinished) cannot be reused: every such stream would open one.");
+    p();
+    p("| run | streams completed upstream | connections opened | per 1,000 streams |");
+    p("| --- | ---: | ---: | ---: |");
+    const label = { ttft: "TTFT, one 200-token stream at a time", paced: "20 tokens 5 ms apart, 64 at a time" };
+    for (const [name, v] of Object.entries(uc)) if (v !== undefined) p(`| ${label[name] ?? name} | ${int(v.streams)} | ${int(v.connections)} | ${f((v.connections * 1000) / Math.max(1, v.streams), 1)} |`);
+    p(`| all | | | **${f(st.connectionsPer1000, 1)}** |`);
+    p();
+  }
+
   if (r.hold) {
     const h = r.hold;
     p(`## 5. ${int(h.streams)} simultaneous Generate streams in one process`);
     p();
-    p(`The fake emits one token every 500 ms, ${r.plan.holdTokens} tokens per stream; the client opens the streams over ${r.plan.holdConnections} HTTP/2 connections within ${f(r.plan.holdRampMs / 1000, 1)} s and keeps each open until it ends by itself.`);
+    p(`The fake emits ${h.steady?.eventsPerS !== undefined && h.steady.eventsPerS > 0.8 * h.streams && h.steady.eventsPerS < 1.2 * h.streams ? "one token a second" : "its tokens"}, ${r.plan.holdTokens} tokens per stream; the client opens the streams over ${r.plan.holdConnections} HTTP/2 connections within ${f(r.plan.holdRampMs / 1000, 1)} s and keeps each open until it ends by itself. The steady part is from when every stream has had its first token to when the first ends: no set-ups or teardowns.`);
     p();
     p("| figure | value |");
     p("| --- | ---: |");
@@ -286,6 +346,22 @@ export function renderReport(r, before) {
     p(`| event-loop delay p99 per window (— : the histogram recorded no delay in that window) | ${h.eventLoopDelayP99WindowsMs.map((v) => (v === 0 ? "—" : v)).join(", ")} ms |`);
     p(`| event-loop delay max | ${f(h.eventLoopDelayMaxMs, 1)} ms |`);
     p(`| infergate CPU over the test | ${f(h.cpuS, 1)} s in ${f(h.totalMs / 1000, 1)} s |`);
+    if (h.steady) {
+      p(`| steady part: events/s, CPU per event | ${int(h.steady.eventsPerS)} events/s over ${f(h.steady.ms / 1000, 1)} s, ${f(h.steady.cpuUsPerEvent, 1)} µs |`);
+      p(`| steady part: event-loop delay p99 (worst of ${h.steady.windows} windows) | ${f(h.steady.eventLoopDelayP99Ms, 1)} ms |`);
+    }
+    p();
+  }
+
+  if (r.eventRate) {
+    const e = r.eventRate;
+    p("### The highest event rate one process sustains");
+    p();
+    p(`${int(e.streams)} held streams in a fresh infergate process per step, a token every 500, 333, 250 and 200 ms, about 12 s per stream, in increasing order until a step's steady part has an event-loop delay p99 above 50 ms (1-s windows) or an error. Sustained: **${e.sustainedEventsPerS === undefined ? "none of the steps" : `${int(e.sustainedEventsPerS)} events/s`}**.`);
+    p();
+    p("| token every | events/s asked | events/s received (steady part) | CPU µs per event | loop delay p99 ms | errors | |");
+    p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (const st of e.steps) p(`| ${st.intervalMs} ms | ${int(st.targetEventsPerS)} | ${int(st.eventsPerS)} | ${f(st.cpuUsPerEvent, 1)} | ${f(st.eventLoopDelayP99Ms, 1)} | ${st.errors} | ${st.ok ? "sustained" : "**not sustained**"} |`);
     p();
   }
 

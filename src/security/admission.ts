@@ -15,8 +15,11 @@ interface Caller {
 /** Authentication and rate limits in front of the gateway, plus the token charge after a call. */
 export interface Security {
   readonly admit: Admission;
-  /** Charges a finished call's tokens to its caller's token bucket. */
-  charge(record: CallRecord): Promise<void>;
+  /**
+   * Charges a finished call's tokens to its caller's token bucket; undefined (no promise) when
+   * there is nothing to charge: no token limit, or no tokens.
+   */
+  charge(record: CallRecord): Promise<void> | undefined;
   /** Calls refused by a rate limit so far. */
   readonly rejected: { count: number };
 }
@@ -79,6 +82,11 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
     }
   }
 
+  /** A store's charge as a promise (whether the store answers at once or not; a throw rejects it). */
+  async function chargeTokens(key: string, spec: BucketSpec, used: number): Promise<void> {
+    await store.charge(key, spec, used);
+  }
+
   function limited(tenant: string, retryAfterMs: number, what: string): GatewayError {
     rejected.count++;
     return new GatewayError(Code.ResourceExhausted, `rate limit of ${what} per minute reached; retry in ${Math.ceil(retryAfterMs / 1000)}s`, {
@@ -110,13 +118,12 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
       if (req === undefined && tok === undefined) return;
       return take(anonymous, req, tok);
     },
-    async charge(record) {
+    charge(record) {
       const caller = byName.get(record.tenant);
       const { tok } = specs(caller?.limits ?? defaults);
       const used = record.promptTokens + record.completionTokens;
-      if (tok !== undefined && used > 0) {
-        await store.charge(`tok:${record.tenant}`, tok, used);
-      }
+      if (tok === undefined || used <= 0) return undefined;
+      return chargeTokens(`tok:${record.tenant}`, tok, used);
     },
   };
 }

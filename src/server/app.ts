@@ -108,7 +108,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const callLog = log.child({}, { redact: [] });
   const record = (r: CallRecord) => {
     metrics.observe(r);
-    security.charge(r).catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
+    security.charge(r)?.catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
     const line = {
       requestId: r.requestId,
       tenant: r.tenant === "" ? undefined : r.tenant,

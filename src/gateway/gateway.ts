@@ -186,8 +186,20 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
-  /** One abort link per call in flight, for abortInFlight. */
-  const live = new Set<Pick<LinkedAbort, "abort">>();
+  // One abort link per call in flight, for abortInFlight: a slot each in an array with a list of
+  // free slots, not a Set (adding to and deleting from a Set was the largest cost of registering a
+  // call: 0.5% of a proxied Chat's profile at c=64).
+  const live: (Pick<LinkedAbort, "abort"> | undefined)[] = [];
+  const freeSlots: number[] = [];
+  function register(entry: Pick<LinkedAbort, "abort">): number {
+    const i = freeSlots.length > 0 ? freeSlots.pop()! : live.length;
+    live[i] = entry;
+    return i;
+  }
+  function unregister(i: number): void {
+    live[i] = undefined;
+    freeSlots.push(i);
+  }
 
   /**
    * Admits a call: refused while draining, and, for model calls (`limited`), over the global
@@ -226,11 +238,11 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       // The context itself is the entry (its abort is a method); no AbortSignal, listener or
       // Proxy of its own (about 10 µs a call).
       const entry = ctx as Pick<LinkedAbort, "abort">;
-      live.add(entry);
-      return { ctx, end: () => live.delete(entry) };
+      const slot = register(entry);
+      return { ctx, end: () => unregister(slot) };
     }
     const link = linkedAbort(ctx.signal);
-    live.add(link);
+    const slot = register(link);
     // A Proxy rather than a copy: admission writes ctx.tenant, which the ingress and the call
     // report read on the original.
     // isAborted would not see the link's abort: the view has none (its signal is read instead).
@@ -240,7 +252,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     return {
       ctx: view,
       end() {
-        live.delete(link);
+        unregister(slot);
         link.dispose();
       },
     };
@@ -605,7 +617,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       draining = true;
     },
     abortInFlight(reason) {
-      for (const link of live) link.abort(reason);
+      for (const link of live) link?.abort(reason);
     },
     inFlight: () => inFlight,
     idle() {

@@ -115,3 +115,15 @@ export async function stopOffloadWorker(): Promise<void> {
 export function offloadedTasks(): number {
   return completed;
 }
+
+/**
+ * Tensors at least this big (bytes of their values) are turned into JSON, and JSON answers at
+ * least this long are read, on the worker thread: a 1M-element FP32 tensor is about 20 MB of JSON,
+ * a second of CPU each way on the project's machine (docs/benchmarks.md, issue 16).
+ */
+export const offloadBytes = 256 * 1024;
+
+/** `[bytes.buffer]` when the array is the whole of its buffer (then it can be transferred). */
+export function ownBuffer(bytes: Uint8Array): ArrayBuffer[] {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? [bytes.buffer] : [];
+}

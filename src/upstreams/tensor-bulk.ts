@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { endianness } from "node:os";
-import type { PredictResponse } from "../../gen/infergate/v1/inference_service_pb.js";
+import type { PredictRequest, PredictResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor, type TensorContents, TensorContentsSchema, TensorForm, TensorSchema } from "../../gen/infergate/v1/tensor_pb.js";
 import { checkTensor, dataTypeInfo, decodeTensor, encodeTensor } from "./tensor-codec.js";
 
@@ -130,4 +130,45 @@ export function applyOutputForm(res: PredictResponse, form: TensorForm): Predict
     return create(TensorSchema, { name: t.name, datatype: t.datatype, shape: t.shape, parameters: t.parameters, data });
   });
   return { ...res, outputs };
+}
+
+/** The bytes of the values of some tensors (typed ones counted at their raw width). */
+export function tensorBytes(tensors: readonly Tensor[]): number {
+  let n = 0;
+  for (const t of tensors) {
+    if (t.data.case === "rawContents") n += t.data.value.length;
+    else if (t.data.case === "contents") {
+      const c = t.data.value;
+      n += 4 * (c.fp32Contents.length + c.intContents.length + c.uintContents.length) + 8 * (c.fp64Contents.length + c.int64Contents.length + c.uint64Contents.length) + c.boolContents.length;
+      for (const b of c.bytesContents) n += 4 + b.length;
+    }
+  }
+  return n;
+}
+
+/** Datatypes whose typed field holds exactly what their raw form does (no narrower width to check). */
+const losslessRaw = new Set([DataType.FP32, DataType.FP64, DataType.INT32, DataType.UINT32, DataType.INT64, DataType.UINT64, DataType.BOOL]);
+
+/**
+ * The request with its numeric typed inputs in raw form, converted in bulk: what protobuf then
+ * encodes (to hand the request to a worker thread) is a copy of bytes, not a loop over elements.
+ * INT8/INT16/UINT8/UINT16 stay typed (their values are range-checked where they are read) and
+ * BYTES stays as it is. A new message; `req` is not changed.
+ */
+export function withRawInputs(req: PredictRequest): PredictRequest {
+  const inputs = req.inputs.map((t, i) =>
+    t.data.case === "contents" && losslessRaw.has(t.datatype) ? { ...t, data: { case: "rawContents" as const, value: rawFromTyped(t, `inputs[${i}]`) } } : t,
+  );
+  return { ...req, inputs };
+}
+
+/**
+ * Outputs `typed` of a response read off-thread in raw form (see offload-worker.ts), back in the
+ * typed form the upstream sent them in, unless the caller asked for RAW.
+ */
+export function typedAgain(res: PredictResponse, typed: readonly number[], form: TensorForm): PredictResponse {
+  if (form !== TensorForm.RAW) {
+    for (const i of typed) res.outputs[i]!.data = typedFromRaw(res.outputs[i]!, `outputs[${i}]`);
+  }
+  return res;
 }

@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
+import { offloadedTasks } from "../../src/upstreams/offload.js";
 import { createTfServingFake, type TfServingFake } from "../fakes/tfserving-fake.js";
 import { errorInfoOf, expectServiceError, inferenceClient, type ProtoClient, statusDetails } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
@@ -124,6 +125,21 @@ describe("tfserving upstream, end to end", () => {
       { method: "POST", path: "/v1/models/half_plus_two:predict", form: "rows", body: { instances: [1, 2, 5] }, status: 200 },
     ]);
     expect(requests[0]!.headers["content-type"]).toBe("application/json");
+  });
+
+  it("a tensor big enough for the worker thread (300,000 FP32): the JSON is written and read off the event loop, the answer is the same", async () => {
+    const values = Array.from({ length: 300_000 }, (_, i) => Math.fround(i / 4 - 9));
+    const offloaded = offloadedTasks();
+    const { result, requests } = await received(() => client.unary<PredictAnswer>("Predict", { model: "hpt", inputs: [fp32("x", [values.length], values)] }));
+    // Body and answer each went through the worker thread (infergate runs in this process).
+    expect(offloadedTasks() - offloaded).toBe(2);
+    expect((requests[0]!.body as { instances: number[] }).instances.every((v, i) => v === values[i])).toBe(true);
+    const out = tensor(result.outputs[0]!);
+    expect([out.name, out.data, out.shape]).toEqual(["y", "contents", [String(values.length)]]);
+    expect((out.values as number[]).every((v, i) => v === Math.fround(0.5 * values[i]! + 2))).toBe(true);
+    const raw = await client.unary<PredictAnswer>("Predict", { model: "hpt", inputs: [fp32("x", [values.length], values)], output_form: "TENSOR_FORM_RAW" });
+    const expected = new Float32Array(values.map((v) => 0.5 * v + 2));
+    expect(Buffer.compare(raw.outputs[0]!["raw_contents"] as Buffer, Buffer.from(expected.buffer))).toBe(0);
   });
 
   it("row form with a 2-D input keeps its shape; an undeclared output is named after the JSON key", async () => {

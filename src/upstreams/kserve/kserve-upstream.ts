@@ -8,9 +8,9 @@ import {
   type PredictResponse,
   PredictResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { DataType, TensorForm } from "../../../gen/infergate/v1/tensor_pb.js";
-import { offload } from "../offload.js";
-import { rawFromTyped, typedFromRaw } from "../tensor-bulk.js";
+import type { TensorForm } from "../../../gen/infergate/v1/tensor_pb.js";
+import { offload, offloadBytes, ownBuffer } from "../offload.js";
+import { tensorBytes, typedAgain, withRawInputs } from "../tensor-bulk.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import { badResponse } from "../http/http-errors.js";
@@ -18,7 +18,6 @@ import { defaultHttpPoolOptions, headerValue, HttpUpstream, httpPoolOptionsSchem
 import { parseTfJson, TfJsonSyntaxError } from "../tfserving/tfserving-json.js";
 import type { Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
 import {
-  checkNarrowInts,
   fromModelInferResponse,
   fromRestInferResponse,
   type KserveModelOptions,
@@ -199,7 +198,7 @@ function restTransport(config: UpstreamConfig, options: KserveOptions): KserveTr
   };
   return {
     async infer(call, version) {
-      const big = tensorBytes(call.request) >= offloadBytes;
+      const big = tensorBytes(call.request.inputs) >= offloadBytes;
       const body = big ? await restBodyOffThread(call.request) : writeRestJson(toRestInferRequest(call.request));
       const answer = await http.request({
         method: "POST",
@@ -241,52 +240,14 @@ function restTransport(config: UpstreamConfig, options: KserveOptions): KserveTr
   };
 }
 
-/**
- * Tensors at least this big (bytes of their values) are turned into REST JSON, and answers at
- * least this long are read, on the worker thread of offload.ts: a 1M-element FP32 tensor is about
- * 20 MB of JSON, a second of CPU each way here (docs/benchmarks.md, issue 16).
- */
-const offloadBytes = 256 * 1024;
-
-/** The bytes of a request's tensor values (typed ones counted at their raw width). */
-function tensorBytes(req: PredictRequest): number {
-  let n = 0;
-  for (const t of req.inputs) {
-    if (t.data.case === "rawContents") n += t.data.value.length;
-    else if (t.data.case === "contents") {
-      const c = t.data.value;
-      n += 4 * (c.fp32Contents.length + c.intContents.length + c.uintContents.length) + 8 * (c.fp64Contents.length + c.int64Contents.length + c.uint64Contents.length) + c.boolContents.length;
-      for (const b of c.bytesContents) n += 4 + b.length;
-    }
-  }
-  return n;
-}
-
-/**
- * A big request's REST body, written on the worker thread. The request goes there as protobuf
- * bytes with its numeric tensors raw (converted in bulk here, after the range check of narrow
- * integers that the raw form would otherwise wrap), so that sending it costs a copy.
- */
+/** A big request's REST body, written on the worker thread (the request goes there raw: a copy). */
 async function restBodyOffThread(req: PredictRequest): Promise<Uint8Array> {
-  req.inputs.forEach((t, i) => checkNarrowInts(t, `inputs[${i}]`));
-  const inputs = req.inputs.map((t, i) =>
-    t.data.case === "contents" && t.datatype !== DataType.BYTES ? { ...t, data: { case: "rawContents" as const, value: rawFromTyped(t, `inputs[${i}]`) } } : t,
-  );
-  const bytes = toBinary(PredictRequestSchema, { ...req, inputs });
+  const bytes = toBinary(PredictRequestSchema, withRawInputs(req));
   return offload("kserveRestRequest", { request: bytes }, ownBuffer(bytes));
 }
 
 /** A big REST answer read on the worker thread; the outputs JSON held typed come back typed unless RAW was asked for. */
 async function restAnswerOffThread(upstream: string, text: string, form: TensorForm): Promise<PredictResponse> {
   const { response, typed } = await offload("kserveRestResponse", { upstream, text });
-  const res = fromBinary(PredictResponseSchema, response);
-  if (form !== TensorForm.RAW) {
-    for (const i of typed) res.outputs[i]!.data = typedFromRaw(res.outputs[i]!, `outputs[${i}]`);
-  }
-  return res;
-}
-
-/** `[bytes.buffer]` when the array is the whole of its buffer (then it can be transferred). */
-function ownBuffer(bytes: Uint8Array): ArrayBuffer[] {
-  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? [bytes.buffer] : [];
+  return typedAgain(fromBinary(PredictResponseSchema, response), typed, form);
 }

@@ -1,6 +1,8 @@
 import { z } from "zod";
-import { ModelState, type PredictResponse, PredictResponseSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { create } from "@bufbuild/protobuf";
+import { ModelState, PredictRequestSchema, type PredictResponse, PredictResponseSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { offload, offloadBytes, ownBuffer } from "../offload.js";
+import { tensorBytes, typedAgain, withRawInputs } from "../tensor-bulk.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
@@ -83,6 +85,17 @@ export function createTfServingUpstream(config: UpstreamConfig, options: TfServi
   const readiness = new Map<string, { state: ModelState; checkedAt: number; probing: boolean }>();
 
   async function readAnswer(answer: HttpAnswer, signal: AbortSignal): Promise<unknown> {
+    const text = await readJsonText(answer, signal);
+    try {
+      return parseTfJson(text);
+    } catch (err) {
+      if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
+      throw err;
+    }
+  }
+
+  /** An answer's body, which must be JSON. */
+  async function readJsonText(answer: HttpAnswer, signal: AbortSignal): Promise<string> {
     let text: string;
     try {
       text = await http.readText(answer.body);
@@ -93,12 +106,7 @@ export function createTfServingUpstream(config: UpstreamConfig, options: TfServi
     if (!/^application\/([a-z0-9.+-]*\+)?json\b/i.test(type)) {
       throw badResponse(config.name, `content-type "${type}" where JSON was expected`, text);
     }
-    try {
-      return parseTfJson(text);
-    } catch (err) {
-      if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
-      throw err;
-    }
+    return text;
   }
 
   async function probe(model: string): Promise<ModelState> {
@@ -123,16 +131,34 @@ export function createTfServingUpstream(config: UpstreamConfig, options: TfServi
     async predict(call): Promise<PredictResponse> {
       // The router parsed models[].options with tfservingModelOptionsSchema.
       const modelOptions = call.modelOptions as TfServingModelOptions;
-      const body = toPredictBody(call.request, modelOptions);
+      // A big tensor's JSON is written, and a big answer read, on the worker thread (offload.ts);
+      // the request goes there with its numbers raw (a copy of bytes).
+      const rawRequest = tensorBytes(call.request.inputs) >= offloadBytes ? toBinary(PredictRequestSchema, withRawInputs(call.request)) : undefined;
+      const body =
+        rawRequest === undefined
+          ? writeTfJson(toPredictBody(call.request, modelOptions) as unknown as TfJson)
+          : await offload("tfservingRequest", { request: rawRequest, options: modelOptions });
       const answer = await http.request({
         method: "POST",
         path: predictPath(call.upstreamModel, call.request.modelVersion),
         headers: { ...headers, "content-type": "application/json" },
-        body: writeTfJson(body as unknown as TfJson),
+        body,
         signal: call.signal,
         deadline: call.deadline,
       });
-      const json = await readAnswer(answer, call.signal);
+      const text = await readJsonText(answer, call.signal);
+      if (text.length >= offloadBytes) {
+        const request = rawRequest ?? toBinary(PredictRequestSchema, withRawInputs(call.request));
+        const { response, typed } = await offload("tfservingResponse", { upstream: config.name, text, request, options: modelOptions }, ownBuffer(request));
+        return typedAgain(fromBinary(PredictResponseSchema, response), typed, call.request.outputForm);
+      }
+      let json: unknown;
+      try {
+        json = parseTfJson(text);
+      } catch (err) {
+        if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
+        throw err;
+      }
       return create(PredictResponseSchema, { outputs: fromPredictAnswer(config.name, json, call.request, modelOptions) });
     },
     modelState(upstreamModel) {

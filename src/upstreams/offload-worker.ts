@@ -8,10 +8,10 @@ import { isMainThread, parentPort } from "node:worker_threads";
 import { PredictRequestSchema, type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import { GatewayError } from "../gateway/gateway-error.js";
-import { badResponse, UpstreamFailure } from "./http/http-errors.js";
+import { UpstreamFailure } from "./http/http-errors.js";
 import { fromRestInferResponse, toRestInferRequest, writeRestJson } from "./kserve/kserve-translate.js";
 import { applyOutputForm } from "./tensor-bulk.js";
-import { parseTfJson, TfJsonSyntaxError, writeTfJson } from "./tfserving/tfserving-json.js";
+import { parseUpstreamJson, writeTfJson } from "./tfserving/tfserving-json.js";
 import { fromPredictAnswer, type TfServingModelOptions, toPredictBody } from "./tfserving/tfserving-translate.js";
 import type { TfJson } from "./tfserving/tfserving-wire.js";
 import type { OffloadReply } from "./offload.js";
@@ -34,7 +34,7 @@ export const offloadTasks = {
    * as typed values (all but FP16/BF16), for the caller to turn back into typed form if asked.
    */
   kserveRestResponse(input: { upstream: string; text: string }): { response: Uint8Array; typed: number[] } {
-    return rawResponse(fromRestInferResponse(input.upstream, parseJson(input.upstream, input.text)));
+    return rawResponse(fromRestInferResponse(input.upstream, parseUpstreamJson(input.upstream, input.text)));
   },
 
   /** A PredictRequest (bytes, tensors raw) as the JSON body of a TF Serving `:predict` call, UTF-8. */
@@ -44,21 +44,11 @@ export const offloadTasks = {
 
   /** A TF Serving answer's JSON text as PredictResponse bytes, outputs raw (see kserveRestResponse). */
   tfservingResponse(input: { upstream: string; text: string; request: Uint8Array; options: TfServingModelOptions }): { response: Uint8Array; typed: number[] } {
-    const json = parseJson(input.upstream, input.text);
+    const json = parseUpstreamJson(input.upstream, input.text);
     const outputs = fromPredictAnswer(input.upstream, json, fromBinary(PredictRequestSchema, input.request), input.options);
     return rawResponse(create(PredictResponseSchema, { outputs }));
   },
 };
-
-/** TF Serving's JSON dialect (as the adapters read it); malformed text is the upstream's fault. */
-function parseJson(upstream: string, text: string): unknown {
-  try {
-    return parseTfJson(text);
-  } catch (err) {
-    if (err instanceof TfJsonSyntaxError) throw badResponse(upstream, `malformed JSON: ${err.message}`, text.slice(0, 4096));
-    throw err;
-  }
-}
 
 /** The response's bytes with every output raw, and which outputs were typed. */
 function rawResponse(res: PredictResponse): { response: Uint8Array; typed: number[] } {

@@ -363,7 +363,8 @@ export function toModelInferRequest(req: PredictRequest, upstreamModel: string, 
       parameters: toInferParameters(t.parameters, `${path}.parameters`),
     };
     if (raw) {
-      rawInputContents.push(rawBytes(t, path));
+      // As given, or converted in bulk from the typed values.
+      rawInputContents.push(rawFromTyped(t, path));
       return create(ModelInferRequest_InferInputTensorSchema, base);
     }
     return create(ModelInferRequest_InferInputTensorSchema, { ...base, contents: typedContents(t, path) });
@@ -383,11 +384,6 @@ function kserveName(datatype: DataType, path: string): string {
   const info = dataTypeInfo(datatype);
   if (info === undefined) throw invalidArgument(`${path}.datatype`, "required (one of the DATA_TYPE_* values)");
   return info.kserveName;
-}
-
-/** A tensor's raw little-endian bytes: as given, or converted in bulk from its typed values. */
-function rawBytes(t: Tensor, path: string): Uint8Array {
-  return rawFromTyped(t, path);
 }
 
 /** A typed tensor's values in InferTensorContents (the same fields, the same numbers). */

@@ -15,7 +15,7 @@ import type { UpstreamConfig } from "../../config/schema.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import { parseTfJson, TfJsonSyntaxError } from "../tfserving/tfserving-json.js";
+import { parseUpstreamJson } from "../tfserving/tfserving-json.js";
 import type { Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
 import {
   fromModelInferResponse,
@@ -220,14 +220,7 @@ function restTransport(config: UpstreamConfig, options: KserveOptions): KserveTr
         throw badResponse(config.name, `content-type "${type}" where JSON was expected`, text);
       }
       if (text.length >= offloadBytes) return restAnswerOffThread(config.name, text, call.request.outputForm);
-      let json: unknown;
-      try {
-        // Lossless: INT64/UINT64 beyond 2^53 as bigint, NaN/Infinity tokens as numbers.
-        json = parseTfJson(text);
-      } catch (err) {
-        if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
-        throw err;
-      }
+      const json = parseUpstreamJson(config.name, text);
       return fromRestInferResponse(config.name, json);
     },
     async ready(model, signal, deadline) {

@@ -7,6 +7,7 @@
  * INT64 input must arrive with all its digits. These two functions handle both.
  */
 import { writeExactJson } from "../exact-json.js";
+import { badResponse } from "../http/http-errors.js";
 import type { TfJson } from "./tfserving-wire.js";
 
 /** Where a text stopped being TF Serving JSON, for the error the caller turns into a bad response. */
@@ -39,6 +40,20 @@ export function parseTfJson(text: string): unknown {
     return new ExactParser(text).parseDocument();
   }
   return hasUnsafeInteger(fast, 0) ? new ExactParser(text).parseDocument() : fast;
+}
+
+/**
+ * An upstream's JSON answer read with parseTfJson (lossless: INT64/UINT64 beyond 2^53 as bigint,
+ * NaN/Infinity tokens as numbers); text that is not JSON is the upstream's fault: UNAVAILABLE
+ * UPSTREAM_BAD_RESPONSE, the body's start kept for the log.
+ */
+export function parseUpstreamJson(upstream: string, text: string): unknown {
+  try {
+    return parseTfJson(text);
+  } catch (err) {
+    if (err instanceof TfJsonSyntaxError) throw badResponse(upstream, `malformed JSON: ${err.message}`, text);
+    throw err;
+  }
 }
 
 /** Whether a parsed value holds an integer-valued number at or beyond 2^53 (maybe rounded). */

@@ -7,7 +7,7 @@ import type { UpstreamConfig } from "../../config/schema.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { Upstream, UpstreamKind } from "../upstream.js";
-import { parseTfJson, TfJsonSyntaxError, writeTfJson } from "./tfserving-json.js";
+import { parseUpstreamJson, writeTfJson } from "./tfserving-json.js";
 import {
   fromPredictAnswer,
   modelStateOf,
@@ -85,13 +85,7 @@ export function createTfServingUpstream(config: UpstreamConfig, options: TfServi
   const readiness = new Map<string, { state: ModelState; checkedAt: number; probing: boolean }>();
 
   async function readAnswer(answer: HttpAnswer, signal: AbortSignal): Promise<unknown> {
-    const text = await readJsonText(answer, signal);
-    try {
-      return parseTfJson(text);
-    } catch (err) {
-      if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
-      throw err;
-    }
+    return parseUpstreamJson(config.name, await readJsonText(answer, signal));
   }
 
   /** An answer's body, which must be JSON. */
@@ -152,13 +146,7 @@ export function createTfServingUpstream(config: UpstreamConfig, options: TfServi
         const { response, typed } = await offload("tfservingResponse", { upstream: config.name, text, request, options: modelOptions }, ownBuffer(request));
         return typedAgain(fromBinary(PredictResponseSchema, response), typed, call.request.outputForm);
       }
-      let json: unknown;
-      try {
-        json = parseTfJson(text);
-      } catch (err) {
-        if (err instanceof TfJsonSyntaxError) throw badResponse(config.name, `malformed JSON: ${err.message}`, text);
-        throw err;
-      }
+      const json = parseUpstreamJson(config.name, text);
       return create(PredictResponseSchema, { outputs: fromPredictAnswer(config.name, json, call.request, modelOptions) });
     },
     modelState(upstreamModel) {

@@ -1,7 +1,7 @@
 import { toBinary } from "@bufbuild/protobuf";
-import { endianness } from "node:os";
 import { type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor, type TensorContents, TensorContentsSchema, TensorSchema } from "../../gen/infergate/v1/tensor_pb.js";
+import { bytesOf, littleEndian } from "../upstreams/tensor-bulk.js";
 
 /**
  * Big Predict messages on the gRPC listener, read and written without visiting their tensors'
@@ -22,7 +22,6 @@ import { DataType, type Tensor, type TensorContents, TensorContentsSchema, Tenso
  *
  * Typed arrays use the machine's byte order: on a big-endian machine neither function is used.
  */
-const littleEndian = endianness() === "LE";
 
 /** Requests smaller than this are decoded by protobuf-es as they are (the rewrite gains nothing). */
 export const bigPredictRequestBytes = 64 * 1024;
@@ -300,11 +299,6 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
     at += p.length;
   }
   return out;
-}
-
-/** Bytes of a typed array (a view). */
-function bytesOf(a: ArrayBufferView): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /** The number of typed values a tensor holds in the fields written here in bulk. */

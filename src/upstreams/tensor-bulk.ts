@@ -13,7 +13,7 @@ import { checkTensor, dataTypeInfo, decodeTensor, encodeTensor } from "./tensor-
  * Typed arrays use the machine's byte order; on a big-endian machine every conversion goes through
  * the element-by-element codec of tensor-codec.ts, which writes little-endian explicitly.
  */
-const littleEndian = endianness() === "LE";
+export const littleEndian = endianness() === "LE";
 
 type NumberArrayCtor = Float32ArrayConstructor | Float64ArrayConstructor | Int8ArrayConstructor | Int16ArrayConstructor | Int32ArrayConstructor | Uint8ArrayConstructor | Uint16ArrayConstructor | Uint32ArrayConstructor;
 
@@ -30,7 +30,7 @@ const numberArrays: ReadonlyMap<DataType, NumberArrayCtor> = new Map<DataType, N
 ]);
 
 /** The bytes of a typed array (a view, no copy). */
-function bytesOf(a: ArrayBufferView): Uint8Array {
+export function bytesOf(a: ArrayBufferView): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 

@@ -38,6 +38,47 @@ export type Reason = (typeof Reason)[keyof typeof Reason];
 /** The ErrorInfo domain of every infergate error. */
 export const errorDomain = "infergate";
 
+/**
+ * The most characters of one caller-supplied value (a model name, a tensor or tool name, a field
+ * path holding a caller's key) that infergate repeats in an error message, an error detail or a
+ * log line: a longer value is cut by {@link echoed}. Issue 17: a 40,000-character model name
+ * echoed whole into `grpc-message` and twice into `grpc-status-details-bin` made trailers too
+ * large for HTTP/2 and wedged the caller's connection.
+ */
+export const maxEchoedChars = 200;
+
+/**
+ * The most characters of an error's client-facing message (a few echoed values and the text
+ * around them); a GatewayError cuts a longer one. The renderers (src/server/error-rendering.ts)
+ * bound the encoded error again, in bytes.
+ */
+export const maxErrorMessageChars = 1024;
+
+/**
+ * A caller's value as infergate repeats it: unchanged up to `max` characters (default
+ * {@link maxEchoedChars}), else its start (never half a surrogate pair), "…" and its whole
+ * length, `max` characters in all (so a value cut once is not cut again). The one cut of echoed
+ * text: error messages and details, and the call log.
+ */
+export function echoed(value: string, max: number = maxEchoedChars): string {
+  if (value.length <= max) return value;
+  const mark = `… (${value.length} chars)`;
+  let end = Math.max(0, max - mark.length);
+  const code = value.charCodeAt(end - 1);
+  if (code >= 0xd800 && code <= 0xdbff) end--;
+  return `${value.slice(0, end)}${mark}`;
+}
+
+/** `metadata` with every value cut by {@link echoed}; the same object when none needs it. */
+function echoedValues(metadata: Record<string, string>): Record<string, string> {
+  let out: Record<string, string> | undefined;
+  for (const k in metadata) {
+    const v = metadata[k]!;
+    if (v.length > maxEchoedChars) (out ??= { ...metadata })[k] = echoed(v);
+  }
+  return out ?? metadata;
+}
+
 /** Options of a GatewayError beyond its code and client-facing message. */
 export interface GatewayErrorOptions {
   /**
@@ -65,20 +106,29 @@ export class GatewayError extends Error {
   readonly metadata: Readonly<Record<string, string>>;
   readonly retryAfterMs: number | undefined;
 
+  /**
+   * The message is cut at {@link maxErrorMessageChars} and each metadata value at
+   * {@link maxEchoedChars}, whatever the call site echoed into them (issue 17): a caller's
+   * value can never make an error too large to send.
+   */
   constructor(code: Code, message: string, options: GatewayErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(echoed(message, maxErrorMessageChars), options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.reason = options.reason ?? defaultReason(code);
-    this.metadata = options.metadata ?? {};
+    this.metadata = options.metadata === undefined ? {} : echoedValues(options.metadata);
     this.retryAfterMs = options.retryAfterMs;
   }
 }
 
-/** An INVALID_ARGUMENT error naming the field at fault by its proto path (`inputs[0].shape`). */
+/**
+ * An INVALID_ARGUMENT error naming the field at fault by its proto path (`inputs[0].shape`). A
+ * path may hold a caller's map key (`metadata["…"]`): it is cut by {@link echoed}.
+ */
 export function invalidArgument(field: string, problem: string): GatewayError {
-  return new GatewayError(Code.InvalidArgument, `${field}: ${problem}`, {
+  const path = echoed(field);
+  return new GatewayError(Code.InvalidArgument, `${path}: ${problem}`, {
     reason: Reason.InvalidArgument,
-    metadata: { field },
+    metadata: { field: path },
   });
 }
 

@@ -2,7 +2,7 @@ import { Code } from "@connectrpc/connect";
 import type { CapabilityName, Config, ModelCacheConfig } from "../config/schema.js";
 import { parseModelOptions, upstreamKindRegistry } from "../upstreams/registry.js";
 import type { Upstream } from "../upstreams/upstream.js";
-import { GatewayError, invalidArgument, Reason } from "./gateway-error.js";
+import { echoed, GatewayError, invalidArgument, Reason } from "./gateway-error.js";
 
 /** Everything the gateway needs to serve one model name. */
 export interface ModelRoute {
@@ -71,15 +71,15 @@ export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upst
       const route = byName.get(model);
       if (route === undefined) {
         // The message names the model the caller asked for and nothing of the configuration.
-        throw new GatewayError(Code.NotFound, `model "${model}" is not served by this gateway (see ListModels)`, {
+        throw new GatewayError(Code.NotFound, `model "${echoed(model)}" is not served by this gateway (see ListModels)`, {
           reason: Reason.ModelNotFound,
-          metadata: { model },
+          metadata: { model: echoed(model) },
         });
       }
       if (!route.capabilities.includes(capability)) {
-        throw new GatewayError(Code.Unimplemented, `model "${model}" does not support ${rpcNames[capability]}`, {
+        throw new GatewayError(Code.Unimplemented, `model "${echoed(model)}" does not support ${rpcNames[capability]}`, {
           reason: Reason.CapabilityNotSupported,
-          metadata: { model, rpc: rpcNames[capability] },
+          metadata: { model: echoed(model), rpc: rpcNames[capability] },
         });
       }
       return route;

@@ -7,7 +7,7 @@ import type { PredictRequest } from "../../gen/infergate/v1/inference_service_pb
 import { checkTensor } from "../upstreams/tensor-codec.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 import { isSharedRequest } from "../cache/cache-key.js";
-import { invalidArgument } from "./gateway-error.js";
+import { echoed, invalidArgument } from "./gateway-error.js";
 
 /** Function and schema names as OpenAI and Anthropic accept them. */
 const toolName = /^[A-Za-z0-9_-]{1,64}$/;
@@ -85,13 +85,13 @@ function checkChatInput(req: ChatInput): void {
       throw invalidArgument(`tools[${i}].name`, "must be 1-64 letters, digits, underscores or dashes");
     }
     if (names.has(t.name)) {
-      throw invalidArgument(`tools[${i}].name`, `duplicate tool name "${t.name}"`);
+      throw invalidArgument(`tools[${i}].name`, `duplicate tool name "${echoed(t.name)}"`);
     }
     names.add(t.name);
   });
   const choice = req.toolChoice?.choice;
   if (choice?.case === "functionName" && !names.has(choice.value)) {
-    throw invalidArgument("tool_choice.function_name", `"${choice.value}" is not in tools`);
+    throw invalidArgument("tool_choice.function_name", `"${echoed(choice.value)}" is not in tools`);
   }
   if (choice?.case === "mode" && ToolChoiceMode[choice.value] === undefined) {
     throw invalidArgument("tool_choice.mode", `unknown value ${choice.value}`);
@@ -153,7 +153,7 @@ export function validatePredictRequest(req: PredictRequest): void {
   req.inputs.forEach((t, i) => {
     checkTensor(t, `inputs[${i}]`);
     if (names.has(t.name)) {
-      throw invalidArgument(`inputs[${i}].name`, `duplicate input name "${t.name}"`);
+      throw invalidArgument(`inputs[${i}].name`, `duplicate input name "${echoed(t.name)}"`);
     }
     names.add(t.name);
   });

@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import type { AuthConfig, LimitsConfig } from "../config/schema.js";
 import type { Admission } from "../gateway/gateway.js";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { echoed, GatewayError, Reason } from "../gateway/gateway-error.js";
 import type { CallRecord } from "../observability/call-record.js";
 import { globMatch, matchKey, presentedKey } from "./api-keys.js";
 import type { BucketSpec, RateLimitStore } from "./rate-limiter.js";
@@ -100,9 +100,9 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
     const caller = identify(ctx.headers, ctx.peerCommonName);
     ctx.tenant = caller.name;
     if (rpc !== "ListModels" && rpc !== "DeleteSession" && !caller.models.some((g) => globMatch(g, model))) {
-      throw new GatewayError(Code.PermissionDenied, `this caller may not use model "${model.slice(0, 200)}"`, {
+      throw new GatewayError(Code.PermissionDenied, `this caller may not use model "${echoed(model)}"`, {
         reason: Reason.ModelNotAllowed,
-        metadata: { model: model.slice(0, 200) },
+        metadata: { model: echoed(model) },
       });
     }
     const { req, tok } = specs(caller.limits ?? defaults);

@@ -23,7 +23,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../../gateway/gateway.js";
-import { GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../resilience/deadline.js";
 import {
   createChunkEncoder,
@@ -128,7 +128,7 @@ async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Reque
       allow(req, "GET");
       await models(gateway, path, res, ctx);
     } else {
-      throw new HttpRefusal(404, `unknown request URL: ${req.method ?? ""} ${path.slice(0, 200)}`, "unknown_url");
+      throw new HttpRefusal(404, `unknown request URL: ${req.method ?? ""} ${echoed(path)}`, "unknown_url");
     }
   } catch (err) {
     sendError(req, res, err, ctx);
@@ -199,9 +199,9 @@ async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedC
   }
   const model = list.data.find((m) => m.id === id);
   if (model === undefined) {
-    throw new GatewayError(Code.NotFound, `model "${id.slice(0, 200)}" is not served by this gateway (see GET /v1/models)`, {
+    throw new GatewayError(Code.NotFound, `model "${echoed(id)}" is not served by this gateway (see GET /v1/models)`, {
       reason: Reason.ModelNotFound,
-      metadata: { model: id.slice(0, 200) },
+      metadata: { model: echoed(id) },
     });
   }
   sendJson(res, 200, model, ctx.responseHeaders);
@@ -231,7 +231,7 @@ async function readJson(req: Request, limit: number): Promise<unknown> {
   try {
     return JSON.parse(Buffer.concat(chunks, size).toString("utf8"));
   } catch (err) {
-    throw new GatewayError(Code.InvalidArgument, `the body is not valid JSON: ${err instanceof Error ? err.message.slice(0, 200) : "parse error"}`);
+    throw new GatewayError(Code.InvalidArgument, `the body is not valid JSON: ${err instanceof Error ? echoed(err.message) : "parse error"}`);
   }
 }
 

@@ -25,7 +25,7 @@ import {
   type GenerateResponse,
   GenerateResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
 import type { SseEvent } from "../sse/sse-decoder.js";
 import type { ChatInput } from "../upstream.js";
@@ -246,7 +246,7 @@ function checkDetail(detail: ImageDetail, field: string): void {
 function mediaType(mime: string, field: string): AnthropicImageMediaType {
   const t = mime.toLowerCase();
   if (!(anthropicImageMediaTypes as readonly string[]).includes(t)) {
-    throw invalidArgument(field, `Anthropic accepts ${anthropicImageMediaTypes.join(", ")}; got "${mime}"`);
+    throw invalidArgument(field, `Anthropic accepts ${anthropicImageMediaTypes.join(", ")}; got "${echoed(mime)}"`);
   }
   return t as AnthropicImageMediaType;
 }

@@ -30,7 +30,7 @@ import {
   TensorContentsSchema,
   TensorSchema,
 } from "../../../gen/infergate/v1/tensor_pb.js";
-import { GatewayError, invalidArgument } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument } from "../../gateway/gateway-error.js";
 import { writeExactJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
 import { rawFromTyped } from "../tensor-bulk.js";
@@ -204,7 +204,7 @@ export function checkNarrowInts(t: Tensor, path: string): void {
 function checkRequestedOutputs(req: PredictRequest): void {
   const names = new Set<string>();
   req.outputs.forEach((o, i) => {
-    if (names.has(o.name)) throw invalidArgument(`outputs[${i}].name`, `duplicate output name "${o.name}"`);
+    if (names.has(o.name)) throw invalidArgument(`outputs[${i}].name`, `duplicate output name "${echoed(o.name)}"`);
     names.add(o.name);
   });
 }
@@ -510,7 +510,7 @@ function restData(t: Tensor, path: string): RestElement[] {
     if (!Number.isFinite(x)) {
       throw invalidArgument(
         elementPath(t, path, j),
-        `tensor "${t.name}" element ${j} is ${x}; KServe's REST JSON has no NaN or Infinity (use protocol "grpc")`,
+        `tensor "${echoed(t.name)}" element ${j} is ${x}; KServe's REST JSON has no NaN or Infinity (use protocol "grpc")`,
       );
     }
     return x;
@@ -529,7 +529,7 @@ function restData(t: Tensor, path: string): RestElement[] {
         } catch {
           throw invalidArgument(
             elementPath(t, path, j),
-            `BYTES tensor "${t.name}" element ${j} is not valid UTF-8; KServe's REST JSON carries BYTES as strings (use protocol "grpc" for binary data)`,
+            `BYTES tensor "${echoed(t.name)}" element ${j} is not valid UTF-8; KServe's REST JSON carries BYTES as strings (use protocol "grpc" for binary data)`,
           );
         }
       });

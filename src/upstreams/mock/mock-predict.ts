@@ -1,6 +1,6 @@
 import { DataType, type Tensor } from "../../../gen/infergate/v1/tensor_pb.js";
 import type { PredictRequest } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { invalidArgument } from "../../gateway/gateway-error.js";
+import { echoed, invalidArgument } from "../../gateway/gateway-error.js";
 import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 
 /** The outputs the mock Predict model computes. */
@@ -41,7 +41,7 @@ export function mockPredict(req: PredictRequest): Tensor[] {
   });
   const wanted = req.outputs.map((o, i) => {
     if (!(mockPredictOutputs as readonly string[]).includes(o.name)) {
-      throw invalidArgument(`outputs[${i}].name`, `unknown output "${o.name}"; the mock model has ${mockPredictOutputs.join(", ")}`);
+      throw invalidArgument(`outputs[${i}].name`, `unknown output "${echoed(o.name)}"; the mock model has ${mockPredictOutputs.join(", ")}`);
     }
     return o.name;
   });

@@ -34,7 +34,7 @@ import {
   type ListModelsResponse,
   type ModelInfo,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, invalidArgument, toStatus } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, toStatus } from "../../gateway/gateway-error.js";
 import {
   finishReasons,
   imageDetails,
@@ -294,7 +294,7 @@ function part(p: unknown, at: string, allow: { images: boolean; refusals: boolea
     return { part: { case: "imageUrl", value: { url, detail } } };
   }
   const kinds = ["text", ...(allow.images ? ["image_url"] : []), ...(allow.refusals ? ["refusal"] : [])];
-  throw invalidArgument(`${at}.type`, `${typeof type === "string" ? `"${type.slice(0, 64)}" parts are not supported` : "required"}; one of ${kinds.join(", ")}`);
+  throw invalidArgument(`${at}.type`, `${typeof type === "string" ? `"${echoed(type, 64)}" parts are not supported` : "required"}; one of ${kinds.join(", ")}`);
 }
 
 function textPart(value: string): PartInit {

@@ -6,7 +6,7 @@
  */
 import { ModelState, type PredictRequest } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor } from "../../../gen/infergate/v1/tensor_pb.js";
-import { invalidArgument } from "../../gateway/gateway-error.js";
+import { echoed, invalidArgument } from "../../gateway/gateway-error.js";
 import { badResponse } from "../http/http-errors.js";
 import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 import {
@@ -102,7 +102,7 @@ export function toPredictBody(req: PredictRequest, options: TfServingModelOption
   });
   const names = new Set<string>();
   req.outputs.forEach((o, i) => {
-    if (names.has(o.name)) throw invalidArgument(`outputs[${i}].name`, `duplicate output name "${o.name}"`);
+    if (names.has(o.name)) throw invalidArgument(`outputs[${i}].name`, `duplicate output name "${echoed(o.name)}"`);
     names.add(o.name);
   });
   const values = req.inputs.map((t, i) => {
@@ -229,7 +229,7 @@ export function fromPredictAnswer(upstream: string, answer: unknown, req: Predic
   return req.outputs.map((o, i) => {
     const t = tensors.get(o.name);
     if (t === undefined) {
-      throw invalidArgument(`outputs[${i}].name`, `the model has no output "${o.name}"; it answered ${[...tensors.keys()].map((n) => `"${n}"`).join(", ")}`);
+      throw invalidArgument(`outputs[${i}].name`, `the model has no output "${echoed(o.name)}"; it answered ${echoed([...tensors.keys()].map((n) => `"${n}"`).join(", "))}`);
     }
     return t;
   });

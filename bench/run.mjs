@@ -40,6 +40,7 @@ import {
 import { grpcUnary } from "./lib/grpc-call.mjs";
 import { chatRequestBytes, writeBodies } from "./lib/messages.mjs";
 import { floorSection, predictPlan, predictSection, startFakeKserve } from "./lib/predict-bench.mjs";
+import { predictPath, writePredictBodies } from "./lib/predict-messages.mjs";
 import { summarizeProfiles } from "./lib/profile.mjs";
 import { renderReport } from "./lib/report.mjs";
 
@@ -394,13 +395,21 @@ async function main() {
   // 4 MiB calls one at a time with a probe of small calls beside them (bench/lib/predict-bench.mjs).
   const pPlan = predictPlan(quick);
   results.predict = await predictSection({ plan: pPlan, say, interleaved, startInfergate, fakePort: fake.port, kserve, outDir, grpcHeaders, jsonHeaders });
+
+  // 9. The upstream-client floors, no infergate: an undici client's own CPU per call to the fake
+  // OpenAI upstream (a proxied Chat's client half), and a grpc-js client's to the KServe fake's
+  // ModelInfer (a proxied Predict's client half).
+  const floors = await floorSection({ plan: pPlan, say, fake, upstreamModel: models.chatUpstream, kserve });
+  results.floor = floors.http;
+  results.floorGrpc = floors.grpc;
+
+  // 7. Profiles (optional): where infergate spends its CPU under the unary and streaming loads,
+  // and under small Predicts over the gRPC upstream.
+  if (flags.profile) {
+    results.profile = await profile(fake.port);
+    results.profilePredict = await profilePredict(fake.port);
+  }
   await kserve.stop();
-
-  // 9. The upstream-client floor: an undici client's own CPU per call to the fake, no infergate.
-  results.floor = await floorSection({ plan: pPlan, say, fake, upstreamModel: models.chatUpstream });
-
-  // 7. Profiles (optional): where infergate spends its CPU under the unary and streaming loads.
-  if (flags.profile) results.profile = await profile(fake.port);
 
   await fake.child.stop();
   results.finished = new Date().toISOString();
@@ -536,6 +545,19 @@ async function profile(fakePort) {
   say("profiling infergate: unary chat c=64, then 200-token Generate c=64");
   await h2load(chat, { ...h2Shape(64), durationS: plan.durationS, warmupS: 0 }, { logDir, tag: "profile-chat" });
   await h2load(gen, { ...h2Shape(64), durationS: plan.durationS, warmupS: 0 }, { logDir, tag: "profile-generate" });
+  await ig.child.stop();
+  return summarizeProfiles(dir, root);
+}
+
+/** infergate under `node --cpu-prof` for small Predicts over the KServe gRPC upstream, 64 at a time. */
+async function profilePredict(fakePort) {
+  const dir = join(outDir, "profiles-predict");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const body = writePredictBodies(dir, { grpc: "simple-grpc", rest: "simple-rest", probe: "simple-probe", upstreamModel: "simple" }).predictGrpc;
+  const ig = await startInfergate("infergate-profile-predict", fakePort, { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", dir] });
+  say("profiling infergate: small Predict over the gRPC upstream c=64");
+  await h2load({ url: `${ig.url}${predictPath}`, body, headers: grpcHeaders, pid: ig.child.pid }, { ...h2Shape(64), durationS: plan.durationS, warmupS: 0 }, { logDir, tag: "profile-predict" });
   await ig.child.stop();
   return summarizeProfiles(dir, root);
 }

@@ -229,21 +229,29 @@ export async function predictSection(h) {
 }
 
 /**
- * Section "Upstream-client floor": the undici client's own CPU per call, at 64 and 1. `h`: {plan,
- * say, fake (the fake OpenAI server: {url}), upstreamModel (the model name infergate sends it)}.
+ * Section "Upstream-client floor": the own CPU per call, at 64 and 1, of the undici client (a
+ * proxied Chat's client half) and of the grpc-js client (a proxied Predict's). `h`: {plan, say,
+ * fake (the fake OpenAI server: {url}), upstreamModel (the model name infergate sends it), kserve
+ * (startFakeKserve's result)}. Resolves {http: {64, 1}, grpc: {64, 1}}.
  */
 export async function floorSection(h) {
   const { plan, say } = h;
-  const out = {};
-  for (const c of [64, 1]) {
-    const runs = [];
-    for (let round = 0; round < plan.floorRounds; round++) {
-      say(`floor: undici client → fake c=${c} round ${round + 1}/${plan.floorRounds}`);
-      const text = await run(process.execPath, [join(benchDir, "upstream-client.mjs"), "--url", `${h.fake.url}/v1/chat/completions`, "--model", h.upstreamModel, "--concurrency", String(c), "--seconds", String(plan.floorDurationS), "--warmup-seconds", "1"], (plan.floorDurationS + 60) * 1000);
-      runs.push(JSON.parse(text.trim().split("\n").at(-1)));
+  const clients = {
+    http: { label: "undici client → fake", args: ["--url", `${h.fake.url}/v1/chat/completions`, "--model", h.upstreamModel] },
+    grpc: { label: "grpc-js client → KServe fake", args: ["--grpc", h.kserve.grpcAddress, "--model", models.upstreamSmall] },
+  };
+  const out = { http: {}, grpc: {} };
+  for (const [kind, client] of Object.entries(clients)) {
+    for (const c of [64, 1]) {
+      const runs = [];
+      for (let round = 0; round < plan.floorRounds; round++) {
+        say(`floor: ${client.label} c=${c} round ${round + 1}/${plan.floorRounds}`);
+        const text = await run(process.execPath, [join(benchDir, "upstream-client.mjs"), ...client.args, "--concurrency", String(c), "--seconds", String(plan.floorDurationS), "--warmup-seconds", "1"], (plan.floorDurationS + 60) * 1000);
+        runs.push(JSON.parse(text.trim().split("\n").at(-1)));
+      }
+      const mean = (k) => runs.reduce((s, r) => s + r[k], 0) / runs.length;
+      out[kind][c] = { rounds: runs.length, rps: mean("rps"), p50Ms: mean("p50Ms"), p99Ms: mean("p99Ms"), cpuUsPerCall: mean("cpuUsPerCall"), cpuUsPerCallByRound: runs.map((r) => r.cpuUsPerCall), calls: runs.reduce((s, r) => s + r.calls, 0), errors: runs.reduce((s, r) => s + r.errors, 0), firstError: runs.find((r) => r.firstError)?.firstError };
     }
-    const mean = (k) => runs.reduce((s, r) => s + r[k], 0) / runs.length;
-    out[c] = { rounds: runs.length, rps: mean("rps"), p50Ms: mean("p50Ms"), p99Ms: mean("p99Ms"), cpuUsPerCall: mean("cpuUsPerCall"), cpuUsPerCallByRound: runs.map((r) => r.cpuUsPerCall), calls: runs.reduce((s, r) => s + r.calls, 0), errors: runs.reduce((s, r) => s + r.errors, 0), firstError: runs.find((r) => r.firstError)?.firstError };
   }
   return out;
 }

@@ -106,22 +106,30 @@ models:
     expect(Buffer.compare(out["raw_contents"] as Buffer, Buffer.from(new Float32Array(values).buffer))).toBe(0);
   });
 
-  it("small calls started just after a 4 MiB Predict are answered before it ends", async () => {
+  it("small calls started while a 4 MiB Predict's answer is on its way are answered before it ends", async () => {
     await small(); // the second connection is up
     const order: string[] = [];
     const values = Array.from({ length: elements }, (_, i) => Math.fround(i / 7));
+    const upstreamCalls = () => fake.requests.filter((r) => r.method === "ModelInfer" && r.model === "identity_any").length;
+    const before = upstreamCalls();
     const bigCall = predict(client, "big", [{ name: "INPUT0", datatype: "DATA_TYPE_FP32", shape: [elements], contents: { fp32_contents: values } }], {
       output_form: "TENSOR_FORM_TYPED",
     }).then((r) => {
       order.push("big");
       return r;
     });
+    // The small calls start once the big one has reached the model server: what is left of it is
+    // its answer's way back through infergate (4 MiB raw from the upstream, converted to typed
+    // values, encoded for the client): the work that used to hold every other caller.
+    await expect.poll(upstreamCalls, { timeout: 30_000, interval: 1 }).toBeGreaterThan(before);
     // One after another, each started when the previous one is answered.
     for (let i = 0; i < 3; i++) {
       await small();
       order.push(`small ${i}`);
     }
-    await bigCall;
+    const res = await bigCall;
+    expect(((res.outputs[0]!["contents"] as Obj)["fp32_contents"] as number[]).length).toBe(elements);
     expect(order).toEqual(["small 0", "small 1", "small 2", "big"]);
   });
+
 });

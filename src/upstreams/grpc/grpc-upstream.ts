@@ -74,7 +74,11 @@ export class GrpcUpstream {
     const deadline = new Date(Math.min(call.deadline, own));
     // Whether the call's deadline, not the upstream's own timeout, bounds this call.
     const callBound = call.deadline <= own;
-    const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
+    // A view of the encoded bytes, not a copy (grpc-js copies them into its frame anyway).
+    const serialize = (m: unknown) => {
+      const bytes = toBinary(method.input, m as never);
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    };
     const deserialize = (b: Buffer) => fromBinary(method.output, b);
     return { path, metadata, deadline, callBound, serialize, deserialize };
   }

@@ -20,7 +20,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PredictResponseSchema } from "../../dist/gen/infergate/v1/inference_service_pb.js";
-import { quantile, run, scrape, sleep, sumMetric, waitUntil } from "./common.mjs";
+import { cpuMs, quantile, run, scrape, sleep, sumMetric, waitUntil } from "./common.mjs";
 import { grpcUnary } from "./grpc-call.mjs";
 import { modelInferPath, predictPath, writePredictBodies } from "./predict-messages.mjs";
 
@@ -203,9 +203,13 @@ export async function predictSection(h) {
     runs.push(["infergate", ["--target", "infergate", "--address", ig.address, "--model", models.bigGrpc, "--form", k.form, ...(k.outputForm ? ["--output-form", k.outputForm] : [])]]);
     for (const [who, args] of runs) {
       say(`Predict: 4 MiB ${k.name}, ${who}, ${plan.bigCalls} calls one at a time with the probe`);
-      await scrape(ig.adminAddress); // resets the event-loop delay histogram
+      const m0 = await scrape(ig.adminAddress); // also resets the event-loop delay histogram
+      const cpu0 = cpuMs(ig.child.pid);
       const { result, probe } = await withProbe(ig.address, bodies.predictProbe, plan.probeIntervalMs, () => bigCalls(args, plan));
+      const cpu = cpuMs(ig.child.pid) - cpu0;
       const m = await scrape(ig.adminAddress);
+      // infergate's garbage collections over the run (prom-client's GC histogram, by kind).
+      const gc = (name, kind) => sumMetric(m, name, `kind="${kind}"`) - sumMetric(m0, name, `kind="${kind}"`);
       row[who] = {
         calls: result.calls,
         errors: result.errors,
@@ -218,6 +222,10 @@ export async function predictSection(h) {
         answer: result.answer,
         probe: probeStats(probe, result.windowStart, result.windowEnd),
         infergateLoopDelayMaxMs: sumMetric(m, "infergate_process_nodejs_eventloop_lag_max_seconds") * 1000,
+        // infergate's CPU and GC over the run (the probe's small calls included).
+        infergateCpuMs: cpu,
+        infergateGcMajor: gc("infergate_process_nodejs_gc_duration_seconds_count", "major"),
+        infergateGcMs: ["major", "minor", "incremental", "weakcb"].reduce((n, k) => n + gc("infergate_process_nodejs_gc_duration_seconds_sum", k) * 1000, 0),
       };
     }
     results.big[k.name] = row;

@@ -552,6 +552,14 @@ function renderPredictSections(r, p) {
     p();
     p(`4 MB raw Predict through infergate vs direct: **${x(q.bigRawOverDirect)}** (median time per call). Small calls' max latency while 4 MB Predicts run through infergate: **${f(q.probeMaxMs, 1)} ms** (the worst of the three cases). infergate's non-OK Predict statuses over the section (cancels excluded): ${pr.predictErrorsByMetrics}.`);
     p();
+    const raw = pr.big?.raw?.infergate;
+    if (raw?.infergateCpuMs !== undefined) {
+      const per = (v) => v / Math.max(1, raw.calls);
+      p(
+        `Where a 4 MiB raw call's time goes: over its run infergate used ${f(per(raw.infergateCpuMs), 1)} ms of CPU per big call (the probe's small calls included), of which the garbage collector ${f(per(raw.infergateGcMs), 1)} ms, with ${f(per(raw.infergateGcMajor), 1)} full (major) collections per call: every 4 MiB message is a fresh buffer at each step — received, encoded for the upstream, framed by grpc-js, and the same on the way back — and V8 answers that much external memory with a full collection. Beside it the transfer: through infergate each 4 MiB crosses HTTP/2 twice each way instead of once, in HTTP/2 flow-control windows of 64 KiB (Node's default, which grpc-js keeps).`,
+      );
+      p();
+    }
   }
 
   if (r.floor !== undefined) {

@@ -158,7 +158,17 @@ export function issue16Targets(r) {
     `${x(q.chatCpuOverFloorC64)} (${f(q.chatCpuUsC64, 1)} µs / (${f(q.echoCpuUsC64, 1)} + ${f(q.clientFloorCpuUsC64, 1)}) µs)`,
     judge(q.chatCpuOverFloorC64, (v) => v <= 1.4),
   );
-  row("added p50 at c=1 (Chat) ≤ 0.35 ms", `${f(k.addedP50MsC1, 3)} ms`, judge(k.addedP50MsC1, (v) => v <= 0.35));
+  // One more hop (the grpc-js echo, one call at a time) plus the undici client's own round trip to
+  // the fake, less the direct call's: what the two stacks add without infergate.
+  const chatFloorAdded =
+    r.cache?.["grpc-js echo"]?.p50Ms !== undefined && r.floor?.[1]?.p50Ms !== undefined && r.overhead?.[1]?.direct?.p50Ms !== undefined
+      ? r.cache["grpc-js echo"].p50Ms + r.floor[1].p50Ms - r.overhead[1].direct.p50Ms
+      : undefined;
+  row(
+    "added p50 at c=1 (Chat) ≤ 0.35 ms",
+    chatFloorAdded === undefined ? `${f(k.addedP50MsC1, 3)} ms` : `${f(k.addedP50MsC1, 3)} ms (the two stacks alone add ${f(chatFloorAdded, 3)} ms)`,
+    judge(k.addedP50MsC1, (v) => v <= 0.35),
+  );
   const st = streamFigures(r);
   row("added TTFT p50 ≤ 0.5 ms", `${f(k.addedTtftP50Ms, 3)} ms`, judge(k.addedTtftP50Ms, (v) => v <= 0.5));
   row(

@@ -38,6 +38,13 @@ const serverSchema = z.strictObject({
   adminListen: listenAddress.default("127.0.0.1:9090"),
   /** Log prompts and completions (debug only: they may hold personal data). */
   logContent: z.boolean().default(false),
+  /**
+   * Calls refused at the door (UNAUTHENTICATED, MODEL_NOT_ALLOWED, RATE_LIMITED, OVERLOADED,
+   * RATE_LIMITER_UNAVAILABLE) get at most one log line per caller and reason in this many
+   * milliseconds, then a line saying how many were not logged; all are counted in the metrics
+   * (src/observability/refusal-log.ts). 0 logs every one.
+   */
+  refusalLogIntervalMs: z.number().int().nonnegative().max(2 ** 31 - 1).default(10_000),
   /** Largest request or response message, each way (grpc-js and connect-node limits). */
   maxMessageBytes: positiveInt.max(1 << 30).default(4 * 1024 * 1024),
   /** Longest deadline a call may have; calls without a deadline get this one. */

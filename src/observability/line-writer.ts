@@ -10,6 +10,11 @@ export interface LineWriterOptions {
   flushAfterMs?: number;
   /** Most bytes kept waiting while the destination does not take them; lines beyond are dropped (default 16 MiB). */
   maxPendingBytes?: number;
+  /**
+   * Longest line written (default 64 KiB); a longer one is replaced by a warning line with its
+   * size and its first KiB. A backstop: what a caller sends is cut before it is logged (issue 17).
+   */
+  maxLineBytes?: number;
   /** Longest a flush blocks on a full non-blocking destination before it keeps the rest for later (default 1000 ms). */
   maxBlockMs?: number;
   /** The write; default fs.writeSync on `fd`. */
@@ -83,6 +88,7 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
   const batchBytes = options.batchBytes ?? 4096;
   const flushAfterMs = options.flushAfterMs ?? 25;
   const maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024;
+  const maxLineBytes = options.maxLineBytes ?? 64 * 1024;
   const maxBlockMs = options.maxBlockMs ?? 1_000;
   const write: WriteFn = options.write ?? ((buf, offset) => writeSync(fd, buf, offset));
   const sleep = options.sleep ?? ((ms: number) => void Atomics.wait(sleeper, 0, 0, ms));
@@ -235,7 +241,12 @@ export function createLineWriter(fd: number, options: LineWriterOptions = {}): L
         dropped++;
         return;
       }
-      const size = Buffer.byteLength(line, "utf8");
+      let size = Buffer.byteLength(line, "utf8");
+      if (size > maxLineBytes) {
+        const warning = { level: 40, time: now(), service: "infergate", bytes: size, start: line.slice(0, 1024), msg: "log line too long: left out" };
+        line = `${JSON.stringify(warning)}\n`;
+        size = Buffer.byteLength(line, "utf8");
+      }
       if (queued + batchSize + size > maxPendingBytes) {
         dropped++;
         // The lines before the gap, then its report, then the lines after it.

@@ -9,12 +9,13 @@ import { ResponseCache } from "../cache/response-cache.js";
 import { peerCommonName } from "../resilience/deadline.js";
 import type { CallObserver, CallRecord } from "../observability/call-record.js";
 import { codeName, createMetrics } from "../observability/metrics.js";
+import { createRefusalLog } from "../observability/refusal-log.js";
 import { createSecurity } from "../security/admission.js";
 import { createSharedState } from "./shared-state.js";
 import { startAdminServer } from "./admin-server.js";
 import { Code } from "@connectrpc/connect";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { echoed, GatewayError, Reason } from "../gateway/gateway-error.js";
 import { createRouter, type Router } from "../gateway/router.js";
 import { ConfigError, type ConfigIssue, formatIssue } from "../config/config-error.js";
 import { appliedConfig, restartOnlyChanges, upstreamFingerprint } from "./config-reload.js";
@@ -106,14 +107,24 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // hold one): redaction would cost half of writing the line (about 7 µs of 13 per call) and
   // change nothing, so the line goes through a child without it.
   const callLog = log.child({}, { redact: [] });
+  // Refusals (no key, a rate limit, …) are counted in the metrics, but logged one line per caller
+  // and reason per interval (issue 17: a flood of them was a flood of lines).
+  const refusals = createRefusalLog(config.server.refusalLogIntervalMs, (s) =>
+    callLog.info(
+      { tenant: s.tenant === "" ? undefined : s.tenant, code: codeName(s.code), reason: s.reason, suppressed: s.suppressed, intervalMs: s.intervalMs },
+      "refused calls not logged one by one",
+    ),
+  );
   const record = (r: CallRecord) => {
     metrics.observe(r);
     security.charge(r)?.catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
+    if (!refusals.shouldLog(r)) return;
     const line = {
       requestId: r.requestId,
       tenant: r.tenant === "" ? undefined : r.tenant,
       rpc: r.rpc,
-      model: r.model,
+      // The caller's own string: cut as in errors (issue 17: a 3 MB name was a 3 MB line).
+      model: echoed(r.model),
       upstream: r.upstream,
       endpoint: r.endpoint,
       attempts: r.attempts,
@@ -231,6 +242,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     http.destroy();
     // The records of the last calls (see onCall), now.
     recordWaiting();
+    refusals.flush();
     waitingRecords.delete(recordWaiting);
     await Promise.all([...upstreams.values(), ...retiring].map(closeUpstream));
     await admin.close();
@@ -413,5 +425,5 @@ function textOf(parts: ChatRequest["messages"][number]["content"]): string {
 }
 
 function cut(text: string): string {
-  return text.length > maxLoggedText ? `${text.slice(0, maxLoggedText)}… (${text.length} chars)` : text;
+  return echoed(text, maxLoggedText);
 }

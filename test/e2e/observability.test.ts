@@ -3,6 +3,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
+import { parseMetrics } from "../helpers/metrics.js";
 import { type ServerProcess, startProcess } from "../helpers/servers.js";
 
 let server: ServerProcess;
@@ -14,17 +15,6 @@ afterAll(async () => {
 });
 
 const msg = (t: string) => [{ role: Role.USER, content: [{ part: { case: "text" as const, value: t } }] }];
-
-/** Parses Prometheus text into `name{labels} value` → value. */
-function parseMetrics(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const at = line.lastIndexOf(" ");
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return out;
-}
 
 describe("metrics, health endpoints and per-call logs", () => {
   it("counts a scripted run exactly, with bounded labels, and logs one line per call with the request id", async () => {

@@ -4,6 +4,7 @@
  */
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { echoed, GatewayError, invalidArgument, maxEchoedChars, maxErrorMessageChars } from "../../src/gateway/gateway-error.js";
 import { toConnectError, toServiceError } from "../../src/server/error-rendering.js";
 
@@ -60,10 +61,10 @@ describe("a rendered error is bounded in bytes", () => {
   it("on Connect: message at most 1 KiB, ErrorInfo metadata at most 1 KiB", () => {
     const c = toConnectError(err);
     expect(Buffer.byteLength(c.rawMessage)).toBeLessThanOrEqual(1024);
-    const info = c.details[0] as { value: { metadata: Record<string, string>; reason: string } };
-    const size = Object.entries(info.value.metadata).reduce((n, [k, v]) => n + 8 + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+    const info = c.findDetails(ErrorInfoSchema)[0]!;
+    const size = Object.entries(info.metadata).reduce((n, [k, v]) => n + 8 + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
     expect(size).toBeLessThanOrEqual(1024);
-    expect(Object.keys(info.value.metadata)[0]).toBe("k0");
-    expect(info.value.reason.length).toBeLessThanOrEqual(128);
+    expect(Object.keys(info.metadata)[0]).toBe("k0");
+    expect(info.reason.length).toBeLessThanOrEqual(128);
   });
 });

@@ -329,4 +329,20 @@ describe("line writer", () => {
     expect(w.dropped).toBe(3);
     w = undefined;
   });
+
+  it("a line longer than maxLineBytes is replaced by a warning with its size and start (issue 17)", () => {
+    const { d, options } = destination();
+    w = createLineWriter(1, { ...options, maxLineBytes: 1000 });
+    w.write(line(1));
+    w.write(line(2, 5000));
+    w.write(line(3));
+    w.flush();
+    const out = d.out.split("\n").filter((l) => l !== "");
+    expect(out).toHaveLength(3);
+    expect(out[0]).toBe(line(1).trimEnd());
+    const warning = JSON.parse(out[1]!) as Record<string, unknown>;
+    expect(warning).toMatchObject({ level: 40, msg: "log line too long: left out", bytes: line(2, 5000).length });
+    expect(String(warning["start"])).toBe(line(2, 5000).slice(0, 1024));
+    expect(out[2]).toBe(line(3).trimEnd());
+  });
 });

@@ -68,6 +68,10 @@ const weightedEndpointSchema = z.strictObject({
   url: endpointSchema,
   /** Share of the traffic relative to the other endpoints' weights. */
   weight: positiveInt.max(1000).default(1),
+  /** This endpoint's connect timeout, instead of the upstream's `connectTimeoutMs`. */
+  connectTimeoutMs: positiveInt.optional(),
+  /** This endpoint's first-byte timeout, instead of the upstream's `firstByteTimeoutMs`. */
+  firstByteTimeoutMs: positiveInt.optional(),
 });
 
 /** Retries of one call on this upstream (docs/resilience.md, "Retries"). */
@@ -90,6 +94,11 @@ const breakerSchema = z.strictObject({
   errorThresholdPercent: z.number().min(0).max(100).default(50),
   /** …and the window holds at least this many calls. */
   volumeThreshold: z.number().int().nonnegative().default(10),
+  /**
+   * Also opens after this many counted failures in a row, however long they took (a silent
+   * upstream's attempts each last a timeout: too few fit in the window). Default: volumeThreshold.
+   */
+  consecutiveFailures: positiveInt.optional(),
   /** Length of the rolling window of call outcomes. */
   windowMs: positiveInt.min(100).default(10_000),
   /** Time an open breaker waits before it lets one probe call through (half-open). */
@@ -115,6 +124,11 @@ const resilienceSchema = z.strictObject({
   maxConcurrent: positiveInt.optional(),
   /** Longest silence between two events of a stream once the first one arrived (UNAVAILABLE after it). */
   streamIdleTimeoutMs: positiveInt.default(60_000),
+  /**
+   * An attempt cut by the caller's deadline after waiting at least this long with nothing from the
+   * upstream counts as a failure of its endpoint (a slow failure); 0: however short the wait.
+   */
+  slowFailureMs: z.number().int().nonnegative().default(500),
   retry: retrySchema.default(() => retrySchema.parse({})),
   breaker: breakerSchema.default(() => breakerSchema.parse({})),
   outlierDetection: outlierSchema.default(() => outlierSchema.parse({})),
@@ -135,6 +149,17 @@ const upstreamSchema = z.strictObject({
   headers: z.record(z.string(), z.string()).default({}),
   /** Per-attempt timeout for one upstream call (the caller's deadline still applies). */
   timeoutMs: positiveInt.default(60_000),
+  /**
+   * Time to open a connection to an endpoint (TCP and TLS; gRPC kinds: until the channel is
+   * ready). Default: the kind's `options.http.connectTimeoutMs` (5000), and 5000 for gRPC kinds.
+   */
+  connectTimeoutMs: positiveInt.optional(),
+  /**
+   * Time from sending a request until the endpoint's answer begins (HTTP response headers; gRPC
+   * response metadata or status, counted from the call's start). Default: the kind's
+   * `options.http.headersTimeoutMs` (60000); gRPC kinds: none but timeoutMs.
+   */
+  firstByteTimeoutMs: positiveInt.optional(),
   /** Options of the kind, validated by the kind's own schema. */
   options: z.record(z.string(), z.unknown()).default({}),
   /** TLS towards the upstream (https:// endpoints): a private CA, and a client certificate for mTLS. */
@@ -157,7 +182,19 @@ const upstreamSchema = z.strictObject({
     ...rest,
     endpoints: endpoints.map((e) => (typeof e === "string" ? e : e.url)),
     endpointWeights: endpoints.map((e) => (typeof e === "string" ? 1 : e.weight)),
+    /** Each endpoint's own connect and first-byte timeouts, where it sets them. */
+    endpointTimeouts: endpoints.map((e): EndpointTimeouts => {
+      if (typeof e === "string") return {};
+      const { url: _url, weight: _weight, ...timeouts } = e;
+      return timeouts;
+    }),
   }));
+
+/** An endpoint's own connect and first-byte timeouts (upstreams[].endpoints[] as {url, …}). */
+export interface EndpointTimeouts {
+  readonly connectTimeoutMs?: number;
+  readonly firstByteTimeoutMs?: number;
+}
 
 /** How a model's answers are cached (see README, "Cache"). */
 const modelCacheSchema = z.strictObject({

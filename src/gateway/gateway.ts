@@ -593,7 +593,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
           upstream: r.upstream.name,
           capabilities: r.capabilities.map((c) => capabilityEnum[c]),
           state: r.upstream.modelState?.(r.upstreamModel) ?? ModelState.UNSPECIFIED,
-          endpoints: r.upstream.endpointStatus?.() ?? [],
+          endpoints: r.upstream.endpointStatus?.(r.upstreamModel) ?? [],
         })),
       })));
     },

@@ -41,16 +41,24 @@ const noopLease: BreakerLease = { probe: false, settle: () => {} };
  * When the breaker closes again, its window starts empty (as resilience4j does): the failures that
  * opened it say nothing about the recovered endpoint. Opossum keeps its window across the close,
  * so a fresh opossum breaker replaces the old one then.
+ *
+ * Besides opossum's window, `consecutiveFailures` counted failures in a row open the breaker
+ * (default: the volume threshold), however long they took: attempts against a silent upstream
+ * each last a timeout, and too few of them fit in the window to reach its volume threshold.
  */
 export class EndpointBreaker {
   private breaker: Breaker | undefined;
   private openedAt = 0;
+  /** Counted failures since the last success (abandoned attempts change nothing). */
+  private failuresInARow = 0;
+  private readonly tripAfter: number;
 
   constructor(
     private readonly name: string,
     private readonly config: ResilienceConfig["breaker"],
     private readonly now: () => number = Date.now,
   ) {
+    this.tripAfter = config.consecutiveFailures ?? Math.max(1, config.volumeThreshold);
     this.breaker = config.enabled ? this.fresh() : undefined;
   }
 
@@ -69,6 +77,7 @@ export class EndpointBreaker {
     });
     b.on("open", () => {
       this.openedAt = this.now();
+      this.failuresInARow = 0;
     });
     b.on("close", () => {
       if (this.breaker === b) {
@@ -115,18 +124,29 @@ export class EndpointBreaker {
     let done = false;
     return {
       probe,
-      settle(outcome) {
+      settle: (outcome) => {
         if (done) return;
         done = true;
         if (outcome === "success") {
+          this.failuresInARow = 0;
           s.resolve();
         } else {
           // A probe whose caller went away proved nothing: the breaker stays open for another
           // reset timeout rather than closing on no evidence.
           s.reject(new Settled(outcome === "failure" || probe));
+          if (outcome === "failure") this.failedAgain(b);
         }
       },
     };
+  }
+
+  /** One more counted failure in a row: opens a closed breaker at `tripAfter`. */
+  private failedAgain(b: Breaker): void {
+    this.failuresInARow++;
+    if (this.failuresInARow >= this.tripAfter && this.breaker === b && b.closed) {
+      // Opossum reads the rejection a moment later; with the breaker open it changes nothing.
+      b.open();
+    }
   }
 
   /**

@@ -1,5 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { UpstreamFailure } from "../upstreams/http/http-errors.js";
+import type { AttemptProgress } from "./attempt-progress.js";
 
 /**
  * What one failed upstream attempt says about the endpoint and about the call (docs/resilience.md,
@@ -54,6 +56,53 @@ export function countsAsFailure(err: unknown): boolean {
     return false;
   }
   return true;
+}
+
+/**
+ * Whose failure a counted attempt is (docs/resilience.md, "Breaker scope"): the endpoint's, which
+ * its breaker and outlier ejection count for every model it serves; or the model's on that
+ * endpoint, counted by the breaker and ejection of that (endpoint, model) pair only.
+ */
+export type FailureScope = "endpoint" | "model";
+
+/**
+ * What an attempt that ended with `err` (its caller still there) says against its endpoint:
+ * nothing (undefined), or a failure and its scope.
+ *
+ * - `model`: the endpoint answered — an error status, an answer that is not what was asked, a
+ *   failure it declared in a stream, a timeout after its answer began — or it said that it does
+ *   not have the model (NOT_FOUND, reason MODEL_NOT_FOUND, which is counted here although
+ *   countsAsFailure leaves it out: a model not loaded on one server of a fleet, where the others
+ *   may have it). One broken model on a server must not close the server to the others.
+ * - `endpoint`: nothing came back, or the connection broke — refused, reset, connect and
+ *   first-byte timeouts, a timeout before any answer, anything that is not a GatewayError.
+ *
+ * `progress` is what the transport reported (src/resilience/attempt-progress.ts); an error that
+ * carries the upstream's answer (an UpstreamFailure cause: HTTP statuses, invalid answers) shows
+ * that it answered even from an adapter that reports nothing.
+ */
+export function failureScope(err: unknown, progress: AttemptProgress): FailureScope | undefined {
+  const answered = progress.answered || (err instanceof GatewayError && err.cause instanceof UpstreamFailure);
+  const modelMissing = answered && err instanceof GatewayError && err.code === Code.NotFound && err.reason === Reason.ModelNotFound;
+  if (!modelMissing && !countsAsFailure(err)) return undefined;
+  return answered && !progress.connectionFailed ? "model" : "endpoint";
+}
+
+/**
+ * Whether an attempt ended by its call's own signal still counts against its endpoint (a slow
+ * failure): cut by the caller's deadline — not a cancel, not this gateway's shutdown — while the
+ * upstream had sent nothing, after waiting at least `slowFailureMs`. Envoy's outlier detection
+ * counts such timeouts too; without this, an upstream that accepts and never answers is never
+ * counted by callers whose deadlines are shorter than `timeoutMs`. The floor keeps callers with
+ * tiny deadlines from opening a healthy endpoint's breaker.
+ */
+export function isSlowFailure(abortReason: unknown, progress: AttemptProgress, waitedMs: number, slowFailureMs: number): boolean {
+  return (
+    !progress.answered &&
+    waitedMs >= slowFailureMs &&
+    abortReason instanceof GatewayError &&
+    abortReason.code === Code.DeadlineExceeded
+  );
 }
 
 /** How a failed attempt may be retried: not at all, or after at least `minDelayMs`. */

@@ -13,9 +13,10 @@ import type { AttemptTrace } from "./deadline.js";
 import type { ChatInput, Upstream, UpstreamCall } from "../upstreams/upstream.js";
 import { fullJitterBackoff } from "./backoff.js";
 import { ConcurrencyLimit } from "./concurrency-limit.js";
-import { type AttemptOutcome, type BreakerLease, EndpointBreaker } from "./endpoint-breaker.js";
+import { type AttemptProgress, unwatchAttempt, watchAttempt } from "./attempt-progress.js";
+import { type BreakerLease, type BreakerState as EndpointBreakerState, EndpointBreaker } from "./endpoint-breaker.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
-import { countsAsFailure, retryVerdict } from "./failure-policy.js";
+import { failureScope, isSlowFailure, retryVerdict } from "./failure-policy.js";
 import { type LinkedAbort, linkedAbort } from "./linked-abort.js";
 import { createLoadBalancer, type LoadBalancer } from "./load-balancer.js";
 import { OutlierDetector } from "./outlier-detector.js";
@@ -43,6 +44,34 @@ interface Endpoint {
   inFlight: number;
 }
 
+/**
+ * The health of one model on each endpoint (docs/resilience.md, "Breaker scope"): a breaker per
+ * endpoint and outlier ejection over the endpoints, for the failures that concern the model there
+ * (the endpoint answered). Made at the model's first model-level failure, so that a model that
+ * never fails costs nothing per call.
+ */
+interface ModelHealth {
+  /** Index: the endpoint's. */
+  readonly breakers: readonly EndpointBreaker[];
+  readonly outliers: OutlierDetector;
+}
+
+/** One attempt in progress: where it went, its leases, and what its transport reported. */
+interface Attempt {
+  readonly endpoint: Endpoint;
+  /** The endpoint's breaker lease; undefined once settled (a stream's at its first event). */
+  lease: BreakerLease | undefined;
+  /** The (endpoint, model) breaker's lease, when the model has a breaker there. */
+  modelLease: BreakerLease | undefined;
+  /** The breakers have been told (a stream's first event): later failures go to ejection only. */
+  breakersSettled: boolean;
+  readonly progress: AttemptProgress;
+  readonly startedAt: number;
+}
+
+/** How an attempt ended, for breakers and ejection: see settle in createResilientUpstream. */
+type Verdict = "success" | "abandoned" | "endpoint" | "model";
+
 /** What tests and ListModels can read of one endpoint. */
 export interface EndpointSnapshot {
   readonly endpoint: string;
@@ -55,9 +84,12 @@ export interface EndpointSnapshot {
 
 /** The wrapper: an Upstream, plus its endpoints' state. */
 export interface ResilientUpstream extends Upstream {
-  endpointStatus(): EndpointStatus[];
-  /** Each endpoint's state, in configuration order. */
-  snapshot(): EndpointSnapshot[];
+  endpointStatus(upstreamModel?: string): EndpointStatus[];
+  /**
+   * Each endpoint's state, in configuration order; for `upstreamModel`, as that model sees it
+   * (the worse of the endpoint's breaker and the model's there, ejected by either).
+   */
+  snapshot(upstreamModel?: string): EndpointSnapshot[];
 }
 
 /** Seams for tests: time, randomness. */
@@ -73,6 +105,10 @@ export function displayUrl(url: string): string {
 }
 
 const breakerStateEnum = { closed: BreakerState.CLOSED, open: BreakerState.OPEN, halfOpen: BreakerState.HALF_OPEN } as const;
+const breakerStateRank = { closed: 0, halfOpen: 1, open: 2 } as const;
+
+/** What an in-process upstream's attempt reports: nothing (it has no transport, and no slow failures). */
+const inProcessProgress: AttemptProgress = Object.freeze({ answered: false, connectionFailed: false });
 
 /**
  * Puts an upstream behind breakers, load balancing, outlier ejection, retries and a concurrency
@@ -94,15 +130,28 @@ export function createResilientUpstream(
   const now = seams.now ?? Date.now;
   const random = seams.random ?? Math.random;
   const r: ResilienceConfig = config.resilience;
-  const urls = config.endpoints.length === 0 ? [undefined] : config.endpoints;
+  const remote = config.endpoints.length > 0;
+  const urls = remote ? config.endpoints : [undefined];
   const endpoints: Endpoint[] = urls.map((url, index) => {
     const weight = url === undefined ? 1 : (config.endpointWeights[index] ?? 1);
     const display = url === undefined ? "" : displayUrl(url);
+    const own = config.endpointTimeouts[index] ?? {};
     return {
       index,
       display,
       weight,
-      adapter: url === undefined ? make(config) : make({ ...config, endpoints: [url], endpointWeights: [weight] }),
+      adapter:
+        url === undefined
+          ? make(config)
+          : make({
+              ...config,
+              endpoints: [url],
+              endpointWeights: [weight],
+              endpointTimeouts: [own],
+              // The endpoint's own timeouts, where it sets them, for its adapter's transport.
+              connectTimeoutMs: own.connectTimeoutMs ?? config.connectTimeoutMs,
+              firstByteTimeoutMs: own.firstByteTimeoutMs ?? config.firstByteTimeoutMs,
+            }),
       breaker: new EndpointBreaker(`${config.name}#${index}`, r.breaker, now),
       inFlight: 0,
     };
@@ -112,22 +161,42 @@ export function createResilientUpstream(
   const outliers = new OutlierDetector(endpoints.length, r.outlierDetection, now);
   const budget = new RetryBudget(r.retry.budgetPercent, r.retry.minRetryConcurrency);
   const limit = new ConcurrencyLimit(`upstream "${config.name}"`, r.maxConcurrent);
+  /** Per upstream model, once it has failed at the model level somewhere. */
+  const models = new Map<string, ModelHealth>();
 
-  /** The endpoint for the next attempt, with its breaker lease; undefined when no breaker admits. */
-  function choose(tried: ReadonlySet<number>): { endpoint: Endpoint; lease: BreakerLease } | undefined {
-    const admitted = endpoints.filter((e) => e.breaker.admits()).map((e) => e.index);
+  function healthOf(model: string): ModelHealth {
+    let health = models.get(model);
+    if (health === undefined) {
+      health = {
+        breakers: endpoints.map((e) => new EndpointBreaker(`${config.name}#${e.index}/${model}`, r.breaker, now)),
+        outliers: new OutlierDetector(endpoints.length, r.outlierDetection, now),
+      };
+      models.set(model, health);
+    }
+    return health;
+  }
+
+  /** The endpoint for the next attempt, with its breaker leases; undefined when no breaker admits. */
+  function choose(tried: ReadonlySet<number>, model: string): Pick<Attempt, "endpoint" | "lease" | "modelLease"> | undefined {
+    const health = models.get(model);
+    const admitted = endpoints.filter((e) => e.breaker.admits() && (health === undefined || health.breakers[e.index]!.admits())).map((e) => e.index);
     if (admitted.length === 0) return undefined;
     // Ejected endpoints are skipped unless nothing else is left (Envoy's panic mode).
-    const healthy = orAll(admitted.filter((i) => !outliers.isEjected(i)), admitted);
+    const healthy = orAll(admitted.filter((i) => !outliers.isEjected(i) && health?.outliers.isEjected(i) !== true), admitted);
     const fresh = orAll(healthy.filter((i) => !tried.has(i)), healthy);
     const endpoint = endpoints[balancer.pick(fresh, (i) => endpoints[i]!.inFlight)]!;
     const lease = endpoint.breaker.admit();
-    return lease === undefined ? undefined : { endpoint, lease };
+    if (lease === undefined) return undefined;
+    // Both breakers said they admit, a moment ago and synchronously: both leases are there.
+    return { endpoint, lease, modelLease: health?.breakers[endpoint.index]!.admit() };
   }
 
-  /** Every breaker refuses: fail fast, and say when the first probe is due. */
-  function circuitOpen(): GatewayError {
-    const retryAfterMs = Math.min(...endpoints.map((e) => e.breaker.retryAfterMs()));
+  /** Every breaker (the endpoints', or the model's on each) refuses: fail fast, and say when the first probe is due. */
+  function circuitOpen(model: string): GatewayError {
+    const health = models.get(model);
+    const retryAfterMs = Math.min(
+      ...endpoints.map((e) => Math.max(e.breaker.retryAfterMs(), health?.breakers[e.index]!.retryAfterMs() ?? 0)),
+    );
     const which = endpoints.length === 1 ? "its circuit breaker is open" : "the circuit breakers of all its endpoints are open";
     return new GatewayError(Code.Unavailable, `upstream "${config.name}" is failing: ${which}; next probe in ${retryAfterMs}ms`, {
       reason: Reason.CircuitOpen,
@@ -136,16 +205,53 @@ export function createResilientUpstream(
     });
   }
 
-  /** Tells the breaker (if not settled yet) and outlier detection how an attempt ended. */
-  function record(endpoint: Endpoint, lease: BreakerLease | undefined, outcome: AttemptOutcome): void {
-    lease?.settle(outcome);
-    if (outcome === "failure") outliers.failure(endpoint.index);
-    else if (outcome === "success") outliers.success(endpoint.index);
+  /**
+   * Tells the breakers (those not settled yet) and outlier ejection how an attempt ended:
+   * - `success` (also a client fault: the endpoint answered): both breakers and both ejections;
+   * - `abandoned` (the caller went away): the breakers learn nothing, ejection is not told;
+   * - `endpoint` failure: the endpoint's breaker and ejection; the model's breaker learns nothing;
+   * - `model` failure: the model's breaker and ejection on this endpoint (made now if the model had
+   *   none); for the endpoint it is a success (it answered).
+   */
+  function settle(a: Attempt, model: string, verdict: Verdict): void {
+    const i = a.endpoint.index;
+    switch (verdict) {
+      case "success":
+        a.lease?.settle("success");
+        a.modelLease?.settle("success");
+        outliers.success(i);
+        models.get(model)?.outliers.success(i);
+        break;
+      case "abandoned":
+        a.lease?.settle("abandoned");
+        a.modelLease?.settle("abandoned");
+        break;
+      case "endpoint":
+        a.lease?.settle("failure");
+        a.modelLease?.settle("abandoned");
+        outliers.failure(i);
+        break;
+      case "model": {
+        a.lease?.settle("success");
+        outliers.success(i);
+        const health = healthOf(model);
+        if (a.modelLease !== undefined) a.modelLease.settle("failure");
+        else if (!a.breakersSettled) health.breakers[i]!.admit()?.settle("failure");
+        health.outliers.failure(i);
+        break;
+      }
+    }
+    a.lease = a.modelLease = undefined;
   }
 
-  function outcomeOf(err: unknown, signal: AbortSignal): AttemptOutcome {
-    if (signal.aborted) return "abandoned";
-    return countsAsFailure(err) ? "failure" : "success";
+  /** How an attempt that failed with `err` counts (see settle). */
+  function verdictOf(err: unknown, a: Attempt, signal: AbortSignal): Verdict {
+    if (signal.aborted) {
+      // The caller's end: nothing learnt, unless its deadline cut an attempt the upstream had
+      // sent nothing for (a slow failure: the endpoint's).
+      return remote && isSlowFailure(signal.reason, a.progress, now() - a.startedAt, r.slowFailureMs) ? "endpoint" : "abandoned";
+    }
+    return failureScope(err, a.progress) ?? "success";
   }
 
   /**
@@ -163,14 +269,16 @@ export function createResilientUpstream(
   }
 
   /**
-   * Starts attempt number `attempt`: picks an endpoint not tried yet whose breaker admits it
+   * Starts attempt number `attempt`: picks an endpoint not tried yet whose breakers admit it
    * (failing with the last attempt's error, or CIRCUIT_OPEN before any, when none is left), counts
-   * it as busy, and notes it in the call's trace. The caller decrements `inFlight` when it ends.
+   * it as busy, notes it in the call's trace, and watches what the transport reports of it on
+   * `signal` (the signal its adapter call gets). The caller decrements `inFlight` and calls
+   * `endAttempt` when it ends.
    */
-  function startAttempt(call: ResilientCall<unknown>, tried: Set<number>, lastErr: unknown, attempt: number): NonNullable<ReturnType<typeof choose>> {
+  function startAttempt(call: ResilientCall<unknown>, tried: Set<number>, lastErr: unknown, attempt: number, signal: AbortSignal): Attempt {
     call.signal.throwIfAborted();
-    const picked = choose(tried);
-    if (picked === undefined) throw lastErr === undefined ? circuitOpen() : final(lastErr, attempt - 1);
+    const picked = choose(tried, call.upstreamModel);
+    if (picked === undefined) throw lastErr === undefined ? circuitOpen(call.upstreamModel) : final(lastErr, attempt - 1);
     const { endpoint } = picked;
     tried.add(endpoint.index);
     endpoint.inFlight++;
@@ -178,7 +286,12 @@ export function createResilientUpstream(
       call.trace.attempts++;
       call.trace.endpoint = endpoint.display === "" ? undefined : endpoint.display;
     }
-    return picked;
+    return { ...picked, breakersSettled: false, progress: remote ? watchAttempt(signal) : inProcessProgress, startedAt: now() };
+  }
+
+  function endAttempt(a: Attempt, signal: AbortSignal): void {
+    a.endpoint.inFlight--;
+    if (remote) unwatchAttempt(signal, a.progress);
   }
 
   /** The error of the last attempt, saying how many attempts the call made. */
@@ -200,21 +313,21 @@ export function createResilientUpstream(
     let lastErr: unknown;
     try {
       for (let attempt = 1; ; attempt++) {
-        const { endpoint, lease } = startAttempt(call, tried, lastErr, attempt);
+        const a = startAttempt(call, tried, lastErr, attempt, call.signal);
         let delay: number;
         try {
-          const res = await op(endpoint.adapter, call);
-          record(endpoint, lease, "success");
+          const res = await op(a.endpoint.adapter, call);
+          settle(a, call.upstreamModel, "success");
           return res;
         } catch (err) {
-          record(endpoint, lease, outcomeOf(err, call.signal));
+          settle(a, call.upstreamModel, verdictOf(err, a, call.signal));
           const d = retryDelay(err, attempt, call);
           if (d === undefined) throw final(err, attempt);
           delay = d;
           lastErr = err;
           retries++;
         } finally {
-          endpoint.inFlight--;
+          endAttempt(a, call.signal);
         }
         // Backoff after the attempt is over: the endpoint is not busy with this call meanwhile.
         await sleep(delay, call.signal);
@@ -233,10 +346,15 @@ export function createResilientUpstream(
     let lastErr: unknown;
     try {
       for (let attempt = 1; ; attempt++) {
-        const picked = startAttempt(call, tried, lastErr, attempt);
-        const { endpoint } = picked;
-        let lease: BreakerLease | undefined = picked.lease;
         const attemptAbort = linkedAbort(call.signal);
+        let a: Attempt;
+        try {
+          a = startAttempt(call, tried, lastErr, attempt, attemptAbort.signal);
+        } catch (err) {
+          attemptAbort.dispose();
+          throw err;
+        }
+        const { endpoint } = a;
         const idle = idleWatch(r.streamIdleTimeoutMs, attemptAbort, config.name);
         const events = endpoint.adapter.generate!({ ...call, signal: attemptAbort.signal })[Symbol.asyncIterator]();
         let sent = 0;
@@ -248,16 +366,18 @@ export function createResilientUpstream(
             const next = await (sent === 0 ? events.next() : idle.next(events));
             if (next.done === true) break;
             if (sent === 0) {
-              // The endpoint answered: settle the breaker now, so that a half-open probe does not
+              // The endpoint answered: settle the breakers now, so that a half-open probe does not
               // hold every other call off for the length of a whole stream.
-              lease?.settle("success");
-              lease = undefined;
+              a.lease?.settle("success");
+              a.modelLease?.settle("success");
+              a.lease = a.modelLease = undefined;
+              a.breakersSettled = true;
             }
             sent++;
             const isFinal = next.value.event.case === "final";
             yield next.value;
             if (isFinal) {
-              record(endpoint, undefined, "success");
+              settle(a, call.upstreamModel, "success");
               return;
             }
           }
@@ -267,7 +387,7 @@ export function createResilientUpstream(
             { reason: Reason.StreamTruncated, metadata: { upstream: config.name } },
           );
         } catch (err) {
-          record(endpoint, lease, outcomeOf(err, call.signal));
+          settle(a, call.upstreamModel, verdictOf(err, a, call.signal));
           // Committed: the consumer has events of this attempt; another attempt would replay them.
           if (sent > 0) throw brokenOff(err, sent, call.signal, config.name);
           const d = retryDelay(err, attempt, call);
@@ -276,7 +396,7 @@ export function createResilientUpstream(
           lastErr = err;
           retries++;
         } finally {
-          endpoint.inFlight--;
+          endAttempt(a, attemptAbort.signal);
           // The attempt is over, however it ended: whatever of it still listens to its signal
           // (an HTTP body the adapter dropped unread) is released now, not when the call ends.
           attemptAbort.abort(attemptOver);
@@ -301,22 +421,28 @@ export function createResilientUpstream(
     ...(first.chat === undefined ? {} : { chat: (call) => unary(call, (a, c) => a.chat!(c)) }),
     ...(first.generate === undefined ? {} : { generate }),
     modelState(upstreamModel) {
-      if (endpoints.every((e) => e.breaker.state() === "open")) return ModelState.NOT_READY;
+      const health = models.get(upstreamModel);
+      if (endpoints.every((e) => e.breaker.state() === "open" || health?.breakers[e.index]!.state() === "open")) return ModelState.NOT_READY;
       const states = endpoints.map((e) => e.adapter.modelState?.(upstreamModel) ?? ModelState.UNSPECIFIED);
       if (states.includes(ModelState.READY)) return ModelState.READY;
       return states.every((s) => s === ModelState.NOT_READY) ? ModelState.NOT_READY : ModelState.UNSPECIFIED;
     },
-    snapshot: () =>
-      endpoints.map((e) => ({
-        endpoint: e.display,
-        state: e.breaker.state(),
-        ejected: outliers.isEjected(e.index),
-        weight: e.weight,
-        inFlight: e.inFlight,
-        failures: e.breaker.stats().failures,
-      })),
-    endpointStatus: () =>
-      wrapper.snapshot().map((s) =>
+    snapshot: (upstreamModel) => {
+      const health = upstreamModel === undefined ? undefined : models.get(upstreamModel);
+      return endpoints.map((e) => {
+        const own = health?.breakers[e.index];
+        return {
+          endpoint: e.display,
+          state: worse(e.breaker.state(), own?.state() ?? "closed"),
+          ejected: outliers.isEjected(e.index) || health?.outliers.isEjected(e.index) === true,
+          weight: e.weight,
+          inFlight: e.inFlight,
+          failures: e.breaker.stats().failures + (own?.stats().failures ?? 0),
+        };
+      });
+    },
+    endpointStatus: (upstreamModel) =>
+      wrapper.snapshot(upstreamModel).map((s) =>
         create(EndpointStatusSchema, {
           endpoint: s.endpoint,
           state: breakerStateEnum[s.state],
@@ -327,6 +453,7 @@ export function createResilientUpstream(
       ),
     async close() {
       for (const e of endpoints) e.breaker.shutdown();
+      for (const h of models.values()) for (const b of h.breakers) b.shutdown();
       await Promise.all(endpoints.map((e) => e.adapter.close()));
     },
   };
@@ -357,6 +484,10 @@ function brokenOff(err: unknown, sent: number, signal: AbortSignal, upstream: st
 
 /** The abort reason of an attempt that has ended (seen only by what still listened to it). */
 const attemptOver = new GatewayError(Code.Canceled, "the upstream attempt has ended", { reason: Reason.Cancelled });
+
+function worse(a: EndpointBreakerState, b: EndpointBreakerState): EndpointBreakerState {
+  return breakerStateRank[a] >= breakerStateRank[b] ? a : b;
+}
 
 function orAll<T>(some: T[], all: T[]): T[] {
   return some.length > 0 ? some : all;

@@ -57,10 +57,11 @@ export interface Upstream {
    */
   modelState?(upstreamModel: string): ModelState;
   /**
-   * Each endpoint's circuit breaker state and ejection, for ListModels. The resilience wrapper
+   * Each endpoint's circuit breaker state and ejection, for ListModels; with `upstreamModel`, as
+   * that model sees them (its own breaker there included). The resilience wrapper
    * (src/resilience/resilient-upstream.ts) implements it; adapters leave it out.
    */
-  endpointStatus?(): EndpointStatus[];
+  endpointStatus?(upstreamModel?: string): EndpointStatus[];
   /** Releases connections and timers; called once at shutdown. */
   close(): Promise<void>;
 }

@@ -350,7 +350,9 @@ describe("resilient upstream", () => {
     expect(err.retryAfterMs).toBeGreaterThan(29_000);
     expect(err.retryAfterMs).toBeLessThanOrEqual(30_000);
     expect(calls).toHaveLength(2);
-    expect(upstream.snapshot()[0]).toMatchObject({ state: "open", failures: 2 });
+    // A 502 is an answer: the model's breaker on the endpoint opened, not the endpoint's.
+    expect(upstream.snapshot("m")[0]).toMatchObject({ state: "open", failures: 2 });
+    expect(upstream.snapshot()[0]).toMatchObject({ state: "closed", failures: 0 });
   });
 
   it("the per-upstream concurrency limit refuses at once with OVERLOADED, no queue, breaker untouched", async () => {
@@ -462,11 +464,13 @@ describe("resilient upstream", () => {
     );
     for (let i = 0; i < 6; i++) await upstream.chat!(call()).catch(() => undefined);
     expect(calls).toEqual([A, B, C, A, B, C]);
-    expect(upstream.snapshot().map((s) => s.ejected)).toEqual([false, true, false]);
+    // A 500 is an answer: B is ejected for this model (the only one here), not for every model.
+    expect(upstream.snapshot("m").map((s) => s.ejected)).toEqual([false, true, false]);
+    expect(upstream.snapshot().map((s) => s.ejected)).toEqual([false, false, false]);
     calls.length = 0;
     for (let i = 0; i < 4; i++) await upstream.chat!(call());
     expect([...calls].sort()).toEqual([A, A, C, C]);
-    expect(upstream.endpointStatus().map((s) => [s.endpoint, s.state, s.ejected, s.weight])).toEqual([
+    expect(upstream.endpointStatus("m").map((s) => [s.endpoint, s.state, s.ejected, s.weight])).toEqual([
       [A, BreakerState.CLOSED, false, 1],
       [B, BreakerState.CLOSED, true, 1],
       [C, BreakerState.CLOSED, false, 1],
@@ -511,6 +515,7 @@ describe("config", () => {
     expect(config.upstreams[0]!.resilience).toEqual({
       loadBalancing: "roundRobin",
       streamIdleTimeoutMs: 60_000,
+      slowFailureMs: 500,
       retry: { maxAttempts: 3, backoffBaseMs: 25, backoffMaxMs: 1_000, budgetPercent: 20, minRetryConcurrency: 3 },
       breaker: { enabled: true, errorThresholdPercent: 50, volumeThreshold: 10, windowMs: 10_000, resetTimeoutMs: 10_000 },
       outlierDetection: { consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectionPercent: 10 },

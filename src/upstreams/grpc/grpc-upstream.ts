@@ -6,9 +6,10 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_
 import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { attemptAnswered } from "../../resilience/attempt-progress.js";
 import { DEADLINE_MARGIN_MS } from "../../resilience/deadline.js";
 import { scrub } from "../http/http-errors.js";
-import { readUpstreamTls } from "../http/http-upstream.js";
+import { defaultHttpPoolOptions, readUpstreamTls } from "../http/http-upstream.js";
 
 /** One gRPC call to an upstream: the caller's signal and deadline, and metadata to send. */
 export interface GrpcCall {
@@ -39,7 +40,7 @@ export class GrpcUpstream {
   private next = 0;
 
   constructor(
-    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey" | "tls">,
+    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey" | "tls" | "connectTimeoutMs" | "firstByteTimeoutMs">,
     private readonly options: GrpcUpstreamOptions,
   ) {
     const tls = readUpstreamTls(config.tls);
@@ -92,13 +93,25 @@ export class GrpcUpstream {
         return;
       }
       const onAbort = () => c.cancel();
-      const c = this.pick().makeUnaryRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline }, (err, res) => {
+      const client = this.pick();
+      const silence = this.silenceWatch(client, p.deadline.getTime(), () => c.cancel());
+      const c = client.makeUnaryRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline }, (err, res) => {
         call.signal.removeEventListener("abort", onAbort);
+        silence.dispose();
         if (err !== null) {
+          if (silence.error !== undefined && !call.signal.aborted) {
+            reject(silence.error);
+            return;
+          }
+          if (fromServer(err)) attemptAnswered(call.signal);
           this.failure(err, call, p.callBound).then(reject, reject);
         } else {
           resolve(res as MessageShape<M["output"]>);
         }
+      });
+      c.on("metadata", () => {
+        silence.answered();
+        attemptAnswered(call.signal);
       });
       call.signal.addEventListener("abort", onAbort, { once: true });
     });
@@ -112,7 +125,13 @@ export class GrpcUpstream {
   ): AsyncGenerator<MessageShape<M["output"]>> {
     call.signal.throwIfAborted();
     const p = this.prepare(method, call);
-    const stream = this.pick().makeServerStreamRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline });
+    const client = this.pick();
+    const stream = client.makeServerStreamRequest(p.path, p.serialize, p.deserialize, request, p.metadata, { deadline: p.deadline });
+    const silence = this.silenceWatch(client, p.deadline.getTime(), () => stream.cancel());
+    stream.on("metadata", () => {
+      silence.answered();
+      attemptAnswered(call.signal);
+    });
     const onAbort = () => stream.cancel();
     call.signal.addEventListener("abort", onAbort, { once: true });
     try {
@@ -120,12 +139,75 @@ export class GrpcUpstream {
         yield message;
       }
     } catch (err) {
+      if (silence.error !== undefined && !call.signal.aborted) throw silence.error;
+      if (fromServer(err as grpc.ServiceError)) attemptAnswered(call.signal);
       throw await this.failure(err as grpc.ServiceError, call, p.callBound);
     } finally {
+      silence.dispose();
       call.signal.removeEventListener("abort", onAbort);
       // A consumer that stops early must not leave the upstream generating.
       stream.cancel();
     }
+  }
+
+  /**
+   * The connect and first-byte timeouts of one call (docs/resilience.md, "Connect and first-byte
+   * timeouts"): a channel not connected `connectTimeoutMs` after the call started fails it with
+   * UNAVAILABLE (grpc-js itself waits for a connection as long as the deadline); no response
+   * metadata or status `firstByteTimeoutMs` after it started fails it with DEADLINE_EXCEEDED,
+   * reason UPSTREAM_TIMEOUT. Either cancels the call; the caller then rejects with `error`. No
+   * timer is set for a limit the call's deadline reaches first.
+   */
+  private silenceWatch(client: grpc.Client, deadline: number, cancel: () => void): SilenceWatch {
+    const started = Date.now();
+    const connected = () => client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY;
+    const connectMs = this.config.connectTimeoutMs ?? defaultHttpPoolOptions.connectTimeoutMs;
+    const firstByteMs = this.config.firstByteTimeoutMs;
+    const firstByteAt = firstByteMs === undefined ? Infinity : started + firstByteMs;
+    let connectAt = connected() ? Infinity : started + connectMs;
+    let timer: NodeJS.Timeout | undefined;
+    let target = Infinity;
+    let error: GatewayError | undefined;
+    const name = this.config.name;
+    const fire = (): void => {
+      timer = undefined;
+      if (target === connectAt) {
+        if (!connected()) {
+          error = new GatewayError(Code.Unavailable, `upstream "${name}" could not be reached: not connected within its connect timeout of ${connectMs}ms`, {
+            reason: Reason.UpstreamUnavailable,
+            metadata: { upstream: name },
+          });
+          cancel();
+          return;
+        }
+        connectAt = Infinity;
+        arm();
+        return;
+      }
+      error = new GatewayError(Code.DeadlineExceeded, `upstream "${name}" sent nothing within its first-byte timeout of ${firstByteMs}ms`, {
+        reason: Reason.UpstreamTimeout,
+        metadata: { upstream: name },
+      });
+      cancel();
+    };
+    const arm = (): void => {
+      target = Math.min(firstByteAt, connectAt);
+      if (target >= deadline) return;
+      timer = setTimeout(fire, Math.max(0, target - Date.now()));
+      timer.unref();
+    };
+    arm();
+    const stop = (): void => {
+      clearTimeout(timer);
+      timer = undefined;
+    };
+    return {
+      get error() {
+        return error;
+      },
+      answered: stop,
+      dispose: stop,
+    };
   }
 
   /**
@@ -210,6 +292,25 @@ export class GrpcUpstream {
       c.close();
     }
   }
+}
+
+/** A call's connect and first-byte timers (GrpcUpstream.silenceWatch). */
+interface SilenceWatch {
+  /** The timeout that cancelled the call, if one did. */
+  readonly error: GatewayError | undefined;
+  /** The answer began: no more timers. */
+  answered(): void;
+  /** The call is over. */
+  dispose(): void;
+}
+
+/**
+ * Whether a failed call's status came from the server: grpc-js keeps the server's trailers (a
+ * trailers-only answer has at least its content-type) as the error's metadata, and makes its own
+ * statuses (no connection, deadline, cancel, a broken connection) with none.
+ */
+function fromServer(err: grpc.ServiceError): boolean {
+  return err.metadata !== undefined && Object.keys(err.metadata.getMap()).length > 0;
 }
 
 /** How long past its deadline a call waits for its own signal after grpc-js's deadline fired. */

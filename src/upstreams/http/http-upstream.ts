@@ -4,6 +4,7 @@ import { Pool, type Dispatcher } from "undici";
 import { z } from "zod";
 import { GatewayError, Reason } from "../../gateway/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
+import { attemptAnswered, attemptConnectionFailed } from "../../resilience/attempt-progress.js";
 import { badResponse, errorFromNetwork, errorFromStatus } from "./http-errors.js";
 
 /** Connection settings shared by the HTTP upstream kinds (the `http` part of their options). */
@@ -95,7 +96,7 @@ export class HttpUpstream {
   private next = 0;
 
   constructor(
-    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey" | "tls">,
+    private readonly config: Pick<UpstreamConfig, "name" | "endpoints" | "timeoutMs" | "apiKey" | "tls" | "connectTimeoutMs" | "firstByteTimeoutMs">,
     private readonly options: HttpPoolOptions = defaultHttpPoolOptions,
   ) {
     this.endpoints = config.endpoints.map((e) => new URL(e));
@@ -118,8 +119,10 @@ export class HttpUpstream {
     if (pool === undefined) {
       pool = new Pool(origin, {
         connections: this.options.connections,
-        connectTimeout: this.options.connectTimeoutMs,
-        headersTimeout: this.options.headersTimeoutMs,
+        // The upstream's (or its endpoint's) connect and first-byte timeouts, where config sets
+        // them; else the kind's own `http` options (docs/resilience.md, "Connect and first-byte timeouts").
+        connectTimeout: this.config.connectTimeoutMs ?? this.options.connectTimeoutMs,
+        headersTimeout: this.config.firstByteTimeoutMs ?? this.options.headersTimeoutMs,
         // A stream may pause between tokens for long; the caller's deadline bounds it instead.
         bodyTimeout: 0,
         keepAliveTimeout: 30_000,
@@ -166,6 +169,9 @@ export class HttpUpstream {
       release();
       throw this.failure(err, call.signal, signal);
     }
+    // The endpoint answered (status and headers): the resilience layer counts what follows
+    // against the model there, not the endpoint (src/resilience/attempt-progress.ts).
+    attemptAnswered(call.signal);
     // The attempt's timer and its link to the caller last as long as the body: until it has been
     // read or destroyed (or, for a drained body, until the drain starts).
     res.body.once("close", release);
@@ -192,7 +198,11 @@ export class HttpUpstream {
       // timeoutMs, or the call's deadline when that came first).
       return attemptSignal.reason;
     }
-    return errorFromNetwork(this.config.name, err);
+    const mapped = errorFromNetwork(this.config.name, err);
+    // A socket that failed (refused, reset, closed), even after the answer began, is the
+    // endpoint's failure, not the model's.
+    if (mapped !== err && mapped.code === Code.Unavailable) attemptConnectionFailed(callerSignal);
+    return mapped;
   }
 
   /**

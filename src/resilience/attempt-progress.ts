@@ -1,0 +1,44 @@
+/**
+ * What the transport learnt of the upstream attempt in progress, for the resilience layer to
+ * judge how it ended (docs/resilience.md, "Slow failures" and "Breaker scope"): whether the
+ * endpoint's answer began, and whether the connection broke.
+ *
+ * The attempt is known by the signal its adapter call was given (`UpstreamCall.signal`): every
+ * adapter hands that signal to its transport unchanged (src/upstreams/http/http-upstream.ts,
+ * src/upstreams/grpc/grpc-upstream.ts), so the transports can report here without each kind
+ * passing anything more. A signal the resilience layer does not watch (a readiness probe's)
+ * reports to nothing. One attempt at a time per signal: the attempts of one call run one after
+ * another.
+ */
+export interface AttemptProgress {
+  /** The endpoint's answer began: HTTP response headers, or gRPC response metadata or status. */
+  answered: boolean;
+  /** A socket failed (refused, reset, closed) — after the answer began, too. */
+  connectionFailed: boolean;
+}
+
+const watched = new WeakMap<AbortSignal, AttemptProgress>();
+
+/** Starts watching the attempt whose adapter call is given `signal`. */
+export function watchAttempt(signal: AbortSignal): AttemptProgress {
+  const progress: AttemptProgress = { answered: false, connectionFailed: false };
+  watched.set(signal, progress);
+  return progress;
+}
+
+/** Stops watching; what the transport reports after this goes nowhere. */
+export function unwatchAttempt(signal: AbortSignal, progress: AttemptProgress): void {
+  if (watched.get(signal) === progress) watched.delete(signal);
+}
+
+/** For transports: the endpoint's answer to the attempt on `signal` began. */
+export function attemptAnswered(signal: AbortSignal): void {
+  const p = watched.get(signal);
+  if (p !== undefined) p.answered = true;
+}
+
+/** For transports: the connection of the attempt on `signal` failed (refused, reset, closed). */
+export function attemptConnectionFailed(signal: AbortSignal): void {
+  const p = watched.get(signal);
+  if (p !== undefined) p.connectionFailed = true;
+}

@@ -1,4 +1,4 @@
-import { type ConnectRouter, createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
@@ -16,11 +16,16 @@ function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext
     peerCommonName: hc.values.get(peerCommonNameKey),
   });
   // connect aborts the handler's signal when the client goes away, the call ends, or the server
-  // shuts down; to the core all of these mean "stop".
+  // shuts down; to the core all of these mean "stop". When it aborts for the client's own
+  // timeout (`connect-timeout-ms: 0` does so before the handler runs), the context's deadline,
+  // set from the same timeout, answers DEADLINE_EXCEEDED: it is not a cancellation.
+  const stop = () => {
+    if (!(ConnectError.from(hc.signal.reason).code === Code.DeadlineExceeded)) ctx.cancel();
+  };
   if (hc.signal.aborted) {
-    ctx.cancel();
+    stop();
   } else {
-    hc.signal.addEventListener("abort", () => ctx.cancel(), { once: true });
+    hc.signal.addEventListener("abort", stop, { once: true });
   }
   return ctx;
 }

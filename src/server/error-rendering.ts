@@ -86,5 +86,8 @@ export function toConnectError(err: unknown): ConnectError {
   if (s.retryAfterMs !== undefined) {
     details.push({ desc: RetryInfoSchema, value: retryInfo(s.retryAfterMs) });
   }
-  return new ConnectError(s.message, s.code, undefined, details, err);
+  // HTTP clients (and proxies) read when to come back from Retry-After, in whole seconds: on the
+  // Connect protocol it is a response header of the error; on gRPC-Web, a trailer beside RetryInfo.
+  const metadata = s.retryAfterMs === undefined ? undefined : { "retry-after": String(Math.max(1, Math.ceil(s.retryAfterMs / 1000))) };
+  return new ConnectError(s.message, s.code, metadata, details, err);
 }

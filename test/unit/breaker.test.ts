@@ -45,6 +45,22 @@ describe("EndpointBreaker", () => {
     expect(b.stats()).toEqual({ fires: 4, failures: 4, successes: 0 });
   });
 
+  it("opens after consecutiveFailures failures in a row, however few the window holds; a success breaks the run, an abandoned attempt does not", async () => {
+    // The window's rule alone would wait for 10 calls.
+    const b = breaker({ volumeThreshold: 10, consecutiveFailures: 3 });
+    for (const outcome of ["failure", "failure", "success", "failure", "abandoned", "failure"] as const) await attempt(b, outcome);
+    expect(b.state()).toBe("closed");
+    await attempt(b, "failure");
+    expect(b.state()).toBe("open");
+    expect(b.stats()).toMatchObject({ fires: 7, failures: 5 });
+    // Without the setting, the run that opens it is the volume threshold's length.
+    const d = breaker({ volumeThreshold: 10, windowMs: 100 });
+    for (let i = 0; i < 9; i++) await attempt(d, "failure");
+    expect(d.state()).toBe("closed");
+    await attempt(d, "failure");
+    expect(d.state()).toBe("open");
+  });
+
   it("does not open at exactly the percentage: it takes more than errorThresholdPercent", async () => {
     const b = breaker({ volumeThreshold: 2 });
     for (let i = 0; i < 20; i++) await attempt(b, i % 2 === 0 ? "success" : "failure");

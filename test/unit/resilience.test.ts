@@ -23,7 +23,7 @@ import type { ResilienceConfig, UpstreamConfig } from "../../src/config/schema.j
 import { ConfigError } from "../../src/config/config-error.js";
 import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
 import { fullJitterBackoff } from "../../src/resilience/backoff.js";
-import { allowsFallback, countsAsFailure, retryVerdict } from "../../src/resilience/failure-policy.js";
+import { allowsFallback, countsAsFailure, failureScope, isSlowFailure, retryVerdict } from "../../src/resilience/failure-policy.js";
 import { createLoadBalancer } from "../../src/resilience/load-balancer.js";
 import { OutlierDetector } from "../../src/resilience/outlier-detector.js";
 import { createResilientUpstream, displayUrl, type ResilientCall, type ResilientUpstream } from "../../src/resilience/resilient-upstream.js";
@@ -73,6 +73,34 @@ describe("failure policy", () => {
     expect(countsAsFailure(err)).toBe(counts);
     expect(retryVerdict(err, 5_000).retry).toBe(retried);
     expect(allowsFallback(err)).toBe(fallback);
+  });
+
+  const reset = errorFromNetwork("u", Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }));
+  const serverUnavailable = new GatewayError(Code.Unavailable, "Triton: not ready", { reason: Reason.UpstreamUnavailable });
+  const progress = (answered: boolean, connectionFailed = false) => ({ answered, connectionFailed });
+  it.each([
+    ["connection refused, nothing back", refused, progress(false), "endpoint"],
+    ["a reset after the answer began", reset, progress(true, true), "endpoint"],
+    ["a timeout with nothing back", attemptTimeout, progress(false), "endpoint"],
+    ["a timeout after the answer began", attemptTimeout, progress(true), "model"],
+    ["HTTP 503 (its cause says the upstream answered)", status(503), progress(false), "model"],
+    ["HTTP 200 with garbage", errorFromStatus("u", 502, {}, "<html>", []), progress(true), "model"],
+    ["HTTP 404: the model is not there", status(404), progress(true), "model"],
+    ["a server's gRPC UNAVAILABLE", serverUnavailable, progress(true), "model"],
+    ["a gRPC UNAVAILABLE made locally (no connection)", serverUnavailable, progress(false), "endpoint"],
+    ["HTTP 400", status(400), progress(true), undefined],
+    ["HTTP 429", status(429, { "retry-after": "1" }), progress(true), undefined],
+    ["a non-GatewayError", new TypeError("x"), progress(false), "endpoint"],
+  ])("the scope of a failure: %s", (_name, err, p, scope) => {
+    expect(failureScope(err, p)).toBe(scope);
+  });
+
+  it("an attempt cut by the caller's deadline is a slow failure only with nothing back, after slowFailureMs", () => {
+    expect(isSlowFailure(callerDeadline, progress(false), 500, 500)).toBe(true);
+    expect(isSlowFailure(callerDeadline, progress(false), 499, 500)).toBe(false);
+    expect(isSlowFailure(callerDeadline, progress(true), 5_000, 500)).toBe(false);
+    expect(isSlowFailure(cancelled, progress(false), 5_000, 500)).toBe(false);
+    expect(isSlowFailure(callerDeadline, progress(false), 0, 0)).toBe(true);
   });
 
   it("a 429 is retried no sooner than its Retry-After", () => {

@@ -21,6 +21,7 @@ import type { Gateway } from "../gateway/gateway.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
 import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
+import { resetIfStuck } from "./stuck-streams.js";
 import type { ServerTlsMaterial } from "./server-tls.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
@@ -240,6 +241,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
       } catch (err) {
         call.emit("error", withHeaders(toServiceError(err), ctx));
       } finally {
+        resetIfStuck(call, ctx.deadline);
         ctx.dispose();
       }
     })();

@@ -31,6 +31,30 @@ const tlsSchema = z.strictObject({
   clientCaFile: z.string().min(1).optional(),
 });
 
+/** A timer's length: setTimeout takes at most 2^31 - 1 ms. */
+const timerMs = positiveInt.max(2 ** 31 - 1);
+
+/**
+ * Slow, idle and too many client connections on the three listeners (docs/production.md,
+ * "Slow and idle connections"; src/server/connection-limits.ts).
+ */
+const connectionsSchema = z.strictObject({
+  /** Open connections at most on the gRPC and HTTP listeners together; one more is closed at once. */
+  max: positiveInt.default(10_000),
+  /** Open connections at most from one client address (IPv6: one /64), both listeners together. */
+  maxPerIp: positiveInt.default(1_000),
+  /** From accept (and, on HTTP/1.1, from a request's start) until its headers are complete. */
+  headersTimeoutMs: timerMs.default(30_000),
+  /** Until a request's body is complete (HTTP/1.1 from its start, HTTP/2 from its HEADERS). */
+  requestTimeoutMs: timerMs.default(300_000),
+  /** An HTTP/1.1 connection's wait for its next request. */
+  keepAliveTimeoutMs: timerMs.default(5_000),
+  /** An HTTP/2 connection (gRPC, h2c, h2) with no call open this long is closed (GOAWAY). */
+  idleTimeoutMs: timerMs.default(300_000),
+  /** gRPC listener: a connection is asked to go away (GOAWAY) after this long; its calls get server.maxTimeoutMs more. */
+  maxAgeMs: timerMs.default(1_800_000),
+});
+
 const serverSchema = z.strictObject({
   listen: listenAddress.default("127.0.0.1:50051"),
   httpListen: listenAddress.default("127.0.0.1:8080"),
@@ -59,6 +83,8 @@ const serverSchema = z.strictObject({
    */
   maxConcurrentCalls: positiveInt.optional(),
   tls: tlsSchema.optional(),
+  /** Timeouts and caps of client connections (see connectionsSchema). */
+  connections: connectionsSchema.default(() => connectionsSchema.parse({})),
 });
 
 const endpointSchema = z.url({ protocol: /^https?$/, error: "not a URL" });

@@ -1,6 +1,14 @@
 import * as http from "node:http";
-import type { AddressInfo } from "node:net";
+import * as net from "node:net";
 import type { Registry } from "prom-client";
+import { applyHttp1Timeouts, type ConnectionSettings, createConnectionGate } from "./connection-limits.js";
+
+/**
+ * The admin listener's own caps, apart from the API listeners' (a flood there leaves probes and
+ * scrapes their connections): open connections at most, and from one client address.
+ */
+export const adminConnectionsMax = 128;
+export const adminConnectionsMaxPerIp = 32;
 
 /** What the admin endpoints read. */
 export interface AdminSources {
@@ -15,7 +23,7 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export async function startAdminServer(listen: string, sources: AdminSources): Promise<AdminServer> {
+export async function startAdminServer(listen: string, sources: AdminSources, connections: ConnectionSettings): Promise<AdminServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" && req.method !== "HEAD") {
@@ -36,20 +44,29 @@ export async function startAdminServer(listen: string, sources: AdminSources): P
       res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
     }
   });
+  // The port is a TCP server of ours, which admits each connection through the admin's own gate
+  // before handing it to the HTTP server; the timeouts are the API listeners'.
+  applyHttp1Timeouts(server, connections, true);
+  const gate = createConnectionGate(adminConnectionsMax, adminConnectionsMaxPerIp);
+  const outer = net.createServer((socket) => {
+    if (gate.admit(socket)) server.emit("connection", socket);
+  });
   const i = listen.lastIndexOf(":");
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) }, () => {
-      server.off("error", reject);
+    outer.once("error", reject);
+    outer.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) }, () => {
+      outer.off("error", reject);
       resolve();
     });
   });
-  const port = (server.address() as AddressInfo).port;
+  const port = (outer.address() as net.AddressInfo).port;
   return {
     address: `${listen.slice(0, i)}:${port}`,
     close: () =>
       new Promise((resolve) => {
-        server.close(() => resolve());
+        outer.close(() => resolve());
+        // Stops the HTTP server's timeout checks (it never listened) and closes its connections.
+        server.close();
         server.closeAllConnections();
       }),
   };

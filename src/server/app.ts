@@ -12,7 +12,7 @@ import { codeName, createMetrics } from "../observability/metrics.js";
 import { createRefusalLog } from "../observability/refusal-log.js";
 import { createSecurity } from "../security/admission.js";
 import { createSharedState } from "./shared-state.js";
-import { startAdminServer } from "./admin-server.js";
+import { adminConnectionsMax, startAdminServer } from "./admin-server.js";
 import { Code } from "@connectrpc/connect";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
 import { echoed, GatewayError, Reason } from "../gateway/gateway-error.js";
@@ -23,7 +23,9 @@ import { readServerTls, type ServerTlsMaterial } from "./server-tls.js";
 import type { Logger } from "../observability/logger.js";
 import { createUpstream } from "../upstreams/registry.js";
 import type { Upstream } from "../upstreams/upstream.js";
-import { bindGrpc, createGrpcServer, grpcCredentials, healthServices } from "./grpc-server.js";
+import { createConnectionGate, openFileLimit } from "./connection-limits.js";
+import { createGrpcServer, grpcCredentials, healthServices } from "./grpc-server.js";
+import { listenGrpc } from "./grpc-listener.js";
 import { createHttpListener } from "./http-listener.js";
 import { inferenceRoutes, peerCommonNameKey } from "./connect-routes.js";
 import { createOpenAIIngress, withOpenAIIngress } from "../ingress/openai/openai-ingress.js";
@@ -169,12 +171,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   gatewayRef = gateway;
   if (chatLines !== undefined) logChatContent(gateway, chatLines, log);
   let draining = false;
-  const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining });
+  const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining }, config.server.connections);
   const server = config.server;
+  // The gRPC and HTTP listeners' connections count against one set of caps.
+  const gate = createConnectionGate(server.connections.max, server.connections.maxPerIp);
+  const files = openFileLimit();
+  if (files !== undefined && files < server.connections.max + adminConnectionsMax + 64) {
+    log.warn({ openFileLimit: files, max: server.connections.max }, "server.connections.max is near or above the open-file limit: raise the limit (ulimit -n) or lower the cap");
+  }
 
   const { server: grpcServer, health } = createGrpcServer(gateway, server);
   const grpcTls = grpcCredentials(tlsMaterial);
-  const grpcPort = await bindGrpc(grpcServer, server.listen, grpcTls.credentials);
+  const grpcListener = await listenGrpc(grpcServer, server.listen, grpcTls.credentials, server.connections, gate);
+  const grpcPort = grpcListener.port;
   const [grpcHost] = splitHostPort(server.listen);
 
   const shutdownController = new AbortController();
@@ -194,13 +203,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   });
   // The OpenAI-compatible API (/v1/…) shares the port with Connect: src/ingress/openai.
   const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
-  const http = createHttpListener(withOpenAIIngress(openai, handler), server, tlsMaterial);
+  const http = createHttpListener(withOpenAIIngress(openai, handler), server, tlsMaterial, { gate });
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;
   try {
     httpPort = await http.listen(httpHost, httpPortWanted);
   } catch (err) {
     grpcServer.forceShutdown();
+    grpcListener.destroy();
     throw err;
   }
 
@@ -214,6 +224,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     http.drain();
     // tryShutdown stops accepting and lets open calls finish; health Watch streams are open calls
     // too, so the wait below is for the gateway's own calls, not for the server to be empty.
+    grpcListener.close();
     const grpcClosed = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
     const started = Date.now();
     log.info({ inFlight: gateway.inFlight(), graceMs: server.shutdownGraceMs }, "draining");
@@ -239,6 +250,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     }
     shutdownController.abort();
     grpcServer.forceShutdown();
+    grpcListener.destroy();
     http.destroy();
     // The records of the last calls (see onCall), now.
     recordWaiting();

@@ -15,6 +15,9 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
   for (const k of server) {
     if (running.server[k] !== next.server[k]) changed.push(`server.${k}`);
   }
+  for (const k of Object.keys(running.server.connections) as (keyof Config["server"]["connections"])[]) {
+    if (running.server.connections[k] !== next.server.connections[k]) changed.push(`server.connections.${k}`);
+  }
   const tlsNow = running.server.tls;
   const tlsNext = next.server.tls;
   if ((tlsNow === undefined) !== (tlsNext === undefined)) {

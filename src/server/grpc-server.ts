@@ -178,6 +178,12 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     // channelz (per-call counters and a trace kept for a channelz client) is never served here;
     // keeping it costs several µs of every call (bench/: _channelzHandler, addCallStarted).
     "grpc.enable_channelz": 0,
+    // Slow and idle connections (docs/production.md, issue 17): a connection with no call open
+    // for idleTimeoutMs gets a GOAWAY, and one older than maxAgeMs too (±10% jitter), its calls
+    // then given maxTimeoutMs, the longest a call may run, before it is cut.
+    "grpc.max_connection_idle_ms": config.connections.idleTimeoutMs,
+    "grpc.max_connection_age_ms": config.connections.maxAgeMs,
+    "grpc.max_connection_age_grace_ms": config.maxTimeoutMs,
   });
   const unary =
     <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>, encodeAnswer?: (answer: object) => void): grpc.handleUnaryCall<Req, Res> =>
@@ -335,11 +341,4 @@ class ReloadableCertificates implements grpc.experimental.CertificateProvider {
   removeCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
     this.caListeners.delete(listener);
   }
-}
-
-/** Binds the server; resolves with the port actually bound (config may say port 0). */
-export function bindGrpc(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
-  });
 }

@@ -3,6 +3,7 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Duplex } from "node:stream";
 import type { ServerConfig } from "../config/schema.js";
+import { applyHttp1Timeouts, type ConnectionGate, limitH2Session } from "./connection-limits.js";
 import type { ServerTlsMaterial } from "./server-tls.js";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
@@ -25,22 +26,29 @@ const h2Preface = Buffer.from("PRI");
 /**
  * One port for HTTP/1.1 and HTTP/2: with TLS, ALPN chooses; in cleartext the first bytes do (h2c
  * with prior knowledge, as gRPC and `buf curl --http2-prior-knowledge` use, or HTTP/1.1 as browsers
- * and curl use). Node's cleartext http2 server cannot fall back to HTTP/1.1 by itself.
+ * and curl use). Node's cleartext http2 server cannot fall back to HTTP/1.1 by itself. Either way
+ * the port is a plain TCP server of ours, which admits each connection through `gate` (when
+ * given) before handing it over, and `config.connections` bounds slow and idle ones.
  */
 export function createHttpListener(
   handler: Handler,
   config: ServerConfig,
   tls?: ServerTlsMaterial,
-  { firstBytesTimeoutMs = 10_000 }: { firstBytesTimeoutMs?: number } = {},
+  { firstBytesTimeoutMs = config.connections.headersTimeoutMs, gate }: { firstBytesTimeoutMs?: number; gate?: ConnectionGate } = {},
 ): HttpListener {
   const settings = { maxConcurrentStreams: config.maxConcurrentStreams };
+  const limits = config.connections;
   const sessions = new Set<http2.Http2Session>();
+  const onSession = (s: http2.ServerHttp2Session) => {
+    track(sessions, s);
+    limitH2Session(s, limits);
+  };
   let h1: http.Server | undefined;
   let outer: net.Server;
   let secure: http2.Http2SecureServer | undefined;
   if (tls !== undefined) {
     const ca = tls.ca;
-    outer = secure = http2.createSecureServer(
+    const tlsServer = (secure = http2.createSecureServer(
       {
         key: tls.key,
         cert: tls.cert,
@@ -49,16 +57,26 @@ export function createHttpListener(
         rejectUnauthorized: ca !== undefined,
         allowHTTP1: true,
         settings,
+        // A connection that has not finished its TLS handshake by then is closed (Node: 120 s).
+        handshakeTimeout: firstBytesTimeoutMs,
       },
       handler,
-    );
-    outer.on("session", (s: http2.Http2Session) => track(sessions, s));
+    ));
+    tlsServer.on("session", onSession);
+    // HTTP/1.1 over TLS (allowHTTP1) is Node's HTTP/1.1 server code, with its timeouts.
+    applyHttp1Timeouts(tlsServer, limits, true);
+    outer = net.createServer((socket) => {
+      if (gate !== undefined && !gate.admit(socket)) return;
+      tlsServer.emit("connection", socket);
+    });
   } else {
     const h2 = http2.createServer({ settings }, handler);
-    h2.on("session", (s) => track(sessions, s));
+    h2.on("session", onSession);
     const h1Server = http.createServer(handler);
+    applyHttp1Timeouts(h1Server, limits, true);
     h1 = h1Server;
     outer = net.createServer((socket) => {
+      if (gate !== undefined && !gate.admit(socket)) return;
       // Until its first bytes say which protocol it speaks, a connection is ours alone: neither
       // HTTP server's timeouts apply yet, so one that never sends anything would hold its socket
       // (and a file descriptor) for good.
@@ -110,6 +128,8 @@ export function createHttpListener(
       }
       h1?.close();
       h1?.closeIdleConnections();
+      // Stops its HTTP/1.1 timeout checks; it never listened, so nothing else changes.
+      secure?.close();
     },
     updateTls(material) {
       if (secure !== undefined) {

@@ -6,6 +6,7 @@ import { type Config, configSchema } from "./config/schema.js";
 import { createLogger, type Logger } from "./observability/logger.js";
 import { hashKey } from "./security/api-keys.js";
 import { startApp } from "./server/app.js";
+import { tuneHeap } from "./server/heap-tuning.js";
 
 const usage = `infergate — a gRPC inference proxy
 
@@ -241,6 +242,12 @@ process.on("unhandledRejection", (err) => {
   // A bug, but not one that should take every other call down with it.
   createLogger().error({ err }, "unhandled rejection");
 });
+
+const heap = tuneHeap(process.env);
+if (typeof heap === "string") {
+  process.stderr.write(`infergate: ${heap}\n`);
+  process.exit(2);
+}
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

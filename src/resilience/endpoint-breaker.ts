@@ -140,6 +140,15 @@ export class EndpointBreaker {
     };
   }
 
+  /**
+   * A failure from before this breaker was made (src/resilience/resilient-upstream.ts makes a
+   * model's breakers at its first model-level failure): it begins the run of failures in a row,
+   * and stays out of the window, which never saw the successes before it either.
+   */
+  failedBefore(): void {
+    if (this.breaker !== undefined) this.failedAgain(this.breaker);
+  }
+
   /** One more counted failure in a row: opens a closed breaker at `tripAfter`. */
   private failedAgain(b: Breaker): void {
     this.failuresInARow++;

@@ -48,7 +48,9 @@ interface Endpoint {
  * The health of one model on each endpoint (docs/resilience.md, "Breaker scope"): a breaker per
  * endpoint and outlier ejection over the endpoints, for the failures that concern the model there
  * (the endpoint answered). Made at the model's first model-level failure, so that a model that
- * never fails costs nothing per call.
+ * never fails costs nothing per call; that failure begins the breaker's run of failures in a row,
+ * and its window counts the attempts after it (a window with that failure but without the
+ * successes before it would open on a model that fails every other call).
  */
 interface ModelHealth {
   /** Index: the endpoint's. */
@@ -211,7 +213,7 @@ export function createResilientUpstream(
    * - `abandoned` (the caller went away): the breakers learn nothing, ejection is not told;
    * - `endpoint` failure: the endpoint's breaker and ejection; the model's breaker learns nothing;
    * - `model` failure: the model's breaker and ejection on this endpoint (made now if the model had
-   *   none); for the endpoint it is a success (it answered).
+   *   none: see ModelHealth); for the endpoint it is a success (it answered).
    */
   function settle(a: Attempt, model: string, verdict: Verdict): void {
     const i = a.endpoint.index;
@@ -236,7 +238,7 @@ export function createResilientUpstream(
         outliers.success(i);
         const health = healthOf(model);
         if (a.modelLease !== undefined) a.modelLease.settle("failure");
-        else if (!a.breakersSettled) health.breakers[i]!.admit()?.settle("failure");
+        else if (!a.breakersSettled) health.breakers[i]!.failedBefore();
         health.outliers.failure(i);
         break;
       }

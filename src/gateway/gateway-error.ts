@@ -6,6 +6,11 @@ import { Code } from "@connectrpc/connect";
  */
 export const Reason = {
   InvalidArgument: "INVALID_ARGUMENT",
+  /**
+   * The request's bytes are not a message of the method's request type (broken protobuf wire
+   * format, bad UTF-8 in a string, JSON that does not fit the schema): nothing of it was read.
+   */
+  MalformedRequest: "MALFORMED_REQUEST",
   ModelNotFound: "MODEL_NOT_FOUND",
   CapabilityNotSupported: "CAPABILITY_NOT_SUPPORTED",
   DeadlineExceeded: "DEADLINE_EXCEEDED",

@@ -63,6 +63,12 @@ export interface Gateway {
   inFlight(): number;
   /** Resolves when no call is in flight. */
   idle(): Promise<void>;
+  /**
+   * Reports a call that a listener answered before the core saw it, its request not being a
+   * message of the method (reason MALFORMED_REQUEST), as every finished call is reported (the
+   * metrics and the call log line); returns `err`, for the listener to send.
+   */
+  refused(rpc: CallRecord["rpc"], ctx: CallContext, err: GatewayError): GatewayError;
 }
 
 const serverSide = new Set([Code.Unavailable, Code.Internal, Code.Unknown, Code.DataLoss, Code.DeadlineExceeded]);
@@ -622,6 +628,10 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     inFlight: () => inFlight,
     idle() {
       return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve));
+    },
+    refused(rpc, ctx, err) {
+      report(rpc, ctx, "", performance.now(), { err });
+      return err;
     },
   };
 }

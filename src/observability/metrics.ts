@@ -72,6 +72,12 @@ export function createMetrics(sources: MetricsSources): Metrics {
     labelNames: ["rpc"] as const,
     registers: [registry],
   });
+  const malformed = new Counter({
+    name: "infergate_malformed_requests_total",
+    help: "Calls refused because their request was not a message of the method (reason MALFORMED_REQUEST), by RPC.",
+    labelNames: ["rpc"] as const,
+    registers: [registry],
+  });
   const reloads = new Counter({
     name: "infergate_config_reloads_total",
     help: "Configuration reloads (SIGHUP) by result: ok (applied) or rejected (the old configuration stays).",
@@ -167,6 +173,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
       latency.observe({ rpc: r.rpc, model: m }, r.latencyMs / 1000);
       if (r.ttftMs !== undefined) ttft.observe({ model: m }, r.ttftMs / 1000);
       if (r.reason === "RATE_LIMITED") rateLimited.inc({ rpc: r.rpc });
+      else if (r.reason === "MALFORMED_REQUEST") malformed.inc({ rpc: r.rpc });
       if (r.promptTokens > 0) tokens.inc({ model: m, direction: "prompt" }, r.promptTokens);
       if (r.completionTokens > 0) tokens.inc({ model: m, direction: "completion" }, r.completionTokens);
     },

@@ -2,7 +2,8 @@ import type { CallRecord } from "./call-record.js";
 
 /**
  * The reasons of calls refused at the door, before any work: no or an unknown key, a model the
- * key may not use, a rate limit, a concurrency limit, the shared rate-limit store down. A caller
+ * key may not use, a rate limit, a concurrency limit, the shared rate-limit store down, a request
+ * that is not a message of its method (MALFORMED_REQUEST: refused before the key is read). A caller
  * can make these as fast as it can send (issue 17: 104,000 rate-limited calls in 40 s from one
  * tenant, a line each), so their log lines are sampled; they are still counted in the metrics.
  * The names are those of Reason in src/gateway/gateway-error.ts.
@@ -13,6 +14,7 @@ export const refusalReasons: ReadonlySet<string> = new Set([
   "RATE_LIMITED",
   "OVERLOADED",
   "RATE_LIMITER_UNAVAILABLE",
+  "MALFORMED_REQUEST",
 ]);
 
 /** Refused calls of one caller and reason whose lines were left out in one interval. */

@@ -188,7 +188,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
   const shutdownController = new AbortController();
   const handler = connectNodeAdapter({
-    routes: inferenceRoutes(gateway, server.maxTimeoutMs),
+    // The request limit is also infergate's own, which decodes each request first (connect-decoding.ts).
+    routes: inferenceRoutes(gateway, server.maxTimeoutMs, { readMaxBytes: server.maxMessageBytes }),
     readMaxBytes: server.maxMessageBytes,
     writeMaxBytes: server.maxMessageBytes,
     shutdownSignal: shutdownController.signal,

@@ -1,7 +1,9 @@
 import { Code, ConnectError, type ConnectRouter, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../gateway/gateway.js";
+import type { CallRecord } from "../observability/call-record.js";
 import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { decodedRequestKey, decodeRequestsFirst, type DecodeOptions } from "./connect-decoding.js";
 import { toConnectError } from "./error-rendering.js";
 
 /** The verified client certificate's CN, put there by the HTTP listener (see app.ts). */
@@ -37,7 +39,20 @@ function setHeaders(hc: HandlerContext, ctx: OwnedCallContext): void {
   }
 }
 
+/**
+ * The call's request: the message infergate decoded (connect-node then decoded an empty one, see
+ * decodeRequestsFirst), or connect-node's own. A request that did not decode is reported as a
+ * call and its MALFORMED_REQUEST error thrown.
+ */
+function requestOf<Req>(gateway: Gateway, hc: HandlerContext, ctx: OwnedCallContext, req: Req): Req {
+  const decoded = hc.values.get(decodedRequestKey);
+  if (decoded === undefined) return req;
+  if (decoded.error !== undefined) throw gateway.refused(hc.method.name as CallRecord["rpc"], ctx, decoded.error);
+  return decoded.message as Req;
+}
+
 async function unary<Req, Res>(
+  gateway: Gateway,
   hc: HandlerContext,
   maxTimeoutMs: number,
   req: Req,
@@ -45,7 +60,7 @@ async function unary<Req, Res>(
 ): Promise<Res> {
   const ctx = callContext(hc, maxTimeoutMs);
   try {
-    const res = await fn(req, ctx);
+    const res = await fn(requestOf(gateway, hc, ctx, req), ctx);
     setHeaders(hc, ctx);
     return res;
   } catch (err) {
@@ -58,20 +73,22 @@ async function unary<Req, Res>(
 
 /**
  * InferenceService for connect-node (Connect, gRPC-Web and JSON), over the same gateway core and
- * the same error rendering as the gRPC listener.
+ * the same error rendering as the gRPC listener. Requests are decoded by infergate first
+ * (decodeRequestsFirst, with `decoding`: the limits the connect-node adapter is given; connect-node's
+ * default readMaxBytes without).
  */
-export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number): (router: ConnectRouter) => void {
-  return (router) =>
+export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number, decoding: DecodeOptions = { readMaxBytes: 0xffffffff }): (router: ConnectRouter) => void {
+  return (router) => {
     router.service(InferenceService, {
-      predict: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.predict),
-      chat: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.chat),
-      listModels: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.listModels),
-      deleteSession: (req, hc) => unary(hc, maxTimeoutMs, req, gateway.deleteSession),
+      predict: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.predict),
+      chat: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.chat),
+      listModels: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.listModels),
+      deleteSession: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.deleteSession),
       async *generate(req, hc) {
         const ctx = callContext(hc, maxTimeoutMs);
         try {
           let first = true;
-          for await (const event of gateway.generate(req, ctx)) {
+          for await (const event of gateway.generate(requestOf(gateway, hc, ctx, req), ctx)) {
             if (first) {
               setHeaders(hc, ctx);
               first = false;
@@ -86,4 +103,6 @@ export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number): (router
         }
       },
     });
+    decodeRequestsFirst(router.handlers, decoding);
+  };
 }

@@ -22,6 +22,8 @@ import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName
 import { toServiceError } from "./error-rendering.js";
 import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
 import { resetIfStuck } from "./stuck-streams.js";
+import { malformedRequest, UndecodableRequest } from "./malformed-request.js";
+import type { CallRecord } from "../observability/call-record.js";
 import type { ServerTlsMaterial } from "./server-tls.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
@@ -62,12 +64,23 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
             return decodeKeyedRequest(method.input, raw === undefined ? b : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
           }
         : (b: Buffer): unknown => decodeKeyedRequest(method.input, b);
+    // Bytes that are not a message of the method reach its handler as an UndecodableRequest,
+    // answered INVALID_ARGUMENT (MALFORMED_REQUEST) and reported as a call: a deserializer that
+    // throws makes grpc-js answer INTERNAL "Error deserializing request" by itself (issue 17).
+    const rpc = method.name as CallRecord["rpc"];
+    const decodeOrRefuse = (b: Buffer): unknown => {
+      try {
+        return decodeRequest(b);
+      } catch (err) {
+        return new UndecodableRequest(rpc, malformedRequest(method.input, err));
+      }
+    };
     def[method.name] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       requestSerialize: input.serialize,
-      requestDeserialize: decodeRequest,
+      requestDeserialize: decodeOrRefuse,
       responseSerialize: output.serialize,
       responseDeserialize: output.deserialize,
       originalName: method.localName,
@@ -185,10 +198,22 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     "grpc.max_connection_age_ms": config.connections.maxAgeMs,
     "grpc.max_connection_age_grace_ms": config.maxTimeoutMs,
   });
+  /** The error that answers a request which did not decode (reported as a call), else undefined. */
+  const undecodable = (req: unknown, ctx: OwnedCallContext): Partial<grpc.ServiceError> | undefined =>
+    req instanceof UndecodableRequest ? withHeaders(toServiceError(gateway.refused(req.rpc, ctx, req.error)), ctx) : undefined;
   const unary =
     <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>, encodeAnswer?: (answer: object) => void): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) => {
       const ctx = callContext(call, config.maxTimeoutMs, config.tls !== undefined);
+      const refused = undecodable(call.request, ctx);
+      if (refused !== undefined) {
+        try {
+          callback(refused);
+        } finally {
+          ctx.dispose();
+        }
+        return;
+      }
       if (encodeAnswer !== undefined) ctx.encodeAnswer = encodeAnswer;
       // Disposed in each outcome's own handler (no `finally` step and its promise per call).
       fn(call.request, ctx).then(
@@ -215,6 +240,12 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     ReturnType<Gateway["generate"]> extends AsyncGenerator<infer E> ? E : never
   > = (call) => {
     const ctx = callContext(call, config.maxTimeoutMs, config.tls !== undefined);
+    const refused = undecodable(call.request, ctx);
+    if (refused !== undefined) {
+      call.emit("error", refused);
+      ctx.dispose();
+      return;
+    }
     void (async () => {
       try {
         let first = true;

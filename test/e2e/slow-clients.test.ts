@@ -2,16 +2,19 @@
  * Issue 17, defect 2: slow, idle and too many client connections. infergate runs with short
  * `server.connections` timeouts, and every connection below misbehaves and never closes by itself:
  * each test waits for the server to close it (the client never does), on the HTTP listener
- * (HTTP/1.1 and h2c behind the first-bytes sniffer), the admin listener and the gRPC listener.
- * Then the caps: connections beyond `maxPerIp` or `max` are reset at once, other clients are
+ * (HTTP/1.1 and h2c behind the first-bytes sniffer), the admin listener and the gRPC listener,
+ * then both API listeners with TLS. Then the caps: connections beyond `maxPerIp` or `max` are reset at once, other clients are
  * served meanwhile, and the refused client is served again once its other connections are gone.
  */
 import * as http from "node:http";
 import * as http2 from "node:http2";
+import { readFileSync } from "node:fs";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
+import { createTestPki } from "../helpers/certs.js";
 import { startInProcess } from "../helpers/servers.js";
 
 const mockModels = `
@@ -44,16 +47,22 @@ interface Raw {
 
 const opened: net.Socket[] = [];
 
-function raw(address: string, localAddress = "127.0.0.1"): Raw {
+/**
+ * A connection to `address` from `localAddress`; with `tlsAlpn`, a TLS one (to the PKI's CA)
+ * offering those protocols, `connected` once its handshake is done.
+ */
+function raw(address: string, localAddress = "127.0.0.1", tlsAlpn?: { ca: Buffer; protocols: string[] }): Raw {
   const i = address.lastIndexOf(":");
-  const socket = net.connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)), localAddress });
+  const to = { host: address.slice(0, i), port: Number(address.slice(i + 1)), localAddress };
+  const socket =
+    tlsAlpn === undefined ? net.connect(to) : tls.connect({ ...to, ca: tlsAlpn.ca, ALPNProtocols: tlsAlpn.protocols, servername: "localhost" });
   opened.push(socket);
   const r: Raw = {
     socket,
     closed: false,
     received: "",
     connected: new Promise((resolve) => {
-      socket.once("connect", () => resolve());
+      socket.once(tlsAlpn === undefined ? "connect" : "secureConnect", () => resolve());
       socket.once("close", () => resolve());
     }),
   };
@@ -235,6 +244,50 @@ ${mockModels}`);
     // A message prefix announcing 1000 bytes, and 3 of them.
     req.write(Buffer.from([0, 0, 0, 0x03, 0xe8, 1, 2, 3]));
     await expect.poll(() => sessionClosed, { timeout: serverActsWithinMs }).toBe(true);
+  });
+});
+
+describe("with TLS, the same timeouts apply from the handshake on", () => {
+  let app: App;
+  let ca: Buffer;
+  beforeAll(async () => {
+    const pki = createTestPki();
+    ca = readFileSync(pki.caPem);
+    app = await startInProcess(`
+server:
+  tls: {certFile: ${pki.serverPem}, keyFile: ${pki.serverKey}}
+  connections:
+    headersTimeoutMs: 400
+    requestTimeoutMs: 800
+    keepAliveTimeoutMs: 400
+    idleTimeoutMs: 600
+${mockModels}`);
+  });
+  afterAll(async () => {
+    await app.shutdown();
+  });
+
+  it("a connection that never starts its TLS handshake is closed, on both API listeners", async () => {
+    await Promise.all([expectClosedAfterSending(app.httpAddress, 10, Buffer.alloc(0)), expectClosedAfterSending(app.grpcAddress, 10, Buffer.alloc(0))]);
+  });
+
+  it("HTTP/1.1 over TLS: silence after the handshake, and a kept-alive connection left idle, are closed", async () => {
+    const h1 = { ca, protocols: ["http/1.1"] };
+    const silent = Array.from({ length: 5 }, () => raw(app.httpAddress, "127.0.0.1", h1));
+    const idle = Array.from({ length: 5 }, () => raw(app.httpAddress, "127.0.0.1", h1));
+    await Promise.all([...silent, ...idle].map((c) => c.connected));
+    for (const c of idle) c.socket.write("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+    await expect.poll(() => idle.filter((c) => /^HTTP\/1\.1 200 /.test(c.received)).length, { timeout: serverActsWithinMs }).toBe(5);
+    await expectAllClosedByServer([...silent, ...idle]);
+    for (const c of silent) expect(c.received).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it("HTTP/2 over TLS: the preface, then silence, is closed, on both API listeners", async () => {
+    const h2 = { ca, protocols: ["h2"] };
+    const conns = [...Array.from({ length: 5 }, () => raw(app.httpAddress, "127.0.0.1", h2)), ...Array.from({ length: 5 }, () => raw(app.grpcAddress, "127.0.0.1", h2))];
+    await Promise.all(conns.map((c) => c.connected));
+    for (const c of conns) c.socket.write(h2Start);
+    await expectAllClosedByServer(conns);
   });
 });
 

@@ -15,7 +15,7 @@ import { fullJitterBackoff } from "./backoff.js";
 import { ConcurrencyLimit } from "./concurrency-limit.js";
 import { type AttemptProgress, unwatchAttempt, watchAttempt } from "./attempt-progress.js";
 import { type BreakerLease, type BreakerState as EndpointBreakerState, EndpointBreaker } from "./endpoint-breaker.js";
-import { UpstreamFailure } from "../upstreams/http/http-errors.js";
+import { redactedError, UpstreamFailure, upstreamSecrets } from "../upstreams/http/http-errors.js";
 import { failureScope, isSlowFailure, retryVerdict } from "./failure-policy.js";
 import { type LinkedAbort, linkedAbort } from "./linked-abort.js";
 import { createLoadBalancer, type LoadBalancer } from "./load-balancer.js";
@@ -163,6 +163,8 @@ export function createResilientUpstream(
   const outliers = new OutlierDetector(endpoints.length, r.outlierDetection, now);
   const budget = new RetryBudget(r.retry.budgetPercent, r.retry.minRetryConcurrency);
   const limit = new ConcurrencyLimit(`upstream "${config.name}"`, r.maxConcurrent);
+  /** What the upstream's errors must never carry: every error of an attempt is redacted of them. */
+  const secrets = upstreamSecrets(config);
   /** Per upstream model, once it has failed at the model level somewhere. */
   const models = new Map<string, ModelHealth>();
 
@@ -321,7 +323,9 @@ export function createResilientUpstream(
           const res = await op(a.endpoint.adapter, call);
           settle(a, call.upstreamModel, "success");
           return res;
-        } catch (err) {
+        } catch (thrown) {
+          // The one place every error of an adapter passes, whatever the status (issue 17).
+          const err = redactedError(thrown, secrets);
           settle(a, call.upstreamModel, verdictOf(err, a, call.signal));
           const d = retryDelay(err, attempt, call);
           if (d === undefined) throw final(err, attempt);
@@ -388,7 +392,8 @@ export function createResilientUpstream(
             `upstream "${config.name}" ended the stream without its final event after ${sent} events`,
             { reason: Reason.StreamTruncated, metadata: { upstream: config.name } },
           );
-        } catch (err) {
+        } catch (thrown) {
+          const err = redactedError(thrown, secrets);
           settle(a, call.upstreamModel, verdictOf(err, a, call.signal));
           // Committed: the consumer has events of this attempt; another attempt would replay them.
           if (sent > 0) throw brokenOff(err, sent, call.signal, config.name);

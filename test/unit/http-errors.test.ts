@@ -11,9 +11,11 @@ import {
   errorFromNetwork,
   errorFromStatus,
   parseRetryAfter,
+  redactedError,
   scrub,
   snippet,
   UpstreamFailure,
+  upstreamSecrets,
 } from "../../src/upstreams/http/http-errors.js";
 
 const KEY = "sk-live-0123456789abcdefXYZ";
@@ -166,5 +168,39 @@ describe("badResponse and snippet", () => {
     ["x".repeat(3000), `${"x".repeat(2048)}… (3000 chars)`],
   ])("snippet keeps at most 2048 characters", (body, expected) => {
     expect(snippet(body)).toBe(expected);
+  });
+});
+
+describe("redactedError (issue 17, defect 7)", () => {
+  const secret = "zq.0123.abcd";
+
+  it("redacts a 200 answer's body, the problem quoting it, the reason and the metadata", () => {
+    const bad = badResponse("up", `outputs[0] has unknown datatype "${secret}"`, `{"datatype": "${secret}"`);
+    const err = new GatewayError(Code.Internal, `echo ${secret}`, { reason: secret, metadata: { key: secret, upstream: "up" }, retryAfterMs: 5, cause: bad });
+    const out = redactedError(err, [secret]) as GatewayError;
+    expect(out).toBeInstanceOf(GatewayError);
+    expect([out.code, out.message, out.reason, out.metadata, out.retryAfterMs]).toEqual([Code.Internal, "echo [redacted]", "[redacted]", { key: "[redacted]", upstream: "up" }, 5]);
+    const inner = out.cause as GatewayError;
+    expect(inner.message).toBe('upstream "up" sent an invalid response: outputs[0] has unknown datatype "[redacted]"');
+    expect(inner.cause).toBeInstanceOf(UpstreamFailure);
+    expect((inner.cause as UpstreamFailure).bodySnippet).toBe('{"datatype": "[redacted]"');
+    expect((inner.cause as UpstreamFailure).status).toBe(200);
+  });
+
+  it("keeps an error's class and fields (a gRPC error), and an error without secrets as it is", () => {
+    const grpcErr = Object.assign(new Error(`13 INTERNAL: key ${secret}`), { code: 13, details: `key ${secret}`, metadata: "kept" });
+    const out = redactedError(new AggregateError([grpcErr], "all failed"), [secret]) as AggregateError;
+    expect(out).toBeInstanceOf(AggregateError);
+    const inner = out.errors[0] as Error & { code: number; details: string; metadata: string };
+    expect([inner.message, inner.details, inner.code, inner.metadata]).toEqual(["13 INTERNAL: key [redacted]", "key [redacted]", 13, "kept"]);
+    expect(JSON.stringify(inner.stack)).not.toContain(secret);
+    const clean = new GatewayError(Code.Unavailable, "no secret here", { cause: new UpstreamFailure("x", 500, "body") });
+    expect(redactedError(clean, [secret])).toBe(clean);
+    expect(redactedError("a string", [secret])).toBe("a string");
+  });
+
+  it("upstreamSecrets: the apiKey and credential headers' values, not other headers", () => {
+    expect(upstreamSecrets({ apiKey: "k1", headers: { "api-key": "k2", Authorization: "Bearer k3", "X-Team": "vision" } })).toEqual(["k1", "k2", "k3"]);
+    expect(upstreamSecrets({})).toEqual([]);
   });
 });

@@ -38,6 +38,84 @@ export function redactSecrets(text: string, secrets: readonly string[]): string 
   return out.replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]");
 }
 
+/** Header names whose values are credentials (an upstream's extra `headers` may hold its key). */
+const credentialHeader = /auth|key|token|secret|passw|cookie|signature/i;
+
+/**
+ * The secrets of one configured upstream that its answers may echo back: its `apiKey`, and the
+ * values of its extra `headers` whose names say they carry a credential (`api-key`,
+ * `x-goog-api-key`, `authorization`, …).
+ */
+export function upstreamSecrets(config: { readonly apiKey?: string | undefined; readonly headers?: Readonly<Record<string, string>> | undefined }): string[] {
+  const out = config.apiKey === undefined ? [] : [config.apiKey];
+  for (const [name, value] of Object.entries(config.headers ?? {})) {
+    if (credentialHeader.test(name)) out.push(value.replace(/^(Bearer|Basic)\s+/i, ""));
+  }
+  return out;
+}
+
+/**
+ * `err` with redactSecrets applied to every text in it that an upstream may have written: a
+ * GatewayError's message, reason and metadata values, and down its cause chain (an
+ * UpstreamFailure's message and body snippet, any other error's message, stack and gRPC
+ * `details`, an AggregateError's errors). The same object when nothing needed it. Issue 17: the
+ * resilience wrapper (src/resilience/resilient-upstream.ts) applies it to every error an adapter
+ * throws, whatever the status, so that neither the log, nor the client, nor a metric label gets
+ * the key of an upstream that echoes it, in an error body or in a 200 answer that does not parse.
+ */
+export function redactedError(err: unknown, secrets: readonly string[]): unknown {
+  return redactDeep(err, secrets, 0);
+}
+
+/** The deepest cause redactedError follows (cause chains here are two or three long). */
+const maxRedactedDepth = 8;
+
+function redactDeep(e: unknown, secrets: readonly string[], depth: number): unknown {
+  if (typeof e === "string") return redactSecrets(e, secrets);
+  if (!(e instanceof Error) || depth >= maxRedactedDepth) return e;
+  const r = (text: string): string => redactSecrets(text, secrets);
+  if (e instanceof GatewayError) {
+    const message = r(e.message);
+    const reason = r(e.reason);
+    let metadata: Record<string, string> | undefined;
+    for (const [k, v] of Object.entries(e.metadata)) {
+      const red = r(v);
+      if (red !== v) (metadata ??= { ...e.metadata })[k] = red;
+    }
+    const cause = redactDeep(e.cause, secrets, depth + 1);
+    if (message === e.message && reason === e.reason && metadata === undefined && cause === e.cause) return e;
+    return new GatewayError(e.code, message, {
+      reason,
+      metadata: metadata ?? { ...e.metadata },
+      ...(e.retryAfterMs === undefined ? {} : { retryAfterMs: e.retryAfterMs }),
+      ...(e.cause === undefined ? {} : { cause }),
+    });
+  }
+  if (e instanceof UpstreamFailure) {
+    const message = r(e.message);
+    const body = e.bodySnippet === undefined ? undefined : r(e.bodySnippet);
+    return message === e.message && body === e.bodySnippet ? e : new UpstreamFailure(message, e.status, body);
+  }
+  const message = r(e.message);
+  const stack = e.stack === undefined ? undefined : r(e.stack);
+  const details = (e as { details?: unknown }).details;
+  const redDetails = typeof details === "string" ? r(details) : details;
+  const cause = redactDeep(e.cause, secrets, depth + 1);
+  const errors = e instanceof AggregateError ? e.errors.map((x: unknown) => redactDeep(x, secrets, depth + 1)) : undefined;
+  if (message === e.message && stack === e.stack && redDetails === details && cause === e.cause && (errors === undefined || errors.every((x, i) => x === (e as AggregateError).errors[i]))) {
+    return e;
+  }
+  // A copy of the same class and own fields (a gRPC error's code and metadata), its texts redacted.
+  const copy = Object.assign(Object.create(Object.getPrototypeOf(e) as object) as Error, e);
+  const hidden = (value: unknown) => ({ value, writable: true, configurable: true, enumerable: false });
+  Object.defineProperty(copy, "message", hidden(message));
+  Object.defineProperty(copy, "stack", hidden(stack));
+  if (typeof details === "string") (copy as { details?: unknown }).details = redDetails;
+  if (e.cause !== undefined) Object.defineProperty(copy, "cause", hidden(cause));
+  if (errors !== undefined) Object.defineProperty(copy, "errors", hidden(errors));
+  return copy;
+}
+
 /**
  * Removes what could be a secret from text an upstream wrote (it may echo a key back): the
  * configured secrets themselves, bearer tokens, and strings shaped like API keys.

@@ -27,6 +27,8 @@ export interface Metrics {
   setModels(models: readonly string[]): void;
   /** Counts one configuration reload (SIGHUP): applied, or rejected with the old one kept. */
   reloaded(result: "ok" | "rejected"): void;
+  /** Reports a listener's client connections: open now, and refused by its caps so far. */
+  countConnections(listener: "api" | "admin", counts: { readonly open: number; readonly refused: number }): void;
 }
 
 /**
@@ -159,8 +161,34 @@ export function createMetrics(sources: MetricsSources): Metrics {
     });
   }
 
+  // Client connections (src/server/connection-limits.ts): `api` is the gRPC and HTTP listeners
+  // together, which share their caps; `admin` the admin listener, which has its own.
+  const listeners = new Map<string, { readonly open: number; readonly refused: number }>();
+  new Gauge({
+    name: "infergate_connections_open",
+    help: "Client connections open, by listener (api: gRPC and HTTP together; admin).",
+    labelNames: ["listener"] as const,
+    registers: [registry],
+    collect() {
+      for (const [listener, c] of listeners) this.set({ listener }, c.open);
+    },
+  });
+  new Counter({
+    name: "infergate_connections_refused_total",
+    help: "Client connections reset at accept because a cap (server.connections.max, maxPerIp; the admin listener's own) was reached.",
+    labelNames: ["listener"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [listener, c] of listeners) this.inc({ listener }, c.refused);
+    },
+  });
+
   return {
     registry,
+    countConnections(listener, counts) {
+      listeners.set(listener, counts);
+    },
     setModels(models) {
       known = new Set(models);
     },

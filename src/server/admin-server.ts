@@ -1,7 +1,7 @@
 import * as http from "node:http";
 import * as net from "node:net";
 import type { Registry } from "prom-client";
-import { applyHttp1Timeouts, type ConnectionSettings, createConnectionGate } from "./connection-limits.js";
+import { applyHttp1Timeouts, type ConnectionGate, type ConnectionSettings, createConnectionGate } from "./connection-limits.js";
 
 /**
  * The admin listener's own caps, apart from the API listeners' (a flood there leaves probes and
@@ -20,6 +20,8 @@ export interface AdminSources {
 /** The admin HTTP listener: /metrics, /healthz, /readyz. Loopback by default: it is not for callers. */
 export interface AdminServer {
   readonly address: string;
+  /** Its client connections: open, and refused by its caps. */
+  readonly connections: ConnectionGate;
   close(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ export async function startAdminServer(listen: string, sources: AdminSources, co
   const port = (outer.address() as net.AddressInfo).port;
   return {
     address: `${listen.slice(0, i)}:${port}`,
+    connections: gate,
     close: () =>
       new Promise((resolve) => {
         outer.close(() => resolve());

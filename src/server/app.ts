@@ -175,6 +175,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const server = config.server;
   // The gRPC and HTTP listeners' connections count against one set of caps.
   const gate = createConnectionGate(server.connections.max, server.connections.maxPerIp);
+  metrics.countConnections("api", gate);
+  metrics.countConnections("admin", admin.connections);
   const files = openFileLimit();
   if (files !== undefined && files < server.connections.max + adminConnectionsMax + 64) {
     log.warn({ openFileLimit: files, max: server.connections.max }, "server.connections.max is near or above the open-file limit: raise the limit (ulimit -n) or lower the cap");

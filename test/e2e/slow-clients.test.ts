@@ -115,6 +115,21 @@ function httpGet(address: string, path: string, localAddress = "127.0.0.1"): Pro
   });
 }
 
+/** `GET path` over HTTP/1.1 from `localAddress`: the body. */
+function httpText(address: string, path: string, localAddress: string): Promise<string> {
+  const i = address.lastIndexOf(":");
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: address.slice(0, i), port: Number(address.slice(i + 1)), path, localAddress, agent: false }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (text += d));
+        res.on("end", () => resolve(text));
+      })
+      .on("error", reject);
+  });
+}
+
 /** grpc.health.v1.Health/Check over a fresh HTTP/2 connection from `localAddress`: grpc-status, or the error's code. */
 function grpcHealth(address: string, localAddress = "127.0.0.1"): Promise<string> {
   const i = address.lastIndexOf(":");
@@ -368,6 +383,11 @@ ${mockModels}`);
     expect(await httpGet(app.adminAddress, "/healthz", "127.0.0.2")).toBe(200);
     // The API listeners' caps are apart from the admin's.
     expect(await httpGet(app.httpAddress, "/v1/models")).toBe(200);
+    // Counted: the 8 of the flood and the /healthz after it; the API listeners' refusals above.
+    const metrics = await httpText(app.adminAddress, "/metrics", "127.0.0.2");
+    expect(metrics).toMatch(/^infergate_connections_refused_total\{listener="admin"\} 9$/m);
+    expect(metrics).toMatch(/^infergate_connections_open\{listener="admin"\} 3[23]$/m);
+    expect(Number(/^infergate_connections_refused_total\{listener="api"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(6);
     for (const c of flood) c.socket.destroy();
     await expect.poll(() => httpGet(app.adminAddress, "/healthz"), { timeout: serverActsWithinMs }).toBe(200);
   });

@@ -41,6 +41,20 @@ async function listed(g: Gateway, model: string): Promise<ModelsList["models"][n
   return res.models.find((m) => m.name === model)!;
 }
 
+/**
+ * The status code of a call that must fail. For calls cut by their deadline: on a busy machine the
+ * client's own timer may fire before the gateway's answer arrives (src/resilience/deadline.ts,
+ * DEADLINE_MARGIN_MS), with the same code and without the gateway's ErrorInfo.
+ */
+async function codeOf(call: Promise<unknown>): Promise<number> {
+  try {
+    await call;
+  } catch (err) {
+    return (err as { code: number }).code;
+  }
+  throw new Error("the call succeeded; an error status was expected");
+}
+
 /** One counter of infergate_requests_total from the admin listener's /metrics (0 when absent). */
 async function requestsTotal(g: Gateway, rpc: string, model: string, code: string): Promise<number> {
   const text = await (await fetch(`http://${g.app.adminAddress}/metrics`)).text();
@@ -49,7 +63,7 @@ async function requestsTotal(g: Gateway, rpc: string, model: string, code: strin
 }
 
 describe("silent upstreams (issue 17, defect 5)", () => {
-  it("callers with 1 s deadlines against an HTTP upstream that never answers (timeoutMs 60 s): the breaker opens at the volume threshold, then calls fail fast or fall back", async () => {
+  it("callers with 2 s deadlines against an HTTP upstream that never answers (timeoutMs 60 s): the breaker opens at the volume threshold, then calls fail fast or fall back", async () => {
     const up = await silentHttp();
     // Every resilience setting at its default but the volume threshold and the reset timeout.
     const g = await gateway(`
@@ -65,8 +79,7 @@ models:
   - { name: backup, upstream: local, capabilities: [chat, generate] }
 `);
     for (let i = 0; i < 3; i++) {
-      const err = await failure(g.client.unary("Chat", chatRequest("chat", `call ${i}`), { timeoutMs: 1_000 }));
-      expect([err.code, err.reason]).toEqual([status.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"]);
+      expect(await codeOf(g.client.unary("Chat", chatRequest("chat", `call ${i}`), { timeoutMs: 2_000 }))).toBe(status.DEADLINE_EXCEEDED);
       // Each attempt reached the upstream, which read it and said nothing.
       expect(up.requests).toHaveLength(i + 1);
     }
@@ -79,11 +92,11 @@ models:
     expect((await listed(g, "chat-with-backup")).endpoints.map((e) => e.state)).toEqual(["BREAKER_STATE_OPEN"]);
 
     // The next call fails at once with the breaker's error; the upstream sees nothing of it.
-    const open = await failure(g.client.unary("Chat", chatRequest("chat", "after"), { timeoutMs: 1_000 }));
+    const open = await failure(g.client.unary("Chat", chatRequest("chat", "after"), { timeoutMs: 5_000 }));
     expect([open.code, open.reason, open.metadata]).toEqual([status.UNAVAILABLE, "CIRCUIT_OPEN", { upstream: "silent" }]);
     expect(open.retryAfterMs).toBeGreaterThan(0);
     // A model with a fallback is served by it at once.
-    const served = await unaryWithHeaders<{ model: string; upstream: string }>(g.client, "Chat", chatRequest("chat-with-backup", "to the backup"), 1_000);
+    const served = await unaryWithHeaders<{ model: string; upstream: string }>(g.client, "Chat", chatRequest("chat-with-backup", "to the backup"), 5_000);
     expect([served.response.model, served.response.upstream, served.headers["infergate-served-by"]]).toEqual(["backup", "local", "backup/local"]);
     expect(up.requests).toHaveLength(3);
 
@@ -168,14 +181,13 @@ models:
       return { g, hole };
     }
 
-    it("calls with 1 s deadlines: slow failures open the breaker", async () => {
+    it("calls with 2 s deadlines: slow failures open the breaker", async () => {
       const { g, hole } = await blackholeGateway("resilience: { breaker: { volumeThreshold: 2, resetTimeoutMs: 60000 } }");
       for (let i = 0; i < 2; i++) {
-        const err = await failure(g.client.unary("Predict", predict("m"), { timeoutMs: 1_000 }));
-        expect([err.code, err.reason]).toEqual([status.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"]);
+        expect(await codeOf(g.client.unary("Predict", predict("m"), { timeoutMs: 2_000 }))).toBe(status.DEADLINE_EXCEEDED);
       }
       expect((await listed(g, "m")).endpoints.map((e) => e.state)).toEqual(["BREAKER_STATE_OPEN"]);
-      const err = await failure(g.client.unary("Predict", predict("m"), { timeoutMs: 1_000 }));
+      const err = await failure(g.client.unary("Predict", predict("m"), { timeoutMs: 5_000 }));
       expect([err.code, err.reason]).toEqual([status.UNAVAILABLE, "CIRCUIT_OPEN"]);
       expect(hole.connections).toBeGreaterThan(0);
     });

@@ -282,7 +282,9 @@ export function createResilientUpstream(
   function startAttempt(call: ResilientCall<unknown>, tried: Set<number>, lastErr: unknown, attempt: number, signal: AbortSignal): Attempt {
     call.signal.throwIfAborted();
     const picked = choose(tried, call.upstreamModel);
-    if (picked === undefined) throw lastErr === undefined ? circuitOpen(call.upstreamModel) : final(lastErr, attempt - 1);
+    // A retry was due but no endpoint admits one (their breakers opened meanwhile, maybe on this
+    // call's own failure): the last error, saying how many attempts were made, even one.
+    if (picked === undefined) throw lastErr === undefined ? circuitOpen(call.upstreamModel) : final(lastErr, attempt - 1, true);
     const { endpoint } = picked;
     tried.add(endpoint.index);
     endpoint.inFlight++;
@@ -298,9 +300,12 @@ export function createResilientUpstream(
     if (remote) unwatchAttempt(signal, a.progress);
   }
 
-  /** The error of the last attempt, saying how many attempts the call made. */
-  function final(err: unknown, attempts: number): unknown {
-    if (attempts < 2 || !(err instanceof GatewayError)) return err;
+  /**
+   * The error of the last attempt, saying how many attempts the call made: when it made more than
+   * one, or when it wanted another (`retryWanted`) and no endpoint was left to make it.
+   */
+  function final(err: unknown, attempts: number, retryWanted = false): unknown {
+    if ((attempts < 2 && !retryWanted) || !(err instanceof GatewayError)) return err;
     return new GatewayError(err.code, err.message, {
       reason: err.reason,
       metadata: { ...err.metadata, attempts: String(attempts) },

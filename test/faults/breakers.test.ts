@@ -71,6 +71,23 @@ describe("fault scenarios: circuit breakers and load shedding", () => {
     expect(g.app.cache.stats.stores).toBe(0);
   });
 
+  it("the call during which the breaker opened says how many attempts it made (issue 17, defect 10)", async () => {
+    const up = await scripted(() => ({ kind: "status", status: 503 }));
+    const g = await gateway(
+      oneUpstream(up.baseUrl, "{ retry: { maxAttempts: 2, backoffBaseMs: 1, backoffMaxMs: 2 }, breaker: { volumeThreshold: 3, resetTimeoutMs: 60000 } }"),
+    );
+    // Two attempts, two failures: the breaker stays closed.
+    const first = await failure(g.client.unary("Chat", chatRequest("chat", "first")));
+    expect([first.reason, first.metadata["attempts"]]).toEqual(["UPSTREAM_UNAVAILABLE", "2"]);
+    // Its first attempt is the third failure: the breaker opens, and the retry it wanted finds no
+    // endpoint. The call fails with its attempt's error, saying it made one.
+    const during = await failure(g.client.unary("Chat", chatRequest("chat", "during")));
+    expect([during.reason, during.metadata["attempts"]]).toEqual(["UPSTREAM_UNAVAILABLE", "1"]);
+    expect(up.requests).toHaveLength(3);
+    const after = await failure(g.client.unary("Chat", chatRequest("chat", "after")));
+    expect([after.reason, after.metadata["attempts"]]).toEqual(["CIRCUIT_OPEN", undefined]);
+  });
+
   it("5. half-open: exactly one probe goes through; its success closes the breaker, its failure reopens it", async () => {
     const up = await scripted(() => ({ kind: "status", status: 503 }));
     const g = await gateway(oneUpstream(up.baseUrl, "{ retry: { maxAttempts: 1 }, breaker: { volumeThreshold: 2, resetTimeoutMs: 300 } }"));

@@ -55,6 +55,38 @@ const connectionsSchema = z.strictObject({
   maxAgeMs: timerMs.default(1_800_000),
 });
 
+/**
+ * Element counts of one request, checked before any per-element work: on the gRPC listener and
+ * Connect/gRPC-Web before the request is decoded, on the OpenAI API before it is translated, and by
+ * the core before validation (src/gateway/request-limits.ts; docs/production.md, "Request
+ * limits"). A request over one is refused with INVALID_ARGUMENT naming the field. The message size
+ * (maxMessageBytes) bounds bytes; these bound what costs per element.
+ */
+const requestLimitsSchema = z.strictObject({
+  /** Chat/Generate: messages in one request (a session's history is not counted). */
+  messages: positiveInt.default(10_000),
+  /** Chat/Generate: content parts of all messages of one request together. */
+  contentParts: positiveInt.default(10_000),
+  /** Chat/Generate: tool calls of all messages of one request together. */
+  toolCalls: positiveInt.default(10_000),
+  /** Chat/Generate: tools offered. */
+  tools: positiveInt.default(128),
+  /** Chat/Generate: stop sequences. */
+  stopSequences: positiveInt.default(4),
+  /** Chat, Generate and Predict: entries of the request's `metadata` map. */
+  metadataEntries: positiveInt.default(64),
+  /** Predict: input tensors. */
+  inputs: positiveInt.default(1_024),
+  /** Predict: requested outputs. */
+  outputs: positiveInt.default(1_024),
+  /** Predict: entries of each `parameters` map (the request's, each input's, each output's). */
+  parameters: positiveInt.default(64),
+  /** Predict: dimensions of a tensor's shape. */
+  shapeDims: positiveInt.default(64),
+  /** Predict: elements of one tensor (its shape's product, and the values of each typed field). */
+  tensorElements: positiveInt.max(2 ** 40).default(16_777_216),
+});
+
 const serverSchema = z.strictObject({
   listen: listenAddress.default("127.0.0.1:50051"),
   httpListen: listenAddress.default("127.0.0.1:8080"),
@@ -85,6 +117,8 @@ const serverSchema = z.strictObject({
   tls: tlsSchema.optional(),
   /** Timeouts and caps of client connections (see connectionsSchema). */
   connections: connectionsSchema.default(() => connectionsSchema.parse({})),
+  /** Element counts of one request (see requestLimitsSchema). */
+  requestLimits: requestLimitsSchema.default(() => requestLimitsSchema.parse({})),
 });
 
 const endpointSchema = z.url({ protocol: /^https?$/, error: "not a URL" });
@@ -390,3 +424,6 @@ export type LimitsConfig = Config["limits"]["default"];
 export type ModelCacheConfig = ModelConfig["cache"];
 export type RedisConfig = NonNullable<Config["redis"]>;
 export type SessionsConfig = Config["sessions"];
+export type RequestLimits = ServerConfig["requestLimits"];
+/** The request limits when the configuration sets none. */
+export const defaultRequestLimits: RequestLimits = requestLimitsSchema.parse({});

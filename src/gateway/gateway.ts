@@ -18,7 +18,7 @@ import {
   type PredictRequest,
   type PredictResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
-import type { CapabilityName } from "../config/schema.js";
+import type { CapabilityName, RequestLimits } from "../config/schema.js";
 import { type AttemptTrace, type CallContext, throwIfAborted } from "../resilience/deadline.js";
 import { ConcurrencyLimit } from "../resilience/concurrency-limit.js";
 import { allowsFallback } from "../resilience/failure-policy.js";
@@ -112,6 +112,8 @@ export interface GatewayOptions {
    * recorded once the call succeeded. Without it, `session_id` is ignored.
    */
   sessions?: Sessions;
+  /** Element counts of one request (`server.requestLimits`); default: the schema's defaults. */
+  requestLimits?: RequestLimits;
 }
 
 /**
@@ -136,7 +138,7 @@ export type Admission = (call: { rpc: CallRecord["rpc"]; model: string; ctx: Cal
 
 /** Makes the gateway core over a router. */
 export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
-  const { log, cache, onCall, admit, sessions } = options;
+  const { log, cache, onCall, admit, sessions, requestLimits } = options;
   const callLimit = new ConcurrencyLimit("the gateway", options.maxConcurrentCalls);
 
   let generation: Generation = { runtime: { router, admit }, calls: 0 };
@@ -478,7 +480,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
 
   async function chatOp(req: ChatRequest, ctx: CallContext, router: Router): Promise<ChatResponse> {
     const route = router.resolve(req.model, "chat");
-    validateChatInput(req);
+    validateChatInput(req, requestLimits);
     // With a session, the history goes in front before anything else sees the request.
     const turn = req.sessionId === "" ? undefined : await sessions?.open(req, ctx.tenant);
     const input = turn?.request ?? req;
@@ -496,7 +498,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     predict(req, outer) {
       return observed("Predict", outer, req.model, () => guarded(outer, "Predict", req.model, async (ctx, router) => {
         const route = router.resolve(req.model, "predict");
-        validatePredictRequest(req);
+        validatePredictRequest(req, requestLimits);
         const pinned = req.modelVersion !== undefined;
         const call = (run: UpstreamRun) =>
           firstAnswer(candidates(route, "predict", pinned), req, run, ctx, async (candidate, upstreamCall) => {
@@ -536,7 +538,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
         const admitted = g.runtime.admit?.({ rpc: "Generate", model: req.model, ctx });
         if (admitted !== undefined) await admitted;
         const route = g.runtime.router.resolve(req.model, "generate");
-        validateChatInput(req);
+        validateChatInput(req, requestLimits);
         const turn = req.sessionId === "" ? undefined : await sessions?.open(req, ctx.tenant);
         const input = turn?.request ?? req;
         const answer = turn === undefined ? undefined : new AnswerAssembler();

@@ -7,7 +7,9 @@ import type { PredictRequest } from "../../gen/infergate/v1/inference_service_pb
 import { checkTensor } from "../upstreams/tensor-codec.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 import { isSharedRequest } from "../cache/cache-key.js";
+import { defaultRequestLimits, type RequestLimits } from "../config/schema.js";
 import { echoed, invalidArgument } from "./gateway-error.js";
+import { checkChatLimits, checkPredictLimits } from "./request-limits.js";
 
 /** Function and schema names as OpenAI and Anthropic accept them. */
 const toolName = /^[A-Za-z0-9_-]{1,64}$/;
@@ -17,9 +19,11 @@ const toolName = /^[A-Za-z0-9_-]{1,64}$/;
  * fast with INVALID_ARGUMENT naming the field, before any upstream is called. Kind-specific limits
  * (e.g. a field an upstream cannot carry) are the adapters' to check.
  */
-export function validateChatInput(req: ChatInput): void {
+export function validateChatInput(req: ChatInput, limits: RequestLimits = defaultRequestLimits): void {
   // A shared (deep-frozen) request found valid once stays valid.
   if (validChatInputs.has(req)) return;
+  // Element counts first: nothing below visits an element of a list over its limit.
+  checkChatLimits(req, limits);
   checkChatInput(req);
   if (isSharedRequest(req)) validChatInputs.add(req);
 }
@@ -109,9 +113,6 @@ function checkChatInput(req: ChatInput): void {
   if (req.maxTokens === 0) {
     throw invalidArgument("max_tokens", "must be at least 1 when set");
   }
-  if (req.stop.length > 4) {
-    throw invalidArgument("stop", `at most 4 sequences, got ${req.stop.length}`);
-  }
   req.stop.forEach((s, i) => {
     if (s === "") {
       throw invalidArgument(`stop[${i}]`, "must not be empty");
@@ -145,7 +146,8 @@ function range(field: string, v: number | undefined, min: number, max: number): 
 }
 
 /** Checks a Predict request: inputs present, unique, and each consistent in shape and contents. */
-export function validatePredictRequest(req: PredictRequest): void {
+export function validatePredictRequest(req: PredictRequest, limits: RequestLimits = defaultRequestLimits): void {
+  checkPredictLimits(req, limits);
   if (req.inputs.length === 0) {
     throw invalidArgument("inputs", "at least one input tensor is required");
   }

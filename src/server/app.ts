@@ -166,6 +166,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     onCall,
     admit: security.admit,
     maxConcurrentCalls: config.server.maxConcurrentCalls,
+    requestLimits: config.server.requestLimits,
     sessions: shared.sessions,
   });
   gatewayRef = gateway;
@@ -191,7 +192,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const shutdownController = new AbortController();
   const handler = connectNodeAdapter({
     // The request limit is also infergate's own, which decodes each request first (connect-decoding.ts).
-    routes: inferenceRoutes(gateway, server.maxTimeoutMs, { readMaxBytes: server.maxMessageBytes }),
+    routes: inferenceRoutes(gateway, server.maxTimeoutMs, { readMaxBytes: server.maxMessageBytes, requestLimits: server.requestLimits }),
     readMaxBytes: server.maxMessageBytes,
     writeMaxBytes: server.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
@@ -205,7 +206,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
   });
   // The OpenAI-compatible API (/v1/…) shares the port with Connect: src/ingress/openai.
-  const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
+  const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes, requestLimits: server.requestLimits });
   const http = createHttpListener(withOpenAIIngress(openai, handler), server, tlsMaterial, { gate });
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;

@@ -18,6 +18,9 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
   for (const k of Object.keys(running.server.connections) as (keyof Config["server"]["connections"])[]) {
     if (running.server.connections[k] !== next.server.connections[k]) changed.push(`server.connections.${k}`);
   }
+  for (const k of Object.keys(running.server.requestLimits) as (keyof Config["server"]["requestLimits"])[]) {
+    if (running.server.requestLimits[k] !== next.server.requestLimits[k]) changed.push(`server.requestLimits.${k}`);
+  }
   const tlsNow = running.server.tls;
   const tlsNext = next.server.tls;
   if ((tlsNow === undefined) !== (tlsNext === undefined)) {

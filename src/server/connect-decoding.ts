@@ -1,4 +1,4 @@
-import { type DescMessage, fromBinary, fromJsonString } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { type ContextValues, createContextKey, createContextValues } from "@connectrpc/connect";
 import { type Compression, createAsyncIterable, type UniversalHandler, type UniversalServerRequest } from "@connectrpc/connect/protocol";
 import {
@@ -11,7 +11,9 @@ import {
 import { headerEncoding as grpcEncoding, parseContentType as grpcContentType } from "@connectrpc/connect/protocol-grpc";
 import { parseContentType as grpcWebContentType } from "@connectrpc/connect/protocol-grpc-web";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import type { GatewayError } from "../gateway/gateway-error.js";
+import { defaultRequestLimits, type RequestLimits } from "../config/schema.js";
+import { GatewayError } from "../gateway/gateway-error.js";
+import { checkWireLimits, decodeJsonRequest } from "../gateway/request-limits.js";
 import { malformedRequest } from "./malformed-request.js";
 
 /**
@@ -29,6 +31,8 @@ export interface DecodeOptions {
   readonly readMaxBytes: number;
   /** The compressions connect-node accepts (its default: gzip and brotli). */
   readonly acceptCompression?: readonly Compression[];
+  /** server.requestLimits, checked before a request is decoded; default: the schema's defaults. */
+  readonly requestLimits?: RequestLimits;
 }
 
 /** How a protocol frames the request message, from its Content-Type. */
@@ -59,7 +63,7 @@ const emptyJson = new TextEncoder().encode("{}");
 /**
  * Wraps connect-node's handlers (those of `router.handlers`) so that infergate decodes each
  * request message itself, with the same decoders connect-node uses (protobuf-es fromBinary, and
- * fromJsonString ignoring unknown fields as connect-node does by default), before the handler
+ * fromJsonString ignoring unknown fields as connect-node does by default: see decode), before the handler
  * runs. connect-node turns a message it cannot decode into INTERNAL (HTTP 500 "parse binary")
  * and, for JSON, an INVALID_ARGUMENT without details, before any interceptor or implementation
  * sees the call (issue 17): here the decoded message, or the MALFORMED_REQUEST error, goes to the
@@ -73,6 +77,7 @@ const emptyJson = new TextEncoder().encode("{}");
  */
 export function decodeRequestsFirst(handlers: UniversalHandler[], options: DecodeOptions): void {
   const compressions = options.acceptCompression ?? [compressionGzip, compressionBrotli];
+  const limits = options.requestLimits ?? defaultRequestLimits;
   for (let i = 0; i < handlers.length; i++) {
     const handler = handlers[i]!;
     const schema = handler.method.input;
@@ -88,7 +93,7 @@ export function decodeRequestsFirst(handlers: UniversalHandler[], options: Decod
       const message = await messageBytes(framing, req.header, read.bytes, compressions, options.readMaxBytes);
       if (message === undefined) return handler({ ...req, body: createAsyncIterable([read.bytes]) });
       const values = req.contextValues ?? createContextValues();
-      values.set(decodedRequestKey, decode(schema, framing.binary, message.bytes));
+      values.set(decodedRequestKey, decode(schema, framing.binary, message.bytes, limits));
       return handler(withEmptyMessage(req, framing, message.encoding, values));
     };
     handlers[i] = Object.assign(decoding, {
@@ -106,11 +111,20 @@ function isByteStream(body: UniversalServerRequest["body"]): body is AsyncIterab
   return typeof body === "object" && body !== null && Symbol.asyncIterator in body;
 }
 
-function decode(schema: DescMessage, binary: boolean, bytes: Uint8Array): DecodedRequest {
+/**
+ * The request, or the error that refuses it: over server.requestLimits (INVALID_ARGUMENT naming
+ * the field, found from its bytes or text before it is decoded), or MALFORMED_REQUEST. JSON is
+ * decoded as fromJsonString does (duplicate keys refused), by decodeJsonRequest.
+ */
+function decode(schema: DescMessage, binary: boolean, bytes: Uint8Array, limits: RequestLimits): DecodedRequest {
   try {
-    return { message: binary ? fromBinary(schema, bytes) : fromJsonString(schema, textDecoder.decode(bytes), { ignoreUnknownFields: true }) };
+    if (binary) {
+      checkWireLimits(schema, bytes, limits);
+      return { message: fromBinary(schema, bytes) };
+    }
+    return { message: decodeJsonRequest(schema, textDecoder.decode(bytes), limits, (json) => fromJson(schema, json as JsonValue, { ignoreUnknownFields: true })) };
   } catch (err) {
-    return { error: malformedRequest(schema, err) };
+    return { error: err instanceof GatewayError ? err : malformedRequest(schema, err) };
   }
 }
 

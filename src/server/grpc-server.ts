@@ -14,10 +14,12 @@ import {
   type PredictResponse,
   PredictResponseSchema,
 } from "../../gen/infergate/v1/inference_service_pb.js";
-import type { ServerConfig } from "../config/schema.js";
+import type { RequestLimits, ServerConfig } from "../config/schema.js";
 import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
 import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
+import { GatewayError } from "../gateway/gateway-error.js";
+import { checkWireLimits } from "../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
 import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
@@ -36,7 +38,7 @@ export const healthServices = ["", InferenceService.typeName] as const;
  * A grpc-js service definition whose (de)serializers are the protobuf-es schemas, so the whole
  * code base has one set of message types.
  */
-function serviceDefinition(service: DescService): grpc.ServiceDefinition {
+function serviceDefinition(service: DescService, limits: RequestLimits): grpc.ServiceDefinition {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     const io = (schema: DescMessage) => ({
@@ -68,11 +70,14 @@ function serviceDefinition(service: DescService): grpc.ServiceDefinition {
     // answered INVALID_ARGUMENT (MALFORMED_REQUEST) and reported as a call: a deserializer that
     // throws makes grpc-js answer INTERNAL "Error deserializing request" by itself (issue 17).
     const rpc = method.name as CallRecord["rpc"];
+    // A request over server.requestLimits is refused from its bytes, before it is decoded (an
+    // object per element): INVALID_ARGUMENT naming the field (src/gateway/request-limits.ts).
     const decodeOrRefuse = (b: Buffer): unknown => {
       try {
+        checkWireLimits(method.input, b, limits);
         return decodeRequest(b);
       } catch (err) {
-        return new UndecodableRequest(rpc, malformedRequest(method.input, err));
+        return new UndecodableRequest(rpc, err instanceof GatewayError ? err : malformedRequest(method.input, err));
       }
     };
     def[method.name] = {
@@ -284,7 +289,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     })();
   };
 
-  server.addService(serviceDefinition(InferenceService), {
+  server.addService(serviceDefinition(InferenceService, config.requestLimits), {
     // A Predict answer (a big tensor, maybe) is encoded before the call is reported: its
     // encoding counts in the logged latency; the serializer then writes those bytes.
     Predict: unary(gateway.predict, (answer) => rememberEncoding(answer, predictResponseBytes(answer as PredictResponse))),

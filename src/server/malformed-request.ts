@@ -25,9 +25,10 @@ export function malformedRequest(schema: DescMessage, cause: unknown): GatewayEr
 }
 
 /**
- * What the gRPC listener's deserializer gives for bytes that do not decode, in place of the
- * message: grpc-js answers INTERNAL for a deserializer that throws, so the method's handler gets
- * this instead and answers with `error` (src/server/grpc-server.ts).
+ * What the gRPC listener's deserializer gives for bytes that do not decode (or are over
+ * server.requestLimits: src/gateway/request-limits.ts), in place of the message: grpc-js answers
+ * INTERNAL for a deserializer that throws, so the method's handler gets this instead and answers
+ * with `error` (src/server/grpc-server.ts).
  */
 export class UndecodableRequest {
   constructor(

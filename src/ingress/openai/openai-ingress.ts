@@ -23,7 +23,9 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../../gateway/gateway.js";
+import { defaultRequestLimits, type RequestLimits } from "../../config/schema.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { checkOpenAIChatLimits } from "../../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../resilience/deadline.js";
 import {
   createChunkEncoder,
@@ -59,6 +61,8 @@ export interface OpenAIIngressOptions {
   readonly maxTimeoutMs: number;
   /** `server.maxMessageBytes`: the largest request body; a larger one is refused with 413. */
   readonly maxBodyBytes: number;
+  /** `server.requestLimits`: element counts, checked on the body's text before it is parsed. */
+  readonly requestLimits?: RequestLimits;
 }
 
 /** A refusal of the HTTP layer itself (path, method, body framing), before any call. */
@@ -144,7 +148,7 @@ function allow(req: Request, method: string): void {
 }
 
 async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
-  const body = await readJson(req, options.maxBodyBytes);
+  const body = await readJson(req, options.maxBodyBytes, (text) => checkOpenAIChatLimits(text, options.requestLimits ?? defaultRequestLimits));
   const call = fromChatCompletionRequest(body);
   const created = Math.floor(Date.now() / 1000);
   if (!call.stream) {
@@ -207,8 +211,11 @@ async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedC
   sendJson(res, 200, model, ctx.responseHeaders);
 }
 
-/** Reads the body as JSON, at most `limit` bytes (413 beyond, without reading the rest). */
-async function readJson(req: Request, limit: number): Promise<unknown> {
+/**
+ * Reads the body as JSON, at most `limit` bytes (413 beyond, without reading the rest), its text
+ * first given to `check` (which throws to refuse it).
+ */
+async function readJson(req: Request, limit: number, check: (text: string) => void): Promise<unknown> {
   const encoding = req.headers["content-encoding"];
   if (encoding !== undefined && encoding !== "identity") {
     throw new HttpRefusal(415, "compressed request bodies are not supported; send the body without content-encoding", "unsupported_content_encoding");
@@ -228,8 +235,10 @@ async function readJson(req: Request, limit: number): Promise<unknown> {
     }
     chunks.push(chunk);
   }
+  const text = Buffer.concat(chunks, size).toString("utf8");
+  check(text);
   try {
-    return JSON.parse(Buffer.concat(chunks, size).toString("utf8"));
+    return JSON.parse(text);
   } catch (err) {
     throw new GatewayError(Code.InvalidArgument, `the body is not valid JSON: ${err instanceof Error ? echoed(err.message) : "parse error"}`);
   }

@@ -178,31 +178,63 @@ interface AnswerPlan {
   id: string;
   text: string;
   toolCall: { id: string; name: string; arguments: string } | undefined;
-  events: GenerateResponse[];
+  /** Made as they are read (only a stream reads them): one per word of a long answer. */
+  events: Iterable<GenerateResponse>;
   finishReason: FinishReason;
   usage: Usage;
 }
 
-const words = (s: string): string[] => s.match(/\s*\S+/g) ?? [];
+/** Whether a UTF-16 code unit is white space as the regular expression class \s has it. */
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d) || (c >= 0xa0 && (c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff));
+}
+
+/**
+ * The words of `s` (runs of non-white-space, each a match of /\s*\S+/g with the white space before
+ * it), at most `max` of them: how many, and where the last one counted ends. Counted without an
+ * array or a string per word (a 3 MB prompt has a million words).
+ */
+function wordsIn(s: string, max = Infinity): { count: number; end: number } {
+  let count = 0;
+  let end = 0;
+  let inWord = false;
+  for (let i = 0; i < s.length; i++) {
+    const space = isSpace(s.charCodeAt(i));
+    if (!space) {
+      if (!inWord) {
+        if (count === max) break;
+        count++;
+      }
+      end = i + 1;
+    }
+    inWord = !space;
+  }
+  return { count, end };
+}
+
+/** One text delta per word of `text`, each with the white space before it. */
+function* textEvents(text: string): Generator<GenerateResponse> {
+  for (const [word] of text.matchAll(/\s*\S+/g)) yield create(GenerateResponseSchema, { event: { case: "textDelta", value: word } });
+}
 
 function planAnswer(req: ChatInput): AnswerPlan {
   let promptTokens = 0;
   let lastUserText = "";
   for (const m of req.messages) {
-    let text = "";
+    const texts: string[] = [];
     for (const p of m.content) {
       if (p.part.case === "text") {
-        text += (text === "" ? "" : " ") + p.part.value;
-        promptTokens += words(p.part.value).length;
+        texts.push(p.part.value);
+        promptTokens += wordsIn(p.part.value).count;
       } else {
         promptTokens += 1;
       }
     }
     for (const c of m.toolCalls) {
-      promptTokens += words(c.arguments).length + 1;
+      promptTokens += wordsIn(c.arguments).count + 1;
     }
     if (m.role === Role.USER) {
-      lastUserText = text;
+      lastUserText = texts.join(" ");
     }
   }
   const id = `mock-${createHash("sha256").update(JSON.stringify([req.messages.length, lastUserText, req.tools.map((t) => t.name)])).digest("hex").slice(0, 16)}`;
@@ -243,19 +275,20 @@ function planAnswer(req: ChatInput): AnswerPlan {
       text = text.slice(0, at);
     }
   }
-  let tokens = words(text);
-  if (req.maxTokens !== undefined && tokens.length > req.maxTokens) {
-    tokens = tokens.slice(0, req.maxTokens);
+  let words = wordsIn(text);
+  if (req.maxTokens !== undefined && words.count > req.maxTokens) {
+    words = wordsIn(text, req.maxTokens);
     finishReason = FinishReason.LENGTH;
   }
-  const events = tokens.map((t) => create(GenerateResponseSchema, { event: { case: "textDelta", value: t } }));
+  // The words joined: the text up to the end of the last word kept.
+  const answer = text.slice(0, words.end);
   return {
     id,
-    text: tokens.join(""),
+    text: answer,
     toolCall: undefined,
-    events,
+    events: { [Symbol.iterator]: () => textEvents(answer) },
     finishReason,
-    usage: usage(promptTokens, events.length),
+    usage: usage(promptTokens, words.count),
   };
 }
 

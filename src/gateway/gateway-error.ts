@@ -22,6 +22,14 @@ export const Reason = {
   UpstreamRateLimited: "UPSTREAM_RATE_LIMITED",
   UpstreamTimeout: "UPSTREAM_TIMEOUT",
   UpstreamBadResponse: "UPSTREAM_BAD_RESPONSE",
+  /**
+   * RESOURCE_EXHAUSTED: the upstream's answer (or the request sent to it) was over a message size
+   * limit on the way — the upstream's `maxMessageBytes` (gRPC kinds), `http.maxResponseBytes`
+   * (HTTP kinds), or the upstream's own limit. Not retried, not counted against the endpoint.
+   */
+  UpstreamMessageTooLarge: "UPSTREAM_MESSAGE_TOO_LARGE",
+  /** RESOURCE_EXHAUSTED: the answer is larger than `server.maxMessageBytes`, so it cannot be sent to the client. */
+  MessageTooLarge: "MESSAGE_TOO_LARGE",
   StreamTruncated: "STREAM_TRUNCATED",
   CircuitOpen: "CIRCUIT_OPEN",
   Overloaded: "OVERLOADED",

@@ -411,14 +411,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     return run().then(
       (res) => {
         const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
-        if (ctx.encodeAnswer !== undefined) {
-          try {
-            ctx.encodeAnswer(res);
-          } catch {
-            // The listener encodes it again, and fails the call there.
-          }
-        }
-        report(rpc, ctx, model, started, { upstream: r.upstream, usage: r.usage });
+        const err = encodeFailure(ctx, res);
+        report(rpc, ctx, model, started, { err, upstream: r.upstream, usage: r.usage });
+        if (err !== undefined) throw err;
         return res;
       },
       (err: unknown) => {
@@ -462,15 +457,26 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       throw err;
     }
     const r = res as { upstream?: string; usage?: { promptTokens: number; completionTokens: number } };
-    if (outer.encodeAnswer !== undefined) {
-      try {
-        outer.encodeAnswer(res);
-      } catch {
-        // The listener encodes it again, and fails the call there.
-      }
-    }
-    report(rpc, outer, model, started, { upstream: r.upstream, usage: r.usage });
+    const err = encodeFailure(outer, res);
+    report(rpc, outer, model, started, { err, upstream: r.upstream, usage: r.usage });
+    if (err !== undefined) throw err;
     return res;
+  }
+
+  /**
+   * Encodes a unary answer for a listener that writes its bytes itself (CallContext.encodeAnswer),
+   * before the call is reported; what that throws fails the call, and is what the call is reported
+   * and answered with (issue 17: an answer over the listener's message size limit is RESOURCE_EXHAUSTED
+   * MESSAGE_TOO_LARGE in the log and the metrics too, not OK). Undefined when it encoded.
+   */
+  function encodeFailure(ctx: CallContext, res: object): unknown {
+    if (ctx.encodeAnswer === undefined) return undefined;
+    try {
+      ctx.encodeAnswer(res);
+      return undefined;
+    } catch (err) {
+      return failed(err);
+    }
   }
 
   /** One candidate's Chat answer, stamped with the model and upstream that gave it. */

@@ -46,7 +46,9 @@ export interface CallContext {
   /**
    * Set by a listener that writes a unary answer's bytes itself: the gateway calls it with the
    * answer before it reports the call, so that the logged latency includes the encoding (a 4 MiB
-   * tensor's is not nothing). What it encodes must be what the listener then writes.
+   * tensor's is not nothing). What it encodes must be what the listener then writes. What it
+   * throws fails the call: the gateway reports the call with that error and rejects with it (an
+   * answer over the listener's `server.maxMessageBytes`: RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE).
    */
   encodeAnswer?: (answer: object) => void;
 }

@@ -1,4 +1,5 @@
 import { fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import type { PackageDefinition } from "@grpc/proto-loader";
@@ -7,9 +8,12 @@ import { HealthImplementation } from "grpc-health-check";
 import { readFileSync } from "node:fs";
 import type { OutgoingHttpHeaders } from "node:http2";
 import {
+  ChatResponseSchema,
   type GenerateResponse,
   GenerateResponseSchema,
   InferenceService,
+  type ListModelsResponse,
+  ListModelsResponseSchema,
   PredictRequestSchema,
   type PredictResponse,
   PredictResponseSchema,
@@ -18,7 +22,7 @@ import type { RequestLimits, ServerConfig } from "../config/schema.js";
 import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
 import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
-import { GatewayError } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../gateway/gateway-error.js";
 import { checkWireLimits } from "../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";
@@ -42,13 +46,10 @@ function serviceDefinition(service: DescService, limits: RequestLimits): grpc.Se
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     const io = (schema: DescMessage) => ({
-      // A view, not a copy (grpc-js copies into its frame anyway); bytes the cache already had
-      // for the message are written as they are.
+      // A view, not a copy (grpc-js copies into its frame anyway). Bytes already encoded (a
+      // Generate event the listener checked for size) are written as they are.
       serialize: (m: unknown) => {
-        const bytes =
-          knownEncoding(m as object) ??
-          (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : schema === PredictResponseSchema ? encodePredictResponse(m as PredictResponse) : undefined) ??
-          toBinary(schema, m as never);
+        const bytes = m instanceof Uint8Array ? m : responseBytes(schema, m as object);
         return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       },
       deserialize: (b: Buffer): unknown => fromBinary(schema, b),
@@ -92,6 +93,30 @@ function serviceDefinition(service: DescService, limits: RequestLimits): grpc.Se
     };
   }
   return def as grpc.ServiceDefinition;
+}
+
+/**
+ * A message's wire bytes: bytes the cache already had for it as they are, a text delta's and a
+ * Predict answer's written directly, else toBinary.
+ */
+function responseBytes(schema: DescMessage, m: object): Uint8Array {
+  return (
+    knownEncoding(m) ??
+    (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : schema === PredictResponseSchema ? encodePredictResponse(m as PredictResponse) : undefined) ??
+    toBinary(schema, m as never)
+  );
+}
+
+/**
+ * RESOURCE_EXHAUSTED, reason MESSAGE_TOO_LARGE: an answer (or a stream's event) of `size` bytes
+ * cannot be sent to the client. grpc-js would refuse to send it too, but only after the call was
+ * reported OK, and without ErrorInfo (issue 17).
+ */
+function answerTooLarge(size: number, limit: number): GatewayError {
+  return new GatewayError(Code.ResourceExhausted, `the answer is ${size} bytes, larger than the gateway's limit of ${limit} bytes (server.maxMessageBytes)`, {
+    reason: Reason.MessageTooLarge,
+    metadata: { size: String(size), limit: String(limit) },
+  });
 }
 
 /** A PredictResponse's wire bytes: big typed outputs in bulk (predict-wire.ts), else toBinary. */
@@ -206,6 +231,17 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
   /** The error that answers a request which did not decode (reported as a call), else undefined. */
   const undecodable = (req: unknown, ctx: OwnedCallContext): Partial<grpc.ServiceError> | undefined =>
     req instanceof UndecodableRequest ? withHeaders(toServiceError(gateway.refused(req.rpc, ctx, req.error)), ctx) : undefined;
+  /**
+   * A CallContext.encodeAnswer: the answer's bytes, refused (MESSAGE_TOO_LARGE) over
+   * server.maxMessageBytes, else remembered for the serializer.
+   */
+  const checkedEncoding =
+    (encode: (answer: object) => Uint8Array) =>
+    (answer: object): void => {
+      const bytes = encode(answer);
+      if (bytes.byteLength > config.maxMessageBytes) throw answerTooLarge(bytes.byteLength, config.maxMessageBytes);
+      rememberEncoding(answer, bytes);
+    };
   const unary =
     <Req, Res>(fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>, encodeAnswer?: (answer: object) => void): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) => {
@@ -240,10 +276,8 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
       );
     };
 
-  const generate: grpc.handleServerStreamingCall<
-    Parameters<Gateway["generate"]>[0],
-    ReturnType<Gateway["generate"]> extends AsyncGenerator<infer E> ? E : never
-  > = (call) => {
+  // Events are written as their encoded bytes (see the serializer).
+  const generate: grpc.handleServerStreamingCall<Parameters<Gateway["generate"]>[0], Uint8Array> = (call) => {
     const ctx = callContext(call, config.maxTimeoutMs, config.tls !== undefined);
     const refused = undecodable(call.request, ctx);
     if (refused !== undefined) {
@@ -254,11 +288,21 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     void (async () => {
       try {
         let first = true;
-        for await (const event of gateway.generate(call.request, ctx)) {
+        const events = gateway.generate(call.request, ctx);
+        for await (const event of events) {
+          // Each event is encoded here, before it is written, so that one too big for the client
+          // fails the stream through the core: thrown into the gateway's generator at the event it
+          // yielded, the call is reported, and answered, with it (issue 17).
+          const bytes = responseBytes(GenerateResponseSchema, event);
+          if (bytes.byteLength > config.maxMessageBytes) {
+            const tooLarge = answerTooLarge(bytes.byteLength, config.maxMessageBytes);
+            await events.throw(tooLarge);
+            throw tooLarge;
+          }
           if (first) {
             sendHeaders(call, ctx);
             first = false;
-            call.write(event);
+            call.write(bytes);
             // One turn of the event loop after the first event: Node's HTTP/2 session writes what
             // is queued (the headers and this event) in that turn, so the first token leaves
             // before the events behind it in the same upstream read are processed (a burst of
@@ -266,7 +310,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
             await new Promise<void>((resolve) => setImmediate(resolve));
             continue;
           }
-          if (!call.write(event)) {
+          if (!call.write(bytes)) {
             // Backpressure: wait until the client has read what is buffered (or went away).
             await new Promise<void>((resolve) => {
               const done = () => {
@@ -290,12 +334,13 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
   };
 
   server.addService(serviceDefinition(InferenceService, config.requestLimits), {
-    // A Predict answer (a big tensor, maybe) is encoded before the call is reported: its
-    // encoding counts in the logged latency; the serializer then writes those bytes.
-    Predict: unary(gateway.predict, (answer) => rememberEncoding(answer, predictResponseBytes(answer as PredictResponse))),
-    Chat: unary(gateway.chat),
+    // A unary answer (a big tensor, maybe) is encoded before the call is reported: its encoding
+    // counts in the logged latency, and one too big for the client fails the call there (issue
+    // 17); the serializer then writes those bytes.
+    Predict: unary(gateway.predict, checkedEncoding((answer) => predictResponseBytes(answer as PredictResponse))),
+    Chat: unary(gateway.chat, checkedEncoding((answer) => responseBytes(ChatResponseSchema, answer))),
     Generate: generate,
-    ListModels: unary(gateway.listModels),
+    ListModels: unary(gateway.listModels, checkedEncoding((answer) => toBinary(ListModelsResponseSchema, answer as ListModelsResponse))),
     DeleteSession: unary(gateway.deleteSession),
   });
 

@@ -280,7 +280,7 @@ export class GrpcUpstream {
       ? details
       : `upstream "${this.config.name}" failed: ${scrub(details, this.config.apiKey === undefined ? [] : [this.config.apiKey])}`;
     return new GatewayError(code, message, {
-      reason: this.options.trustedErrors && reason !== undefined ? reason : defaultUpstreamReason(original, reason),
+      reason: this.options.trustedErrors && reason !== undefined ? reason : defaultUpstreamReason(original, reason, details),
       metadata,
       cause: err,
       ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
@@ -322,12 +322,20 @@ const DEADLINE_GRACE_MS = 50;
  */
 const DEADLINE_NEAR_MS = DEADLINE_MARGIN_MS + 50;
 
-function defaultUpstreamReason(code: Code, given: string | undefined): string {
+/**
+ * A message over a size limit, as gRPC implementations word it: grpc-js and C-core "Received (or
+ * Sent) message larger than max (N vs. M)", grpc-go "grpc: received message larger than max" and
+ * "trying to send message larger than max". RESOURCE_EXHAUSTED is also a rate limit's code: the
+ * message tells them apart (issue 17).
+ */
+const messageTooLarge = /message larger than max/i;
+
+function defaultUpstreamReason(code: Code, given: string | undefined, details: string): string {
   switch (code) {
     case Code.Unavailable:
       return Reason.UpstreamUnavailable;
     case Code.ResourceExhausted:
-      return Reason.UpstreamRateLimited;
+      return messageTooLarge.test(details) ? Reason.UpstreamMessageTooLarge : Reason.UpstreamRateLimited;
     case Code.DeadlineExceeded:
       return Reason.UpstreamTimeout;
     case Code.Unauthenticated:

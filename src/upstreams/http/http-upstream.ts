@@ -227,7 +227,13 @@ export class HttpUpstream {
         if (size > limit) {
           settle();
           body.destroy();
-          reject(badResponse(this.config.name, `response body larger than ${limit} bytes`));
+          // A message-size failure, not a bad answer: not retried, not held against the endpoint.
+          reject(
+            new GatewayError(Code.ResourceExhausted, `upstream "${this.config.name}" sent an answer larger than the limit of ${limit} bytes`, {
+              reason: Reason.UpstreamMessageTooLarge,
+              metadata: { upstream: this.config.name, limit: String(limit) },
+            }),
+          );
           return;
         }
         chunks.push(chunk);

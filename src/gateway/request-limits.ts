@@ -328,21 +328,41 @@ export function checkWireLimits(schema: DescMessage, bytes: Uint8Array, limits: 
 // --- JSON text ------------------------------------------------------------------------------------
 
 /** An open object or array of the JSON text being scanned. */
-interface Frame {
-  readonly array: boolean;
-  /** Its path, when its lists are checked or it is a counted list. */
-  readonly path: string;
-  /** An object that is a message: its lists, by JSON key. */
-  readonly fields?: readonly ListSpec[];
-  /** A counted list (array) or map (object). */
-  readonly list?: ListSpec;
+class Frame {
   /** Elements (array) or keys (object) so far. */
-  count: number;
+  count = 0;
   /** An object: the key whose value comes next. */
-  key: string | undefined;
-  /** An object: its first key, then all of them (duplicate keys), when asked for. */
-  first: string | undefined;
-  keys: Set<string> | undefined;
+  key: string | undefined = undefined;
+  /** An object: its keys so far (for duplicate keys, when asked for): a few in an array, then a Set. */
+  keys: string[] | Set<string> | undefined = undefined;
+  constructor(
+    readonly array: boolean,
+    /** Its path, when its lists are checked or it is a counted list. */
+    readonly path: string,
+    /** An object that is a message: its lists, by JSON key. */
+    readonly fields: readonly ListSpec[] | undefined,
+    /** A counted list (array) or map (object). */
+    readonly list: ListSpec | undefined,
+  ) {}
+}
+
+/** Whether `key` was seen before in the object `f`; adds it. */
+function seenKey(f: Frame, key: string): boolean {
+  const keys = f.keys;
+  if (keys === undefined) {
+    f.keys = [key];
+    return false;
+  }
+  if (Array.isArray(keys)) {
+    if (keys.includes(key)) return true;
+    keys.push(key);
+    // Past a few keys (a map, a Struct), a Set: includes on an array would make the check quadratic.
+    if (keys.length > 8) f.keys = new Set(keys);
+    return false;
+  }
+  if (keys.has(key)) return true;
+  keys.add(key);
+  return false;
 }
 
 const whitespace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
@@ -393,7 +413,7 @@ function scanJson(text: string, lists: readonly ListSpec[], limits: RequestLimit
         }
       }
     }
-    return { array, path, ...(fields === undefined ? {} : { fields }), ...(counted === undefined ? {} : { list: counted }), count: 0, key: undefined, first: undefined, keys: undefined };
+    return new Frame(array, path, fields, counted);
   };
   /** A value starts in the innermost container. */
   const value = () => {
@@ -453,14 +473,7 @@ function scanJson(text: string, lists: readonly ListSpec[], limits: RequestLimit
           top.count++;
           countOne(top);
         }
-        if (duplicates && duplicate === undefined) {
-          if (top.first === undefined && top.keys === undefined) top.first = key;
-          else {
-            top.keys ??= new Set([top.first!]);
-            if (top.keys.has(key)) duplicate = key;
-            top.keys.add(key);
-          }
-        }
+        if (duplicates && duplicate === undefined && seenKey(top, key)) duplicate = key;
       } else {
         value();
       }

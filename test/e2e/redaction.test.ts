@@ -62,6 +62,8 @@ function gatewayYaml(): string {
   const untrustedPort = (untrusted.address() as AddressInfo).port;
   return `server:
   tls: {certFile: ${pki.serverPem}, keyFile: ${pki.serverKey}, clientCaFile: ${pki.caPem}}
+  # Every refused call logged (not one per caller and interval): the test counts their lines.
+  refusalLogIntervalMs: 0
 auth:
   enabled: true
   keys: [{name: team, sha256: ${hashKey(CALLER_KEY)}}]

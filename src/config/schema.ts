@@ -73,6 +73,12 @@ const requestLimitsSchema = z.strictObject({
   tools: positiveInt.default(128),
   /** Chat/Generate: stop sequences. */
   stopSequences: positiveInt.default(4),
+  /**
+   * Chat/Generate: values in the tools' parameters and the response format's JSON schema
+   * (google.protobuf.Struct: each member of an object and each element of an array, at any
+   * depth), all together.
+   */
+  schemaValues: positiveInt.default(20_000),
   /** Chat, Generate and Predict: entries of the request's `metadata` map. */
   metadataEntries: positiveInt.default(64),
   /** Predict: input tensors. */

@@ -47,6 +47,8 @@ interface ListSpec {
   readonly each?: readonly ListSpec[];
   /** A single message that is a member of this oneof (protobuf-es: `{case, value}`). */
   readonly oneof?: string;
+  /** A google.protobuf.Struct (protobuf-es: a JSON object): its values at any depth are counted. */
+  readonly struct?: boolean;
 }
 
 const list = (name: string, local: string, number: number, limit: LimitKey | undefined, more: Partial<ListSpec> = {}): ListSpec => ({
@@ -58,11 +60,15 @@ const list = (name: string, local: string, number: number, limit: LimitKey | und
   ...more,
 });
 
+/** A Struct field whose values count against schemaValues. */
+const schema = (name: string, number: number) => list(name, name, number, "schemaValues", { total: true, struct: true });
+
 const chatLists: readonly ListSpec[] = [
   list("messages", "messages", 2, "messages", {
     each: [list("content", "content", 2, "contentParts", { total: true }), list("tool_calls", "toolCalls", 3, "toolCalls", { total: true })],
   }),
-  list("tools", "tools", 3, "tools"),
+  list("tools", "tools", 3, "tools", { each: [schema("parameters", 3)] }),
+  list("response_format", "responseFormat", 12, undefined, { each: [list("json_schema", "jsonSchema", 2, undefined, { each: [schema("schema", 3)] })] }),
   list("stop", "stop", 11, "stopSequences"),
   list("metadata", "metadata", 15, "metadataEntries", { map: true }),
 ];
@@ -100,7 +106,8 @@ const openaiChatLists: readonly ListSpec[] = [
   list("messages", "messages", 0, "messages", {
     each: [list("content", "content", 0, "contentParts", { total: true }), list("tool_calls", "tool_calls", 0, "toolCalls", { total: true })],
   }),
-  list("tools", "tools", 0, "tools"),
+  list("tools", "tools", 0, "tools", { each: [list("function", "function", 0, undefined, { each: [schema("parameters", 0)] })] }),
+  list("response_format", "response_format", 0, undefined, { each: [list("json_schema", "json_schema", 0, undefined, { each: [schema("schema", 0)] })] }),
   list("stop", "stop", 0, "stopSequences"),
   list("metadata", "metadata", 0, "metadataEntries", { map: true }),
 ];
@@ -119,6 +126,7 @@ const counted: Readonly<Record<LimitKey, string>> = {
   toolCalls: "tool calls",
   tools: "tools",
   stopSequences: "sequences",
+  schemaValues: "values in tool parameters and JSON schemas",
   metadataEntries: "entries",
   inputs: "input tensors",
   outputs: "outputs",
@@ -165,7 +173,7 @@ function checkDecoded(message: object, lists: readonly ListSpec[], path: string,
     const v = m[spec.local];
     if (v === undefined || v === null) continue;
     const field = join(path, spec.name);
-    const n = spec.map ? countKeys(v as object, limits[spec.limit]) : (v as unknown[]).length;
+    const n = spec.struct === true ? countJsonValues(v, limits[spec.limit] + 1) : spec.map ? countKeys(v as object, limits[spec.limit]) : (v as unknown[]).length;
     if (spec.total === true) {
       const sum = (totals[spec.limit] ?? 0) + n;
       totals[spec.limit] = sum;
@@ -178,6 +186,21 @@ function checkDecoded(message: object, lists: readonly ListSpec[], path: string,
       for (let i = 0; i < items.length; i++) checkDecoded(items[i]!, spec.each, `${field}[${i}]`, limits, totals);
     }
   }
+}
+
+/** The members and elements of a JSON value at any depth (without recursion), counted up to `max`. */
+function countJsonValues(root: unknown, max: number): number {
+  let n = 0;
+  const todo: unknown[] = [root];
+  while (todo.length > 0 && n < max) {
+    const v = todo.pop();
+    if (v === null || typeof v !== "object") continue;
+    for (const x of Array.isArray(v) ? v : Object.values(v)) {
+      n++;
+      if (x !== null && typeof x === "object") todo.push(x);
+    }
+  }
+  return n;
 }
 
 /** A map's keys, counted up to one past `limit`. */
@@ -236,6 +259,39 @@ function countVarints(buf: Uint8Array, start: number, end: number): number {
   return n;
 }
 
+// google.protobuf.Struct (fields: map<string, Value> = 1), its map entry (value = 2), Value
+// (struct_value = 5, list_value = 6) and ListValue (values = 1).
+const inStruct = 0;
+const inEntry = 1;
+const inValue = 2;
+const inList = 3;
+
+/**
+ * The values of the Struct in `buf[start, end)` at any depth (each map entry, each list element),
+ * counted up to `max`: with a stack of ranges, not recursion (the nesting is the caller's).
+ */
+function countStructValues(buf: Uint8Array, start: number, end: number, max: number): number {
+  let n = 0;
+  const todo: number[] = [start, end, inStruct];
+  while (todo.length > 0 && n < max) {
+    const kind = todo.pop()!;
+    const to = todo.pop()!;
+    const from = todo.pop()!;
+    eachField(buf, from, to, (number, wire, a, b) => {
+      if (wire !== 2 || n >= max) return;
+      if ((kind === inStruct || kind === inList) && number === 1) {
+        n++;
+        todo.push(a, b, kind === inStruct ? inEntry : inValue);
+      } else if (kind === inEntry && number === 2) {
+        todo.push(a, b, inValue);
+      } else if (kind === inValue && (number === 5 || number === 6)) {
+        todo.push(a, b, number === 5 ? inStruct : inList);
+      }
+    });
+  }
+  return n;
+}
+
 /** Thrown to stop scanning bytes that are not a message: fromBinary then says what is wrong. */
 const malformed = Symbol("malformed");
 
@@ -285,7 +341,16 @@ function scanWire(buf: Uint8Array, start: number, end: number, lists: readonly L
     const spec = lists[i]!;
     if (spec.each !== undefined) nested = true;
     if (spec.limit === undefined) return;
-    const n = wire !== 2 || spec.packed === undefined ? 1 : spec.packed === "varint" ? countVarints(buf, from, to) : Math.floor((to - from) / spec.packed);
+    const n =
+      spec.struct === true
+        ? wire === 2
+          ? countStructValues(buf, from, to, limits[spec.limit] + 1)
+          : 0
+        : wire !== 2 || spec.packed === undefined
+          ? 1
+          : spec.packed === "varint"
+            ? countVarints(buf, from, to)
+            : Math.floor((to - from) / spec.packed);
     counts[i]! += n;
     if (spec.total === true) {
       const sum = (totals[spec.limit] ?? 0) + n;
@@ -343,6 +408,9 @@ class Frame {
     readonly fields: readonly ListSpec[] | undefined,
     /** A counted list (array) or map (object). */
     readonly list: ListSpec | undefined,
+    /** Inside a Struct field whose values are counted: the field, and its path. */
+    readonly struct: ListSpec | undefined,
+    readonly structPath: string,
   ) {}
 }
 
@@ -394,6 +462,7 @@ function scanJson(text: string, lists: readonly ListSpec[], limits: RequestLimit
     let path = "";
     let fields: readonly ListSpec[] | undefined;
     let counted: ListSpec | undefined;
+    if (top?.struct !== undefined) return new Frame(array, "", undefined, undefined, top.struct, top.structPath);
     if (top === undefined) {
       if (!array) fields = lists;
     } else if (top.array) {
@@ -406,20 +475,30 @@ function scanJson(text: string, lists: readonly ListSpec[], limits: RequestLimit
       const spec = top.fields.find((s) => s.json.includes(top!.key!));
       if (spec !== undefined) {
         path = join(top.path, spec.name);
-        if (spec.limit === undefined) {
+        if (spec.struct === true) {
+          if (!array) return new Frame(false, path, undefined, undefined, spec, path);
+        } else if (spec.limit === undefined) {
           if (!array) fields = spec.each;
         } else if (array !== spec.map) {
           counted = spec;
         }
       }
     }
-    return new Frame(array, path, fields, counted);
+    return new Frame(array, path, fields, counted, undefined, "");
   };
   /** A value starts in the innermost container. */
   const value = () => {
     if (top === undefined || !top.array) return;
     top.count++;
     if (top.list !== undefined) countOne(top);
+    else if (top.struct !== undefined) countStruct(top);
+  };
+  /** One more value in a Struct field. */
+  const countStruct = (f: Frame) => {
+    const limit = f.struct!.limit!;
+    const sum = (totals[limit] ?? 0) + 1;
+    totals[limit] = sum;
+    if (sum > limits[limit]) throw overTotal(f.structPath, limit, limits);
   };
   /** One more element (or key) in the counted list `f`: a count of the request is checked now. */
   const countOne = (f: Frame) => {
@@ -472,6 +551,8 @@ function scanJson(text: string, lists: readonly ListSpec[], limits: RequestLimit
           // A counted map: its keys are its entries.
           top.count++;
           countOne(top);
+        } else if (top.struct !== undefined) {
+          countStruct(top);
         }
         if (duplicates && duplicate === undefined && seenKey(top, key)) duplicate = key;
       } else {

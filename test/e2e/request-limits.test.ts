@@ -62,6 +62,11 @@ describe("request limits with the defaults (issue 17, defect 3)", () => {
     expectRefusal(await rawGrpcCall(client, "Predict", predictBytes({ inputs: Array.from({ length: 50_000 }, (_, i) => fp32(`INPUT${i}`)) })), "inputs");
   });
 
+  it("gRPC: a tool whose parameters hold 150,000 values is INVALID_ARGUMENT naming tools[0].parameters", async () => {
+    const parameters = Object.fromEntries(Array.from({ length: 150_000 }, (_, i) => [`k${i}`, i]));
+    expectRefusal(await rawGrpcCall(client, "Chat", chatBytes({ messages: [user(1)], tools: [{ name: "f", parameters }] })), "tools[0].parameters");
+  });
+
   it("Connect JSON: 300,000 content parts are HTTP 400 naming messages[0].content", async () => {
     const body = JSON.stringify({ model: "mock-chat", messages: [{ role: "ROLE_USER", content: Array.from({ length: 300_000 }, () => ({ text: "a" })) }] });
     const outcome = await rawHttpCall(app.httpAddress, "connect-json", "Chat", Buffer.from(body));
@@ -83,7 +88,7 @@ describe("request limits with the defaults (issue 17, defect 3)", () => {
 describe("request limits from the configuration (server.requestLimits)", () => {
   let app: App;
   let client: grpc.Client;
-  const limits = { messages: 4, contentParts: 6, tools: 2, stopSequences: 2, metadataEntries: 3, inputs: 2, outputs: 1, parameters: 2, shapeDims: 2, tensorElements: 8 };
+  const limits = { messages: 4, contentParts: 6, tools: 2, stopSequences: 2, schemaValues: 4, metadataEntries: 3, inputs: 2, outputs: 1, parameters: 2, shapeDims: 2, tensorElements: 8 };
 
   beforeAll(async () => {
     const yaml = `server:\n  requestLimits:\n${Object.entries(limits).map(([k, v]) => `    ${k}: ${v}\n`).join("")}${defaultConfigYaml}`;
@@ -101,6 +106,7 @@ describe("request limits from the configuration (server.requestLimits)", () => {
     ["content parts of all messages", "Chat", chatBytes({ messages: [user(4), user(3)] }), "messages[1].content"],
     ["tools", "Chat", chatBytes({ messages: [user(1)], tools: [{ name: "a" }, { name: "b" }, { name: "c" }] }), "tools"],
     ["stop sequences", "Chat", chatBytes({ messages: [user(1)], stop: ["x", "y", "z"] }), "stop"],
+    ["values of tool parameters", "Chat", chatBytes({ messages: [user(1)], tools: [{ name: "a", parameters: { type: "object", properties: { x: { type: "string" } }, required: ["x"] } }] }), "tools[0].parameters"],
     ["metadata entries", "Chat", chatBytes({ messages: [user(1)], metadata: { a: "1", b: "2", c: "3", d: "4" } }), "metadata"],
     ["Generate's messages", "Generate", generateBytes({ messages: [user(1), user(1), user(1), user(1), user(1)] }), "messages"],
     ["inputs", "Predict", predictBytes({ inputs: [fp32("a"), fp32("b"), fp32("c")] }), "inputs"],

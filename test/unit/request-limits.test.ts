@@ -21,6 +21,7 @@ const limits: RequestLimits = {
   toolCalls: 2,
   tools: 2,
   stopSequences: 2,
+  schemaValues: 5,
   metadataEntries: 2,
   inputs: 2,
   outputs: 2,
@@ -35,6 +36,17 @@ const calls = (n: number) => ({ role: Role.ASSISTANT, toolCalls: Array.from({ le
 const entries = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, "v"]));
 const params = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, { value: { case: "boolParam" as const, value: true } }]));
 const fp32 = (name: string, n: number, more: object = {}) => ({ name, datatype: DataType.FP32, shape: [BigInt(n)], data: { case: "contents" as const, value: { fp32Contents: Array.from({ length: n }, (_, i) => i) } }, ...more });
+
+/** A varint's bytes. */
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
 
 /** The error a check throws, or undefined. */
 function refusal(check: () => unknown): GatewayError | undefined {
@@ -70,6 +82,14 @@ const chatCases: [string, MessageInitShape<typeof ChatRequestSchema>, string | u
   ["stop sequences over", { messages: [user()], stop: ["a", "b", "c"] }, "stop"],
   ["metadata over", { messages: [user()], metadata: entries(3) }, "metadata"],
   ["metadata at the limit", { messages: [user()], metadata: entries(2) }, undefined],
+  ["tool parameters at the limit", { messages: [user()], tools: [{ name: "a", parameters: { type: "object", properties: { x: { type: "string" } } } }] }, undefined],
+  ["tool parameters over, at any depth", { messages: [user()], tools: [{ name: "a", parameters: { a: { b: { c: [1, [2, { d: 3 }]] } } } }] }, "tools[0].parameters"],
+  ["tool parameters of all tools together over", { messages: [user()], tools: [{ name: "a", parameters: { a: 1, b: 2, c: 3 } }, { name: "b", parameters: { a: 1, b: [], c: 1 } }] }, "tools[1].parameters"],
+  [
+    "a JSON schema with the tools' parameters over",
+    { messages: [user()], tools: [{ name: "a", parameters: { a: 1, b: 2, c: 3 } }], responseFormat: { type: 3, jsonSchema: { name: "s", schema: { type: "object", required: ["a"] } } } },
+    "response_format.json_schema.schema",
+  ],
 ];
 
 const predictCases: [string, MessageInitShape<typeof PredictRequestSchema>, string | undefined][] = [
@@ -128,6 +148,21 @@ describe("request limits: bytes, JSON text and decoded messages agree", () => {
     const raw = create(PredictRequestSchema, { model: "m", inputs: [{ name: "a", datatype: DataType.UINT8, shape: [4n, 4n], data: { case: "rawContents", value: new Uint8Array(16) } }] });
     expect(refusal(() => checkPredictLimits(raw, limits))?.metadata["field"]).toBe("inputs[0].shape");
     expect(refusal(() => checkPredictLimits(raw, { ...limits, tensorElements: 16 }))).toBeUndefined();
+  });
+
+  it("a Struct nested 20,000 deep is counted without recursion (protobuf-es then refuses its depth)", () => {
+    // Written by hand from the innermost value out (toBinary would recurse as deep).
+    const value = (struct: Uint8Array) => Buffer.concat([Buffer.from([0x2a]), varint(struct.length), struct]);
+    const struct = (v: Uint8Array) => {
+      const entry = Buffer.concat([Buffer.from([0x0a, 1, 0x61, 0x12]), varint(v.length), v]);
+      return Buffer.concat([Buffer.from([0x0a]), varint(entry.length), entry]);
+    };
+    let inner = struct(Buffer.from([0x20, 1]));
+    for (let i = 0; i < 20_000; i++) inner = struct(value(inner));
+    const tool = Buffer.concat([Buffer.from([0x0a, 1, 0x66, 0x1a]), varint(inner.length), inner]);
+    const bytes = Buffer.concat([toBinary(ChatRequestSchema, create(ChatRequestSchema, { model: "m", messages: [user()] })), Buffer.from([0x1a]), varint(tool.length), tool]);
+    expect(refusal(() => checkWireLimits(ChatRequestSchema, bytes, { ...limits, schemaValues: 100_000 }))).toBeUndefined();
+    expect(refusal(() => checkWireLimits(ChatRequestSchema, bytes, limits))?.metadata["field"]).toBe("tools[0].parameters");
   });
 
   it("the defaults refuse 500,000 content parts and 50,000 inputs from their bytes", () => {
@@ -195,5 +230,9 @@ describe("checkOpenAIChatLimits", () => {
     expect(fieldOf(body({ stop: ["a", "b", "c"] }))).toBe("stop");
     expect(fieldOf(body({ stop: "abc" }))).toBeUndefined();
     expect(fieldOf(body({ metadata: { a: "1", b: "2", c: "3" } }))).toBe("metadata");
+    const fn = (parameters: object) => ({ type: "function", function: { name: "f", parameters } });
+    expect(fieldOf(body({ tools: [fn({ a: 1, b: { c: 1 } })] }))).toBeUndefined();
+    expect(fieldOf(body({ tools: [fn({ a: 1, b: { c: [1, 2, 3] } })] }))).toBe("tools[0].function.parameters");
+    expect(fieldOf(body({ response_format: { type: "json_schema", json_schema: { name: "s", schema: { a: [1, 2, 3, 4, 5, 6] } } } }))).toBe("response_format.json_schema.schema");
   });
 });

@@ -91,6 +91,11 @@ const requestLimitsSchema = z.strictObject({
   shapeDims: positiveInt.default(64),
   /** Predict: elements of one tensor (its shape's product, and the values of each typed field). */
   tensorElements: positiveInt.max(2 ** 40).default(16_777_216),
+  /**
+   * Predict: elements of one BYTES tensor (its shape's product, and its `bytes_contents`): each is
+   * a value of its own when decoded, where a number is one of a packed run.
+   */
+  bytesElements: positiveInt.max(2 ** 40).default(65_536),
 });
 
 const serverSchema = z.strictObject({

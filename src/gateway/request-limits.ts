@@ -1,6 +1,7 @@
 import type { DescMessage } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import type { RequestLimits } from "../config/schema.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 import { echoed, GatewayError, Reason } from "./gateway-error.js";
@@ -88,7 +89,7 @@ const tensorLists: readonly ListSpec[] = [
       elements("uint64_contents", "uint64Contents", 5, "varint"),
       elements("fp32_contents", "fp32Contents", 6, 4),
       elements("fp64_contents", "fp64Contents", 7, 8),
-      elements("bytes_contents", "bytesContents", 8),
+      list("bytes_contents", "bytesContents", 8, "bytesElements"),
     ],
   }),
   list("parameters", "parameters", 6, "parameters", { map: true }),
@@ -133,6 +134,7 @@ const counted: Readonly<Record<LimitKey, string>> = {
   parameters: "entries",
   shapeDims: "dimensions",
   tensorElements: "elements",
+  bytesElements: "elements",
 };
 
 function refusal(field: string, limit: number, problem: string): GatewayError {
@@ -219,13 +221,15 @@ export function checkChatLimits(req: ChatInput, limits: RequestLimits): void {
 export function checkPredictLimits(req: PredictRequest, limits: RequestLimits): void {
   checkDecoded(req, predictLists, "", limits, {});
   for (let i = 0; i < req.inputs.length; i++) {
+    const t = req.inputs[i]!;
     let product = 1;
-    for (const d of req.inputs[i]!.shape) {
+    for (const d of t.shape) {
       // Negative dimensions are validation's to name (checkTensor).
       if (d > 0n) product *= Number(d);
     }
-    if (req.inputs[i]!.shape.length > 0 && product > limits.tensorElements) {
-      throw refusal(`inputs[${i}].shape`, limits.tensorElements, `at most ${limits.tensorElements} elements, got ${product}`);
+    const limit = t.datatype === DataType.BYTES ? limits.bytesElements : limits.tensorElements;
+    if (t.shape.length > 0 && product > limit) {
+      throw refusal(`inputs[${i}].shape`, limit, `at most ${limit} elements${t.datatype === DataType.BYTES ? " in a BYTES tensor" : ""}, got ${product}`);
     }
   }
 }

@@ -67,6 +67,12 @@ describe("request limits with the defaults (issue 17, defect 3)", () => {
     expectRefusal(await rawGrpcCall(client, "Chat", chatBytes({ messages: [user(1)], tools: [{ name: "f", parameters }] })), "tools[0].parameters");
   });
 
+  it("gRPC: a BYTES tensor of 1,000,000 typed elements is INVALID_ARGUMENT naming its bytes_contents", async () => {
+    const one = new Uint8Array([65]);
+    const input = { name: "INPUT0", datatype: DataType.BYTES, shape: [1_000_000n], data: { case: "contents" as const, value: { bytesContents: Array.from({ length: 1_000_000 }, () => one) } } };
+    expectRefusal(await rawGrpcCall(client, "Predict", predictBytes({ inputs: [input] })), "inputs[0].contents.bytes_contents");
+  });
+
   it("Connect JSON: 300,000 content parts are HTTP 400 naming messages[0].content", async () => {
     const body = JSON.stringify({ model: "mock-chat", messages: [{ role: "ROLE_USER", content: Array.from({ length: 300_000 }, () => ({ text: "a" })) }] });
     const outcome = await rawHttpCall(app.httpAddress, "connect-json", "Chat", Buffer.from(body));

@@ -28,6 +28,7 @@ const limits: RequestLimits = {
   parameters: 2,
   shapeDims: 3,
   tensorElements: 10,
+  bytesElements: 5,
 };
 
 const text = (value: string) => ({ part: { case: "text" as const, value } });
@@ -108,7 +109,7 @@ const predictCases: [string, MessageInitShape<typeof PredictRequestSchema>, stri
   ],
   [
     "bytes values over",
-    { inputs: [{ name: "a", datatype: DataType.BYTES, shape: [11n], data: { case: "contents", value: { bytesContents: Array.from({ length: 11 }, () => new Uint8Array([1])) } } }] },
+    { inputs: [{ name: "a", datatype: DataType.BYTES, shape: [5n], data: { case: "contents", value: { bytesContents: Array.from({ length: 6 }, () => new Uint8Array([1])) } } }] },
     "inputs[0].contents.bytes_contents",
   ],
   ["metadata over", { inputs: [fp32("a", 1)], metadata: entries(3) }, "metadata"],
@@ -148,6 +149,8 @@ describe("request limits: bytes, JSON text and decoded messages agree", () => {
     const raw = create(PredictRequestSchema, { model: "m", inputs: [{ name: "a", datatype: DataType.UINT8, shape: [4n, 4n], data: { case: "rawContents", value: new Uint8Array(16) } }] });
     expect(refusal(() => checkPredictLimits(raw, limits))?.metadata["field"]).toBe("inputs[0].shape");
     expect(refusal(() => checkPredictLimits(raw, { ...limits, tensorElements: 16 }))).toBeUndefined();
+    const bytes = create(PredictRequestSchema, { model: "m", inputs: [{ name: "a", datatype: DataType.BYTES, shape: [6n], data: { case: "rawContents", value: new Uint8Array(24) } }] });
+    expect(refusal(() => checkPredictLimits(bytes, limits))?.message).toBe("inputs[0].shape: at most 5 elements in a BYTES tensor, got 6");
   });
 
   it("a Struct nested 20,000 deep is counted without recursion (protobuf-es then refuses its depth)", () => {

@@ -281,17 +281,19 @@ function countStructValues(buf: Uint8Array, start: number, end: number, max: num
     const kind = todo.pop()!;
     const to = todo.pop()!;
     const from = todo.pop()!;
-    eachField(buf, from, to, (number, wire, a, b) => {
-      if (wire !== 2 || n >= max) return;
+    for (let pos = from; pos < to && n < max; ) {
+      pos = nextField(buf, pos, to);
+      if (fieldWire !== 2) continue;
+      const number = fieldNumber;
       if ((kind === inStruct || kind === inList) && number === 1) {
         n++;
-        todo.push(a, b, kind === inStruct ? inEntry : inValue);
+        todo.push(valueFrom, valueTo, kind === inStruct ? inEntry : inValue);
       } else if (kind === inEntry && number === 2) {
-        todo.push(a, b, inValue);
+        todo.push(valueFrom, valueTo, inValue);
       } else if (kind === inValue && (number === 5 || number === 6)) {
-        todo.push(a, b, number === 5 ? inStruct : inList);
+        todo.push(valueFrom, valueTo, number === 5 ? inStruct : inList);
       }
-    });
+    }
   }
   return n;
 }
@@ -299,52 +301,63 @@ function countStructValues(buf: Uint8Array, start: number, end: number, max: num
 /** Thrown to stop scanning bytes that are not a message: fromBinary then says what is wrong. */
 const malformed = Symbol("malformed");
 
+/** The field nextField read: its number, wire type, and where its value starts and ends. */
+let fieldNumber = 0;
+let fieldWire = 0;
+let valueFrom = 0;
+let valueTo = 0;
+
 /**
- * Calls `visit` with each field of the message in `buf[start, end)`: its number, wire type, and
- * where its value starts and ends (for a length-delimited field, its payload). Throws `malformed`.
+ * Reads the field of the message that starts at `pos` (before `end`) into fieldNumber, fieldWire,
+ * valueFrom and valueTo (for a length-delimited field, its payload); returns where the next field
+ * starts. Throws `malformed`. A loop over these is the scans' only cost per field: no callback,
+ * no object.
  */
-function eachField(buf: Uint8Array, start: number, end: number, visit: (number: number, wire: number, from: number, to: number) => void): void {
-  let pos = start;
-  while (pos < end) {
-    pos = readVarint(buf, pos, end);
-    if (pos < 0) throw malformed;
-    const number = Math.floor(varint / 8);
-    const wire = varint % 8;
-    let from = pos;
-    switch (wire) {
-      case 0:
-        pos = readVarint(buf, pos, end);
-        break;
-      case 1:
-        pos += 8;
-        break;
-      case 5:
-        pos += 4;
-        break;
-      case 2:
-        from = readVarint(buf, pos, end);
-        pos = from < 0 ? -1 : from + varint;
-        break;
-      default:
-        // Groups: never in these messages; fromBinary reads them.
-        throw malformed;
-    }
-    if (pos < 0 || pos > end) throw malformed;
-    visit(number, wire, from, pos);
+function nextField(buf: Uint8Array, pos: number, end: number): number {
+  pos = readVarint(buf, pos, end);
+  if (pos < 0) throw malformed;
+  fieldNumber = Math.floor(varint / 8);
+  fieldWire = varint % 8;
+  valueFrom = pos;
+  switch (fieldWire) {
+    case 0:
+      pos = readVarint(buf, pos, end);
+      break;
+    case 1:
+      pos += 8;
+      break;
+    case 5:
+      pos += 4;
+      break;
+    case 2:
+      valueFrom = readVarint(buf, pos, end);
+      pos = valueFrom < 0 ? -1 : valueFrom + varint;
+      break;
+    default:
+      // Groups: never in these messages; fromBinary reads them.
+      throw malformed;
   }
+  if (pos < 0 || pos > end) throw malformed;
+  valueTo = pos;
+  return pos;
 }
 
 function scanWire(buf: Uint8Array, start: number, end: number, lists: readonly ListSpec[], path: string, limits: RequestLimits, totals: Totals): void {
   // First the counts of this message's lists (tags and lengths only), then, with each count
   // within its limit, the lists inside their elements.
   const counts = new Array<number>(lists.length).fill(0);
+  const index = indexByNumber(lists);
   let nested = false;
-  eachField(buf, start, end, (number, wire, from, to) => {
-    const i = lists.findIndex((s) => s.number === number);
-    if (i < 0) return;
+  for (let pos = start; pos < end; ) {
+    pos = nextField(buf, pos, end);
+    const i = fieldNumber < index.length ? index[fieldNumber]! : -1;
+    if (i < 0) continue;
     const spec = lists[i]!;
     if (spec.each !== undefined) nested = true;
-    if (spec.limit === undefined) return;
+    if (spec.limit === undefined) continue;
+    const wire = fieldWire;
+    const from = valueFrom;
+    const to = valueTo;
     const n =
       spec.struct === true
         ? wire === 2
@@ -361,7 +374,7 @@ function scanWire(buf: Uint8Array, start: number, end: number, lists: readonly L
       totals[spec.limit] = sum;
       if (sum > limits[spec.limit]) throw overTotal(join(path, spec.name), spec.limit, limits);
     }
-  });
+  }
   lists.forEach((spec, i) => {
     if (spec.limit !== undefined && spec.total !== true && counts[i]! > limits[spec.limit]) {
       throw overList(join(path, spec.name), spec.limit, limits, counts[i]!);
@@ -369,14 +382,27 @@ function scanWire(buf: Uint8Array, start: number, end: number, lists: readonly L
   });
   if (!nested) return;
   const seen = new Array<number>(lists.length).fill(0);
-  eachField(buf, start, end, (number, wire, from, to) => {
-    const i = lists.findIndex((s) => s.number === number);
-    if (i < 0 || wire !== 2) return;
+  for (let pos = start; pos < end; ) {
+    pos = nextField(buf, pos, end);
+    const i = fieldNumber < index.length ? index[fieldNumber]! : -1;
+    if (i < 0 || fieldWire !== 2) continue;
     const spec = lists[i]!;
-    if (spec.each === undefined) return;
+    if (spec.each === undefined) continue;
     const field = spec.limit === undefined ? join(path, spec.name) : `${join(path, spec.name)}[${seen[i]!++}]`;
-    scanWire(buf, from, to, spec.each, field, limits, totals);
-  });
+    scanWire(buf, valueFrom, valueTo, spec.each, field, limits, totals);
+  }
+}
+
+/** Each list's index in `lists` by its field number (-1: not a list of these). */
+const indexes = new WeakMap<readonly ListSpec[], Int8Array>();
+function indexByNumber(lists: readonly ListSpec[]): Int8Array {
+  let index = indexes.get(lists);
+  if (index === undefined) {
+    index = new Int8Array(Math.max(...lists.map((s) => s.number)) + 1).fill(-1);
+    lists.forEach((s, i) => (index![s.number] = i));
+    indexes.set(lists, index);
+  }
+  return index;
 }
 
 /**

@@ -205,7 +205,9 @@ models:
   });
 
   it("swapped API keys: the old key stops working, the new one works", async () => {
-    const auth = (name: string, key: string) => `upstreams: [{name: mock, kind: mock}]
+    // Every refused call logged (not sampled: server.refusalLogIntervalMs 0), to check each line's tenant.
+    const auth = (name: string, key: string) => `server: {refusalLogIntervalMs: 0}
+upstreams: [{name: mock, kind: mock}]
 models: [{name: kept, upstream: mock}]
 auth:
   enabled: true

@@ -163,7 +163,7 @@ export async function createEchoKeyUpstreams(): Promise<EchoKeyUpstreams> {
         echoes.push({ api: "kserve-grpc", mode, key });
         return callback(
           null,
-          create(ModelInferResponseSchema, { modelName: mode, outputs: [{ name: "OUTPUT0", datatype: key, shape: [1n], contents: { int32Contents: [1] } }] }),
+          create(ModelInferResponseSchema, { modelName: mode, outputs: [{ name: "OUTPUT0", datatype: key, shape: [1n], contents: { intContents: [1] } }] }),
         );
       }
       callback(notFound(mode));

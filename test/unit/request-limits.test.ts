@@ -38,6 +38,9 @@ const entries = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, 
 const params = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, { value: { case: "boolParam" as const, value: true } }]));
 const fp32 = (name: string, n: number, more: object = {}) => ({ name, datatype: DataType.FP32, shape: [BigInt(n)], data: { case: "contents" as const, value: { fp32Contents: Array.from({ length: n }, (_, i) => i) } }, ...more });
 
+/** A model name that makes each request long enough to be scanned (smaller ones are left to validation). */
+const model = "m".repeat(4096);
+
 /** A varint's bytes. */
 function varint(n: number): Buffer {
   const out: number[] = [];
@@ -118,7 +121,7 @@ const predictCases: [string, MessageInitShape<typeof PredictRequestSchema>, stri
 describe("request limits: bytes, JSON text and decoded messages agree", () => {
   it.each(chatCases)("Chat: %s", (_name, init, field) => {
     for (const schema of [ChatRequestSchema, GenerateRequestSchema]) {
-      const found = refusals(schema, create(schema, { model: "m", ...init }) as ChatRequest);
+      const found = refusals(schema, create(schema, { model, ...init }) as ChatRequest);
       for (const [path, err] of Object.entries(found)) {
         expect(err?.metadata["field"], `${schema.typeName} ${path}`).toBe(field);
         if (err !== undefined) expect(err.code).toBe(Code.InvalidArgument);
@@ -127,7 +130,7 @@ describe("request limits: bytes, JSON text and decoded messages agree", () => {
   });
 
   it.each(predictCases)("Predict: %s", (_name, init, field) => {
-    const found = refusals(PredictRequestSchema, create(PredictRequestSchema, { model: "m", ...init }));
+    const found = refusals(PredictRequestSchema, create(PredictRequestSchema, { model, ...init }));
     for (const [path, err] of Object.entries(found)) {
       expect(err?.metadata["field"], path).toBe(field);
       if (err !== undefined) {
@@ -138,7 +141,7 @@ describe("request limits: bytes, JSON text and decoded messages agree", () => {
   });
 
   it("a list over its limit says how many are allowed; a count of the request says so", () => {
-    const req = create(ChatRequestSchema, { model: "m", messages: [user(), user(), user(), user()], stop: ["a"] });
+    const req = create(ChatRequestSchema, { model, messages: [user(), user(), user(), user()], stop: ["a"] });
     expect(refusal(() => checkChatLimits(req, limits))?.message).toBe("messages: at most 3 messages, got 4");
     expect(refusal(() => checkWireLimits(ChatRequestSchema, toBinary(ChatRequestSchema, req), limits))?.message).toBe("messages: at most 3 messages, got 4");
     const parts = create(ChatRequestSchema, { model: "m", messages: [user(3), user(2)] });
@@ -175,9 +178,17 @@ describe("request limits: bytes, JSON text and decoded messages agree", () => {
     expect(refusal(() => checkWireLimits(PredictRequestSchema, toBinary(PredictRequestSchema, predict), defaultRequestLimits))?.metadata["field"]).toBe("inputs");
   });
 
+  it("requests under 4 KiB are not scanned: validation's check of the decoded message refuses them the same", () => {
+    const req = create(ChatRequestSchema, { model: "m", messages: [user()], stop: ["a", "b", "c"] });
+    expect(refusal(() => checkWireLimits(ChatRequestSchema, toBinary(ChatRequestSchema, req), limits))).toBeUndefined();
+    expect(refusal(() => checkWireLimits(ChatRequestSchema, toBinary(ChatRequestSchema, { ...req, model }), limits))?.message).toBe("stop: at most 2 sequences, got 3");
+    expect(refusal(() => checkChatLimits(req, limits))?.message).toBe("stop: at most 2 sequences, got 3");
+  });
+
   it("bytes that are not a message pass the scan, for the decoder to refuse", () => {
     for (const bytes of [[0x12, 0x05, 0x08], [0xff, 0xff, 0xff], [0x0b], [0x12, 0x80]]) {
-      expect(() => checkWireLimits(ChatRequestSchema, new Uint8Array(bytes), limits)).not.toThrow();
+      const long = Buffer.concat([toBinary(ChatRequestSchema, create(ChatRequestSchema, { model })), Buffer.from(bytes)]);
+      expect(() => checkWireLimits(ChatRequestSchema, long, limits)).not.toThrow();
     }
   });
 });

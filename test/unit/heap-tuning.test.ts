@@ -2,13 +2,14 @@ import { describe, expect, it } from "vitest";
 import { defaultHeapGrowingPercent, tuneHeap } from "../../src/server/heap-tuning.js";
 
 describe("tuneHeap (INFERGATE_HEAP_GROWING_PERCENT)", () => {
-  it("keeps V8's own heuristics for 0", () => {
+  it("keeps V8's own heuristics for 0 (the default)", () => {
     expect(tuneHeap({ INFERGATE_HEAP_GROWING_PERCENT: "0" })).toBe(0);
   });
 
   it("applies the default when unset or empty, and a whole number when given", () => {
     expect(tuneHeap({})).toBe(defaultHeapGrowingPercent);
     expect(tuneHeap({ INFERGATE_HEAP_GROWING_PERCENT: "" })).toBe(defaultHeapGrowingPercent);
+    expect(defaultHeapGrowingPercent).toBe(0);
     expect(tuneHeap({ INFERGATE_HEAP_GROWING_PERCENT: "40" })).toBe(40);
   });
 

@@ -1,6 +1,6 @@
 /**
  * Which gRPC client should the gRPC upstream kinds (infergate chaining, kserve over gRPC) use?
- * DESIGN.md's stack says "@grpc/grpc-js or connect's gRPC transport (measure; pick one)". This
+ * The project's stack says "@grpc/grpc-js or connect's gRPC transport (measure; pick one)". This
  * measures both as a client of a real infergate, in one run, interleaved:
  *
  *   (a) @grpc/grpc-js through GrpcUpstream (src/upstreams/grpc/grpc-upstream.ts), as the

@@ -11,7 +11,7 @@ import { RedisSessionStore } from "../sessions/redis-session-store.js";
 import { Sessions } from "../sessions/sessions.js";
 
 /**
- * What replicas may share (DESIGN.md §5): rate-limit buckets, the second cache tier and
+ * What replicas may share (README.md, "Scale-out on Redis"): rate-limit buckets, the second cache tier and
  * conversation sessions. Each piece is in memory unless the `redis:` section turns it to Redis.
  */
 export interface SharedState {

@@ -35,7 +35,7 @@ export interface UpstreamCall<Req> {
 }
 
 /**
- * The one interface every upstream kind implements (DESIGN.md §3). Adapters know nothing of
+ * The one interface every upstream kind implements. Adapters know nothing of
  * breakers, caches or retries; those wrap them in src/resilience and src/cache. Answers leave
  * `model`, `model_version`, `upstream` and `cached` to the gateway, which fills them in.
  */

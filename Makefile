@@ -6,7 +6,7 @@ MAKEFLAGS += --no-print-directory
 BIN := node_modules/.bin
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup generate lint breaking release-contracts build run test test-deps check-generated bench bench-quick bench-peers
+.PHONY: setup generate lint breaking release-contracts build run test test-fast test-deps check-generated bench bench-quick bench-peers
 
 # Installs the exact dependencies of package-lock.json.
 setup:
@@ -59,6 +59,11 @@ test-deps:
 # Runs every test: unit, in-memory, and end to end on loopback ports (builds dist/ first).
 test: node_modules/.package-lock.json test-deps
 	$(BIN)/vitest run $(ARGS)
+
+# The same without the slow tier (vitest.config.ts, slowTests): for the edit-test loop. CI runs
+# `make test`, every tier.
+test-fast: node_modules/.package-lock.json test-deps
+	$(BIN)/vitest run --project fast $(ARGS)
 
 # Benchmarks on loopback (docs/benchmarks.md): overhead, ceilings, cache, streaming, 10,000 held
 # streams, the Portkey peer (installed first when it can be), --workers, Predict against a KServe

@@ -84,9 +84,8 @@ describe("EndpointBreaker", () => {
     await attempt(b, "failure");
     expect(b.state()).toBe("open");
     t += 1_200;
-    const started = performance.now();
+    // admit() answers synchronously: nothing waits for the probe.
     expect(b.admit()).toBeUndefined();
-    expect(performance.now() - started).toBeLessThan(1);
     expect(b.retryAfterMs()).toBe(3_800);
   });
 

@@ -143,8 +143,7 @@ redis: {url: "redis://admin:s3cret-pw@127.0.0.1:${dead.port}/2", connectTimeoutM
     const stats = createRedisStats();
     await new RedisRateLimitStore(conn, "open", stats, log).take("req:t", { capacity: 1, perMinute: 1 }, 1);
     await new RedisSessionStore(conn, { ttlMs: 1000, maxMessages: 1, maxBytes: 1 }, stats, log).load("t", "s").catch(() => {});
-    await sleep(300);
-    expect(lines.length).toBeGreaterThan(0);
+    await expect.poll(() => lines.length, { timeout: 10_000 }).toBeGreaterThan(0);
     expect(lines.join("\n")).not.toContain("s3cret-pw");
     // Reconnect attempts do not flood the log: one line per outage per piece.
     expect(lines.filter((l) => l.includes("redis unreachable"))).toHaveLength(1);
@@ -172,7 +171,9 @@ describe("RedisSessionStore", () => {
       await sleep(350);
       expect(await s.load("alpha", "c")).toHaveLength(3);
     }
-    await sleep(800);
+    // Unused for its 600 ms, it is gone. Polled on the key itself (a load would renew it); a
+    // loaded machine may take longer to show it.
+    await expect.poll(() => raw.exists("unit:session:5:alpha:c"), { timeout: 10_000, interval: 100 }).toBe(0);
     expect(await s.load("alpha", "c")).toEqual([]);
     expect(await s.delete("alpha", "c")).toBe(false);
     await s.append("alpha", "d", [bytes(1)]);

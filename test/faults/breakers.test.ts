@@ -3,26 +3,10 @@
  * and load shedding, seen from a grpc-js client, with the upstream's own record of what reached it.
  */
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
-import { chatRequest, failure, type Gateway, sleep, startGateway } from "./helpers/harness.js";
-import { type ScriptedUpstream, startScriptedUpstream } from "./helpers/scripted-upstream.js";
+import { describe, expect, it } from "vitest";
+import { closedAfterEach, chatRequest, failure, type Gateway, sleep } from "./helpers/harness.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-async function scripted(...args: Parameters<typeof startScriptedUpstream>): Promise<ScriptedUpstream> {
-  const s = await startScriptedUpstream(...args);
-  closers.push(() => s.close());
-  return s;
-}
-
-async function gateway(yaml: string): Promise<Gateway> {
-  const g = await startGateway(yaml);
-  closers.push(() => g.close());
-  return g;
-}
+const { gateway, scripted } = closedAfterEach();
 
 function oneUpstream(url: string, resilience: string): string {
   return `

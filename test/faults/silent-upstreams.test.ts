@@ -11,26 +11,12 @@
  * of events, what the upstreams received, ListModels and the metrics.
  */
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
-import { chatRequest, failure, type Gateway, startGateway, unaryWithHeaders } from "./helpers/harness.js";
+import { describe, expect, it } from "vitest";
+import { closedAfterEach, chatRequest, failure, type Gateway, unaryWithHeaders } from "./helpers/harness.js";
 import { type ScriptedUpstream, startBlackhole, startScriptedUpstream } from "./helpers/scripted-upstream.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-async function silentHttp(): Promise<ScriptedUpstream> {
-  const s = await startScriptedUpstream(() => ({ kind: "hang" }));
-  closers.push(() => s.close());
-  return s;
-}
-
-async function gateway(yaml: string): Promise<Gateway> {
-  const g = await startGateway(yaml);
-  closers.push(() => g.close());
-  return g;
-}
+const { gateway, later, scripted } = closedAfterEach();
+const silentHttp = (): Promise<ScriptedUpstream> => scripted(() => ({ kind: "hang" }));
 
 interface ModelsList {
   models: { name: string; state: string; endpoints: { endpoint: string; state: string; ejected: boolean }[] }[];
@@ -133,7 +119,7 @@ models:
   it("a first-byte timeout on one endpoint: its silent attempts are retried on the other at once, and it is ejected", async () => {
     const silent = await silentHttp();
     const healthy = await startScriptedUpstream();
-    closers.push(() => healthy.close());
+    later(() => healthy.close());
     const g = await gateway(`
 upstreams:
   - name: pool
@@ -168,7 +154,7 @@ models:
 
     async function blackholeGateway(extra: string): Promise<{ g: Gateway; hole: Awaited<ReturnType<typeof startBlackhole>> }> {
       const hole = await startBlackhole();
-      closers.push(() => hole.close());
+      later(() => hole.close());
       const g = await gateway(`
 upstreams:
   - name: triton

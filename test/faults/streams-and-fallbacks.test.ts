@@ -5,31 +5,16 @@
  * it, the failure is the client's status, and no token is ever replayed.
  */
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createOpenAIFake } from "../fakes/openai-fake.js";
-import { chatRequest, deltas, failure, type Gateway, headersOf, seen, startGateway, unaryWithHeaders } from "./helpers/harness.js";
-import { type ScriptedUpstream, refusingUrl, startScriptedUpstream, tokens } from "./helpers/scripted-upstream.js";
+import { closedAfterEach, chatRequest, deltas, failure, headersOf, seen, unaryWithHeaders } from "./helpers/harness.js";
+import { refusingUrl, tokens } from "./helpers/scripted-upstream.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-async function scripted(...args: Parameters<typeof startScriptedUpstream>): Promise<ScriptedUpstream> {
-  const s = await startScriptedUpstream(...args);
-  closers.push(() => s.close());
-  return s;
-}
-
-async function gateway(yaml: string): Promise<Gateway> {
-  const g = await startGateway(yaml);
-  closers.push(() => g.close());
-  return g;
-}
+const { gateway, later, scripted } = closedAfterEach();
 
 async function openaiFake() {
   const fake = await createOpenAIFake();
-  closers.push(() => fake.close());
+  later(() => fake.close());
   return fake;
 }
 

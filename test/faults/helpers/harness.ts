@@ -9,6 +9,8 @@ import * as protoLoader from "@grpc/proto-loader";
 import type { App } from "../../../src/server/app.js";
 import { errorInfoOf, inferenceClient, loaderOptions, type ProtoClient, statusDetails } from "../../helpers/proto-clients.js";
 import { startInProcess } from "../../helpers/servers.js";
+import { afterEach } from "vitest";
+import { type ScriptedUpstream, startScriptedUpstream } from "./scripted-upstream.js";
 
 /** infergate and a client of it. */
 export interface Gateway {
@@ -123,3 +125,29 @@ export function headersOf(call: grpc.ClientReadableStream<unknown>): Record<stri
 
 /** Resolves after `ms`. */
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * For a test file: what its tests start is closed after each test, newest first. `later` takes
+ * any closer; `gateway` and `scripted` start infergate and a scripted upstream and register them.
+ */
+export function closedAfterEach() {
+  const closers: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of closers.splice(0).reverse()) await c();
+  });
+  return {
+    later(close: () => Promise<void>): void {
+      closers.push(close);
+    },
+    async gateway(yaml: string): Promise<Gateway> {
+      const g = await startGateway(yaml);
+      closers.push(() => g.close());
+      return g;
+    },
+    async scripted(...args: Parameters<typeof startScriptedUpstream>): Promise<ScriptedUpstream> {
+      const u = await startScriptedUpstream(...args);
+      closers.push(() => u.close());
+      return u;
+    },
+  };
+}

@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../core/gateway-error.js";
 
 interface Flight {
   readonly controller: AbortController;

@@ -30,7 +30,7 @@ import { AnswerAssembler, type Sessions } from "../sessions/sessions.js";
 import type { Logger } from "../observability/logger.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
 import type { CallObserver, CallRecord } from "../observability/call-record.js";
-import { GatewayError, Reason, toGatewayError } from "./gateway-error.js";
+import { GatewayError, Reason, toGatewayError } from "../core/gateway-error.js";
 import type { ModelRoute, Router } from "./router.js";
 import { validateChatInput, validatePredictRequest } from "./validate-request.js";
 import { applyOutputForm } from "../upstreams/tensor-bulk.js";

@@ -4,7 +4,7 @@ import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictR
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import type { RequestLimits } from "../config/schema.js";
 import type { ChatInput } from "../upstreams/upstream.js";
-import { echoed, GatewayError, Reason } from "./gateway-error.js";
+import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 
 /**
  * Element counts of one request (`server.requestLimits`), checked before any per-element work:

@@ -8,7 +8,7 @@ import { checkTensor } from "../upstreams/tensor-codec.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 import { isSharedRequest } from "../cache/cache-key.js";
 import { defaultRequestLimits, type RequestLimits } from "../config/schema.js";
-import { echoed, invalidArgument } from "./gateway-error.js";
+import { echoed, invalidArgument } from "../core/gateway-error.js";
 import { checkChatLimits, checkPredictLimits } from "./request-limits.js";
 
 /** Function and schema names as OpenAI and Anthropic accept them. */

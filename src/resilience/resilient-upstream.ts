@@ -8,7 +8,7 @@ import {
   ModelState,
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ResilienceConfig, UpstreamConfig } from "../config/schema.js";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../core/gateway-error.js";
 import type { AttemptTrace } from "./deadline.js";
 import type { ChatInput, Upstream, UpstreamCall } from "../upstreams/upstream.js";
 import { fullJitterBackoff } from "./backoff.js";

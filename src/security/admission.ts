@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import type { AuthConfig, LimitsConfig } from "../config/schema.js";
 import type { Admission } from "../gateway/gateway.js";
-import { echoed, GatewayError, Reason } from "../gateway/gateway-error.js";
+import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 import type { CallRecord } from "../observability/call-record.js";
 import { globMatch, matchKey, presentedKey } from "./api-keys.js";
 import type { BucketSpec, RateLimitStore } from "./rate-limiter.js";

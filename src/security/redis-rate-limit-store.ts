@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../core/gateway-error.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisConnection } from "../redis/redis-client.js";
 import type { RedisStats } from "../redis/redis-stats.js";

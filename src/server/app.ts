@@ -15,7 +15,7 @@ import { createSharedState } from "./shared-state.js";
 import { adminConnectionsMax, startAdminServer } from "./admin-server.js";
 import { Code } from "@connectrpc/connect";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
-import { echoed, GatewayError, Reason } from "../gateway/gateway-error.js";
+import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 import { createRouter, type Router } from "../gateway/router.js";
 import { ConfigError, type ConfigIssue, formatIssue } from "../config/config-error.js";
 import { appliedConfig, restartOnlyChanges, upstreamFingerprint } from "./config-reload.js";

@@ -12,7 +12,7 @@ import { headerEncoding as grpcEncoding, parseContentType as grpcContentType } f
 import { parseContentType as grpcWebContentType } from "@connectrpc/connect/protocol-grpc-web";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { defaultRequestLimits, type RequestLimits } from "../config/schema.js";
-import { GatewayError } from "../gateway/gateway-error.js";
+import { GatewayError } from "../core/gateway-error.js";
 import { checkWireLimits, decodeJsonRequest } from "../gateway/request-limits.js";
 import { malformedRequest } from "./malformed-request.js";
 

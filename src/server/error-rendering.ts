@@ -4,11 +4,11 @@ import { ConnectError } from "@connectrpc/connect";
 import { Metadata, type ServiceError, type status } from "@grpc/grpc-js";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
-import { errorDomain, type ErrorStatus, toStatus } from "../gateway/gateway-error.js";
+import { errorDomain, type ErrorStatus, toStatus } from "../core/gateway-error.js";
 
 /**
  * Bounds of a rendered error (issue 17), a backstop behind the cuts a GatewayError makes in
- * characters (src/gateway/gateway-error.ts): in UTF-8 bytes, its message, and its ErrorInfo
+ * characters (src/core/gateway-error.ts): in UTF-8 bytes, its message, and its ErrorInfo
  * metadata (keys and values together; entries past the bound are left out). With gRPC's
  * percent-encoding of `grpc-message` (3 bytes per non-ASCII byte) and base64 of
  * `grpc-status-details-bin`, an error's trailers stay under 7 KiB (8 KiB is a common default

@@ -22,7 +22,7 @@ import type { RequestLimits, ServerConfig } from "../config/schema.js";
 import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
 import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../core/gateway-error.js";
 import { checkWireLimits } from "../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
 import { toServiceError } from "./error-rendering.js";

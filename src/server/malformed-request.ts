@@ -1,7 +1,7 @@
 import type { DescMessage } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import type { CallRecord } from "../observability/call-record.js";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../core/gateway-error.js";
 
 /**
  * The most characters of a decoder's complaint repeated to the caller. protobuf-es's binary

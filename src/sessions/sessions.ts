@@ -2,7 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { type Message, MessageSchema, Role, type ToolCall, ToolCallSchema } from "../../gen/infergate/v1/chat_pb.js";
 import type { GenerateResponse } from "../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, invalidArgument, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, invalidArgument, Reason } from "../core/gateway-error.js";
 import type { ChatInput } from "../upstreams/upstream.js";
 import type { SessionStore } from "./session-store.js";
 

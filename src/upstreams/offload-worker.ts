@@ -7,7 +7,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { isMainThread, parentPort } from "node:worker_threads";
 import { PredictRequestSchema, type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
-import { GatewayError } from "../gateway/gateway-error.js";
+import { GatewayError } from "../core/gateway-error.js";
 import { UpstreamFailure } from "./http/http-errors.js";
 import { fromRestInferResponse, toRestInferRequest, writeRestJson } from "./kserve/kserve-translate.js";
 import { applyOutputForm } from "./tensor-bulk.js";

@@ -1,6 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { Code } from "@connectrpc/connect";
-import { GatewayError, Reason } from "../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../core/gateway-error.js";
 import { UpstreamFailure } from "./http/http-errors.js";
 import type { OffloadTasks } from "./offload-worker.js";
 

@@ -6,7 +6,7 @@ import {
   TensorContentsSchema,
   TensorSchema,
 } from "../../gen/infergate/v1/tensor_pb.js";
-import { invalidArgument } from "../gateway/gateway-error.js";
+import { invalidArgument } from "../core/gateway-error.js";
 
 type ContentsField = Exclude<keyof TensorContents, "$typeName" | "$unknown">;
 

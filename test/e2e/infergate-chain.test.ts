@@ -13,7 +13,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatRequestSchema, ListModelsResponseSchema, ModelState, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import { type App, startApp } from "../../src/server/app.js";
 import {
   forwardedChat,

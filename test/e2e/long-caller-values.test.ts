@@ -2,7 +2,7 @@
  * Issue 17, defect 1: a long caller string echoed into an error. Before, a 40,000-character model
  * name went whole into `grpc-message` and twice into `grpc-status-details-bin`: the trailers were
  * too large, the client waited to its deadline and so did the next call on the same HTTP/2
- * connection. Every echoed caller value is now cut at 200 characters (src/gateway/gateway-error.ts)
+ * connection. Every echoed caller value is now cut at 200 characters (src/core/gateway-error.ts)
  * and the rendered error is bounded (src/server/error-rendering.ts).
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";

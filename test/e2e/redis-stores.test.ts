@@ -13,7 +13,7 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { MessageSchema, Role } from "../../gen/infergate/v1/chat_pb.js";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import { createRedisConnection, type RedisConnection } from "../../src/redis/redis-client.js";
 import { createRedisStats } from "../../src/redis/redis-stats.js";
 import type { App } from "../../src/server/app.js";

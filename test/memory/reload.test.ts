@@ -9,7 +9,7 @@ import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { createGateway } from "../../src/gateway/gateway.js";
-import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
 import { createUpstream } from "../../src/upstreams/registry.js";

@@ -7,7 +7,7 @@ import {
   ChatRequestSchema,
   type GenerateResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import {
   createStreamTranslator,
   finishReasonOf,

@@ -4,7 +4,7 @@
  * holds the signal (checked on the clock until then).
  */
 import { describe, expect, it } from "vitest";
-import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import { callerHeaders, createCallContext, DEADLINE_MARGIN_MS, throwIfAborted } from "../../src/resilience/deadline.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,11 +1,11 @@
 /**
- * Issue 17, defect 1: the one cut of caller values echoed into errors (src/gateway/gateway-error.ts)
+ * Issue 17, defect 1: the one cut of caller values echoed into errors (src/core/gateway-error.ts)
  * and the bounds of a rendered error (src/server/error-rendering.ts).
  */
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { echoed, GatewayError, invalidArgument, maxEchoedChars, maxErrorMessageChars } from "../../src/gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, maxEchoedChars, maxErrorMessageChars } from "../../src/core/gateway-error.js";
 import { toConnectError, toServiceError } from "../../src/server/error-rendering.js";
 
 describe("echoed", () => {

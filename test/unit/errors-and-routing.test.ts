@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError, invalidArgument, Reason, toStatus } from "../../src/gateway/gateway-error.js";
+import { GatewayError, invalidArgument, Reason, toStatus } from "../../src/core/gateway-error.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { toConnectError, toServiceError } from "../../src/server/error-rendering.js";
 import { createUpstream } from "../../src/upstreams/registry.js";

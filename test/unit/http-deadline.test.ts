@@ -12,7 +12,7 @@ import { Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InferenceService, ListModelsRequestSchema, ListModelsResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import { GrpcUpstream } from "../../src/upstreams/grpc/grpc-upstream.js";
 import { createCallContext } from "../../src/resilience/deadline.js";
 import { HttpUpstream } from "../../src/upstreams/http/http-upstream.js";

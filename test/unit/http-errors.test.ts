@@ -5,7 +5,7 @@
  */
 import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import {
   badResponse,
   errorFromNetwork,

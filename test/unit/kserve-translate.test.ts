@@ -11,7 +11,7 @@ import { type ModelInferResponse, ModelInferResponseSchema } from "../../gen/inf
 import { type PredictRequest, PredictRequestSchema, type PredictResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type ParameterValueSchema, type Tensor, TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import {
   bfloat16BitsToNumber,
   float16BitsToNumber,

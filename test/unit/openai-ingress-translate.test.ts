@@ -18,7 +18,7 @@ import {
   GenerateResponseSchema,
   ListModelsResponseSchema,
 } from "../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, invalidArgument, Reason } from "../../src/gateway/gateway-error.js";
+import { GatewayError, invalidArgument, Reason } from "../../src/core/gateway-error.js";
 import {
   createChunkEncoder,
   fromChatCompletionRequest,

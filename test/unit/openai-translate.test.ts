@@ -5,7 +5,7 @@ import { type ContentPartSchema, FinishReason, type ResponseFormatType, type Too
 import { type ChatResponse, ChatRequestSchema, type GenerateResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import { ConfigError } from "../../src/config/config-error.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import {
   createStreamTranslator,
   finishReasonOf,

@@ -12,7 +12,7 @@ import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { type ChatRequest, ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import { defaultRequestLimits, type RequestLimits } from "../../src/config/schema.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import { checkChatLimits, checkOpenAIChatLimits, checkPredictLimits, checkWireLimits, decodeJsonRequest } from "../../src/gateway/request-limits.js";
 
 const limits: RequestLimits = {

@@ -21,7 +21,7 @@ import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import type { ResilienceConfig, UpstreamConfig } from "../../src/config/schema.js";
 import { ConfigError } from "../../src/config/config-error.js";
-import { GatewayError, Reason } from "../../src/gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import { fullJitterBackoff } from "../../src/resilience/backoff.js";
 import { allowsFallback, countsAsFailure, failureScope, isSlowFailure, retryVerdict } from "../../src/resilience/failure-policy.js";
 import { createLoadBalancer } from "../../src/resilience/load-balancer.js";

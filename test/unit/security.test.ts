@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createCallContext } from "../../src/resilience/deadline.js";
 import { createSecurity } from "../../src/security/admission.js";

@@ -3,7 +3,7 @@ import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { MessageSchema, Role } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, GenerateResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import { MemorySessionStore } from "../../src/sessions/memory-session-store.js";
 import { boundHistory } from "../../src/sessions/session-store.js";
 import { AnswerAssembler, Sessions } from "../../src/sessions/sessions.js";

@@ -11,7 +11,7 @@ import { ModelState, type PredictRequest, PredictRequestSchema } from "../../gen
 import { DataType, type Tensor } from "../../gen/infergate/v1/tensor_pb.js";
 import { ConfigError } from "../../src/config/config-error.js";
 import { parseConfig } from "../../src/config/load-config.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import { parseTfJson, TfJsonSyntaxError, writeTfJson } from "../../src/upstreams/tfserving/tfserving-json.js";
 import {
   fromPredictAnswer,

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { type ChatRequest, ChatRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { decodeKeyedRequest, isSharedRequest } from "../../src/cache/cache-key.js";
-import { GatewayError } from "../../src/gateway/gateway-error.js";
+import { GatewayError } from "../../src/core/gateway-error.js";
 import { validateChatInput } from "../../src/gateway/validate-request.js";
 
 const bytes = (init: Parameters<typeof create<typeof ChatRequestSchema>>[1]) => Buffer.from(toBinary(ChatRequestSchema, create(ChatRequestSchema, init)));

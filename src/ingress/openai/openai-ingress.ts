@@ -24,7 +24,7 @@ import { Code } from "@connectrpc/connect";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../../gateway/gateway.js";
 import { defaultRequestLimits, type RequestLimits } from "../../config/schema.js";
-import { echoed, GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { checkOpenAIChatLimits } from "../../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../resilience/deadline.js";
 import {

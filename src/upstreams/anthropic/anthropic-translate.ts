@@ -25,7 +25,7 @@ import {
   type GenerateResponse,
   GenerateResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { echoed, GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
 import type { SseEvent } from "../sse/sse-decoder.js";
 import type { ChatInput } from "../upstream.js";

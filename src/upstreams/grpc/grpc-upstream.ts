@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../core/gateway-error.js";
 import { attemptAnswered } from "../../resilience/attempt-progress.js";
 import { DEADLINE_MARGIN_MS } from "../../resilience/deadline.js";
 import { scrub } from "../http/http-errors.js";

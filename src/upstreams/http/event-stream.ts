@@ -1,5 +1,5 @@
 import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError } from "../../gateway/gateway-error.js";
+import { GatewayError } from "../../core/gateway-error.js";
 import { createSseDecoder, type SseEvent, SseDecodeError } from "../sse/sse-decoder.js";
 import { badResponse } from "./http-errors.js";
 import type { HttpAnswer, HttpUpstream } from "./http-upstream.js";

@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../core/gateway-error.js";
 
 /**
  * Detail of an upstream failure for logs: status and the start of the raw body. It travels as

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
 import { Pool, type Dispatcher } from "undici";
 import { z } from "zod";
-import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { attemptAnswered, attemptConnectionFailed } from "../../resilience/attempt-progress.js";
 import { badResponse, errorFromNetwork, errorFromStatus } from "./http-errors.js";

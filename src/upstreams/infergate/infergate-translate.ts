@@ -15,7 +15,7 @@ import {
   ModelState,
   type PredictRequest,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, Reason } from "../../gateway/gateway-error.js";
+import { GatewayError, Reason } from "../../core/gateway-error.js";
 import type { ChatInput } from "../upstream.js";
 
 /**

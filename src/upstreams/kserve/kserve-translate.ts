@@ -30,7 +30,7 @@ import {
   TensorContentsSchema,
   TensorSchema,
 } from "../../../gen/infergate/v1/tensor_pb.js";
-import { echoed, GatewayError, invalidArgument } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument } from "../../core/gateway-error.js";
 import { writeExactJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
 import { rawFromTyped } from "../tensor-bulk.js";

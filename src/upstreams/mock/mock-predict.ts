@@ -1,6 +1,6 @@
 import { DataType, type Tensor } from "../../../gen/infergate/v1/tensor_pb.js";
 import type { PredictRequest } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { echoed, invalidArgument } from "../../gateway/gateway-error.js";
+import { echoed, invalidArgument } from "../../core/gateway-error.js";
 import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 
 /** The outputs the mock Predict model computes. */

@@ -22,7 +22,7 @@ import {
   PredictResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { Code } from "@connectrpc/connect";
-import { GatewayError, grpcCodeNames, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { GatewayError, grpcCodeNames, invalidArgument, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
 import { mockPredict } from "./mock-predict.js";

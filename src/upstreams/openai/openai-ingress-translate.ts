@@ -34,7 +34,7 @@ import {
   type ListModelsResponse,
   type ModelInfo,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { echoed, GatewayError, invalidArgument, toStatus } from "../../gateway/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, toStatus } from "../../core/gateway-error.js";
 import {
   finishReasons,
   imageDetails,

@@ -26,7 +26,7 @@ import {
   type GenerateResponse,
   GenerateResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { GatewayError, invalidArgument, Reason } from "../../gateway/gateway-error.js";
+import { GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { badResponse, errorFromStatus, snippet, UpstreamFailure } from "../http/http-errors.js";
 import type { SseEvent } from "../sse/sse-decoder.js";
 import type { ChatInput } from "../upstream.js";

@@ -6,7 +6,7 @@
  */
 import { ModelState, type PredictRequest } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor } from "../../../gen/infergate/v1/tensor_pb.js";
-import { echoed, invalidArgument } from "../../gateway/gateway-error.js";
+import { echoed, invalidArgument } from "../../core/gateway-error.js";
 import { badResponse } from "../http/http-errors.js";
 import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 import {

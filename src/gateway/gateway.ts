@@ -149,7 +149,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     ctx: CallContext,
     model: string,
     started: number,
-    outcome: { err?: unknown; upstream?: string; usage?: { promptTokens: number; completionTokens: number } | undefined; ttftMs?: number },
+    outcome: { err?: unknown; upstream?: string; usage?: { promptTokens: number; completionTokens: number } | undefined; ttftMs?: number; undecoded?: true },
   ): void {
     if (onCall === undefined) return;
     const e = outcome.err === undefined ? undefined : toGatewayError(outcome.err);
@@ -168,6 +168,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       ttftMs: outcome.ttftMs,
       promptTokens: outcome.usage?.promptTokens ?? 0,
       completionTokens: outcome.usage?.completionTokens ?? 0,
+      undecoded: outcome.undecoded,
     });
   }
   /** Server-side failures go to the log with their internal cause (upstream status and body). */
@@ -638,7 +639,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
       return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve));
     },
     refused(rpc, ctx, err) {
-      report(rpc, ctx, "", performance.now(), { err });
+      report(rpc, ctx, "", performance.now(), { err, undecoded: true });
       return err;
     },
   };

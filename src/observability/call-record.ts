@@ -26,6 +26,12 @@ export interface CallRecord {
   readonly ttftMs: number | undefined;
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /**
+   * Refused from its bytes, before it was decoded and its key read: not a message of its method
+   * (MALFORMED_REQUEST) or over server.requestLimits (INVALID_ARGUMENT). Anyone can send these
+   * without a key, so their lines are sampled as the refusals at the door are (refusal-log.ts).
+   */
+  readonly undecoded?: true | undefined;
 }
 
 /** Receives every finished call (log, metrics). */

@@ -3,7 +3,8 @@
  * (401) and written whole to the log, and every rate-limited call wrote a line of its own. Now the
  * call line cuts the model at 200 characters and refusals are logged once per caller and reason
  * per `server.refusalLogIntervalMs`, then summed up in one line (src/observability/refusal-log.ts);
- * the metrics still count every one.
+ * the metrics still count every one. Requests over `server.requestLimits`, refused from their bytes
+ * before any key is read, are sampled the same way.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,13 +21,14 @@ import { type ServerProcess, startProcess } from "../helpers/servers.js";
 const dir = mkdtempSync(join(tmpdir(), "infergate-refusals-"));
 let server: ServerProcess;
 
-// The default interval (10 s): the config file is one the code before issue 17 accepts too.
+// The default interval (10 s); four messages at most in a request.
 beforeAll(async () => {
   const config = join(dir, "infergate.yaml");
   writeFileSync(
     config,
     `upstreams: [{name: mock, kind: mock}]
 models: [{name: mock-chat, upstream: mock, capabilities: [chat, generate]}]
+server: {requestLimits: {messages: 4}}
 auth:
   enabled: true
   keys:
@@ -84,6 +86,15 @@ describe("refused calls in the log (issue 17, defect 4)", () => {
     };
     await refuse(300, keyed, Code.ResourceExhausted);
     await refuse(200, {}, Code.Unauthenticated);
+    // Over server.requestLimits: refused from the request's bytes (over 4 KiB: smaller ones are
+    // checked after decoding, src/gateway/request-limits.ts), before its key is read.
+    const tooMany = Array.from({ length: 5 }, () => ({ role: Role.USER, content: [{ part: { case: "text" as const, value: "x".repeat(1000) } }] }));
+    for (let done = 0; done < 100; done += 50) {
+      const errs = await Promise.all(
+        Array.from({ length: 50 }, () => client.chat({ model: "mock-chat", messages: tooMany }).then(() => undefined, (e: unknown) => ConnectError.from(e))),
+      );
+      for (const e of errs) expect(e?.code).toBe(Code.InvalidArgument);
+    }
 
     const m = parseMetrics(await (await fetch(`http://${server.adminAddress}/metrics`)).text());
     expect(m.get('infergate_requests_total{rpc="Chat",model="mock-chat",code="RESOURCE_EXHAUSTED"}')).toBe(300);
@@ -105,5 +116,10 @@ describe("refused calls in the log (issue 17, defect 4)", () => {
     expect(calls("UNAUTHENTICATED").length + suppressed("UNAUTHENTICATED")).toBe(201);
     expect(calls("UNAUTHENTICATED").length).toBeLessThanOrEqual(2);
     expect(summaries("UNAUTHENTICATED").every((r) => r["tenant"] === undefined && r["code"] === "UNAUTHENTICATED")).toBe(true);
+    // Over the request limits, without a key (before: a line per call).
+    await expect.poll(() => summaries("INVALID_ARGUMENT").length, { timeout: 10_000 }).toBeGreaterThan(0);
+    expect(calls("INVALID_ARGUMENT")).toHaveLength(1);
+    expect(suppressed("INVALID_ARGUMENT")).toBe(99);
+    expect(summaries("INVALID_ARGUMENT").every((r) => r["tenant"] === undefined && r["code"] === "INVALID_ARGUMENT")).toBe(true);
   });
 });

@@ -6,7 +6,7 @@ import type { CallRecord } from "./call-record.js";
  * that is not a message of its method (MALFORMED_REQUEST: refused before the key is read). A caller
  * can make these as fast as it can send (issue 17: 104,000 rate-limited calls in 40 s from one
  * tenant, a line each), so their log lines are sampled; they are still counted in the metrics.
- * The names are those of Reason in src/gateway/gateway-error.ts. A request refused from its bytes
+ * The names are those of Reason in src/core/gateway-error.ts. A request refused from its bytes
  * (CallRecord.undecoded: over server.requestLimits, INVALID_ARGUMENT) is sampled whatever its reason.
  */
 export const refusalReasons: ReadonlySet<string> = new Set([

@@ -19,7 +19,7 @@ import {
   type PredictResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CapabilityName, RequestLimits } from "../config/schema.js";
-import { type AttemptTrace, type CallContext, throwIfAborted } from "../resilience/deadline.js";
+import { type AttemptTrace, type CallContext, throwIfAborted } from "../core/call-context.js";
 import { ConcurrencyLimit } from "../resilience/concurrency-limit.js";
 import { allowsFallback } from "../resilience/failure-policy.js";
 import { type LinkedAbort, linkedAbort } from "../resilience/linked-abort.js";

@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { GatewayError, Reason } from "../core/gateway-error.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
-import type { AttemptProgress } from "./attempt-progress.js";
+import type { AttemptProgress } from "../core/attempt-progress.js";
 
 /**
  * What one failed upstream attempt says about the endpoint and about the call (docs/resilience.md,
@@ -77,7 +77,7 @@ export type FailureScope = "endpoint" | "model";
  * - `endpoint`: nothing came back, or the connection broke — refused, reset, connect and
  *   first-byte timeouts, a timeout before any answer, anything that is not a GatewayError.
  *
- * `progress` is what the transport reported (src/resilience/attempt-progress.ts); an error that
+ * `progress` is what the transport reported (src/core/attempt-progress.ts); an error that
  * carries the upstream's answer (an UpstreamFailure cause: HTTP statuses, invalid answers) shows
  * that it answered even from an adapter that reports nothing.
  */

@@ -9,11 +9,11 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ResilienceConfig, UpstreamConfig } from "../config/schema.js";
 import { GatewayError, Reason } from "../core/gateway-error.js";
-import type { AttemptTrace } from "./deadline.js";
+import type { AttemptTrace } from "../core/call-context.js";
 import type { ChatInput, Upstream, UpstreamCall } from "../upstreams/upstream.js";
 import { fullJitterBackoff } from "./backoff.js";
 import { ConcurrencyLimit } from "./concurrency-limit.js";
-import { type AttemptProgress, unwatchAttempt, watchAttempt } from "./attempt-progress.js";
+import { type AttemptProgress, unwatchAttempt, watchAttempt } from "../core/attempt-progress.js";
 import { type BreakerLease, type BreakerState as EndpointBreakerState, EndpointBreaker } from "./endpoint-breaker.js";
 import { redactedError, UpstreamFailure, upstreamSecrets } from "../upstreams/http/http-errors.js";
 import { failureScope, isSlowFailure, retryVerdict } from "./failure-policy.js";

@@ -6,7 +6,7 @@ import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import type { ChatRequest, ChatResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Config } from "../config/schema.js";
 import { ResponseCache } from "../cache/response-cache.js";
-import { peerCommonName } from "../resilience/deadline.js";
+import { peerCommonName } from "../core/call-context.js";
 import type { CallObserver, CallRecord } from "../observability/call-record.js";
 import { codeName, createMetrics } from "../observability/metrics.js";
 import { createRefusalLog } from "../observability/refusal-log.js";

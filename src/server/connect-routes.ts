@@ -2,7 +2,7 @@ import { Code, ConnectError, type ConnectRouter, createContextKey, type HandlerC
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../gateway/gateway.js";
 import type { CallRecord } from "../observability/call-record.js";
-import { callerHeaders, createCallContext, type OwnedCallContext } from "../resilience/deadline.js";
+import { callerHeaders, createCallContext, type OwnedCallContext } from "../core/call-context.js";
 import { decodedRequestKey, decodeRequestsFirst, type DecodeOptions } from "./connect-decoding.js";
 import { toConnectError } from "./error-rendering.js";
 

@@ -24,7 +24,7 @@ import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { GatewayError, Reason } from "../core/gateway-error.js";
 import { checkWireLimits } from "../gateway/request-limits.js";
-import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../resilience/deadline.js";
+import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../core/call-context.js";
 import { toServiceError } from "./error-rendering.js";
 import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
 import { resetIfStuck } from "./stuck-streams.js";

@@ -29,7 +29,7 @@ async function listed(g: Gateway, model: string): Promise<ModelsList["models"][n
 
 /**
  * The status code of a call that must fail. For calls cut by their deadline: on a busy machine the
- * client's own timer may fire before the gateway's answer arrives (src/resilience/deadline.ts,
+ * client's own timer may fire before the gateway's answer arrives (src/core/call-context.ts,
  * DEADLINE_MARGIN_MS), with the same code and without the gateway's ErrorInfo.
  */
 async function codeOf(call: Promise<unknown>): Promise<number> {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { GatewayError, Reason } from "../../src/core/gateway-error.js";
-import { callerHeaders, createCallContext, DEADLINE_MARGIN_MS, throwIfAborted } from "../../src/resilience/deadline.js";
+import { callerHeaders, createCallContext, DEADLINE_MARGIN_MS, throwIfAborted } from "../../src/core/call-context.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InferenceService, ListModelsRequestSchema, ListModelsResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import { GrpcUpstream } from "../../src/upstreams/grpc/grpc-upstream.js";
-import { createCallContext } from "../../src/resilience/deadline.js";
+import { createCallContext } from "../../src/core/call-context.js";
 import { HttpUpstream } from "../../src/upstreams/http/http-upstream.js";
 
 describe("HTTP upstream attempt timeouts", () => {

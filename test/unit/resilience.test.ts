@@ -32,7 +32,7 @@ import { errorFromNetwork, errorFromStatus } from "../../src/upstreams/http/http
 import type { ChatInput, Upstream, UpstreamCall } from "../../src/upstreams/upstream.js";
 import { memoryClient } from "../helpers/memory.js";
 import { createGateway } from "../../src/gateway/gateway.js";
-import { createCallContext } from "../../src/resilience/deadline.js";
+import { createCallContext } from "../../src/core/call-context.js";
 import { ResponseCache } from "../../src/cache/response-cache.js";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createRouter } from "../../src/gateway/router.js";

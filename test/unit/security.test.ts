@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load-config.js";
 import { GatewayError } from "../../src/core/gateway-error.js";
 import type { CallRecord } from "../../src/observability/call-record.js";
-import { createCallContext } from "../../src/resilience/deadline.js";
+import { createCallContext } from "../../src/core/call-context.js";
 import { createSecurity } from "../../src/security/admission.js";
 import { globMatch, hashKey, matchKey, presentedKey } from "../../src/security/api-keys.js";
 import { MemoryRateLimitStore } from "../../src/security/rate-limiter.js";

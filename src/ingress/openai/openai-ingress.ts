@@ -26,7 +26,7 @@ import type { Gateway } from "../../gateway/gateway.js";
 import { defaultRequestLimits, type RequestLimits } from "../../config/schema.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { checkOpenAIChatLimits } from "../../gateway/request-limits.js";
-import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../resilience/deadline.js";
+import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../core/call-context.js";
 import {
   createChunkEncoder,
   errorType,

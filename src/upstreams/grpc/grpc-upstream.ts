@@ -6,8 +6,8 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_
 import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
-import { attemptAnswered } from "../../resilience/attempt-progress.js";
-import { DEADLINE_MARGIN_MS } from "../../resilience/deadline.js";
+import { attemptAnswered } from "../../core/attempt-progress.js";
+import { DEADLINE_MARGIN_MS } from "../../core/call-context.js";
 import { scrub } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, readUpstreamTls } from "../http/http-upstream.js";
 
@@ -318,7 +318,7 @@ const DEADLINE_GRACE_MS = 50;
 /**
  * How close to the call's deadline a DEADLINE_EXCEEDED must come to be taken as that deadline's:
  * another infergate upstream answers up to DEADLINE_MARGIN_MS before the deadline it was sent (its
- * own margin, src/resilience/deadline.ts), plus slack for the link and timers.
+ * own margin, src/core/call-context.ts), plus slack for the link and timers.
  */
 const DEADLINE_NEAR_MS = DEADLINE_MARGIN_MS + 50;
 

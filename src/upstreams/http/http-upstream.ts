@@ -4,7 +4,7 @@ import { Pool, type Dispatcher } from "undici";
 import { z } from "zod";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import { attemptAnswered, attemptConnectionFailed } from "../../resilience/attempt-progress.js";
+import { attemptAnswered, attemptConnectionFailed } from "../../core/attempt-progress.js";
 import { badResponse, errorFromNetwork, errorFromStatus } from "./http-errors.js";
 
 /** Connection settings shared by the HTTP upstream kinds (the `http` part of their options). */
@@ -170,7 +170,7 @@ export class HttpUpstream {
       throw this.failure(err, call.signal, signal);
     }
     // The endpoint answered (status and headers): the resilience layer counts what follows
-    // against the model there, not the endpoint (src/resilience/attempt-progress.ts).
+    // against the model there, not the endpoint (src/core/attempt-progress.ts).
     attemptAnswered(call.signal);
     // The attempt's timer and its link to the caller last as long as the body: until it has been
     // read or destroyed (or, for a drained body, until the drain starts).

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
-import { GatewayError, Reason } from "../core/gateway-error.js";
+import { GatewayError, Reason } from "./gateway-error.js";
 
 /**
  * What the core knows of one call's life: a signal that aborts when the caller goes away or the

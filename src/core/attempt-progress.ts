@@ -8,7 +8,8 @@
  * src/upstreams/grpc/grpc-upstream.ts), so the transports can report here without each kind
  * passing anything more. A signal the resilience layer does not watch (a readiness probe's)
  * reports to nothing. One attempt at a time per signal: the attempts of one call run one after
- * another.
+ * another. It lives in src/core/ because both sides use it: the transports (src/upstreams/) report,
+ * the resilience layer above them (src/resilience/) watches.
  */
 export interface AttemptProgress {
   /** The endpoint's answer began: HTTP response headers, or gRPC response metadata or status. */

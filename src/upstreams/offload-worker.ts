@@ -8,11 +8,11 @@ import { isMainThread, parentPort } from "node:worker_threads";
 import { PredictRequestSchema, type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import { GatewayError } from "../core/gateway-error.js";
+import { parseUpstreamJson } from "./exact-json.js";
 import { UpstreamFailure } from "./http/http-errors.js";
-import { fromRestInferResponse, toRestInferRequest, writeRestJson } from "./kserve/kserve-translate.js";
+import { fromRestInferResponse, toRestInferRequest, writeRestJson } from "./kserve/kserve-rest-translate.js";
 import { applyOutputForm } from "./tensor-bulk.js";
-import { parseUpstreamJson, writeTfJson } from "./tfserving/tfserving-json.js";
-import { fromPredictAnswer, type TfServingModelOptions, toPredictBody } from "./tfserving/tfserving-translate.js";
+import { fromPredictAnswer, type TfServingModelOptions, toPredictBody, writeTfJson } from "./tfserving/tfserving-translate.js";
 import type { TfJson } from "./tfserving/tfserving-wire.js";
 import type { OffloadReply } from "./offload.js";
 

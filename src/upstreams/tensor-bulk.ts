@@ -47,7 +47,7 @@ function viewAs<T>(raw: Uint8Array, ctor: { new (b: ArrayBuffer, offset: number,
 
 /**
  * A tensor's raw form from its typed values, in bulk. The tensor must be one checkTensor accepts
- * (and narrow integers in range: see checkNarrowInts in kserve-translate.ts); numbers are stored as
+ * (and narrow integers in range: see checkNarrowInts in tensor-codec.ts); numbers are stored as
  * a typed array stores them (wrapped to the width, as the DataView codec does).
  */
 export function rawFromTyped(t: Tensor, path: string): Uint8Array {

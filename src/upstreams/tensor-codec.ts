@@ -128,6 +128,40 @@ export function checkTensor(t: Tensor, path: string): number {
   }
 }
 
+/** The range of the datatypes narrower than their typed field (int32/uint32 hold them). */
+const narrowRange: ReadonlyMap<DataType, readonly [number, number]> = new Map([
+  [DataType.INT8, [-128, 127]],
+  [DataType.INT16, [-32768, 32767]],
+  [DataType.UINT8, [0, 255]],
+  [DataType.UINT16, [0, 65535]],
+]);
+
+/**
+ * Typed INT8/INT16/UINT8/UINT16 values travel in 32-bit fields: one outside its datatype's range
+ * would be wrapped (raw form) or misread by the server, so it is rejected instead.
+ */
+export function checkNarrowInts(t: Tensor, path: string): void {
+  const range = narrowRange.get(t.datatype);
+  if (range === undefined || t.data.case !== "contents") return;
+  const values = t.data.value[dataTypeInfo(t.datatype)!.field!] as number[];
+  const j = values.findIndex((v) => v < range[0] || v > range[1]);
+  if (j >= 0) {
+    throw invalidArgument(
+      elementPath(t, path, j),
+      `${values[j]} is out of range for ${dataTypeInfo(t.datatype)!.kserveName} (${range[0]} to ${range[1]})`,
+    );
+  }
+}
+
+/**
+ * Where element `j` of a tensor sits, for error messages: `inputs[0].contents.fp32_contents[3]`,
+ * or `inputs[0].raw_contents` for raw tensors.
+ */
+export function elementPath(t: Tensor, path: string, j: number): string {
+  const field = dataTypeInfo(t.datatype)?.field;
+  return t.data.case === "contents" && field !== undefined ? `${path}.contents.${snakeField[field]}[${j}]` : `${path}.raw_contents`;
+}
+
 /** Splits the raw BYTES form: each element is a 4-byte little-endian length, then the bytes. */
 export function splitLengthPrefixed(raw: Uint8Array, path: string): Uint8Array[] {
   const out: Uint8Array[] = [];

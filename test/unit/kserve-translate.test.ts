@@ -1,7 +1,8 @@
 /**
- * Table tests of the `kserve` kind's pure parts (kserve-translate.ts): half-precision conversions,
- * our Predict ↔ ModelInferRequest/ModelInferResponse (gRPC) and ↔ the REST JSON, the JSON writer,
- * paths, versions, and the option schemas. Fixtures are inline, after the Open Inference Protocol
+ * Table tests of the `kserve` kind's pure parts (kserve-grpc-translate.ts, kserve-rest-translate.ts,
+ * kserve-common.ts) and the half-precision conversions (tensor-math.ts): our Predict ↔
+ * ModelInferRequest/ModelInferResponse (gRPC) and ↔ the REST JSON, the JSON writer, paths,
+ * versions, and the option schemas. Fixtures are inline, after the Open Inference Protocol
  * spec (kserve/kserve docs/predict-api/v2) and Triton's behaviour.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -12,22 +13,13 @@ import { type PredictRequest, PredictRequestSchema, type PredictResponse } from 
 import { DataType, type ParameterValueSchema, type Tensor, TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { GatewayError } from "../../src/core/gateway-error.js";
-import {
-  bfloat16BitsToNumber,
-  float16BitsToNumber,
-  fromModelInferResponse,
-  fromRestInferResponse,
-  numberToBfloat16Bits,
-  numberToFloat16Bits,
-  restModelPath,
-  toModelInferRequest,
-  toRestInferRequest,
-  upstreamVersion,
-  writeRestJson,
-} from "../../src/upstreams/kserve/kserve-translate.js";
+import { parseExactJson } from "../../src/upstreams/exact-json.js";
+import { upstreamVersion } from "../../src/upstreams/kserve/kserve-common.js";
+import { fromModelInferResponse, toModelInferRequest } from "../../src/upstreams/kserve/kserve-grpc-translate.js";
+import { fromRestInferResponse, restModelPath, toRestInferRequest, writeRestJson } from "../../src/upstreams/kserve/kserve-rest-translate.js";
 import { kserveModelOptionsSchema, kserveOptionsSchema } from "../../src/upstreams/kserve/kserve-upstream.js";
-import { parseTfJson } from "../../src/upstreams/tfserving/tfserving-json.js";
 import { applyOutputForm } from "../../src/upstreams/tensor-bulk.js";
+import { bfloat16BitsToNumber, float16BitsToNumber, numberToBfloat16Bits, numberToFloat16Bits } from "../../src/upstreams/tensor-math.js";
 
 type PredictInit = MessageInitShape<typeof PredictRequestSchema>;
 type TensorInit = NonNullable<PredictInit["inputs"]>[number];
@@ -494,7 +486,7 @@ describe("REST: JSON writer", () => {
 });
 
 describe("REST: JSON answer → PredictResponse", () => {
-  const read = (text: string) => plainResponse(fromRestInferResponse("kfs", parseTfJson(text)));
+  const read = (text: string) => plainResponse(fromRestInferResponse("kfs", parseExactJson(text)));
   const answer = (outputs: string, extra = "") => `{"model_name":"m","model_version":"1"${extra},"outputs":[${outputs}]}`;
 
   it.each([
@@ -574,7 +566,7 @@ describe("REST: JSON answer → PredictResponse", () => {
     ["0/1 for BOOL", answer('{"name":"a","datatype":"BOOL","shape":[1],"data":[1]}'), 'outputs[0] ("a") element 0 is not a BOOL value: 1'],
     ["a nested parameter", answer("", ',"parameters":{"p":{"q":1}}'), 'parameters["p"] is not a string, number or boolean'],
   ])("bad response: %s", (_name, text, problem) => {
-    expect(failure(() => fromRestInferResponse("kfs", parseTfJson(text)))).toEqual({
+    expect(failure(() => fromRestInferResponse("kfs", parseExactJson(text)))).toEqual({
       code: Code.Unavailable,
       field: undefined,
       reason: "UPSTREAM_BAD_RESPONSE",

@@ -1,8 +1,8 @@
 /**
- * Table tests of the `tfserving` kind's pure parts: TF Serving's JSON dialect (tfserving-json.ts),
- * the request and answer translations and the readiness reading (tfserving-translate.ts), and its
- * option schemas. Fixtures are inline, after https://www.tensorflow.org/tfx/serving/api_rest and
- * tensorflow_serving/util/json_tensor.cc.
+ * Table tests of the `tfserving` kind's pure parts: TF Serving's JSON dialect (exact-json.ts,
+ * writeTfJson), the request and answer translations and the readiness reading
+ * (tfserving-translate.ts), and its option schemas. Fixtures are inline, after
+ * https://www.tensorflow.org/tfx/serving/api_rest and tensorflow_serving/util/json_tensor.cc.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
@@ -12,7 +12,7 @@ import { DataType, type Tensor } from "../../gen/infergate/v1/tensor_pb.js";
 import { ConfigError } from "../../src/config/config-error.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { GatewayError } from "../../src/core/gateway-error.js";
-import { parseTfJson, TfJsonSyntaxError, writeTfJson } from "../../src/upstreams/tfserving/tfserving-json.js";
+import { ExactJsonSyntaxError, parseExactJson } from "../../src/upstreams/exact-json.js";
 import {
   fromPredictAnswer,
   modelStateOf,
@@ -20,6 +20,7 @@ import {
   statusPath,
   type TfServingModelOptions,
   toPredictBody,
+  writeTfJson,
 } from "../../src/upstreams/tfserving/tfserving-translate.js";
 import { tfservingModelOptionsSchema, tfservingOptionsSchema } from "../../src/upstreams/tfserving/tfserving-upstream.js";
 import type { TfJson } from "../../src/upstreams/tfserving/tfserving-wire.js";
@@ -91,11 +92,11 @@ describe("TF Serving JSON", () => {
     ["strings with escaped quotes beside tokens", '{"a\\"": "x\\\\", "b": [NaN, "\\u00e9"]}', { 'a"': "x\\", b: [Number.NaN, "é"] }],
     ["null and nesting", " { \"a\" : [ [ ], [ null ] ] , \"t\": true, \"f\": false, \"n\": NaN } ", { a: [[], [null]], t: true, f: false, n: Number.NaN }],
   ])("parses %s", (_name, text, value) => {
-    expect(parseTfJson(text)).toEqual(value);
+    expect(parseExactJson(text)).toEqual(value);
   });
 
   it("keeps a __proto__ key an ordinary key in the exact parser", () => {
-    const v = parseTfJson('{"__proto__": [NaN]}') as Record<string, unknown>;
+    const v = parseExactJson('{"__proto__": [NaN]}') as Record<string, unknown>;
     expect(Object.keys(v)).toEqual(["__proto__"]);
     expect(Object.getPrototypeOf(v)).toBe(Object.prototype);
   });
@@ -109,8 +110,8 @@ describe("TF Serving JSON", () => {
     ["[-Inf]", "malformed number"],
     [`${"[".repeat(400)}NaN${"]".repeat(400)}`, "nesting deeper than 300"],
   ])("rejects %j", (text, problem) => {
-    expect(() => parseTfJson(text)).toThrow(TfJsonSyntaxError);
-    expect(() => parseTfJson(text)).toThrow(problem);
+    expect(() => parseExactJson(text)).toThrow(ExactJsonSyntaxError);
+    expect(() => parseExactJson(text)).toThrow(problem);
   });
 });
 

@@ -12,21 +12,14 @@ import type { TensorForm } from "../../../gen/infergate/v1/tensor_pb.js";
 import { offload, offloadBytes, ownBuffer } from "../offload.js";
 import { tensorBytes, typedAgain, withRawInputs } from "../tensor-bulk.js";
 import type { UpstreamConfig } from "../../config/schema.js";
+import { parseUpstreamJson } from "../exact-json.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import { parseUpstreamJson } from "../tfserving/tfserving-json.js";
 import type { Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
-import {
-  fromModelInferResponse,
-  fromRestInferResponse,
-  type KserveModelOptions,
-  restModelPath,
-  toModelInferRequest,
-  toRestInferRequest,
-  upstreamVersion,
-  writeRestJson,
-} from "./kserve-translate.js";
+import { type KserveModelOptions, upstreamVersion } from "./kserve-common.js";
+import { fromModelInferResponse, toModelInferRequest } from "./kserve-grpc-translate.js";
+import { fromRestInferResponse, restModelPath, toRestInferRequest, writeRestJson } from "./kserve-rest-translate.js";
 
 const positiveInt = z.number().int().positive();
 

@@ -9,7 +9,7 @@
  *
  * The gRPC half is `inference.GRPCInferenceService` (proto/inference/grpc_service.proto, generated
  * into gen/inference/grpc_service_pb.ts). JSON numbers here may be `bigint`: 64-bit integers are
- * written and read with every digit (see kserve-translate.ts). Answers are typed as the spec
+ * written and read with every digit (see kserve-rest-translate.ts). Answers are typed as the spec
  * promises; the translators still check every value they read.
  */
 

@@ -7,6 +7,7 @@
 import { ModelState, type PredictRequest } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor } from "../../../gen/infergate/v1/tensor_pb.js";
 import { echoed, invalidArgument } from "../../core/gateway-error.js";
+import { writeExactJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
 import { dataTypeInfo, decodeTensor, encodeTensor, type TensorValues } from "../tensor-codec.js";
 import {
@@ -15,6 +16,7 @@ import {
   type PredictColumnarRequest,
   type PredictRequestBody,
   type PredictRowRequest,
+  type TfJson,
   type TfTensorValue,
 } from "./tfserving-wire.js";
 
@@ -81,6 +83,15 @@ function modelPath(model: string, version: string | undefined): string {
   const base = `/v1/models/${encodeURIComponent(model)}`;
   if (version === undefined) return base;
   return /^\d+$/.test(version) ? `${base}/versions/${version}` : `${base}/labels/${encodeURIComponent(version)}`;
+}
+
+/**
+ * Writes a body in TF Serving's JSON dialect (exact-json.ts): finite numbers as JSON numbers,
+ * non-finite ones as `NaN` / `Infinity` / `-Infinity`, bigints with all their digits, strings as
+ * JSON strings.
+ */
+export function writeTfJson(value: TfJson): string {
+  return writeExactJson(value, { nonFinite: "tokens", what: "a TF Serving body" });
 }
 
 /**

@@ -4,10 +4,10 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { offload, offloadBytes, ownBuffer } from "../offload.js";
 import { tensorBytes, typedAgain, withRawInputs } from "../tensor-bulk.js";
 import type { UpstreamConfig } from "../../config/schema.js";
+import { parseUpstreamJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { Upstream, UpstreamKind } from "../upstream.js";
-import { parseUpstreamJson, writeTfJson } from "./tfserving-json.js";
 import {
   fromPredictAnswer,
   modelStateOf,
@@ -16,6 +16,7 @@ import {
   statusPath,
   type TfServingModelOptions,
   toPredictBody,
+  writeTfJson,
 } from "./tfserving-translate.js";
 import type { TfJson } from "./tfserving-wire.js";
 

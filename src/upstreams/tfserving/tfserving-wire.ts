@@ -9,7 +9,7 @@
  * - errors: any status with `{"error": "<message>"}`.
  *
  * TF Serving's JSON is not quite RFC 8259 JSON: floats may be the bare tokens `NaN`, `Infinity`
- * and `-Infinity`, and 64-bit integers are written with all their digits. tfserving-json.ts reads
+ * and `-Infinity`, and 64-bit integers are written with all their digits. exact-json.ts reads
  * and writes that dialect exactly. Answers are typed as what the API promises; the translators
  * still check every value they read.
  */

@@ -3,7 +3,7 @@ import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufb
 import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
-import type { ChatInput } from "../upstreams/upstream.js";
+import type { ChatInput } from "../core/upstream.js";
 
 /** What a key is computed for: the answer kinds are stored apart. */
 export type CacheRpc = "predict" | "chat" | "generate";

@@ -10,7 +10,7 @@ import {
   PredictResponseSchema,
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CacheConfig, ModelCacheConfig } from "../config/schema.js";
-import type { ChatInput } from "../upstreams/upstream.js";
+import type { ChatInput } from "../core/upstream.js";
 import { type CacheRpc, chatCacheKey, deepFreeze, type KeyScope, predictCacheKey } from "./cache-key.js";
 import { type CacheStats, createCacheStats } from "./cache-stats.js";
 import type { AnswerTier } from "./redis-answer-tier.js";

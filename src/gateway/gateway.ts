@@ -24,7 +24,7 @@ import { ConcurrencyLimit } from "../resilience/concurrency-limit.js";
 import { allowsFallback } from "../resilience/failure-policy.js";
 import { type LinkedAbort, linkedAbort } from "../resilience/linked-abort.js";
 import type { ResilientCall } from "../resilience/resilient-upstream.js";
-import type { ChatInput, Upstream } from "../upstreams/upstream.js";
+import type { ChatInput, Upstream } from "../core/upstream.js";
 import type { CacheCaller, ResponseCache, UpstreamRun } from "../cache/response-cache.js";
 import { AnswerAssembler, type Sessions } from "../sessions/sessions.js";
 import type { Logger } from "../observability/logger.js";

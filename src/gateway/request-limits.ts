@@ -3,7 +3,7 @@ import { Code } from "@connectrpc/connect";
 import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import type { RequestLimits } from "../config/schema.js";
-import type { ChatInput } from "../upstreams/upstream.js";
+import type { ChatInput } from "../core/upstream.js";
 import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 
 /**

@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import type { CapabilityName, Config, ModelCacheConfig } from "../config/schema.js";
 import { parseModelOptions, upstreamKindRegistry } from "../upstreams/registry.js";
-import type { Upstream } from "../upstreams/upstream.js";
+import type { Upstream } from "../core/upstream.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../core/gateway-error.js";
 
 /** Everything the gateway needs to serve one model name. */

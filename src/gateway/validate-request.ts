@@ -5,7 +5,7 @@ import {
 } from "../../gen/infergate/v1/chat_pb.js";
 import type { PredictRequest } from "../../gen/infergate/v1/inference_service_pb.js";
 import { checkTensor } from "../upstreams/tensor-codec.js";
-import type { ChatInput } from "../upstreams/upstream.js";
+import type { ChatInput } from "../core/upstream.js";
 import { isSharedRequest } from "../cache/cache-key.js";
 import { defaultRequestLimits, type RequestLimits } from "../config/schema.js";
 import { echoed, invalidArgument } from "../core/gateway-error.js";

@@ -10,7 +10,7 @@ import {
 import type { ResilienceConfig, UpstreamConfig } from "../config/schema.js";
 import { GatewayError, Reason } from "../core/gateway-error.js";
 import type { AttemptTrace } from "../core/call-context.js";
-import type { ChatInput, Upstream, UpstreamCall } from "../upstreams/upstream.js";
+import type { ChatInput, Upstream, UpstreamCall } from "../core/upstream.js";
 import { fullJitterBackoff } from "./backoff.js";
 import { ConcurrencyLimit } from "./concurrency-limit.js";
 import { type AttemptProgress, unwatchAttempt, watchAttempt } from "../core/attempt-progress.js";

@@ -21,8 +21,8 @@ import { ConfigError, type ConfigIssue, formatIssue } from "../config/config-err
 import { appliedConfig, restartOnlyChanges, upstreamFingerprint } from "./config-reload.js";
 import { readServerTls, type ServerTlsMaterial } from "./server-tls.js";
 import type { Logger } from "../observability/logger.js";
-import { createUpstream } from "../upstreams/registry.js";
-import type { Upstream } from "../upstreams/upstream.js";
+import { createUpstream } from "../gateway/create-upstream.js";
+import type { Upstream } from "../core/upstream.js";
 import { createConnectionGate, openFileLimit } from "./connection-limits.js";
 import { createGrpcServer, grpcCredentials, healthServices } from "./grpc-server.js";
 import { listenGrpc } from "./grpc-listener.js";

@@ -3,7 +3,7 @@ import { Code } from "@connectrpc/connect";
 import { type Message, MessageSchema, Role, type ToolCall, ToolCallSchema } from "../../gen/infergate/v1/chat_pb.js";
 import type { GenerateResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, invalidArgument, Reason } from "../core/gateway-error.js";
-import type { ChatInput } from "../upstreams/upstream.js";
+import type { ChatInput } from "../core/upstream.js";
 import type { SessionStore } from "./session-store.js";
 
 /** A session id: what goes into logs and store keys, so short and printable. */

@@ -6,7 +6,7 @@ import { ResponseCache } from "../../src/cache/response-cache.js";
 import { createGateway, type Gateway } from "../../src/gateway/gateway.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
-import { createUpstream } from "../../src/upstreams/registry.js";
+import { createUpstream } from "../../src/gateway/create-upstream.js";
 
 /** The gateway core behind an in-memory Connect transport: no sockets, the real routes. */
 export function memoryClient(yaml: string = defaultConfigYaml): {

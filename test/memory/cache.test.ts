@@ -10,7 +10,7 @@ import { createGateway, type Gateway } from "../../src/gateway/gateway.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
 import { createMockUpstream, mockOptionsSchema } from "../../src/upstreams/mock/mock-upstream.js";
-import type { Upstream } from "../../src/upstreams/upstream.js";
+import type { Upstream } from "../../src/core/upstream.js";
 
 /** The mock upstream, counting the calls that reach it and the ones aborted. */
 function counting(inner: Upstream) {

@@ -12,7 +12,7 @@ import { createGateway } from "../../src/gateway/gateway.js";
 import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
-import { createUpstream } from "../../src/upstreams/registry.js";
+import { createUpstream } from "../../src/gateway/create-upstream.js";
 
 function routerOf(yaml: string) {
   const config = parseConfig(yaml, "(test)", {});

@@ -8,7 +8,7 @@ import { parseConfig } from "../../src/config/load-config.js";
 import { GatewayError, invalidArgument, Reason, toStatus } from "../../src/core/gateway-error.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { toConnectError, toServiceError } from "../../src/server/error-rendering.js";
-import { createUpstream } from "../../src/upstreams/registry.js";
+import { createUpstream } from "../../src/gateway/create-upstream.js";
 
 describe("error mapping", () => {
   it.each([

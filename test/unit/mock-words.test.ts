@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, type GenerateResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import { createMockUpstream, mockOptionsSchema } from "../../src/upstreams/mock/mock-upstream.js";
-import type { ChatInput, UpstreamCall } from "../../src/upstreams/upstream.js";
+import type { ChatInput, UpstreamCall } from "../../src/core/upstream.js";
 
 const mock = createMockUpstream({ name: "mock" }, mockOptionsSchema.parse({}));
 const call = (request: ChatInput): UpstreamCall<ChatInput> =>

@@ -29,7 +29,7 @@ import { OutlierDetector } from "../../src/resilience/outlier-detector.js";
 import { createResilientUpstream, displayUrl, type ResilientCall, type ResilientUpstream } from "../../src/resilience/resilient-upstream.js";
 import { RetryBudget } from "../../src/resilience/retry-budget.js";
 import { errorFromNetwork, errorFromStatus } from "../../src/upstreams/http/http-errors.js";
-import type { ChatInput, Upstream, UpstreamCall } from "../../src/upstreams/upstream.js";
+import type { ChatInput, Upstream, UpstreamCall } from "../../src/core/upstream.js";
 import { memoryClient } from "../helpers/memory.js";
 import { createGateway } from "../../src/gateway/gateway.js";
 import { createCallContext } from "../../src/core/call-context.js";
@@ -37,7 +37,7 @@ import { ResponseCache } from "../../src/cache/response-cache.js";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createRouter } from "../../src/gateway/router.js";
 import { inferenceRoutes } from "../../src/server/connect-routes.js";
-import { createUpstream } from "../../src/upstreams/registry.js";
+import { createUpstream } from "../../src/gateway/create-upstream.js";
 
 const status = (s: number, headers: Record<string, string> = {}) => errorFromStatus("u", s, headers, "{}", []);
 const refused = errorFromNetwork("u", Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }));

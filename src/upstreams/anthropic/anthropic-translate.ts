@@ -28,7 +28,7 @@ import {
 import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
 import type { SseEvent } from "../sse/sse-decoder.js";
-import type { ChatInput } from "../upstream.js";
+import type { ChatInput } from "../../core/upstream.js";
 import {
   type AnthropicImageMediaType,
   anthropicImageMediaTypes,

@@ -3,7 +3,7 @@ import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/i
 import type { UpstreamConfig } from "../../config/schema.js";
 import { translateEventStream } from "../http/event-stream.js";
 import { defaultHttpPoolOptions, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
+import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import { createStreamTranslator, fromMessagesResponse, toMessagesRequest } from "./anthropic-translate.js";
 
 const positiveInt = z.number().int().positive();
@@ -45,12 +45,11 @@ export const anthropicKind: UpstreamKind<AnthropicOptions, AnthropicModelOptions
  * leave through HttpUpstream's one HTTP→gRPC mapping; the caller's signal and deadline bound the
  * whole call, body included.
  */
-export function createAnthropicUpstream(config: UpstreamConfig, options: AnthropicOptions): Upstream {
+export function createAnthropicUpstream(config: UpstreamConfig, options: AnthropicOptions): Upstream<AnthropicModelOptions> {
   const http = new HttpUpstream(config, { ...defaultHttpPoolOptions, ...options.http });
 
-  async function send(call: UpstreamCall<ChatInput>, stream: boolean): Promise<HttpAnswer> {
-    // The router parsed models[].options with anthropicModelOptionsSchema.
-    const { maxTokens } = call.modelOptions as AnthropicModelOptions;
+  async function send(call: UpstreamCall<ChatInput, AnthropicModelOptions>, stream: boolean): Promise<HttpAnswer> {
+    const { maxTokens } = call.modelOptions;
     const body = toMessagesRequest(call.request, { upstreamModel: call.upstreamModel, defaultMaxTokens: maxTokens, stream });
     return http.request({
       method: "POST",

@@ -16,7 +16,7 @@ import {
   type PredictRequest,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
-import type { ChatInput } from "../upstream.js";
+import type { ChatInput } from "../../core/upstream.js";
 
 /**
  * The Predict request the far gateway receives: the caller's, with `model` = the upstream model.

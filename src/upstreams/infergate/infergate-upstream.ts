@@ -10,7 +10,7 @@ import {
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
-import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
+import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import {
   forwardedChat,
   forwardedGenerate,

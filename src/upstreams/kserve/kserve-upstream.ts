@@ -16,7 +16,7 @@ import { parseUpstreamJson } from "../exact-json.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import type { Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
+import type { Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import { type KserveModelOptions, upstreamVersion } from "./kserve-common.js";
 import { fromModelInferResponse, toModelInferRequest } from "./kserve-grpc-translate.js";
 import { fromRestInferResponse, restModelPath, toRestInferRequest, writeRestJson } from "./kserve-rest-translate.js";
@@ -100,7 +100,7 @@ interface KserveTransport {
  * without a version, or `GET /v2/models/{name}/ready`: 200 is READY, anything else or no answer
  * NOT_READY). modelState() only reads that cache. close() stops the timer and aborts probes.
  */
-export function createKserveUpstream(config: UpstreamConfig, options: KserveOptions): Upstream {
+export function createKserveUpstream(config: UpstreamConfig, options: KserveOptions): Upstream<KserveModelOptionsConfig> {
   const transport = options.protocol === "rest" ? restTransport(config, options) : grpcTransport(config, options);
   const closing = new AbortController();
   const readiness = new Map<string, ModelState>();
@@ -136,8 +136,7 @@ export function createKserveUpstream(config: UpstreamConfig, options: KserveOpti
     name: config.name,
     kind: "kserve",
     predict(call): Promise<PredictResponse> {
-      // The router parsed models[].options with kserveModelOptionsSchema.
-      return transport.infer(call, upstreamVersion(call.request, call.modelOptions as KserveModelOptions));
+      return transport.infer(call, upstreamVersion(call.request, call.modelOptions));
     },
     modelState(upstreamModel) {
       const known = readiness.get(upstreamModel);

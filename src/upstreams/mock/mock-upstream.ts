@@ -24,7 +24,7 @@ import {
 import { Code } from "@connectrpc/connect";
 import { GatewayError, grpcCodeNames, invalidArgument, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
+import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import { mockPredict } from "./mock-predict.js";
 
 const codeName = z.enum(Object.keys(grpcCodeNames) as [string, ...string[]], {

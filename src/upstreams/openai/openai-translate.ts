@@ -29,7 +29,7 @@ import {
 import { GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { badResponse, errorFromStatus, snippet, UpstreamFailure } from "../http/http-errors.js";
 import type { SseEvent } from "../sse/sse-decoder.js";
-import type { ChatInput } from "../upstream.js";
+import type { ChatInput } from "../../core/upstream.js";
 import {
   type AssistantMessageParam,
   type ChatCompletionRequest,

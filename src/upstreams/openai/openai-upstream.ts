@@ -3,7 +3,7 @@ import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/i
 import type { UpstreamConfig } from "../../config/schema.js";
 import { translateEventStream } from "../http/event-stream.js";
 import { defaultHttpPoolOptions, type HttpAnswer, type HttpCall, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../upstream.js";
+import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import { type AnswerContext, createStreamTranslator, fromChatCompletion, toChatCompletionRequest } from "./openai-translate.js";
 
 const positiveInt = z.number().int().positive();

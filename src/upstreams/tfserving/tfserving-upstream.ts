@@ -7,7 +7,7 @@ import type { UpstreamConfig } from "../../config/schema.js";
 import { parseUpstreamJson } from "../exact-json.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import type { Upstream, UpstreamKind } from "../upstream.js";
+import type { Upstream, UpstreamKind } from "../../core/upstream.js";
 import {
   fromPredictAnswer,
   modelStateOf,
@@ -75,7 +75,7 @@ const probeTimeoutMs = 5_000;
  * ListModels finds the last answer older than `readinessTtlMs`; until the first probe answered
  * the state is UNSPECIFIED.
  */
-export function createTfServingUpstream(config: UpstreamConfig, options: TfServingOptions): Upstream {
+export function createTfServingUpstream(config: UpstreamConfig, options: TfServingOptions): Upstream<TfServingModelOptionsConfig> {
   const http = new HttpUpstream(config, { ...defaultHttpPoolOptions, ...options.http });
   const headers: Record<string, string> = {
     ...withoutNames(config.headers, ["content-type", "accept", ...(config.apiKey === undefined ? [] : ["authorization"])]),
@@ -124,8 +124,7 @@ export function createTfServingUpstream(config: UpstreamConfig, options: TfServi
     name: config.name,
     kind: "tfserving",
     async predict(call): Promise<PredictResponse> {
-      // The router parsed models[].options with tfservingModelOptionsSchema.
-      const modelOptions = call.modelOptions as TfServingModelOptions;
+      const modelOptions = call.modelOptions;
       // A big tensor's JSON is written, and a big answer read, on the worker thread (offload.ts);
       // the request goes there with its numbers raw (a copy of bytes).
       const rawRequest = tensorBytes(call.request.inputs) >= offloadBytes ? toBinary(PredictRequestSchema, withRawInputs(call.request)) : undefined;

@@ -19,13 +19,13 @@ export type ChatInput = ChatRequest | GenerateRequest;
  * only translates and does I/O. It must stop when `signal` aborts (the caller went away or the
  * deadline passed) and never wait past `deadline`.
  */
-export interface UpstreamCall<Req> {
+export interface UpstreamCall<Req, ModelOptions = unknown> {
   /** The validated request; `model` still holds the name the caller gave. */
   readonly request: Req;
   /** The model's name at the upstream. */
   readonly upstreamModel: string;
   /** The model's `options` from config, as the kind's `modelOptionsSchema` parsed them. */
-  readonly modelOptions: unknown;
+  readonly modelOptions: ModelOptions;
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
   /** The caller's deadline, in epoch milliseconds. */
@@ -38,19 +38,21 @@ export interface UpstreamCall<Req> {
  * The one interface every upstream kind implements. Adapters know nothing of
  * breakers, caches or retries; those wrap them in src/resilience and src/cache. Answers leave
  * `model`, `model_version`, `upstream` and `cached` to the gateway, which fills them in.
+ * `ModelOptions` is what the kind's `modelOptionsSchema` parses; above the registry
+ * (src/upstreams/registry.ts) every upstream is an `Upstream` of unknown model options.
  */
-export interface Upstream {
+export interface Upstream<ModelOptions = unknown> {
   /** The configured name of this upstream. */
   readonly name: string;
   /** The upstream kind, e.g. "mock" or "openai". */
   readonly kind: string;
-  predict?(call: UpstreamCall<PredictRequest>): Promise<PredictResponse>;
-  chat?(call: UpstreamCall<ChatInput>): Promise<ChatResponse>;
+  predict?(call: UpstreamCall<PredictRequest, ModelOptions>): Promise<PredictResponse>;
+  chat?(call: UpstreamCall<ChatInput, ModelOptions>): Promise<ChatResponse>;
   /**
    * Streams the answer: text and tool-call deltas, then exactly one final event last. A stream
    * that ends without a final event, or throws, has failed.
    */
-  generate?(call: UpstreamCall<ChatInput>): AsyncIterable<GenerateResponse>;
+  generate?(call: UpstreamCall<ChatInput, ModelOptions>): AsyncIterable<GenerateResponse>;
   /**
    * What the adapter last knew of a model's readiness, from a cached probe; never a probe per
    * call. Kinds that cannot tell leave it out (reported as MODEL_STATE_UNSPECIFIED).
@@ -66,7 +68,11 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
-/** What the registry knows of one upstream kind. */
+/**
+ * What the registry knows of one upstream kind: its config schemas and the adapter they type.
+ * `Options` is what `optionsSchema` parses, `ModelOptions` what `modelOptionsSchema` parses; the
+ * adapter's calls get the latter as `UpstreamCall.modelOptions`, typed, without a cast.
+ */
 export interface UpstreamKind<Options, ModelOptions = unknown> {
   /** The calls this kind can answer. */
   readonly capabilities: readonly CapabilityName[];
@@ -74,8 +80,11 @@ export interface UpstreamKind<Options, ModelOptions = unknown> {
   readonly needsEndpoints: boolean;
   /** The schema of the kind's `options` block in config. */
   readonly optionsSchema: z.ZodType<Options>;
-  /** The schema of a model's `options` block; kinds without per-model options leave it out. */
+  /**
+   * The schema of a model's `options` block; kinds without per-model options leave it out (config
+   * load then refuses a model's non-empty `options`, src/config/load-config.ts).
+   */
   readonly modelOptionsSchema?: z.ZodType<ModelOptions>;
   /** Makes the adapter for one configured upstream. */
-  create(config: UpstreamConfig, options: Options): Upstream;
+  create(config: UpstreamConfig, options: Options): Upstream<ModelOptions>;
 }

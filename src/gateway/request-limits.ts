@@ -102,7 +102,7 @@ const predictLists: readonly ListSpec[] = [
   list("metadata", "metadata", 7, "metadataEntries", { map: true }),
 ];
 
-/** The OpenAI Chat Completions body (src/upstreams/openai/openai-ingress-translate.ts reads it). */
+/** The OpenAI Chat Completions body (src/ingress/openai/openai-ingress-translate.ts reads it). */
 const openaiChatLists: readonly ListSpec[] = [
   list("messages", "messages", 0, "messages", {
     each: [list("content", "content", 0, "contentParts", { total: true }), list("tool_calls", "tool_calls", 0, "toolCalls", { total: true })],

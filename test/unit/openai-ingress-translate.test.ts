@@ -1,5 +1,5 @@
 /**
- * The OpenAI-compatible ingress's pure translations (src/upstreams/openai/openai-ingress-translate.ts):
+ * The OpenAI-compatible ingress's pure translations (src/ingress/openai/openai-ingress-translate.ts):
  * API requests → ours, our answers, streams, model lists and errors → the API's JSON. Where a
  * mapping has a forward direction (the openai upstream kind), the two are also run one after the
  * other: what the ingress reads, the adapter writes back unchanged, and what the ingress streams,
@@ -25,7 +25,7 @@ import {
   toChatCompletion,
   toErrorAnswer,
   toModelList,
-} from "../../src/upstreams/openai/openai-ingress-translate.js";
+} from "../../src/ingress/openai/openai-ingress-translate.js";
 import { createStreamTranslator, type RequestContext, toChatCompletionRequest } from "../../src/upstreams/openai/openai-translate.js";
 import type { ChatCompletionChunk } from "../../src/upstreams/openai/openai-wire.js";
 

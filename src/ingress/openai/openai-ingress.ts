@@ -3,8 +3,8 @@
  * gRPC-Web and JSON: an app that uses an OpenAI SDK switches to infergate by changing its base URL
  * to `http://<httpListen>/v1`. Served over the same gateway core as the gRPC and Connect
  * listeners, so admission (API keys, rate limits), routing, fallbacks, cache, deadlines and
- * cancellation are the same. Translation is src/upstreams/openai/openai-ingress-translate.ts (the
- * openai kind's mapping read the other way); this file does only HTTP. docs/openai-ingress.md.
+ * cancellation are the same. Translation is openai-ingress-translate.ts (the openai kind's mapping
+ * read the other way); this file does only HTTP. docs/openai-ingress.md.
  *
  * - `POST /v1/chat/completions`: unary → Chat; `"stream": true` → Generate as server-sent events,
  *   `data: <chunk>` per event and `data: [DONE]` after a complete answer.
@@ -35,7 +35,7 @@ import {
   toChatCompletion,
   toErrorAnswer,
   toModelList,
-} from "../../upstreams/openai/openai-ingress-translate.js";
+} from "./openai-ingress-translate.js";
 import { streamDoneData } from "../../upstreams/openai/openai-wire.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;

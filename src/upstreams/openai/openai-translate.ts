@@ -49,7 +49,8 @@ import {
 
 // --- one mapping, both ways ----------------------------------------------------------------------
 // The enum values of our contract and the API's strings, as tables that this adapter reads ours →
-// wire and the OpenAI-compatible ingress (openai-ingress-translate.ts) reads wire → ours.
+// wire and the OpenAI-compatible ingress (src/ingress/openai/openai-ingress-translate.ts) reads
+// wire → ours.
 
 /** A one-to-one table between an enum of ours and the API's strings. */
 export interface EnumTable<E extends number, W extends string> {

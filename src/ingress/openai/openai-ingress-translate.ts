@@ -1,10 +1,10 @@
 /**
- * The reverse of openai-translate.ts, for the OpenAI-compatible HTTP ingress
- * (src/ingress/openai/openai-ingress.ts): a Chat Completions request as an OpenAI SDK sends it →
- * our ChatRequest / GenerateRequest, and our answers, stream events, model list and errors → the
- * API's JSON. Pure functions, no I/O. The enum tables and the data-URI helpers are
- * openai-translate.ts's, so each value has one mapping, read one way by the upstream adapter and
- * the other way here. docs/openai-ingress.md has the mapping table.
+ * The reverse of src/upstreams/openai/openai-translate.ts, for the OpenAI-compatible HTTP ingress
+ * (openai-ingress.ts): a Chat Completions request as an OpenAI SDK sends it → our ChatRequest /
+ * GenerateRequest, and our answers, stream events, model list and errors → the API's JSON. Pure
+ * functions, no I/O. The enum tables and the data-URI helpers are openai-translate.ts's, so each
+ * value has one mapping, read one way by the upstream adapter and the other way here (the ingress
+ * imports from upstreams/, never the reverse). docs/openai-ingress.md has the mapping table.
  *
  * Requests: every key either maps, or is accepted only with a value that asks for nothing
  * (`n: 1`, `logprobs: false`, …), or is refused with INVALID_ARGUMENT whose `field` (the error's
@@ -42,7 +42,7 @@ import {
   responseFormatTypes,
   roles,
   toolChoiceModes,
-} from "./openai-translate.js";
+} from "../../upstreams/openai/openai-translate.js";
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -53,7 +53,7 @@ import type {
   WireFinishReason,
   WireToolCall,
   WireUsage,
-} from "./openai-wire.js";
+} from "../../upstreams/openai/openai-wire.js";
 
 type Json = Record<string, unknown>;
 type ChatInit = MessageInitShape<typeof ChatRequestSchema>;

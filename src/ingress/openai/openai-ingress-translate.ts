@@ -9,6 +9,11 @@
  * Requests: every key either maps, or is accepted only with a value that asks for nothing
  * (`n: 1`, `logprobs: false`, …), or is refused with INVALID_ARGUMENT whose `field` (the error's
  * `param`) names it — never silently dropped. `null` means "unset" everywhere, as in the API.
+ *
+ * Over 400 lines, kept whole: it is one wire format's translator, most of it the request reader
+ * that maps or refuses each key of the Chat Completions body; the answer, chunk, model-list and
+ * error writers are the same mapping's other half, tested against it in one file
+ * (test/unit/openai-ingress-translate.test.ts).
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { JsonObject } from "@bufbuild/protobuf";
@@ -35,6 +40,7 @@ import {
   type ModelInfo,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { echoed, GatewayError, invalidArgument, toStatus } from "../../core/gateway-error.js";
+import { isObject } from "../../upstreams/json-value.js";
 import {
   finishReasons,
   imageDetails,
@@ -591,10 +597,6 @@ export function toErrorAnswer(err: unknown): HttpErrorAnswer {
 }
 
 // --- reading JSON -------------------------------------------------------------------------------
-
-function isObject(v: unknown): v is Json {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** `o[key]` read with `read`, or undefined when the key is absent or null (the API's "unset"). */
 function opt<T>(o: Json, key: string, read: (v: unknown, at: string) => T, prefix = ""): T | undefined {

@@ -3,6 +3,10 @@
  * (anthropic-wire.ts). No I/O: the client in anthropic-upstream.ts sends what these build and
  * feeds back what arrives. docs/upstream-anthropic.md has the mapping table; every request field
  * either maps or is rejected here with INVALID_ARGUMENT naming it, never silently dropped.
+ *
+ * Over 400 lines, kept whole: it is one wire format's translator (the request, the answer and the
+ * stream's event machine of the Messages API), whose parts change together when the API does;
+ * the stream contract it implements and the stream plumbing are in http/event-stream.ts.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
@@ -26,8 +30,9 @@ import {
   GenerateResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
+import type { StreamTranslator } from "../http/event-stream.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
-import type { SseEvent } from "../sse/sse-decoder.js";
+import { isObject, safeJson } from "../json-value.js";
 import type { ChatInput } from "../../core/upstream.js";
 import {
   type AnthropicImageMediaType,
@@ -375,16 +380,6 @@ export function fromMessagesResponse(upstream: string, body: unknown): ChatRespo
   });
 }
 
-/** Turns the events of a streamed answer into ours, one SSE event at a time. */
-export interface StreamTranslator {
-  /** The events `event` completes; throws for an `error` event or a malformed one. */
-  push(event: SseEvent): GenerateResponse[];
-  /** Whether `message_stop` arrived (the final event was returned); later events are ignored. */
-  readonly done: boolean;
-  /** Call when the body ended: throws UNAVAILABLE STREAM_TRUNCATED if message_stop never came. */
-  end(): void;
-}
-
 type BlockState =
   | { readonly kind: "text" }
   | { readonly kind: "tool"; readonly index: number; hasArguments: boolean }
@@ -584,16 +579,4 @@ function streamError(upstream: string, e: Record<string, unknown>, data: string)
     metadata: { upstream, upstream_error: t },
     cause: new UpstreamFailure(`upstream ${upstream} sent an error event: ${t}`, 200, snippet(data)),
   });
-}
-
-function safeJson(v: unknown): string | undefined {
-  try {
-    return JSON.stringify(v);
-  } catch {
-    return undefined;
-  }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }

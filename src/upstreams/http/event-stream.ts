@@ -4,13 +4,16 @@ import { createSseDecoder, type SseEvent, SseDecodeError } from "../sse/sse-deco
 import { badResponse } from "./http-errors.js";
 import type { HttpAnswer, HttpUpstream } from "./http-upstream.js";
 
-/** Turns one kind's SSE events into our stream events (e.g. the OpenAI or Anthropic translator). */
-export interface EventTranslator {
-  /** The events an SSE event gives; throws a GatewayError for an error event or a bad one. */
-  push(event: SseEvent): Iterable<GenerateResponse>;
-  /** The upstream's terminator was seen: the stream is complete. */
+/**
+ * Turns one kind's SSE events into our stream events, one SSE event at a time (each SSE kind's
+ * createStreamTranslator: openai-translate.ts, anthropic-translate.ts).
+ */
+export interface StreamTranslator {
+  /** The events an SSE event completes; throws a GatewayError for an error event or a malformed one. */
+  push(event: SseEvent): GenerateResponse[];
+  /** Whether the upstream's terminator arrived (the final event was returned); later events are ignored. */
   readonly done: boolean;
-  /** The byte stream ended; throws STREAM_TRUNCATED when the terminator never came. */
+  /** Call when the body ended: throws UNAVAILABLE STREAM_TRUNCATED if the terminator never came. */
   end(): void;
 }
 
@@ -42,7 +45,7 @@ export function translateEventStream(
   open: () => Promise<HttpAnswer>,
   signal: AbortSignal,
   maxEventBytes: number,
-  translator: EventTranslator,
+  translator: StreamTranslator,
 ): AsyncIterableIterator<GenerateResponse> {
   const decoder = createSseDecoder({ maxEventSize: maxEventBytes });
   let answer: HttpAnswer | undefined;
@@ -118,13 +121,13 @@ export function translateEventStream(
           raw = [];
           rawHead = 0;
         }
-        let events: Iterable<GenerateResponse>;
+        let events: GenerateResponse[];
         try {
           events = translator.push(ev);
         } catch (err) {
           fail(mapError(err));
         }
-        out = Array.isArray(events) ? events : [...events];
+        out = events;
         outHead = 0;
         if (translator.done) stop(true);
         continue;

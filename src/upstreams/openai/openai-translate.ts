@@ -3,6 +3,11 @@
  * API (openai-wire.ts). No I/O: the client in openai-upstream.ts sends what these build and feeds
  * back what arrives. docs/upstream-openai.md has the mapping table; every request field either
  * maps or is rejected here with INVALID_ARGUMENT naming it, never silently dropped.
+ *
+ * Over 400 lines, kept whole: it is one wire format's translator, the request writer, the answer
+ * and stream readers and the enum tables of one mapping that the OpenAI-compatible ingress reads
+ * the other way (src/ingress/openai/openai-ingress-translate.ts); split by direction, one change
+ * of the API would touch several files that must stay in step.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
@@ -27,8 +32,9 @@ import {
   GenerateResponseSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
+import type { StreamTranslator } from "../http/event-stream.js";
 import { badResponse, errorFromStatus, snippet, UpstreamFailure } from "../http/http-errors.js";
-import type { SseEvent } from "../sse/sse-decoder.js";
+import { isObject, safeJson } from "../json-value.js";
 import type { ChatInput } from "../../core/upstream.js";
 import {
   type AssistantMessageParam,
@@ -456,16 +462,6 @@ function functionOf(fn: Record<string, unknown>, bad: (problem: string) => Gatew
   throw bad("a tool call's arguments are neither text nor an object");
 }
 
-/** Turns the events of a streamed answer into ours, one SSE event at a time. */
-export interface StreamTranslator {
-  /** The events `event` completes; throws for an error object or a malformed event. */
-  push(event: SseEvent): GenerateResponse[];
-  /** Whether `data: [DONE]` arrived (the final event was returned); later events are ignored. */
-  readonly done: boolean;
-  /** Call when the body ended: throws UNAVAILABLE STREAM_TRUNCATED if `[DONE]` never came. */
-  end(): void;
-}
-
 /**
  * Makes the translator of one stream. OpenAI streams `data: <chunk JSON>` events and ends with
  * `data: [DONE]`; with `stream_options.include_usage` the last chunk before it has `choices: []`
@@ -683,16 +679,4 @@ export function errorFromBody(ctx: AnswerContext, e: Record<string, unknown>, da
     metadata: { upstream: ctx.upstream, upstream_error: type },
     cause: new UpstreamFailure(`upstream ${ctx.upstream} sent an error object: ${type}`, 200, snippet(data)),
   });
-}
-
-function safeJson(v: unknown): string | undefined {
-  try {
-    return JSON.stringify(v);
-  } catch {
-    return undefined;
-  }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }

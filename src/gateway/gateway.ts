@@ -31,7 +31,9 @@ import type { Logger } from "../observability/logger.js";
 import { UpstreamFailure } from "../upstreams/http/http-errors.js";
 import type { CallObserver, CallRecord } from "../observability/call-record.js";
 import { GatewayError, Reason, toGatewayError } from "../core/gateway-error.js";
-import type { ModelRoute, Router } from "./router.js";
+import type { ModelRoute } from "../core/model-route.js";
+import { type Admission, isModelCall } from "../core/rpc.js";
+import type { Router } from "./router.js";
 import { validateChatInput, validatePredictRequest } from "./validate-request.js";
 import { applyOutputForm } from "../upstreams/tensor-bulk.js";
 
@@ -132,9 +134,6 @@ interface Generation {
   /** Set by swap once replaced: called when its last call has left. */
   drained?: () => void;
 }
-
-/** See GatewayOptions.admit. */
-export type Admission = (call: { rpc: CallRecord["rpc"]; model: string; ctx: CallContext }) => void | Promise<void>;
 
 /** Makes the gateway core over a router. */
 export function createGateway(router: Router, options: GatewayOptions = {}): Gateway {
@@ -274,7 +273,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     model: string,
     op: (ctx: CallContext, router: Router) => Promise<T>,
   ): Promise<T> {
-    const limited = rpc !== "ListModels" && rpc !== "DeleteSession";
+    const limited = isModelCall(rpc);
     const g = enter(limited);
     const { ctx, end } = scoped(outer);
     try {

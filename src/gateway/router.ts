@@ -1,26 +1,9 @@
 import { Code } from "@connectrpc/connect";
-import type { CapabilityName, Config, ModelCacheConfig } from "../config/schema.js";
+import type { CapabilityName, Config } from "../config/schema.js";
 import { parseModelOptions, upstreamKindRegistry } from "../upstreams/registry.js";
 import type { Upstream } from "../core/upstream.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../core/gateway-error.js";
-
-/** Everything the gateway needs to serve one model name. */
-export interface ModelRoute {
-  readonly name: string;
-  readonly version: string;
-  readonly upstream: Upstream;
-  readonly upstreamModel: string;
-  readonly capabilities: readonly CapabilityName[];
-  /** The model's options, parsed by its upstream kind. */
-  readonly modelOptions: unknown;
-  /** How its answers are cached. */
-  readonly cache: ModelCacheConfig;
-  /**
-   * The models tried in order when this one's upstream fails with a retryable error (config
-   * `fallbacks`); their own fallbacks are not followed.
-   */
-  readonly fallbacks: readonly ModelRoute[];
-}
+import type { ModelRoute } from "../core/model-route.js";
 
 const rpcNames: Record<CapabilityName, string> = { predict: "Predict", chat: "Chat", generate: "Generate" };
 

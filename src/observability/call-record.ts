@@ -1,10 +1,11 @@
+import type { Rpc } from "../core/rpc.js";
 
 /**
  * What happened in one call, reported once when it ends: the source of the per-call log line and
  * of the request metrics. Holds no prompt, completion or secret.
  */
 export interface CallRecord {
-  readonly rpc: "Predict" | "Chat" | "Generate" | "ListModels" | "DeleteSession";
+  readonly rpc: Rpc;
   readonly requestId: string;
   readonly tenant: string;
   /** The model asked for ("" for ListModels). */

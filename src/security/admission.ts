@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import type { AuthConfig, LimitsConfig } from "../config/schema.js";
-import type { Admission } from "../gateway/gateway.js";
+import { type Admission, isModelCall } from "../core/rpc.js";
 import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 import type { CallRecord } from "../observability/call-record.js";
 import { globMatch, matchKey, presentedKey } from "./api-keys.js";
@@ -99,7 +99,7 @@ export function createSecurity(auth: AuthConfig, defaults: LimitsConfig, store: 
   async function admitCaller({ rpc, model, ctx }: Parameters<Admission>[0]): Promise<void> {
     const caller = identify(ctx.headers, ctx.peerCommonName);
     ctx.tenant = caller.name;
-    if (rpc !== "ListModels" && rpc !== "DeleteSession" && !caller.models.some((g) => globMatch(g, model))) {
+    if (isModelCall(rpc) && !caller.models.some((g) => globMatch(g, model))) {
       throw new GatewayError(Code.PermissionDenied, `this caller may not use model "${echoed(model)}"`, {
         reason: Reason.ModelNotAllowed,
         metadata: { model: echoed(model) },

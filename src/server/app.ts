@@ -192,7 +192,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const shutdownController = new AbortController();
   const handler = connectNodeAdapter({
     // The request limit is also infergate's own, which decodes each request first (connect-decoding.ts).
-    routes: inferenceRoutes(gateway, server.maxTimeoutMs, { readMaxBytes: server.maxMessageBytes, requestLimits: server.requestLimits }),
+    routes: inferenceRoutes(gateway, server.maxTimeoutMs, { readMaxBytes: server.maxMessageBytes, requestLimits: server.requestLimits }, server.maxMessageBytes),
     readMaxBytes: server.maxMessageBytes,
     writeMaxBytes: server.maxMessageBytes,
     shutdownSignal: shutdownController.signal,

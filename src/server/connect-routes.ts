@@ -4,6 +4,7 @@ import type { Gateway } from "../gateway/gateway.js";
 import type { CallRecord } from "../observability/call-record.js";
 import { callerHeaders, createCallContext, type OwnedCallContext } from "../core/call-context.js";
 import { decodedRequestKey, decodeRequestsFirst, type DecodeOptions } from "./connect-decoding.js";
+import { answerSizeCheck } from "./answer-size.js";
 import { toConnectError } from "./error-rendering.js";
 
 /** The verified client certificate's CN, put there by the HTTP listener (see app.ts). */
@@ -54,11 +55,13 @@ function requestOf<Req>(gateway: Gateway, hc: HandlerContext, ctx: OwnedCallCont
 async function unary<Req, Res>(
   gateway: Gateway,
   hc: HandlerContext,
-  maxTimeoutMs: number,
+  limits: RouteLimits,
   req: Req,
   fn: (req: Req, ctx: OwnedCallContext) => Promise<Res>,
 ): Promise<Res> {
-  const ctx = callContext(hc, maxTimeoutMs);
+  const ctx = callContext(hc, limits.maxTimeoutMs);
+  // An answer over the limit fails the call in the core, before it is reported (answer-size.ts).
+  if (limits.writeMaxBytes !== undefined) ctx.encodeAnswer = answerSizeCheck(hc.method.output, limits.writeMaxBytes, hc.requestHeader.get("content-type"), hc.url);
   try {
     const res = await fn(requestOf(gateway, hc, ctx, req), ctx);
     setHeaders(hc, ctx);
@@ -71,24 +74,51 @@ async function unary<Req, Res>(
   }
 }
 
+/** What every route of inferenceRoutes is given. */
+interface RouteLimits {
+  /** server.maxTimeoutMs: the longest deadline a call gets. */
+  readonly maxTimeoutMs: number;
+  /** connect-node's writeMaxBytes (server.maxMessageBytes); undefined: answers are not sized. */
+  readonly writeMaxBytes: number | undefined;
+}
+
 /**
  * InferenceService for connect-node (Connect, gRPC-Web and JSON), over the same gateway core and
  * the same error rendering as the gRPC listener. Requests are decoded by infergate first
  * (decodeRequestsFirst, with `decoding`: the limits the connect-node adapter is given; connect-node's
- * default readMaxBytes without).
+ * default readMaxBytes without). `writeMaxBytes`, the adapter's own, sizes each answer before the
+ * call is reported (answerSizeCheck).
  */
-export function inferenceRoutes(gateway: Gateway, maxTimeoutMs: number, decoding: DecodeOptions = { readMaxBytes: 0xffffffff }): (router: ConnectRouter) => void {
+export function inferenceRoutes(
+  gateway: Gateway,
+  maxTimeoutMs: number,
+  decoding: DecodeOptions = { readMaxBytes: 0xffffffff },
+  writeMaxBytes?: number,
+): (router: ConnectRouter) => void {
+  const limits: RouteLimits = { maxTimeoutMs, writeMaxBytes };
   return (router) => {
     router.service(InferenceService, {
-      predict: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.predict),
-      chat: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.chat),
-      listModels: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.listModels),
-      deleteSession: (req, hc) => unary(gateway, hc, maxTimeoutMs, req, gateway.deleteSession),
+      predict: (req, hc) => unary(gateway, hc, limits, req, gateway.predict),
+      chat: (req, hc) => unary(gateway, hc, limits, req, gateway.chat),
+      listModels: (req, hc) => unary(gateway, hc, limits, req, gateway.listModels),
+      deleteSession: (req, hc) => unary(gateway, hc, limits, req, gateway.deleteSession),
       async *generate(req, hc) {
         const ctx = callContext(hc, maxTimeoutMs);
+        const check = writeMaxBytes === undefined ? undefined : answerSizeCheck(hc.method.output, writeMaxBytes, hc.requestHeader.get("content-type"), hc.url);
         try {
           let first = true;
-          for await (const event of gateway.generate(requestOf(gateway, hc, ctx, req), ctx)) {
+          const events = gateway.generate(requestOf(gateway, hc, ctx, req), ctx);
+          for await (const event of events) {
+            if (check !== undefined) {
+              try {
+                check(event);
+              } catch (tooLarge) {
+                // Thrown into the core's stream at the event it yielded: the call is reported,
+                // and answered, with it (as the gRPC listener does, grpc-server.ts).
+                await events.throw(tooLarge);
+                throw tooLarge;
+              }
+            }
             if (first) {
               setHeaders(hc, ctx);
               first = false;

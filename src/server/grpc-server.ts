@@ -1,5 +1,4 @@
 import { fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import type { PackageDefinition } from "@grpc/proto-loader";
@@ -22,9 +21,10 @@ import type { RequestLimits, ServerConfig } from "../config/schema.js";
 import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
 import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
-import { GatewayError, Reason } from "../core/gateway-error.js";
+import { GatewayError } from "../core/gateway-error.js";
 import { checkWireLimits } from "../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../core/call-context.js";
+import { answerTooLarge } from "./answer-size.js";
 import { toServiceError } from "./error-rendering.js";
 import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
 import { resetIfStuck } from "./stuck-streams.js";
@@ -105,18 +105,6 @@ function responseBytes(schema: DescMessage, m: object): Uint8Array {
     (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : schema === PredictResponseSchema ? encodePredictResponse(m as PredictResponse) : undefined) ??
     toBinary(schema, m as never)
   );
-}
-
-/**
- * RESOURCE_EXHAUSTED, reason MESSAGE_TOO_LARGE: an answer (or a stream's event) of `size` bytes
- * cannot be sent to the client. grpc-js would refuse to send it too, but only after the call was
- * reported OK, and without ErrorInfo (issue 17).
- */
-function answerTooLarge(size: number, limit: number): GatewayError {
-  return new GatewayError(Code.ResourceExhausted, `the answer is ${size} bytes, larger than the gateway's limit of ${limit} bytes (server.maxMessageBytes)`, {
-    reason: Reason.MessageTooLarge,
-    metadata: { size: String(size), limit: String(limit) },
-  });
 }
 
 /** A PredictResponse's wire bytes: big typed outputs in bulk (predict-wire.ts), else toBinary. */

@@ -2,7 +2,9 @@
  * Issue 17, defect 8: a call that fails because a message is over a size limit is recorded with
  * the status the client got, and the client gets a reason. The real process runs with
  * `server.maxMessageBytes: 65536` in front of fakes on loopback that answer as big as asked (the
- * upstream model `big-<n>`: n characters of text, or n INT32 elements); a real gRPC client calls.
+ * upstream model `big-<n>`: n characters of text, or n INT32 elements); a real gRPC client calls,
+ * and connect-es's clients call the HTTP listener in each of its protocols (there connect-node
+ * encodes an answer after the handler returned: before, such a call was logged and counted OK).
  *
  * - An answer too big for the client (Chat, Generate's second event, Predict from the mock): the
  *   client gets RESOURCE_EXHAUSTED with ErrorInfo reason MESSAGE_TOO_LARGE, and the call's log
@@ -15,7 +17,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -130,7 +133,15 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const client = () => createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${gateway.grpcAddress}` }));
+/** The gRPC listener, and the HTTP listener in each of its protocols and codecs. */
+const transports: Record<string, () => Transport> = {
+  grpc: () => createGrpcTransport({ baseUrl: `http://${gateway.grpcAddress}` }),
+  "connect-json": () => createConnectTransport({ baseUrl: `http://${gateway.httpAddress}`, httpVersion: "1.1" }),
+  "connect-proto": () => createConnectTransport({ baseUrl: `http://${gateway.httpAddress}`, httpVersion: "1.1", useBinaryFormat: true }),
+  "grpc-web": () => createGrpcWebTransport({ baseUrl: `http://${gateway.httpAddress}`, httpVersion: "1.1" }),
+  "http-grpc": () => createGrpcTransport({ baseUrl: `http://${gateway.httpAddress}` }),
+};
+const overHttp = Object.keys(transports).filter((t) => t !== "grpc");
 const ask = (model: string) => ({ model, messages: [{ role: Role.USER, content: [{ part: { case: "text" as const, value: "hello" } }] }] });
 /** One FP32 input of n elements: the mock answers two outputs as big (OUTPUT0 = OUTPUT1 = the input). */
 const predictOf = (model: string, n: number) => ({
@@ -141,8 +152,8 @@ const predictOf = (model: string, n: number) => ({
 /** What each call gave, by its request id: [code, reason, events received before the end]. */
 const outcomes = new Map<string, [Code | "OK", string | undefined, number]>();
 
-async function run(id: string, rpc: "chat" | "generate" | "predict", arg: ReturnType<typeof ask> | ReturnType<typeof predictOf>): Promise<void> {
-  const c = client();
+async function run(id: string, rpc: "chat" | "generate" | "predict", arg: ReturnType<typeof ask> | ReturnType<typeof predictOf>, transport = "grpc"): Promise<void> {
+  const c = createClient(InferenceService, transports[transport]!());
   const headers = { "x-request-id": id };
   let events = 0;
   try {
@@ -181,6 +192,19 @@ describe.sequential("issue 17, defect 8: message-size failures are recorded as t
     expect(outcomes.get("after")).toEqual(["OK", undefined, 0]);
   });
 
+  it("the same over the HTTP listener: Connect (JSON and binary), gRPC-Web, gRPC", async () => {
+    for (const t of overHttp) {
+      await run(`${t}-client-chat`, "chat", ask("too-big"), t);
+      await run(`${t}-client-generate`, "generate", ask("too-big"), t);
+      await run(`${t}-client-predict`, "predict", predictOf("mock-predict", 10_000), t);
+      await run(`${t}-fits-chat`, "chat", ask("fits"), t);
+      expect([t, outcomes.get(`${t}-client-chat`)]).toEqual([t, [Code.ResourceExhausted, "MESSAGE_TOO_LARGE", 0]]);
+      expect([t, outcomes.get(`${t}-client-generate`)]).toEqual([t, [Code.ResourceExhausted, "MESSAGE_TOO_LARGE", 1]]);
+      expect([t, outcomes.get(`${t}-client-predict`)]).toEqual([t, [Code.ResourceExhausted, "MESSAGE_TOO_LARGE", 0]]);
+      expect([t, outcomes.get(`${t}-fits-chat`)]).toEqual([t, ["OK", undefined, 0]]);
+    }
+  });
+
   it("an upstream's answer over its own limit: RESOURCE_EXHAUSTED, UPSTREAM_MESSAGE_TOO_LARGE", async () => {
     await run("up-http-chat", "chat", ask("up-http"));
     await run("up-far-chat", "chat", ask("up-far"));
@@ -204,13 +228,15 @@ describe.sequential("issue 17, defect 8: message-size failures are recorded as t
     }
     const counted = (rpc: string, model: string, code: string) =>
       [...metrics].filter(([k]) => k.startsWith("infergate_requests_total{") && k.includes(`rpc="${rpc}"`) && k.includes(`model="${model}"`) && k.includes(`code="${code}"`)).reduce((n, [, v]) => n + v, 0);
-    expect(counted("Chat", "too-big", "RESOURCE_EXHAUSTED")).toBe(1);
+    // One of each from the gRPC listener, and one per protocol of the HTTP listener.
+    const n = 1 + overHttp.length;
+    expect(counted("Chat", "too-big", "RESOURCE_EXHAUSTED")).toBe(n);
     expect(counted("Chat", "too-big", "OK")).toBe(0);
-    expect(counted("Generate", "too-big", "RESOURCE_EXHAUSTED")).toBe(1);
+    expect(counted("Generate", "too-big", "RESOURCE_EXHAUSTED")).toBe(n);
     expect(counted("Generate", "too-big", "OK")).toBe(0);
-    expect(counted("Predict", "mock-predict", "RESOURCE_EXHAUSTED")).toBe(1);
+    expect(counted("Predict", "mock-predict", "RESOURCE_EXHAUSTED")).toBe(n);
     expect(counted("Predict", "mock-predict", "OK")).toBe(1);
-    expect(counted("Chat", "fits", "OK")).toBe(2);
+    expect(counted("Chat", "fits", "OK")).toBe(2 + overHttp.length);
     expect(counted("Predict", "up-kserve", "RESOURCE_EXHAUSTED")).toBe(1);
   });
 });

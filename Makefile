@@ -6,7 +6,7 @@ MAKEFLAGS += --no-print-directory
 BIN := node_modules/.bin
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup generate lint breaking release-contracts build run test test-fast test-deps check-generated bench bench-quick bench-peers
+.PHONY: setup generate lint deps breaking release-contracts build run test test-fast test-deps check-generated bench bench-quick bench-peers
 
 # Installs the exact dependencies of package-lock.json.
 setup:
@@ -35,6 +35,12 @@ check-generated: node_modules/.package-lock.json
 lint: node_modules/.package-lock.json
 	$(BIN)/buf lint
 	$(BIN)/tsc -p tsconfig.test.json
+	$(MAKE) deps
+
+# Fails when an import in src/ points up the layers (docs/architecture.md, "Layers"; the rules,
+# each with its reason, are in .dependency-cruiser.cjs) or closes a cycle.
+deps: node_modules/.package-lock.json
+	$(BIN)/depcruise src --config .dependency-cruiser.cjs
 
 # Fails when proto/ breaks compatibility with the last released contract (contracts/).
 breaking: node_modules/.package-lock.json

@@ -5,6 +5,7 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { isMainThread, parentPort } from "node:worker_threads";
+import type { Code } from "@connectrpc/connect";
 import { PredictRequestSchema, type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import { GatewayError } from "../core/gateway-error.js";
@@ -14,7 +15,6 @@ import { fromRestInferResponse, toRestInferRequest, writeRestJson } from "./kser
 import { applyOutputForm } from "./tensor-bulk.js";
 import { fromPredictAnswer, type TfServingModelOptions, toPredictBody, writeTfJson } from "./tfserving/tfserving-translate.js";
 import type { TfJson } from "./tfserving/tfserving-wire.js";
-import type { OffloadReply } from "./offload.js";
 
 const utf8 = new TextEncoder();
 
@@ -57,6 +57,23 @@ function rawResponse(res: PredictResponse): { response: Uint8Array; typed: numbe
 }
 
 export type OffloadTasks = typeof offloadTasks;
+
+/** What the worker sends back for one task; offload.ts turns a failure back into its GatewayError. */
+export type OffloadReply =
+  | { id: number; ok: true; value: unknown }
+  | {
+      id: number;
+      ok: false;
+      error: {
+        gateway: boolean;
+        message: string;
+        code?: Code;
+        reason?: string;
+        metadata?: Record<string, string>;
+        retryAfterMs?: number;
+        cause?: { message: string; status: number | undefined; bodySnippet: string | undefined };
+      };
+    };
 
 function replyError(id: number, err: unknown): OffloadReply {
   if (err instanceof GatewayError) {

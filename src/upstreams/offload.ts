@@ -2,7 +2,7 @@ import { Worker } from "node:worker_threads";
 import { Code } from "@connectrpc/connect";
 import { GatewayError, Reason } from "../core/gateway-error.js";
 import { UpstreamFailure } from "./http/http-errors.js";
-import type { OffloadTasks } from "./offload-worker.js";
+import type { OffloadReply, OffloadTasks } from "./offload-worker.js";
 
 /**
  * Work too big for the event loop, done on a worker thread: turning a 4 MiB tensor into 20 MB of
@@ -18,23 +18,6 @@ import type { OffloadTasks } from "./offload-worker.js";
 type TaskName = keyof OffloadTasks;
 type Input<T extends TaskName> = Parameters<OffloadTasks[T]>[0];
 type Output<T extends TaskName> = ReturnType<OffloadTasks[T]>;
-
-/** What the worker sends back for one task (see offload-worker.ts). */
-export type OffloadReply =
-  | { id: number; ok: true; value: unknown }
-  | {
-      id: number;
-      ok: false;
-      error: {
-        gateway: boolean;
-        message: string;
-        code?: Code;
-        reason?: string;
-        metadata?: Record<string, string>;
-        retryAfterMs?: number;
-        cause?: { message: string; status: number | undefined; bodySnippet: string | undefined };
-      };
-    };
 
 interface Pending {
   resolve(value: unknown): void;

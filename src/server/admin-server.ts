@@ -13,7 +13,11 @@ export const adminConnectionsMaxPerIp = 32;
 /** What the admin endpoints read. */
 export interface AdminSources {
   registry: Registry;
-  /** Ready: config loaded, not draining, and at least one upstream able to take calls. */
+  /**
+   * Ready: serving, not draining (app.ts). Upstream health is deliberately not part of it: a
+   * gateway whose upstreams are down still answers (errors, fallbacks, the cache), and taking every
+   * replica out of a load balancer at once for an upstream outage would turn it into a full one.
+   */
   ready: () => boolean;
 }
 

@@ -1,3 +1,10 @@
+/**
+ * The configuration file's schema (zod), and its types. Over 400 lines on purpose: it is the one
+ * place that says what infergate.yaml may hold — every section and field with its default and a
+ * doc comment saying what it does — read top to bottom into configSchema at the end. It is
+ * declarations only; the checks across sections (a model's upstream exists, a kind's options)
+ * are in load-config.ts.
+ */
 import { z } from "zod";
 
 /** The upstream kinds this build can reach; each has a folder in src/upstreams/. */

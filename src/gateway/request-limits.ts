@@ -7,6 +7,12 @@ import type { ChatInput } from "../core/upstream.js";
 import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 
 /**
+ * Over 400 lines on purpose: one table of the counted lists of each request type (chatLists,
+ * tensorLists, …) and the four readers that apply it — protobuf bytes, Connect JSON text, OpenAI
+ * JSON text, decoded messages. They must name the same field and count the same way (the tests of
+ * test/unit/request-limits.test.ts compare them); kept with their table, a new limit or a new list
+ * is one edit that every path sees.
+ *
  * Element counts of one request (`server.requestLimits`), checked before any per-element work:
  *
  * - checkWireLimits: on a request's protobuf bytes, before they are decoded (the gRPC listener;

@@ -1,9 +1,10 @@
-import { createHash, hash } from "node:crypto";
-import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { createHash } from "node:crypto";
+import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
-import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import { ChatRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { TensorForm } from "../../gen/infergate/v1/tensor_pb.js";
 import type { ChatInput } from "../core/upstream.js";
+import { isSharedRequest, receivedDigest } from "../wire/fast-paths.js";
 
 /** What a key is computed for: the answer kinds are stored apart. */
 export type CacheRpc = "predict" | "chat" | "generate";
@@ -71,86 +72,11 @@ function keyOf<D extends DescMessage>(schema: D, message: MessageShape<D>, scope
 }
 
 /**
- * Digests (SHA-256) of the wire bytes requests were decoded from, as the gRPC listener received
- * them. Valid only while the message is not changed (nothing below the listener changes a request:
- * a session's turn is a new message, without a digest here). Taken when the request is decoded,
- * so that its bytes are not kept (a small one is a slice of a shared 8 KiB pool buffer).
- */
-const receivedDigests = new WeakMap<object, string>();
-
-/** Largest request digested (0.4 µs for 66 bytes, 3 µs for 4 KiB, 11 µs at this bound). */
-const maxDigestedBytes = 16 * 1024;
-
-/** The requests the cache keys: only theirs are worth a digest. */
-export const keyedRequestSchemas: ReadonlySet<DescMessage> = new Set<DescMessage>([ChatRequestSchema, GenerateRequestSchema, PredictRequestSchema]);
-
-/** Records the digest of the bytes `message` was decoded from (see receivedDigests). */
-export function rememberReceivedBytes(message: object, bytes: Uint8Array): void {
-  if (bytes.length <= maxDigestedBytes) receivedDigests.set(message, hash("sha256", bytes, "base64"));
-}
-
-/**
- * Requests decoded lately from small bodies, by schema and by their exact bytes: the same bytes
- * received again give the same message object, not a second decode (2.4 µs for the 74-byte chat
- * of bench/, twice that in a busy process; the SHA-256 of such a body is 0.3 µs). Each is deep-
- * frozen before it is handed out, so that a call can never change what another call receives;
- * nothing below the listener changes a request (a session's turn is a new message). Bounded in
- * count and in body size; the oldest entry goes first.
- */
-const recentRequests = new Map<DescMessage, Map<string, object>>();
-/** The messages decodeKeyedRequest shares between calls (deep-frozen). */
-const sharedRequests = new WeakSet<object>();
-const maxSharedRequestBytes = 1024;
-const maxSharedRequests = 1024;
-
-/**
- * Decodes a request the cache keys, as the gRPC listener received it, and records the digest of
- * its bytes (rememberReceivedBytes). A small body seen lately gives the same frozen message again.
- */
-export function decodeKeyedRequest(schema: DescMessage, bytes: Buffer): object {
-  if (bytes.length > maxSharedRequestBytes) {
-    const m = fromBinary(schema, bytes);
-    rememberReceivedBytes(m, bytes);
-    return m;
-  }
-  let recent = recentRequests.get(schema);
-  if (recent === undefined) recentRequests.set(schema, (recent = new Map()));
-  const id = bytes.toString("latin1");
-  let m = recent.get(id);
-  if (m === undefined) {
-    // From a copy: a bytes field decodes as a view of the buffer it came from, and a kept message
-    // must not keep the listener's receive buffer (or the pool slab it is a slice of) alive.
-    m = deepFreeze(fromBinary(schema, Uint8Array.prototype.slice.call(bytes)));
-    rememberReceivedBytes(m, bytes);
-    sharedRequests.add(m);
-    if (recent.size >= maxSharedRequests) recent.delete(recent.keys().next().value!);
-    recent.set(id, m);
-  }
-  return m;
-}
-
-/**
- * Whether `m` is a request decodeKeyedRequest shares between calls: deep-frozen, so that what is
- * derived from it alone (its validity, its cache key in a scope) holds for as long as it lives.
- */
-export function isSharedRequest(m: object): boolean {
-  return sharedRequests.has(m);
-}
-
-/** Freezes an object graph; byte arrays (which cannot be frozen) are left as they are. */
-export function deepFreeze<T>(v: T): T {
-  if (v !== null && typeof v === "object" && !Object.isFrozen(v) && !ArrayBuffer.isView(v)) {
-    for (const x of Object.values(v)) deepFreeze(x);
-    Object.freeze(v);
-  }
-  return v;
-}
-
-/**
- * Keys of requests seen lately, by their scope and a digest of the bytes they were received as:
- * the same bytes decode to the same request, hence the same key. A repeated request (the kind a
- * cache hit is made of) then costs the SHA-256 of its bytes instead of a canonical re-encoding
- * (toBinary, map sorting and the hash: 9 of a hit's µs). Bounded; the oldest entry goes first.
+ * Keys of requests seen lately, by their scope and a digest of the bytes they were received as
+ * (receivedDigest, src/wire/fast-paths.ts): the same bytes decode to the same request, hence the
+ * same key. A repeated request (the kind a cache hit is made of) then costs the SHA-256 of its
+ * bytes instead of a canonical re-encoding (toBinary, map sorting and the hash: 9 of a hit's µs).
+ * Bounded; the oldest entry goes first.
  */
 const recentKeys = new Map<string, string>();
 const maxRecentKeys = 4096;
@@ -168,12 +94,12 @@ function keyFor(req: object, scope: KeyScope, compute: () => string): string {
   const last = lastKeys.get(req);
   if (last !== undefined && sameScope(last.scope, scope)) return last.key;
   const key = keyByDigest(req, scope, compute);
-  if (sharedRequests.has(req)) lastKeys.set(req, { scope, key });
+  if (isSharedRequest(req)) lastKeys.set(req, { scope, key });
   return key;
 }
 
 function keyByDigest(req: object, scope: KeyScope, compute: () => string): string {
-  const digest = receivedDigests.get(req);
+  const digest = receivedDigest(req);
   if (digest === undefined) return compute();
   // Length-prefixed parts: no two different scopes give the same id.
   let id = digest;

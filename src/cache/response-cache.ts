@@ -11,12 +11,12 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { CacheConfig, ModelCacheConfig } from "../config/schema.js";
 import type { ChatInput } from "../core/upstream.js";
-import { type CacheRpc, chatCacheKey, deepFreeze, type KeyScope, predictCacheKey } from "./cache-key.js";
+import { type CacheRpc, chatCacheKey, type KeyScope, predictCacheKey } from "./cache-key.js";
 import { type CacheStats, createCacheStats } from "./cache-stats.js";
 import type { AnswerTier } from "./redis-answer-tier.js";
 import { ResponseStore, type StoredAnswer, storedSize } from "./response-store.js";
-import { rememberEncoding } from "./known-encoding.js";
 import { SingleFlight } from "./single-flight.js";
+import { cachedChatAnswer } from "../wire/fast-paths.js";
 
 /** What the cache did for one call; sent as the `infergate-cache` response header. */
 export type CacheOutcome = "hit" | "miss" | "coalesced" | "bypass";
@@ -162,7 +162,7 @@ export class ResponseCache {
         if (schema === ChatResponseSchema) {
           let shared = chatHits.get(hit);
           if (shared === undefined) {
-            shared = chatHit(hit.bytes);
+            shared = cachedChatAnswer(hit.bytes);
             chatHits.set(hit, shared);
           }
           return { value: shared as R, outcome: "hit" };
@@ -261,24 +261,10 @@ export class ResponseCache {
  * The message a Chat hit answers with, one per stored entry, shared by every hit on it: decoding
  * the stored bytes again for each hit cost about 3 µs and the garbage of a message. Deeply frozen,
  * so that no caller can change what the others get (nothing after the cache changes a Chat
- * answer: provenance is stamped before it is stored); marked `cached`. Its wire bytes are the
- * stored bytes followed by `cached` (ChatResponse's last field, 8: tag 0x40, true), exactly what
- * toBinary gives, and the gRPC listener writes them as they are.
+ * answer: provenance is stamped before it is stored); marked `cached`, its wire bytes known to the
+ * gRPC listener (cachedChatAnswer, src/wire/fast-paths.ts).
  */
 const chatHits = new WeakMap<StoredAnswer, ChatResponse>();
-
-function chatHit(stored: Uint8Array): ChatResponse {
-  const value = fromBinary(ChatResponseSchema, stored);
-  if (!value.cached && value.$unknown === undefined) {
-    const bytes = new Uint8Array(stored.length + 2);
-    bytes.set(stored);
-    bytes[stored.length] = 0x40;
-    bytes[stored.length + 1] = 0x01;
-    rememberEncoding(value, bytes);
-  }
-  value.cached = true;
-  return deepFreeze(value);
-}
 
 /**
  * The rule of the `deterministic` policy: an answer is reusable only when sampling cannot vary it,

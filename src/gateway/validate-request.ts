@@ -6,7 +6,7 @@ import {
 import type { PredictRequest } from "../../gen/infergate/v1/inference_service_pb.js";
 import { checkTensor } from "../upstreams/tensor-codec.js";
 import type { ChatInput } from "../core/upstream.js";
-import { isSharedRequest } from "../cache/cache-key.js";
+import { isSharedRequest } from "../wire/fast-paths.js";
 import { defaultRequestLimits, type RequestLimits } from "../config/schema.js";
 import { echoed, invalidArgument } from "../core/gateway-error.js";
 import { checkChatLimits, checkPredictLimits } from "./request-limits.js";

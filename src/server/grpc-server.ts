@@ -8,29 +8,24 @@ import { readFileSync } from "node:fs";
 import type { OutgoingHttpHeaders } from "node:http2";
 import {
   ChatResponseSchema,
-  type GenerateResponse,
   GenerateResponseSchema,
   InferenceService,
   type ListModelsResponse,
   ListModelsResponseSchema,
-  PredictRequestSchema,
   type PredictResponse,
-  PredictResponseSchema,
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { RequestLimits, ServerConfig } from "../config/schema.js";
-import { decodeKeyedRequest, keyedRequestSchemas } from "../cache/cache-key.js";
-import { knownEncoding, rememberEncoding } from "../cache/known-encoding.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { GatewayError } from "../core/gateway-error.js";
 import { checkWireLimits } from "../gateway/request-limits.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../core/call-context.js";
 import { answerTooLarge } from "./answer-size.js";
 import { toServiceError } from "./error-rendering.js";
-import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
 import { resetIfStuck } from "./stuck-streams.js";
 import { malformedRequest, UndecodableRequest } from "./malformed-request.js";
 import type { CallRecord } from "../observability/call-record.js";
 import type { ServerTlsMaterial } from "./server-tls.js";
+import { predictResponseBytes, rememberEncoding, requestDecoder, responseBytes } from "../wire/fast-paths.js";
 
 /** The descriptor set `buf build` writes (make generate; the build copies it beside dist/gen). */
 const descriptorSetUrl = new URL("../../gen/infergate.binpb", import.meta.url);
@@ -56,17 +51,8 @@ function serviceDefinition(service: DescService, limits: RequestLimits): grpc.Se
     });
     const input = io(method.input);
     const output = io(method.output);
-    // A request the cache keys keeps the digest of its bytes (a repeated one's key is found by
-    // it), and a small one received again is the same frozen message (see decodeKeyedRequest).
-    // A big Predict's packed typed inputs are read as raw bytes (predict-wire.ts).
-    const decodeRequest = !keyedRequestSchemas.has(method.input)
-      ? input.deserialize
-      : method.input === PredictRequestSchema
-        ? (b: Buffer): unknown => {
-            const raw = typedInputsToRaw(b);
-            return decodeKeyedRequest(method.input, raw === undefined ? b : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
-          }
-        : (b: Buffer): unknown => decodeKeyedRequest(method.input, b);
+    // Requests the cache keys are interned and digested, a big Predict read in bulk (src/wire/).
+    const decodeRequest = requestDecoder(method.input);
     // Bytes that are not a message of the method reach its handler as an UndecodableRequest,
     // answered INVALID_ARGUMENT (MALFORMED_REQUEST) and reported as a call: a deserializer that
     // throws makes grpc-js answer INTERNAL "Error deserializing request" by itself (issue 17).
@@ -93,46 +79,6 @@ function serviceDefinition(service: DescService, limits: RequestLimits): grpc.Se
     };
   }
   return def as grpc.ServiceDefinition;
-}
-
-/**
- * A message's wire bytes: bytes the cache already had for it as they are, a text delta's and a
- * Predict answer's written directly, else toBinary.
- */
-function responseBytes(schema: DescMessage, m: object): Uint8Array {
-  return (
-    knownEncoding(m) ??
-    (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : schema === PredictResponseSchema ? encodePredictResponse(m as PredictResponse) : undefined) ??
-    toBinary(schema, m as never)
-  );
-}
-
-/** A PredictResponse's wire bytes: big typed outputs in bulk (predict-wire.ts), else toBinary. */
-function predictResponseBytes(res: PredictResponse): Uint8Array {
-  return encodePredictResponse(res) ?? toBinary(PredictResponseSchema, res);
-}
-
-/**
- * A text delta's wire bytes, written directly: field 1 (text_delta, length-delimited: tag 0x0a),
- * the UTF-8 length as a varint, the UTF-8 bytes; byte for byte what toBinary gives, in a fifth of
- * its time (1.57 → 0.31 µs per event; most events of a stream are text deltas). Other events, and
- * any with unknown fields, go through toBinary.
- */
-function textDeltaBytes(e: GenerateResponse): Buffer | undefined {
-  if (e.event.case !== "textDelta" || e.$unknown !== undefined) return undefined;
-  const text = e.event.value;
-  const n = Buffer.byteLength(text, "utf8");
-  const out = Buffer.allocUnsafe(6 + n);
-  out[0] = 0x0a;
-  let i = 1;
-  let v = n;
-  while (v >= 0x80) {
-    out[i++] = (v & 0x7f) | 0x80;
-    v >>>= 7;
-  }
-  out[i++] = v;
-  out.write(text, i, "utf8");
-  return out.subarray(0, i + n);
 }
 
 function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, maxTimeoutMs: number, tls: boolean): OwnedCallContext {

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import { endianness } from "node:os";
 import type { PredictRequest, PredictResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor, type TensorContents, TensorContentsSchema, TensorForm, TensorSchema } from "../../gen/infergate/v1/tensor_pb.js";
+import { bytesOf, littleEndian } from "../wire/byte-order.js";
 import { checkTensor, dataTypeInfo, decodeTensor, encodeTensor } from "./tensor-codec.js";
 
 /**
@@ -11,9 +11,9 @@ import { checkTensor, dataTypeInfo, decodeTensor, encodeTensor } from "./tensor-
  * one big tensor for longer than a copy of its bytes (docs/benchmarks.md, issue 16).
  *
  * Typed arrays use the machine's byte order; on a big-endian machine every conversion goes through
- * the element-by-element codec of tensor-codec.ts, which writes little-endian explicitly.
+ * the element-by-element codec of tensor-codec.ts, which writes little-endian explicitly
+ * (littleEndian, src/wire/byte-order.ts).
  */
-export const littleEndian = endianness() === "LE";
 
 type NumberArrayCtor = Float32ArrayConstructor | Float64ArrayConstructor | Int8ArrayConstructor | Int16ArrayConstructor | Int32ArrayConstructor | Uint8ArrayConstructor | Uint16ArrayConstructor | Uint32ArrayConstructor;
 
@@ -28,11 +28,6 @@ const numberArrays: ReadonlyMap<DataType, NumberArrayCtor> = new Map<DataType, N
   [DataType.UINT16, Uint16Array],
   [DataType.UINT32, Uint32Array],
 ]);
-
-/** The bytes of a typed array (a view, no copy). */
-export function bytesOf(a: ArrayBufferView): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
 
 /**
  * `raw` as an array of `ctor`'s elements: a view when the bytes are aligned for it, otherwise a

@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { CachePolicy, Role, ToolChoiceMode } from "../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, GenerateRequestSchema, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
-import { chatCacheKey, decodeKeyedRequest, type KeyScope, predictCacheKey, rememberReceivedBytes } from "../../src/cache/cache-key.js";
+import { chatCacheKey, type KeyScope, predictCacheKey } from "../../src/cache/cache-key.js";
+import { decodeKeyedRequest, rememberReceivedBytes } from "../../src/wire/fast-paths.js";
 import { storedSize, ResponseStore } from "../../src/cache/response-store.js";
 import { createCacheStats } from "../../src/cache/cache-stats.js";
 

@@ -1,5 +1,5 @@
 /**
- * The gRPC listener's bulk reading and writing of big Predict messages (src/server/predict-wire.ts):
+ * The gRPC listener's bulk reading and writing of big Predict messages (src/wire/predict-wire.ts):
  * what it produces must decode to exactly what protobuf-es would give, the typed inputs rewritten
  * as the raw bytes of the same values.
  */
@@ -7,7 +7,7 @@ import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/p
 import { describe, expect, it } from "vitest";
 import { PredictRequestSchema, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type TensorContents, TensorSchema } from "../../gen/infergate/v1/tensor_pb.js";
-import { bigPredictRequestBytes, encodePredictResponse, typedInputsToRaw } from "../../src/server/predict-wire.js";
+import { bigPredictRequestBytes, encodePredictResponse, typedInputsToRaw } from "../../src/wire/predict-wire.js";
 import { rawFromTyped } from "../../src/upstreams/tensor-bulk.js";
 
 type Field = Exclude<keyof TensorContents, "$typeName" | "$unknown">;

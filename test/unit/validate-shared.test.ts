@@ -7,7 +7,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Role } from "../../gen/infergate/v1/chat_pb.js";
 import { type ChatRequest, ChatRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
-import { decodeKeyedRequest, isSharedRequest } from "../../src/cache/cache-key.js";
+import { decodeKeyedRequest, isSharedRequest } from "../../src/wire/fast-paths.js";
 import { GatewayError } from "../../src/core/gateway-error.js";
 import { validateChatInput } from "../../src/gateway/validate-request.js";
 

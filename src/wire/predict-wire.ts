@@ -1,7 +1,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor, type TensorContents, TensorContentsSchema, TensorSchema } from "../../gen/infergate/v1/tensor_pb.js";
-import { bytesOf, littleEndian } from "../upstreams/tensor-bulk.js";
+import { bytesOf, littleEndian } from "./byte-order.js";
 
 /**
  * Big Predict messages on the gRPC listener, read and written without visiting their tensors'

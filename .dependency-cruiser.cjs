@@ -45,6 +45,11 @@ const layers = [
     why: "observability/ (logger, call record, refusal log) serves every layer above core, so it imports none of them (metrics.ts, which reads cache and redis stats, is top-only).",
   },
   {
+    name: "wire",
+    path: "^src/wire/",
+    why: "wire/ holds the gRPC wire's performance shortcuts (request interning, the wire-byte memo, hand-written encoders; what each saves: src/wire/fast-paths.ts). The listener, the gateway, the cache and upstreams/ use them, so it sits below them all; it needs nothing of core/ today.",
+  },
+  {
     name: "core",
     path: "^src/core/",
     why: "core/ is the call kernel every layer imports (GatewayError and its reasons, call context, upstream contract, model route, RPC names); it imports no layer, only the config schema its contracts name.",
@@ -90,6 +95,12 @@ module.exports = {
       "core/ uses node:*, gen/, @connectrpc/connect (Code), @bufbuild/protobuf and zod's types: no transport, store or logger.",
       { path: "^src/core/" },
       { path: "node_modules/", pathNot: "node_modules/(@connectrpc/connect|@bufbuild/protobuf|zod)/" },
+    ),
+    forbid(
+      "wire-protobuf-only",
+      "wire/ uses node:*, gen/ and @bufbuild/protobuf only: shortcuts past protobuf-es, nothing of a transport, a store or a logger.",
+      { path: "^src/wire/" },
+      { path: "node_modules/", pathNot: "node_modules/@bufbuild/protobuf/" },
     ),
     forbid("no-circular", "No module of src/ reaches itself through its imports (type-only ones too).", { path: "^src/" }, { circular: true }),
   ],

@@ -9,6 +9,7 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { ResilienceConfig, UpstreamConfig } from "../config/schema.js";
 import { GatewayError, Reason } from "../core/gateway-error.js";
+import { missingFinalEvent } from "../core/final-event.js";
 import type { AttemptTrace } from "../core/call-context.js";
 import type { ChatInput, Upstream, UpstreamCall } from "../core/upstream.js";
 import { fullJitterBackoff } from "./backoff.js";
@@ -392,11 +393,7 @@ export function createResilientUpstream(
               return;
             }
           }
-          throw new GatewayError(
-            Code.Unavailable,
-            `upstream "${config.name}" ended the stream without its final event after ${sent} events`,
-            { reason: Reason.StreamTruncated, metadata: { upstream: config.name } },
-          );
+          throw missingFinalEvent(config.name, sent);
         } catch (thrown) {
           const err = redactedError(thrown, secrets);
           settle(a, call.upstreamModel, verdictOf(err, a, call.signal));

@@ -2,8 +2,6 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { TLSSocket } from "node:tls";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Role } from "../../gen/infergate/v1/chat_pb.js";
-import type { ChatRequest, ChatResponse } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Config } from "../config/schema.js";
 import { ResponseCache } from "../cache/response-cache.js";
 import { peerCommonName } from "../core/call-context.js";
@@ -11,11 +9,11 @@ import { createMetrics } from "../observability/metrics.js";
 import { createSecurity } from "../security/admission.js";
 import { createSharedState } from "./shared-state.js";
 import { createCallRecorder, type PendingLine } from "./call-recorder.js";
+import { contentLogStep } from "./content-log.js";
 import { createReloader, UpstreamSet } from "./reload.js";
 import { gracefulStop } from "./shutdown.js";
 import { adminConnectionsMax, startAdminServer } from "./admin-server.js";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
-import { echoed } from "../core/gateway-error.js";
 import { createRouter } from "../gateway/router.js";
 import { readServerTls } from "./server-tls.js";
 import type { Logger } from "../observability/logger.js";
@@ -77,7 +75,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     redis: shared.redisStats,
   });
   let security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
-  // server.logContent only: the pending log line of each Chat call (see logChatContent).
+  // server.logContent only: the pending log line of each Chat call (see src/server/content-log.ts).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
   const recorder = createCallRecorder({
     log,
@@ -94,9 +92,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     maxConcurrentCalls: config.server.maxConcurrentCalls,
     requestLimits: config.server.requestLimits,
     sessions: shared.sessions,
+    interceptors: chatLines === undefined ? [] : [contentLogStep(chatLines, log)],
   });
   gatewayRef = gateway;
-  if (chatLines !== undefined) logChatContent(gateway, chatLines, log);
   let draining = false;
   const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining }, config.server.connections);
   const server = config.server;
@@ -197,48 +195,4 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       return stopping;
     },
   };
-}
-
-/** Longest prompt or completion text written to a log line. */
-const maxLoggedText = 8192;
-
-/**
- * `server.logContent` (debug only: prompts and answers may hold personal data). The Chat call's
- * log line gains `prompt` (the last user message's text) and `completion` (the answer's text).
- * The gateway reports a call before its answer reaches the listener, so the observer parks the
- * line in the call's async context and it is written here once the answer is known. Installed
- * only when the option is on: the default path is untouched.
- */
-function logChatContent(gateway: Gateway, lines: AsyncLocalStorage<PendingLine>, log: Logger): void {
-  const chat = gateway.chat;
-  gateway.chat = (req, ctx) => {
-    const pending: PendingLine = {};
-    const write = (res: ChatResponse | undefined) => {
-      if (pending.line === undefined) return;
-      const completion = res === undefined ? undefined : cut(textOf(res.message?.content ?? []));
-      log.info({ ...pending.line, prompt: cut(lastUserText(req)), completion }, "call");
-    };
-    return lines.run(pending, () => chat(req, ctx)).then(
-      (res) => {
-        write(res);
-        return res;
-      },
-      (err: unknown) => {
-        write(undefined);
-        throw err;
-      },
-    );
-  };
-}
-
-function lastUserText(req: ChatRequest): string {
-  return textOf(req.messages.findLast((m) => m.role === Role.USER)?.content ?? []);
-}
-
-function textOf(parts: ChatRequest["messages"][number]["content"]): string {
-  return parts.flatMap((p) => (p.part.case === "text" ? [p.part.value] : [])).join("\n");
-}
-
-function cut(text: string): string {
-  return echoed(text, maxLoggedText);
 }

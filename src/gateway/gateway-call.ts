@@ -56,7 +56,7 @@ export class GatewayCall<Req = unknown> implements CacheCaller {
   run!: UpstreamRun;
   /** Fallbacks step: the model tried now (the route, or one of its fallbacks). */
   candidate!: ModelRoute;
-  /** Call record step: when the call started (performance.now()), for a stream. */
+  /** Call record step: when the call started (performance.now()). */
   started = 0;
   /** Call record step: a stream's time to its first event. */
   ttftMs: number | undefined = undefined;

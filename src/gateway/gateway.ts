@@ -20,7 +20,7 @@ import type { Logger } from "../observability/logger.js";
 import type { Sessions } from "../sessions/sessions.js";
 import { GatewayCall, type Runtime } from "./gateway-call.js";
 import { chatUpstream, deleteSession, generateUpstream, listModels, predictUpstream } from "./handlers.js";
-import { composeStream, composeUnary, type Interceptor } from "./interceptor.js";
+import { composeStream, composeUnary, type Interceptor, type UnaryNext, type UnaryRpc } from "./interceptor.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { Router } from "./router.js";
 import { admissionStep } from "./steps/admission.js";
@@ -115,7 +115,6 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   // comes before the model is looked up; the session's history goes in before the cache keys the
   // request; the cache runs fallbacks and upstream once for identical calls in flight.
   const steps: readonly Interceptor[] = [
-    ...(options.interceptors ?? []),
     record,
     drainStep(lifecycle, logFailure),
     admissionStep,
@@ -124,12 +123,16 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     cacheStep(cache),
     fallbacksStep,
   ];
+  // The app's steps go around the gateway's composed chain, so that the call is recorded inside
+  // them (its end hooks have run by the time their wrappers see the answer).
+  const outer = options.interceptors ?? [];
+  const unary = <R extends UnaryRpc>(rpc: R, handler: UnaryNext<R>) => composeUnary(outer, rpc, composeUnary(steps, rpc, handler));
   // Composed once here: a call costs one GatewayCall and the steps that take part in its RPC.
-  const predict = composeUnary(steps, "Predict", predictUpstream);
-  const chat = composeUnary(steps, "Chat", chatUpstream);
-  const models = composeUnary(steps, "ListModels", listModels);
-  const forget = composeUnary(steps, "DeleteSession", deleteSession(sessions));
-  const generate = composeStream(steps, generateUpstream);
+  const predict = unary("Predict", predictUpstream);
+  const chat = unary("Chat", chatUpstream);
+  const models = unary("ListModels", listModels);
+  const forget = unary("DeleteSession", deleteSession(sessions));
+  const generate = composeStream([...outer, ...steps], generateUpstream);
 
   return {
     predict: (req, ctx) => predict(new GatewayCall("Predict", req.model, req, ctx)),

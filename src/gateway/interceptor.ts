@@ -24,8 +24,7 @@ export type UnaryCall<R extends UnaryRpc> = GatewayCall<UnaryMessages[R][0]>;
 
 /**
  * The rest of a unary call's chain. It may throw at once rather than reject (routing and
- * validation do): the call record step, outermost of the built-in steps, is an async function, so
- * whatever a step inside it throws becomes the call's rejection.
+ * validation do): composeUnary's function turns that into the call's rejection.
  */
 export type UnaryNext<R extends UnaryRpc> = (call: UnaryCall<R>) => Promise<UnaryMessages[R][1]>;
 
@@ -45,10 +44,15 @@ export type StreamNext = (call: StreamCall) => Events | Promise<Events>;
  * it has no part in, and is then not in their chain at all (no call through it).
  *
  * Streams: `stream` wraps what runs before the events (it may refuse, wait, change the call or
- * replace the events); a step's work on the events themselves, and once the stream has ended, is
- * `event` and `end`, which the one loop that carries the events calls for every step. Steps do
- * not wrap the events in a generator each: every layer an event crosses costs a promise and a
- * wait per event, and what a held stream keeps alive (docs/benchmarks.md, "Issue 16: streams").
+ * replace the events); a step's work on the events themselves is `event`, which the one loop that
+ * carries the events calls for every step. Steps do not wrap the events in a generator each:
+ * every layer an event crosses costs a promise and a wait per event, and what a held stream keeps
+ * alive (docs/benchmarks.md, "Issue 16: streams").
+ *
+ * Both: a step's work once the call has ended (release it, report it) is `end`, run by the one
+ * async function (unary) or loop (stream) the chain composes into, not by an async function of
+ * the step's own around the rest: each such layer costs a promise and a turn per call, and the
+ * steps that only act before and after a call (call record, drain) need none.
  */
 export interface Interceptor {
   /** What the step is, for tests and the order in src/gateway/gateway.ts. */
@@ -62,12 +66,14 @@ export interface Interceptor {
    */
   event?(call: StreamCall, event: GenerateResponse): void | Promise<void>;
   /**
-   * Once a stream has ended, however it ended; innermost step first. `err` is its failure
-   * (undefined when it completed or its consumer stopped reading); returns the failure to go on
-   * with (the same, or another). Called for every stream of the step's chain, also one refused
-   * before it reached the step: a step tells from its own state on the call what it did.
+   * Once a call has ended, however it ended; innermost step first, after the chain has settled.
+   * `err` is its failure (undefined when it succeeded, or when a stream's consumer stopped
+   * reading), `answer` a unary call's answer; returns the failure to go on with (the same, none,
+   * or another: encoding the answer may fail). Called for every call of the RPCs the step takes
+   * part in, also one refused before it reached the step: a step tells from its own state on the
+   * call what it did.
    */
-  end?(call: StreamCall, err: unknown): unknown;
+  end?(call: GatewayCall, err: unknown, answer: object | undefined): unknown;
 }
 
 /**
@@ -83,14 +89,37 @@ export function everyUnary(wrap: <R extends UnaryRpc>(next: UnaryNext<R>, rpc: R
   };
 }
 
-/** The chain of one unary RPC: `steps` (outermost first) around `handler`. */
+/**
+ * The chain of one unary RPC: `steps` (outermost first) around `handler`, in one async function
+ * that then runs the `end` of the steps that take part in the RPC: whatever a step throws, at
+ * once or later, becomes the call's rejection. Without any `end`, the chain as it is.
+ */
 export function composeUnary<R extends UnaryRpc>(steps: readonly Interceptor[], rpc: R, handler: UnaryNext<R>): UnaryNext<R> {
-  let next = handler;
+  let chain = handler;
+  const onEnd: ((call: GatewayCall, err: unknown, answer: object | undefined) => unknown)[] = [];
   for (let i = steps.length - 1; i >= 0; i--) {
-    const wrap = steps[i]!.unary?.[rpc];
-    if (wrap !== undefined) next = wrap(next);
+    const step = steps[i]!;
+    const wrap = step.unary?.[rpc];
+    if (wrap === undefined) continue;
+    chain = wrap(chain);
+    if (step.end !== undefined) onEnd.push(step.end.bind(step));
   }
-  return next;
+  if (onEnd.length === 0) return chain;
+  const start = chain;
+  return async function unary(call) {
+    let answer: UnaryMessages[R][1] | undefined;
+    let failure: unknown;
+    let failed = false;
+    try {
+      answer = await start(call);
+    } catch (err) {
+      failure = err;
+      failed = true;
+    }
+    for (let i = 0; i < onEnd.length; i++) failure = onEnd[i]!(call, failure, answer);
+    if (failed || failure !== undefined) throw failure;
+    return answer!;
+  };
 }
 
 /** The events of a stream, as the listener reads them; what a stream's chain composes into. */
@@ -105,7 +134,7 @@ export type StreamHandler = (call: StreamCall) => AsyncGenerator<GenerateRespons
 export function composeStream(steps: readonly Interceptor[], handler: StreamNext): StreamHandler {
   let setup = handler;
   const onEvent: ((call: StreamCall, event: GenerateResponse) => void | Promise<void>)[] = [];
-  const onEnd: ((call: StreamCall, err: unknown) => unknown)[] = [];
+  const onEnd: ((call: GatewayCall, err: unknown, answer: object | undefined) => unknown)[] = [];
   for (let i = steps.length - 1; i >= 0; i--) {
     const step = steps[i]!;
     if (step.stream === undefined) continue;
@@ -133,7 +162,7 @@ export function composeStream(steps: readonly Interceptor[], handler: StreamNext
       failed = true;
     } finally {
       // Also after return(): the stream's end is told to every step before the generator closes.
-      for (let i = 0; i < onEnd.length; i++) failure = onEnd[i]!(call, failure);
+      for (let i = 0; i < onEnd.length; i++) failure = onEnd[i]!(call, failure, undefined);
     }
     if (failed) throw failure;
   };

@@ -3,7 +3,7 @@ import type { CallContext } from "../../core/call-context.js";
 import { GatewayError, toGatewayError } from "../../core/gateway-error.js";
 import type { CallObserver } from "../../observability/call-record.js";
 import type { Rpc } from "../../core/rpc.js";
-import { everyUnary, type Interceptor, type StreamCall, type UnaryMessages, type UnaryNext, type UnaryRpc } from "../interceptor.js";
+import { everyUnary, type Interceptor } from "../interceptor.js";
 import { cacheHeader } from "./cache.js";
 
 /** An answer's fields the record reads (ListModels and DeleteSession have neither). */
@@ -73,19 +73,9 @@ export function callRecordStep(onCall: CallObserver | undefined, logFailure: (er
 
   return {
     name: "call record",
-    unary: everyUnary(<R extends UnaryRpc>(next: UnaryNext<R>): UnaryNext<R> => async (call) => {
-      const started = performance.now();
-      let res: UnaryMessages[R][1];
-      try {
-        res = await next(call);
-      } catch (err) {
-        report(call.rpc, call.outer, call.model, started, err, undefined, undefined, undefined);
-        throw err;
-      }
-      const err = encodeFailure(call.outer, res);
-      report(call.rpc, call.outer, call.model, started, err, res as Reported, undefined, undefined);
-      if (err !== undefined) throw err;
-      return res;
+    unary: everyUnary((next) => (call) => {
+      call.started = performance.now();
+      return next(call);
     }),
     stream: (next) => (call) => {
       call.started = performance.now();
@@ -95,7 +85,12 @@ export function callRecordStep(onCall: CallObserver | undefined, logFailure: (er
       if (call.ttftMs === undefined) call.ttftMs = performance.now() - call.started;
       if (event.event.case === "final") call.final = event.event.value;
     },
-    end(call: StreamCall, err) {
+    end(call, err, answer) {
+      if (call.rpc !== "Generate") {
+        const failure = err ?? (answer === undefined ? undefined : encodeFailure(call.outer, answer));
+        report(call.rpc, call.outer, call.model, call.started, failure, answer as Reported | undefined, undefined, undefined);
+        return failure;
+      }
       const final = call.final;
       // A consumer that stopped reading early (the client went away) is a cancel.
       const outcome = err ?? (final === undefined ? call.outer.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);

@@ -45,15 +45,9 @@ export function drainStep(lifecycle: Lifecycle, logFailure: (err: unknown) => un
     name: "drain",
     unary: everyUnary((next, rpc) => {
       const limited = isModelCall(rpc);
-      return async (call) => {
+      return (call) => {
         enter(call, limited);
-        try {
-          return await next(call);
-        } catch (err) {
-          throw failure(call.ctx, err);
-        } finally {
-          release(call, limited, call.generation!);
-        }
+        return next(call);
       };
     }),
     stream: (next) => (call) => {
@@ -68,7 +62,7 @@ export function drainStep(lifecycle: Lifecycle, logFailure: (err: unknown) => un
       // Refused here (or never reached): nothing to release, nothing of the call's to log.
       if (g === undefined) return err;
       const e = err === undefined ? undefined : failure(call.ctx, err);
-      release(call, true, g);
+      release(call, isModelCall(call.rpc), g);
       return e;
     },
   };

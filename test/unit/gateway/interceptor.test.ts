@@ -48,14 +48,43 @@ describe("composeUnary", () => {
       return chatAnswer();
     });
     await chat(callOf("Chat", chatRequest()));
-    expect(log).toEqual(["a before", "chat only", "b before", "handler", "b after", "a after"]);
+    expect(log).toEqual(["a before", "chat only", "b before", "handler", "b after", "a after", "b end ok", "a end ok"]);
     log.length = 0;
     const models = composeUnary(steps, "ListModels", async () => {
       log.push("handler");
       return {} as never;
     });
     await models(callOf("ListModels", create(ListModelsRequestSchema, {})));
-    expect(log).toEqual(["a before", "b before", "handler", "b after", "a after"]);
+    expect(log).toEqual(["a before", "b before", "handler", "b after", "a after", "b end ok", "a end ok"]);
+  });
+
+  it("the ends see the answer or the failure, innermost first, and may replace either; a step's throw at once is a rejection", async () => {
+    const seen: unknown[] = [];
+    const failing: Interceptor = {
+      name: "fail on answer",
+      unary: { Chat: (next) => next },
+      end: (_c, err, answer) => (seen.push(["inner", err, answer === undefined ? "none" : "answer"]), err ?? new Error("encoding failed")),
+    };
+    const outer: Interceptor = { name: "outer", unary: { Chat: (next) => next }, end: (_c, err) => (seen.push(["outer", (err as Error).message]), err) };
+    const chat = composeUnary([outer, failing], "Chat", async () => chatAnswer());
+    await expect(chat(callOf("Chat", chatRequest()))).rejects.toThrow("encoding failed");
+    expect(seen).toEqual([
+      ["inner", undefined, "answer"],
+      ["outer", "encoding failed"],
+    ]);
+    const throwing: Interceptor = {
+      name: "throws",
+      unary: {
+        Chat: () => () => {
+          throw new Error("at once");
+        },
+      },
+      end: (_c, err) => err,
+    };
+    const refused = composeUnary([throwing], "Chat", async () => chatAnswer());
+    let returned: Promise<unknown> | undefined;
+    expect(() => (returned = refused(callOf("Chat", chatRequest())))).not.toThrow();
+    await expect(returned).rejects.toThrow("at once");
   });
 
   it("composes once: the wrappers are made at composition, not per call", async () => {

@@ -8,14 +8,11 @@
  * over gRPC, behind one upstream with one endpoint; a grpc-js client calls infergate.
  */
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createTritonFake, type TritonFake } from "../fakes/triton-fake.js";
-import { failure, type Gateway, startGateway } from "./helpers/harness.js";
+import { closedAfterEach, failure, type Gateway } from "./helpers/harness.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
+const { gateway, later } = closedAfterEach();
 
 interface ModelsList {
   models: { name: string; state: string; endpoints: { state: string; ejected: boolean }[] }[];
@@ -43,9 +40,9 @@ interface Predicted {
 describe.each(["rest", "grpc"] as const)("breaker scope over %s (issue 17, defect 9)", (protocol) => {
   async function setUp(): Promise<{ fake: TritonFake; g: Gateway }> {
     const fake = await createTritonFake();
-    closers.push(() => fake.close());
+    later(() => fake.close());
     const url = protocol === "grpc" ? `http://${fake.grpcAddress}` : fake.restUrl;
-    const g = await startGateway(`
+    const g = await gateway(`
 upstreams:
   - name: triton
     kind: kserve
@@ -57,7 +54,6 @@ models:
   - { name: broken, upstream: triton, upstreamModel: not_ready, cache: { policy: "off" } }
   - { name: ghost, upstream: triton, upstreamModel: not_on_this_server, cache: { policy: "off" } }
 `);
-    closers.push(() => g.close());
     return { fake, g };
   }
 

@@ -9,33 +9,30 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { inferenceClient, type ProtoClient } from "../helpers/proto-clients.js";
 import { type ServerProcess, startProcess } from "../helpers/servers.js";
-import { chatRequest, deltas, seen } from "./helpers/harness.js";
-import { startScriptedUpstream, tokens } from "./helpers/scripted-upstream.js";
+import { chatRequest, closedAfterEach, deltas, seen } from "./helpers/harness.js";
+import { tokens } from "./helpers/scripted-upstream.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
+const { later, scripted } = closedAfterEach();
 
 /** Starts the infergate process with `yaml` as its config file. */
 async function startWithConfig(yaml: string): Promise<{ server: ServerProcess; client: ProtoClient; exited: Promise<[number | null, NodeJS.Signals | null]> }> {
   const dir = await mkdtemp(join(tmpdir(), "infergate-drain-"));
-  closers.push(() => rm(dir, { recursive: true, force: true }));
+  later(() => rm(dir, { recursive: true, force: true }));
   const path = join(dir, "config.yaml");
   await writeFile(path, yaml);
   const server = await startProcess(["--config", path]);
   const exited = once(server.proc, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
-  closers.push(async () => {
+  later(async () => {
     if (server.proc.exitCode === null && server.proc.signalCode === null) {
       server.proc.kill("SIGKILL");
       await exited;
     }
   });
   const client = inferenceClient(server.grpcAddress);
-  closers.push(async () => client.close());
+  later(async () => client.close());
   return { server, client, exited };
 }
 
@@ -57,8 +54,7 @@ type Event = Record<string, unknown>;
 
 describe("fault scenarios: drain on SIGTERM", () => {
   it("21. SIGTERM with 50 streams in flight: every stream completes, then the process exits 0", async () => {
-    const up = await startScriptedUpstream(() => ({ kind: "answer", tokens: tokens(10), delayMs: 60 }));
-    closers.push(() => up.close());
+    const up = await scripted(() => ({ kind: "answer", tokens: tokens(10), delayMs: 60 }));
     const { server, client, exited } = await startWithConfig(config(up.baseUrl, 10_000));
     const streams = Array.from({ length: 50 }, (_, i) =>
       client.serverStream<Event>("Generate", chatRequest("chat", `stream ${i}`), { timeoutMs: 20_000 }),
@@ -77,10 +73,9 @@ describe("fault scenarios: drain on SIGTERM", () => {
   });
 
   it("22. SIGTERM with a stream longer than the grace period: that stream ends UNAVAILABLE SHUTTING_DOWN", async () => {
-    const up = await startScriptedUpstream((i) =>
+    const up = await scripted((i) =>
       i === 0 ? { kind: "answer", tokens: tokens(200), delayMs: 50 } : { kind: "answer", tokens: tokens(3), delayMs: 50 },
     );
-    closers.push(() => up.close());
     const { server, client, exited } = await startWithConfig(config(up.baseUrl, 600));
     const long = client.serverStream<Event>("Generate", chatRequest("chat", "long"), { timeoutMs: 30_000 });
     await long.waitFor(() => true, 10_000);
@@ -94,6 +89,8 @@ describe("fault scenarios: drain on SIGTERM", () => {
 
     const r = await long.done;
     const ended = Date.now() - signalled;
+    // The reason says what ended the stream: the drain, at the end of the grace period, and not
+    // the upstream, which still had most of its 10 s answer to send.
     expect(r.status.code).toBe(status.UNAVAILABLE);
     expect(seen(r.error!)).toEqual({
       code: status.UNAVAILABLE,
@@ -107,12 +104,13 @@ describe("fault scenarios: drain on SIGTERM", () => {
     expect(got.length).toBeGreaterThan(5);
     expect(got).toEqual(tokens(200).slice(0, got.length));
     expect(r.events.some((e) => e["event"] === "final")).toBe(false);
+    // A lower bound only: the grace period's timer never fires early.
     expect(ended).toBeGreaterThanOrEqual(550);
-    expect(ended).toBeLessThan(3_000);
 
     expect(await exited).toEqual([0, null]);
     await up.waitIdle();
     expect(up.requests[0]!.abortedAt).toBeDefined();
+    expect(up.requests[0]!.finishedAt).toBeUndefined();
     expect(up.requests[1]!.finishedAt).toBeDefined();
   });
 });

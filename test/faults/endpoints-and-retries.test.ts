@@ -4,23 +4,15 @@
  * what the client saw, what the upstreams saw, and that nothing was cached.
  */
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
-import { chatRequest, failure, type Gateway, sleep, startGateway } from "./helpers/harness.js";
-import { type ScriptedUpstream, refusingUrl, startBlackhole, startScriptedUpstream } from "./helpers/scripted-upstream.js";
+import { describe, expect, it } from "vitest";
+import { parseMetrics } from "../helpers/metrics.js";
+import { chatRequest, closedAfterEach, failure, type Gateway, sleep } from "./helpers/harness.js";
+import { refusingUrl, startBlackhole } from "./helpers/scripted-upstream.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
+const { later, scripted, gateway: gatewayFrom } = closedAfterEach();
 
-async function scripted(...args: Parameters<typeof startScriptedUpstream>): Promise<ScriptedUpstream> {
-  const s = await startScriptedUpstream(...args);
-  closers.push(() => s.close());
-  return s;
-}
-
-async function gateway(endpoints: string[], resilience: string, timeoutMs = 10_000): Promise<Gateway> {
-  const g = await startGateway(`
+function gateway(endpoints: string[], resilience: string, timeoutMs = 10_000): Promise<Gateway> {
+  return gatewayFrom(`
 upstreams:
   - name: llm
     kind: openai
@@ -31,8 +23,12 @@ models:
   - name: chat
     upstream: llm
 `);
-  closers.push(() => g.close());
-  return g;
+}
+
+/** How many Chat calls to model `chat` the gateway itself ended with `code` (infergate_requests_total), whatever the client saw. */
+async function endedWith(g: Gateway, code: string): Promise<number> {
+  const metrics = parseMetrics(await (await fetch(`http://${g.app.adminAddress}/metrics`)).text());
+  return metrics.get(`infergate_requests_total{rpc="Chat",model="chat",code="${code}"}`) ?? 0;
 }
 
 interface ModelsList {
@@ -116,17 +112,27 @@ describe("fault scenarios: endpoints and retries", () => {
     expect(b.requests.slice(2).map((r) => r.lastUserText.startsWith("later"))).toEqual([true, true]);
   });
 
-  it("12. a slow upstream with retries never runs past the caller's deadline (measured)", async () => {
+  it("12. a slow upstream with retries never runs past the caller's deadline", async () => {
     const a = await scripted(() => ({ kind: "answer", delayMs: 10_000 }));
     const b = await scripted(() => ({ kind: "answer", delayMs: 10_000 }));
     const g = await gateway([a.baseUrl, b.baseUrl], "{ retry: { backoffBaseMs: 5 } }", 400);
     const started = Date.now();
-    const err = await failure(g.client.unary("Chat", chatRequest("chat"), { timeoutMs: 1_000 }));
-    const elapsed = Date.now() - started;
-    expect(err.code).toBe(status.DEADLINE_EXCEEDED);
-    expect(elapsed).toBeGreaterThanOrEqual(950);
-    expect(elapsed).toBeLessThan(1_250);
-    // Two attempts timed out after 400 ms each; the third was cut by the caller's deadline.
+    // The code only: on a busy machine the client's own timer may fire before the gateway's answer
+    // arrives (src/core/call-context.ts, DEADLINE_MARGIN_MS), with the same code and no ErrorInfo.
+    const err = await g.client.unary("Chat", chatRequest("chat"), { timeoutMs: 1_000 }).then(
+      () => undefined,
+      (e: { code: number }) => e,
+    );
+    expect(err?.code).toBe(status.DEADLINE_EXCEEDED);
+    // A lower bound only: the gateway's deadline timer (1 s less its 50 ms margin) never fires early.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(948);
+    // Since grpc-js ends the call at its deadline whatever the gateway does, the client's status
+    // cannot tell; the gateway's own count can. It ended the call at the caller's deadline: not
+    // when the client went away (CANCELLED), and not after a third 400 ms attempt ran out.
+    await expect.poll(() => endedWith(g, "DEADLINE_EXCEEDED")).toBe(1);
+    expect(await endedWith(g, "CANCELLED")).toBe(0);
+    // Two attempts timed out after 400 ms each; the third was cut by the caller's deadline. None
+    // was answered: each upstream holds its answer for 10 s, and waitIdle gives up after 5 s.
     await a.waitIdle();
     await b.waitIdle();
     const attempts = [...a.requests, ...b.requests].sort((x, y) => x.receivedAt - y.receivedAt);
@@ -134,7 +140,6 @@ describe("fault scenarios: endpoints and retries", () => {
     for (const r of attempts) {
       expect(r.finishedAt).toBeUndefined();
       expect(r.abortedAt).toBeDefined();
-      expect(r.abortedAt! - started).toBeLessThan(1_250);
     }
     expect(g.app.cache.stats.stores).toBe(0);
   });
@@ -159,15 +164,16 @@ describe("fault scenarios: endpoints and retries", () => {
 
   it("29. an upstream that accepts the connection and never answers: the attempt times out, the retry goes elsewhere", async () => {
     const hole = await startBlackhole();
-    closers.push(() => hole.close());
+    later(() => hole.close());
     const good = await scripted();
     const g = await gateway([hole.url + "/v1", good.baseUrl], "{ retry: { backoffBaseMs: 5 } }", 300);
     const started = Date.now();
+    // An answer at all shows the attempt's own 300 ms timeout ended the first attempt: the black
+    // hole never answers, so without it the call would have run into its 5 s deadline.
     const res = await g.client.unary<{ upstream: string }>("Chat", chatRequest("chat"), { timeoutMs: 5_000 });
-    const elapsed = Date.now() - started;
     expect(res.upstream).toBe("llm");
-    expect(elapsed).toBeGreaterThanOrEqual(300);
-    expect(elapsed).toBeLessThan(1_000);
+    // A lower bound only: the attempt's timer never fires early.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(298);
     // The first attempt went to the black hole (undici may open a spare connection after the abort).
     expect(hole.connections).toBeGreaterThanOrEqual(1);
     expect(good.requests).toHaveLength(1);

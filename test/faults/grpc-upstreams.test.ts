@@ -4,22 +4,13 @@
  * the resilience layer, called through the gRPC listener by a grpc-js client.
  */
 import { status } from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createTritonFake, type TritonFake } from "../fakes/triton-fake.js";
 import { startInProcess } from "../helpers/servers.js";
-import { chatRequest, failure, type Gateway, startGateway } from "./helpers/harness.js";
+import { chatRequest, closedAfterEach, failure, type Gateway } from "./helpers/harness.js";
 import { refusingUrl } from "./helpers/scripted-upstream.js";
 
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
-
-async function gateway(yaml: string): Promise<Gateway> {
-  const g = await startGateway(yaml);
-  closers.push(() => g.close());
-  return g;
-}
+const { gateway, later } = closedAfterEach();
 
 const predict = (model: string) => ({
   model,
@@ -39,7 +30,7 @@ async function breakerStates(g: Gateway, model: string): Promise<string[]> {
 describe("fault scenarios: gRPC upstreams", () => {
   async function triton(): Promise<TritonFake> {
     const fake = await createTritonFake();
-    closers.push(() => fake.close());
+    later(() => fake.close());
     return fake;
   }
 
@@ -97,7 +88,7 @@ upstreams:
   - { name: dead, kind: openai, endpoints: ["${await refusingUrl()}"], resilience: { retry: { maxAttempts: 2, backoffBaseMs: 5 }, breaker: { volumeThreshold: 2, resetTimeoutMs: 60000 } } }
 models: [{ name: remote, upstream: dead }]
 `);
-    closers.push(() => remote.shutdown());
+    later(() => remote.shutdown());
     const up = await gateway(`
 upstreams: [{ name: hop, kind: infergate, endpoints: ["http://${remote.grpcAddress}"], resilience: { retry: { maxAttempts: 2, backoffBaseMs: 5 } } }]
 models: [{ name: m, upstream: hop, upstreamModel: remote }]

@@ -47,15 +47,18 @@ describe("fault scenarios: streams and fallbacks", () => {
 upstreams: [{ name: llm, kind: openai, endpoints: ["${up.baseUrl}"] }]
 models: [{ name: chat, upstream: llm }]
 `);
-    const started = Date.now();
     const r = await g.client.serverStream<Event>("Generate", chatRequest("chat"), { timeoutMs: 500 }).done;
     expect(r.status.code).toBe(status.DEADLINE_EXCEEDED);
     expect(r.events).toEqual([]);
-    expect(Date.now() - started).toBeLessThan(900);
+    // The call ended while the upstream still held its first token (due 5 s in): it did not wait for it.
+    expect(up.requests[0]?.finishedAt).toBeUndefined();
+    // Then the request was aborted before the upstream wrote that token: not by the upstream's
+    // own write 5 s in, and not answered.
     await up.waitIdle();
     expect(up.requests).toHaveLength(1);
     expect(up.requests[0]!.abortedAt).toBeDefined();
-    expect(up.requests[0]!.abortedAt! - started).toBeLessThan(900);
+    expect(up.requests[0]!.finishedAt).toBeUndefined();
+    expect(up.bytesWritten).toBe(0);
     expect(g.app.cache.stats.stores).toBe(0);
   });
 
@@ -182,13 +185,13 @@ models: [{ name: chat, upstream: llm }]
 `);
     const started = Date.now();
     const r = await g.client.serverStream<Event>("Generate", chatRequest("chat"), { timeoutMs: 10_000 }).done;
-    const elapsed = Date.now() - started;
     expect(deltas(r.events)).toEqual(tokens(2));
+    // The message says which timer ended the stream: the 300 ms idle timeout, not the 10 s deadline.
     expect(r.status.code).toBe(status.UNAVAILABLE);
     expect(r.status.details).toBe('upstream "llm" sent nothing for 300ms in the middle of the stream');
     expect(seen(r.error!)).toMatchObject({ reason: "UPSTREAM_TIMEOUT", metadata: { upstream: "llm" } });
-    expect(elapsed).toBeGreaterThanOrEqual(300);
-    expect(elapsed).toBeLessThan(1_000);
+    // A lower bound only: the idle timer never fires early.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(298);
     await up.waitIdle();
     expect(up.requests).toHaveLength(1);
     expect(up.requests[0]!.abortedAt).toBeDefined();

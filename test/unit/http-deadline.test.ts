@@ -76,12 +76,12 @@ describe("HTTP upstream attempt timeouts", () => {
   it("a run whose signal is not tied to its deadline (a probe) still ends, shortly after the deadline", async () => {
     const started = Date.now();
     const err = await send(up, new AbortController().signal, started + 50);
-    const elapsed = Date.now() - started;
     expect(err).toBeInstanceOf(GatewayError);
     expect((err as GatewayError).code).toBe(Code.DeadlineExceeded);
+    // The message says which timer ended it: the backstop at the deadline, not the upstream's 60 s timeout.
     expect((err as GatewayError).message).toBe(`upstream "llm" did not answer before the call's deadline`);
-    expect(elapsed).toBeGreaterThanOrEqual(45);
-    expect(elapsed).toBeLessThan(1_000);
+    // A lower bound only: the backstop (the deadline plus 25 ms) never fires early.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(45);
   });
 });
 
@@ -140,16 +140,18 @@ describe("gRPC upstream attempt timeouts", () => {
   });
 
   it("an upstream that itself answers DEADLINE_EXCEEDED early is UPSTREAM_TIMEOUT at once, not held to the call's deadline", async () => {
-    const ctx = createCallContext({ timeoutMs: 30_000, maxTimeoutMs: 60_000, timeoutHeader: "grpc-timeout" });
-    const started = Date.now();
+    // A deadline well inside the test's own timeout, so that a call held to it would end and show it.
+    const ctx = createCallContext({ timeoutMs: 10_000, maxTimeoutMs: 60_000, timeoutHeader: "grpc-timeout" });
+    const signal = ctx.signal;
     const err = await up
       .unary(InferenceService.method.listModels, create(ListModelsRequestSchema), { signal: ctx.signal, deadline: ctx.deadline, metadata: { "x-answer": "deadline" } })
       .then(
         () => undefined,
         (e: unknown) => e,
       );
+    // Not held to the call's deadline: the error came while the call's signal had not aborted.
+    expect(signal.aborted).toBe(false);
     ctx.dispose();
-    expect(Date.now() - started).toBeLessThan(5_000);
     expect(err).toBeInstanceOf(GatewayError);
     expect((err as GatewayError).code).toBe(Code.DeadlineExceeded);
     expect((err as GatewayError).reason).toBe(Reason.UpstreamTimeout);

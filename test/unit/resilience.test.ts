@@ -280,6 +280,23 @@ async function caught(p: Promise<unknown>): Promise<GatewayError> {
   throw new Error("expected a failure");
 }
 
+/**
+ * A timer of `ms` set now; `fired` says whether it has run. Set before a call starts, it tells
+ * whether the call waited `ms` or longer: such a wait sets its own timer later, and a timer never
+ * fires before one due earlier or set earlier with the same delay. Event order, not the machine's
+ * speed, decides.
+ */
+function timer(ms: number): { readonly fired: boolean; clear(): void } {
+  let fired = false;
+  const t = setTimeout(() => (fired = true), ms);
+  return {
+    get fired() {
+      return fired;
+    },
+    clear: () => clearTimeout(t),
+  };
+}
+
 describe("resilient upstream", () => {
   const A = "http://127.0.0.1:1/a";
   const B = "http://127.0.0.1:2/b";
@@ -336,14 +353,17 @@ describe("resilient upstream", () => {
     });
     const started = Date.now();
     expect((await upstream.chat!(call(3_000))).id).toBe(A);
+    // A lower bound only: the wait's timer never fires early.
     expect(Date.now() - started).toBeGreaterThanOrEqual(990);
     expect(calls).toEqual([A, A]);
 
     n = 0;
     calls.length = 0;
-    const t = Date.now();
+    // Not waited out: the call fails before a timer of the Retry-After's 1 s, set first, fires.
+    const retryAfter = timer(1_000);
     const err = await caught(upstream.chat!(call(800)));
-    expect(Date.now() - t).toBeLessThan(100);
+    expect(retryAfter.fired).toBe(false);
+    retryAfter.clear();
     expect([err.code, err.retryAfterMs]).toEqual([Code.ResourceExhausted, 1_000]);
     expect(calls).toEqual([A]);
   });
@@ -368,12 +388,12 @@ describe("resilient upstream", () => {
     await caught(upstream.chat!(call()));
     await caught(upstream.chat!(call()));
     expect(calls).toHaveLength(2);
-    const started = performance.now();
-    const p = upstream.chat!(call());
-    const err = await caught(p);
-    // Fast: no attempt and no wait (the breaker stays open for 30 s). A bound well above a busy
-    // machine's scheduling noise (5 ms was once missed by 0.25 ms under a parallel test run).
-    expect(performance.now() - started).toBeLessThan(250);
+    // Fast: no attempt and no wait (the breaker stays open for 30 s). The call fails before a
+    // 250 ms timer set first fires; it waits on nothing, so no load can reverse that order.
+    const noWait = timer(250);
+    const err = await caught(upstream.chat!(call()));
+    expect(noWait.fired).toBe(false);
+    noWait.clear();
     expect([err.code, err.reason]).toEqual([Code.Unavailable, Reason.CircuitOpen]);
     expect(err.retryAfterMs).toBeGreaterThan(29_000);
     expect(err.retryAfterMs).toBeLessThanOrEqual(30_000);

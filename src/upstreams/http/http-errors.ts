@@ -59,7 +59,7 @@ export function upstreamSecrets(config: { readonly apiKey?: string | undefined; 
  * GatewayError's message, reason and metadata values, and down its cause chain (an
  * UpstreamFailure's message and body snippet, any other error's message, stack and gRPC
  * `details`, an AggregateError's errors). The same object when nothing needed it. Issue 17: the
- * resilience wrapper (src/resilience/resilient-upstream.ts) applies it to every error an adapter
+ * resilience wrapper (CallAttempts.failed, src/resilience/call-attempts.ts) applies it to every error an adapter
  * throws, whatever the status, so that neither the log, nor the client, nor a metric label gets
  * the key of an upstream that echoes it, in an error body or in a 200 answer that does not parse.
  */

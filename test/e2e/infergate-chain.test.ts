@@ -282,18 +282,18 @@ models:
   });
 
   it("the caller's deadline: DEADLINE_EXCEEDED, and B's call ends with it", async () => {
-    const started = Date.now();
     const stream = client.serverStream<Obj>("Generate", chat("chained", "slow words here", { "mock.token_delay_ms": "2000" }), {
       timeoutMs: 500,
       headers: { "x-request-id": "chain-deadline-1" },
     });
     await expect.poll(() => appB.gateway.inFlight(), { timeout: 2000, interval: 5 }).toBe(1);
+    // No event at all: the deadline ended the stream before B's first token (due 2 s in).
     const { status, events } = await stream.done;
     expect({ code: status.code, events }).toEqual({ code: grpc.status.DEADLINE_EXCEEDED, events: [] });
-    expect(Date.now() - started).toBeLessThan(1500);
-    await expect.poll(() => appB.gateway.inFlight(), { timeout: 300, interval: 5 }).toBe(0);
-    // B's own deadline (the remaining time, propagated) or A's cancel ended it; never OK.
-    await expect.poll(() => lineOf("chain-deadline-1")?.code, { timeout: 1000 }).toMatch(/^(DEADLINE_EXCEEDED|CANCELLED)$/);
+    // B's own deadline (the remaining time, propagated) or A's cancel ended it; never OK. Had
+    // neither reached B, its answer (three tokens, 2 s apart) would end OK.
+    await expect.poll(() => appB.gateway.inFlight(), { timeout: 5_000, interval: 5 }).toBe(0);
+    await expect.poll(() => lineOf("chain-deadline-1")?.code, { timeout: 5_000 }).toMatch(/^(DEADLINE_EXCEEDED|CANCELLED)$/);
   });
 
   it("cancelling A's Generate mid-stream: B's in-flight count drops to 0 promptly", async () => {
@@ -302,14 +302,14 @@ models:
     });
     await stream.waitFor((e) => e["event"] === "text_delta");
     expect(appB.gateway.inFlight()).toBe(1);
-    const cancelledAt = Date.now();
     stream.call.cancel();
-    await expect.poll(() => appB.gateway.inFlight(), { timeout: 500, interval: 5 }).toBe(0);
-    expect(Date.now() - cancelledAt).toBeLessThan(500);
+    await expect.poll(() => appB.gateway.inFlight(), { timeout: 5_000, interval: 5 }).toBe(0);
     const { status, events } = await stream.done;
     expect(status.code).toBe(grpc.status.CANCELLED);
     expect(events.length).toBeLessThan(9);
-    await expect.poll(() => lineOf("chain-cancel-1")?.code, { timeout: 1000 }).toBe("CANCELLED");
+    // B's call ended because the cancel reached it, not because its answer (a token each 100 ms)
+    // ran to its end: that would be logged OK.
+    await expect.poll(() => lineOf("chain-cancel-1")?.code, { timeout: 5_000 }).toBe("CANCELLED");
   });
 });
 

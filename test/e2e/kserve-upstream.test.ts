@@ -427,13 +427,15 @@ describe("kserve upstream, end to end", () => {
       const err = await expectServiceError(
         predict(m("slow"), [typedInput("INPUT0", "INT32", [1], [1]), typedInput("INPUT1", "INT32", [1], [1])], { parameters: { delay_ms: { int64_param: 3000 } } }, 400),
       );
-      const took = Date.now() - started;
       expect(err.code).toBe(grpc.status.DEADLINE_EXCEEDED);
-      expect(took).toBeGreaterThanOrEqual(350);
-      expect(took).toBeLessThan(1500);
+      // A lower bound only: the deadline's timer (400 ms less the gateway's 50 ms margin) never fires early.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(348);
+      // The deadline ended the call while the fake still held its answer (due 3 s in).
       const rec = fake.requests.find((r) => r.method === "ModelInfer" && r.model === "slow")!;
-      await expect.poll(() => rec.abortedAt, { timeout: 2000 }).toBeDefined();
-      expect(rec.abortedAt! - started).toBeLessThan(1500);
+      expect(rec.answeredAt).toBeUndefined();
+      // Then the fake saw the call go and never answered (had it not, it would answer at 3 s and
+      // never set abortedAt).
+      await expect.poll(() => rec.abortedAt, { timeout: 10_000 }).toBeDefined();
       expect(rec.answeredAt).toBeUndefined();
       if (protocol === "grpc") {
         // The remaining deadline travelled as grpc-timeout.
@@ -463,11 +465,11 @@ describe("kserve upstream, end to end", () => {
           .then(() => call.cancel());
       });
       const err = await outcome;
-      const cancelledAt = Date.now();
       expect(err?.code).toBe(grpc.status.CANCELLED);
+      // The cancel reached the fake before its answer (due 2 s in): had it not, the fake would
+      // answer then and never set abortedAt.
       const rec = fake.requests.find((r) => r.method === "ModelInfer" && r.model === "slow")!;
-      await expect.poll(() => rec.abortedAt, { timeout: 2000 }).toBeDefined();
-      expect(rec.abortedAt! - cancelledAt).toBeLessThan(1000);
+      await expect.poll(() => rec.abortedAt, { timeout: 10_000 }).toBeDefined();
       expect(rec.answeredAt).toBeUndefined();
     });
   });

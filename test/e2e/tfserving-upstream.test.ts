@@ -316,13 +316,12 @@ describe("tfserving upstream, deadlines", () => {
     try {
       const started = Date.now();
       const err = await expectServiceError(client.unary("Predict", { model: "hpt", inputs: [fp32("x", [1], [1])] }, { timeoutMs: 400 }));
-      const took = Date.now() - started;
       expect(err.code).toBe(status.DEADLINE_EXCEEDED);
-      expect(took).toBeGreaterThanOrEqual(350);
-      expect(took).toBeLessThan(1500);
-      // The upstream request was aborted with the call: undici closed its connection.
-      await expect.poll(() => seenAt.closed, { timeout: 2000 }).toBeDefined();
-      expect(seenAt.closed! - started).toBeLessThan(1500);
+      // A lower bound only: the deadline's timer (400 ms less the gateway's 50 ms margin) never fires early.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(348);
+      // The upstream request was aborted with the call: undici closed its connection. Polled for
+      // 5 s, well before the upstream's own timeout (10 s) would have closed it.
+      await expect.poll(() => seenAt.closed, { timeout: 5_000 }).toBeDefined();
     } finally {
       client.close();
       await app.shutdown();

@@ -106,11 +106,16 @@ redis: {url: "${dead.url}", commandTimeoutMs: 200, connectTimeoutMs: 200}
     connections.push(conn);
     expect(await conn.ready(2000)).toBe(true);
     await dead.kill();
+    await expect.poll(() => conn.connected(), { timeout: 10_000 }).toBe(false);
     const stats = createRedisStats();
     const open = new RedisRateLimitStore(conn, "open", stats, silent);
     const closed = new RedisRateLimitStore(conn, "closed", stats, silent);
     const spec = { capacity: 2, perMinute: 2 };
-    const started = Date.now();
+    // Fast: nothing waits on a Redis that is down. A timer of the command timeout, set before the
+    // takes, has not fired when they end: a take that waited on a command's timeout (set later,
+    // as long) would end after it.
+    let commandTimeoutPassed = false;
+    const commandTimeout = setTimeout(() => (commandTimeoutPassed = true), 200);
     expect((await open.take("req:x", spec, 1)).ok).toBe(true);
     expect((await open.take("req:x", spec, 1)).ok).toBe(true);
     // Local buckets still limit.
@@ -122,8 +127,8 @@ redis: {url: "${dead.url}", commandTimeoutMs: 200, connectTimeoutMs: 200}
     expect(err.reason).toBe("RATE_LIMITER_UNAVAILABLE");
     expect(stats.failClosed).toBe(1);
     expect(stats.errors.rate_limits).toBe(4);
-    // Fast: nothing waits on a Redis that is down.
-    expect(Date.now() - started).toBeLessThan(1_000);
+    clearTimeout(commandTimeout);
+    expect(commandTimeoutPassed).toBe(false);
   });
 });
 
@@ -205,8 +210,8 @@ redis: {url: "${redis.url}", keyPrefix: "app:"}
   it("writes answers through to Redis, but not errors, cut streams, or answers over maxEntryBytes", async () => {
     const before = await cacheKeys();
     await client.chat({ model: "mock-chat", messages: [text("short")], temperature: 0 });
-    await sleep(50);
-    expect(await cacheKeys()).toBe(before + 1);
+    // The write-through follows the answer: wait for it to be there, not for a time.
+    await expect.poll(cacheKeys, { timeout: 10_000 }).toBe(before + 1);
     const failed = await client.chat({ model: "mock-chat", messages: [text("fails")], temperature: 0, metadata: { "mock.fail_code": "UNAVAILABLE" } }).catch((e: unknown) => e);
     expect(ConnectError.from(failed).code).toBe(Code.Unavailable);
     const cut = (async () => {
@@ -214,8 +219,12 @@ redis: {url: "${redis.url}", keyPrefix: "app:"}
     })();
     await expect(cut).rejects.toThrow();
     await client.chat({ model: "mock-chat", messages: [text("long ".repeat(200))], temperature: 0 });
-    await sleep(50);
-    expect(await cacheKeys()).toBe(before + 1);
+    // Not "nothing yet" after a sleep: one more answer that is stored, then exactly it. Its write
+    // goes on the same connection after any the calls above made, so once it is there theirs
+    // would be too.
+    await client.chat({ model: "mock-chat", messages: [text("marker")], temperature: 0 });
+    await expect.poll(cacheKeys, { timeout: 10_000 }).toBeGreaterThanOrEqual(before + 2);
+    expect(await cacheKeys()).toBe(before + 2);
   });
 
   it("records a session turn only when the call succeeded: not on errors, cut streams or cancels", async () => {
@@ -236,7 +245,9 @@ redis: {url: "${redis.url}", keyPrefix: "app:"}
       )) controller.abort();
     })();
     await expect(cancelled).rejects.toThrow();
-    await sleep(300);
+    // Not "nothing yet" after a sleep: the gateway is done with the cancelled call, which left
+    // the history as it was (the stream below, recorded, then makes it 4, not 6).
+    await expect.poll(() => app.gateway.inFlight(), { timeout: 10_000 }).toBe(0);
     expect(await history("s")).toBe(2);
     // A Generate that reaches its final event records the assembled answer.
     const events = [];
@@ -271,10 +282,17 @@ redis: {url: "${dead.url}", connectTimeoutMs: 100, rateLimits: {onFailure: close
   });
 
   it("forgets a session ttlMs after its last call", async () => {
+    // Redis's own expiry times, not a sleep shorter than the TTL: the second call renews it.
+    const expiry = () => raw.pexpiretime("app:session:0::ttl");
     await client.chat({ model: "mock-chat", sessionId: "ttl", messages: [text("one")] });
-    await sleep(600);
+    const first = await expiry();
+    await sleep(50);
     expect((await client.chat({ model: "mock-chat", sessionId: "ttl", messages: [text("two")] })).usage?.promptTokens).toBe(5);
-    await sleep(1300);
+    const renewed = await expiry();
+    expect(renewed).toBeGreaterThanOrEqual(first + 50);
+    expect(await raw.pttl("app:session:0::ttl")).toBeLessThanOrEqual(1_000);
+    // Then, unused, it goes: polled on the key (a call would renew it).
+    await expect.poll(() => raw.exists("app:session:0::ttl"), { timeout: 10_000, interval: 100 }).toBe(0);
     expect((await client.chat({ model: "mock-chat", sessionId: "ttl", messages: [text("three")] })).usage?.promptTokens).toBe(1);
     const err = ConnectError.from(await client.deleteSession({ sessionId: "never" }).catch((e: unknown) => e));
     expect(err.code).toBe(Code.NotFound);

@@ -96,8 +96,23 @@ async function startFake() {
   return { child, port, url: `http://127.0.0.1:${port}` };
 }
 
-/** infergate as its own process; `nodeArgs` go to node (e.g. --cpu-prof). */
-async function startInfergate(name, fakePort, { workers = 1, nodeArgs = [] } = {}) {
+/**
+ * infergate as its own process; `nodeArgs` go to node (e.g. --cpu-prof). Its ports are probed
+ * free first, but another process (a client's ephemeral port) may take one before infergate binds
+ * it (seen: EADDRINUSE in a --workers worker): then it is started again on other ports, twice at most.
+ */
+async function startInfergate(name, fakePort, options = {}) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startInfergateOnce(name, fakePort, options);
+    } catch (err) {
+      if (attempt >= 3 || !/exited/.test(String(err))) throw err;
+      console.error(`[bench] ${name}: ${err instanceof Error ? err.message : err}; starting it again on other ports`);
+    }
+  }
+}
+
+async function startInfergateOnce(name, fakePort, { workers = 1, nodeArgs = [] } = {}) {
   const [grpc, http, admin] = [await freePort(), await freePort(), await freePort()];
   const args = [
     ...nodeArgs,

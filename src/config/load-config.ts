@@ -165,7 +165,10 @@ function crossCheck(config: Config, issues: ConfigIssue[]): void {
       if (!supported.includes(c)) {
         issues.push({
           path: `models[${i}].capabilities[${j}]`,
-          message: `upstream kind ${upstream.kind} cannot serve ${c}`,
+          message:
+            c === "embed"
+              ? `upstream kind ${upstream.kind} has no embeddings API: serve embeddings from a model of kind openai, kserve, infergate or mock`
+              : `upstream kind ${upstream.kind} cannot serve ${c}`,
         });
       }
     });
@@ -182,7 +185,7 @@ function checkFallbacks(config: Config, issues: ConfigIssue[]): void {
   for (const m of config.models) {
     const upstream = config.upstreams.find((u) => u.name === m.upstream);
     if (upstream !== undefined && !capabilities.has(m.name)) {
-      capabilities.set(m.name, m.capabilities ?? upstreamKindRegistry[upstream.kind].capabilities);
+      capabilities.set(m.name, m.capabilities ?? upstreamKindRegistry[upstream.kind].defaultCapabilities);
     }
   }
   config.models.forEach((m, i) => {

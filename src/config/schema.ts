@@ -11,7 +11,7 @@ import { z } from "zod";
 export const upstreamKinds = ["mock", "anthropic", "openai", "tfserving", "infergate", "kserve"] as const;
 
 /** The calls a model can answer, as named in config. */
-export const capabilityNames = ["predict", "chat", "generate"] as const;
+export const capabilityNames = ["predict", "chat", "generate", "embed"] as const;
 export type CapabilityName = (typeof capabilityNames)[number];
 
 const listenAddress = z
@@ -279,7 +279,7 @@ const modelCacheSchema = z.strictObject({
   /**
    * off: never; deterministic: Chat/Generate only when temperature is explicitly 0 or a seed is
    * set; always: every successful answer. Default: deterministic for Chat/Generate, always for
-   * Predict.
+   * Predict and Embed (whose answers are deterministic; cached input by input).
    */
   policy: z.enum(["off", "deterministic", "always"]).optional(),
   /** How long an answer stays; default `cache.defaultTtlMs`. */
@@ -290,6 +290,24 @@ const modelCacheSchema = z.strictObject({
   shared: z.boolean().default(false),
 });
 
+/** What the gateway checks and does for a model's Embed calls (capability `embed`). */
+const modelEmbeddingSchema = z.strictObject({
+  /**
+   * The model's full vector length: EmbedRequest.dimensions above it is refused (INVALID_ARGUMENT)
+   * before anything goes upstream. Unset: not checked here (the upstream refuses what it cannot do).
+   */
+  dimensions: positiveInt.optional(),
+  /** Inputs in one request at most; more are refused (INVALID_ARGUMENT). OpenAI's own limit. */
+  maxInputs: positiveInt.default(2048),
+  /**
+   * Inputs in one upstream request at most: a request with more (after the cached items are taken
+   * out) is split into batches of this size, sent in parallel, and joined again in input order.
+   * Unset: one upstream request.
+   */
+  maxBatch: positiveInt.optional(),
+});
+export type ModelEmbeddingConfig = z.infer<typeof modelEmbeddingSchema>;
+
 const modelSchema = z.strictObject({
   /** The name callers give. */
   name,
@@ -299,8 +317,13 @@ const modelSchema = z.strictObject({
   upstream: name,
   /** The model's name at the upstream; defaults to `name`. */
   upstreamModel: z.string().min(1).optional(),
-  /** The calls it answers; defaults to everything its upstream kind can do. */
+  /**
+   * The calls it answers; defaults to what its upstream kind serves by default (every call it
+   * can serve but `embed`, which a model must list: a chat model is not an embedding model).
+   */
   capabilities: z.array(z.enum(capabilityNames)).min(1).optional(),
+  /** Limits of its Embed calls (capability `embed`). */
+  embedding: modelEmbeddingSchema.default(() => modelEmbeddingSchema.parse({})),
   /** Per-model options of the upstream kind (e.g. anthropic `maxTokens`), validated by the kind. */
   options: z.record(z.string(), z.unknown()).default({}),
   cache: modelCacheSchema.default(() => modelCacheSchema.parse({})),

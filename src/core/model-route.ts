@@ -1,4 +1,4 @@
-import type { CapabilityName, ModelCacheConfig } from "../config/schema.js";
+import type { CapabilityName, ModelCacheConfig, ModelEmbeddingConfig } from "../config/schema.js";
 import type { Upstream } from "./upstream.js";
 
 /**
@@ -15,6 +15,8 @@ export interface ModelRoute {
   readonly modelOptions: unknown;
   /** How its answers are cached. */
   readonly cache: ModelCacheConfig;
+  /** The limits of its Embed calls (config `embedding`). */
+  readonly embedding: ModelEmbeddingConfig;
   /**
    * The models tried in order when this one's upstream fails with a retryable error (config
    * `fallbacks`); their own fallbacks are not followed.

@@ -1,10 +1,10 @@
 import type { CallContext } from "./call-context.js";
 
 /** A method of infergate.v1.InferenceService (proto/infergate/v1/inference_service.proto), by name. */
-export type Rpc = "Predict" | "Chat" | "Generate" | "ListModels" | "DeleteSession";
+export type Rpc = "Predict" | "Chat" | "Generate" | "Embed" | "ListModels" | "DeleteSession";
 
 /**
- * Whether a call names a model and goes to its upstream (Predict, Chat, Generate). Only these
+ * Whether a call names a model and goes to its upstream (Predict, Chat, Generate, Embed). Only these
  * count against `server.maxConcurrentCalls` and are checked against a caller's model globs;
  * ListModels and DeleteSession name no model.
  */

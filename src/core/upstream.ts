@@ -2,6 +2,8 @@ import type { z } from "zod";
 import type {
   ChatRequest,
   ChatResponse,
+  EmbedRequest,
+  EmbedResponse,
   EndpointStatus,
   GenerateRequest,
   GenerateResponse,
@@ -54,6 +56,16 @@ export interface Upstream<ModelOptions = unknown> {
    */
   generate?(call: UpstreamCall<ChatInput, ModelOptions>): AsyncIterable<GenerateResponse>;
   /**
+   * Embeds the request's inputs (`texts` or `tokens`, never both, never empty): the gateway has
+   * validated them, taken out the ones its cache answers and split the rest into batches of at
+   * most the model's `embedding.maxBatch`. The answer has one embedding per input, in input order,
+   * each with `index` its position in this request and its vector in `fp32` (packed little-endian
+   * FP32; src/wire/fp32.ts), `values` left empty; `dimensions` the vectors' length; `usage` the
+   * upstream's token count (prompt_tokens, 0 when it tells none). The gateway gives the caller the
+   * encoding it asked for.
+   */
+  embed?(call: UpstreamCall<EmbedRequest, ModelOptions>): Promise<EmbedResponse>;
+  /**
    * What the adapter last knew of a model's readiness, from a cached probe; never a probe per
    * call. Kinds that cannot tell leave it out (reported as MODEL_STATE_UNSPECIFIED).
    */
@@ -76,6 +88,11 @@ export interface Upstream<ModelOptions = unknown> {
 export interface UpstreamKind<Options, ModelOptions = unknown> {
   /** The calls this kind can answer. */
   readonly capabilities: readonly CapabilityName[];
+  /**
+   * The calls a model of this kind answers when its config lists none; default `capabilities`
+   * without `embed` (an embedding model is one the config says is: capabilities: [embed]).
+   */
+  readonly defaultCapabilities?: readonly CapabilityName[];
   /** Whether config must list at least one endpoint. */
   readonly needsEndpoints: boolean;
   /** The schema of the kind's `options` block in config. */

@@ -65,6 +65,7 @@ const capabilityEnum: Record<CapabilityName, Capability> = {
   predict: Capability.PREDICT,
   chat: Capability.CHAT,
   generate: Capability.GENERATE,
+  embed: Capability.EMBED,
 };
 
 /** The models of the runtime the call runs under, with each one's upstream state. */

@@ -5,7 +5,7 @@ import type { Upstream } from "../core/upstream.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../core/gateway-error.js";
 import type { ModelRoute } from "../core/model-route.js";
 
-const rpcNames: Record<CapabilityName, string> = { predict: "Predict", chat: "Chat", generate: "Generate" };
+const rpcNames: Record<CapabilityName, string> = { predict: "Predict", chat: "Chat", generate: "Generate", embed: "Embed" };
 
 /** Maps model names to routes; built once from config. */
 export interface Router {
@@ -29,9 +29,10 @@ export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upst
       version: m.version,
       upstream,
       upstreamModel: m.upstreamModel ?? m.name,
-      capabilities: m.capabilities ?? upstreamKindRegistry[upstreamConfig.kind].capabilities,
+      capabilities: m.capabilities ?? upstreamKindRegistry[upstreamConfig.kind].defaultCapabilities,
       modelOptions: parseModelOptions(upstreamConfig.kind, m.options),
       cache: m.cache,
+      embedding: m.embedding,
       fallbacks: [],
     });
   }

@@ -15,6 +15,8 @@ import { kserveKind } from "./kserve/kserve-upstream.js";
  */
 export interface RegisteredKind {
   readonly capabilities: readonly CapabilityName[];
+  /** The calls of a model whose config lists none (UpstreamKind.defaultCapabilities). */
+  readonly defaultCapabilities: readonly CapabilityName[];
   readonly needsEndpoints: boolean;
   readonly optionsSchema: z.ZodType<unknown>;
   readonly modelOptionsSchema: z.ZodType<unknown> | undefined;
@@ -34,6 +36,7 @@ export interface RegisteredKind {
 function registered<Options, ModelOptions>(kind: UpstreamKind<Options, ModelOptions>): RegisteredKind {
   return {
     capabilities: kind.capabilities,
+    defaultCapabilities: kind.defaultCapabilities ?? kind.capabilities.filter((c) => c !== "embed"),
     needsEndpoints: kind.needsEndpoints,
     optionsSchema: kind.optionsSchema,
     modelOptionsSchema: kind.modelOptionsSchema,

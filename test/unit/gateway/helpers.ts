@@ -65,7 +65,8 @@ export function events(...words: string[]): GenerateResponse[] {
 }
 
 /** A model's cache settings as the configuration's defaults give them. */
-const modelCache = parseConfig("upstreams: [{ name: mock, kind: mock }]\nmodels: [{ name: m, upstream: mock }]\n", "(test)", {}).models[0]!.cache;
+const defaultModel = parseConfig("upstreams: [{ name: mock, kind: mock }]\nmodels: [{ name: m, upstream: mock }]\n", "(test)", {}).models[0]!;
+const modelCache = defaultModel.cache;
 
 /** A model route over `upstream` (a stub with a name), with `fallbacks`. */
 export function route(name: string, upstream: Partial<Upstream> & { name: string }, fallbacks: ModelRoute[] = []): ModelRoute {
@@ -77,6 +78,7 @@ export function route(name: string, upstream: Partial<Upstream> & { name: string
     capabilities: ["predict", "chat", "generate"],
     modelOptions: undefined,
     cache: modelCache,
+    embedding: defaultModel.embedding,
     fallbacks,
   };
 }

@@ -1,9 +1,10 @@
 import { z } from "zod";
-import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { ChatResponse, EmbedResponse, GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { translateEventStream } from "../http/event-stream.js";
 import { defaultHttpPoolOptions, type HttpAnswer, type HttpCall, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
+import { fromEmbeddingsResponse, inputCount, toEmbeddingsRequest } from "./openai-embeddings.js";
 import { type AnswerContext, createStreamTranslator, fromChatCompletion, toChatCompletionRequest } from "./openai-translate.js";
 
 const positiveInt = z.number().int().positive();
@@ -37,22 +38,39 @@ export const openaiOptionsSchema = z.strictObject({
 });
 export type OpenAIOptions = z.infer<typeof openaiOptionsSchema>;
 
-/** The `openai` kind: OpenAI Chat Completions (`POST {endpoint}/chat/completions`), Chat and Generate. */
-export const openaiKind: UpstreamKind<OpenAIOptions> = {
-  capabilities: ["chat", "generate"],
+/** Per-model options (`models[].options`) of a model served by an `openai` upstream. */
+export const openaiModelOptionsSchema = z.strictObject({
+  /**
+   * The `encoding_format` of Embed requests. Default "base64": the vectors come as the base64 of
+   * their FP32 bytes, which costs no JSON number per value to send or parse; "float" asks for
+   * JSON numbers, for servers that cannot answer base64.
+   */
+  embeddingEncoding: z.enum(["base64", "float"]).default("base64"),
+});
+export type OpenAIModelOptions = z.infer<typeof openaiModelOptionsSchema>;
+
+/**
+ * The `openai` kind: OpenAI Chat Completions (`POST {endpoint}/chat/completions`), Chat and
+ * Generate, and the embeddings API (`POST {endpoint}/embeddings`) for the models whose config lists
+ * `embed` (the registry leaves it out of a model's default capabilities).
+ */
+export const openaiKind: UpstreamKind<OpenAIOptions, OpenAIModelOptions> = {
+  capabilities: ["chat", "generate", "embed"],
   needsEndpoints: true,
   optionsSchema: openaiOptionsSchema,
+  modelOptionsSchema: openaiModelOptionsSchema,
   create: (config, options) => createOpenAIUpstream(config, options),
 };
 
 /**
- * The thin client of Chat Completions: Chat sends a non-streaming request and reads its JSON;
- * Generate asks for an event stream (with a usage chunk) and translates it event by event.
+ * The thin client of Chat Completions and embeddings: Chat sends a non-streaming request and reads
+ * its JSON; Generate asks for an event stream (with a usage chunk) and translates it event by
+ * event; Embed sends one embeddings request (the gateway has split the batch) and reads its JSON.
  * Requests carry `Authorization: Bearer <apiKey>` (Azure: `api-key: <apiKey>`) after the
  * upstream's extra `headers`. Errors leave through HttpUpstream's one HTTP→gRPC mapping; the
  * caller's signal and deadline bound the whole call, body included.
  */
-export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOptions): Upstream {
+export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOptions): Upstream<OpenAIModelOptions> {
   const http = new HttpUpstream(config, { ...defaultHttpPoolOptions, ...options.http });
   const answers: AnswerContext = { upstream: config.name, secrets: http.secrets };
   const { azure } = options;
@@ -75,6 +93,16 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
   const unaryHeaders = headersFor(false);
   const streamHeaders = headersFor(true);
 
+  /** The path (and Azure's query) of an operation: `/chat/completions` or `/embeddings`. */
+  function targetOf(operation: "chat/completions" | "embeddings", upstreamModel: string): Pick<HttpCall, "path" | "query"> {
+    return azure === undefined
+      ? { path: `/${operation}` }
+      : {
+          path: `/openai/deployments/${encodeURIComponent(azure.deployment ?? upstreamModel)}/${operation}`,
+          query: { "api-version": azure.apiVersion },
+        };
+  }
+
   async function send(call: UpstreamCall<ChatInput>, stream: boolean): Promise<HttpAnswer> {
     const body = toChatCompletionRequest(call.request, {
       // Azure takes the model from the deployment in the path.
@@ -83,16 +111,9 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
       maxTokensField: options.maxTokensField,
       stream,
     });
-    const target: Pick<HttpCall, "path" | "query"> =
-      azure === undefined
-        ? { path: "/chat/completions" }
-        : {
-            path: `/openai/deployments/${encodeURIComponent(azure.deployment ?? call.upstreamModel)}/chat/completions`,
-            query: { "api-version": azure.apiVersion },
-          };
     return http.request({
       method: "POST",
-      ...target,
+      ...targetOf("chat/completions", call.upstreamModel),
       headers: stream ? streamHeaders : unaryHeaders,
       body: JSON.stringify(body),
       signal: call.signal,
@@ -110,6 +131,21 @@ export function createOpenAIUpstream(config: UpstreamConfig, options: OpenAIOpti
     generate(call): AsyncIterableIterator<GenerateResponse> {
       // The request goes out when the first event is asked for.
       return translateEventStream(http, config.name, () => send(call, true), call.signal, options.maxEventBytes, createStreamTranslator(answers));
+    },
+    async embed(call): Promise<EmbedResponse> {
+      const body = toEmbeddingsRequest(call.request, {
+        model: azure === undefined ? call.upstreamModel : undefined,
+        encoding: call.modelOptions.embeddingEncoding,
+      });
+      const answer = await http.request({
+        method: "POST",
+        ...targetOf("embeddings", call.upstreamModel),
+        headers: unaryHeaders,
+        body: JSON.stringify(body),
+        signal: call.signal,
+        deadline: call.deadline,
+      });
+      return fromEmbeddingsResponse(answers, await http.readJson(answer, call.signal), inputCount(call.request), call.request.dimensions);
     },
     close: () => http.close(),
   };

@@ -428,6 +428,23 @@ describe("finishReasonOf and usageOf", () => {
     const usage = usageOf(u);
     expect([usage.promptTokens, usage.completionTokens, usage.totalTokens]).toEqual([p, c, t]);
   });
+
+  // [prompt, completion, total, cached prompt (cache reads), cache creation (cache writes), reasoning]
+  it.each<[Record<string, unknown>, number[]]>([
+    [{ input_tokens: 12, cache_creation_input_tokens: 100, cache_read_input_tokens: 200, output_tokens: 6 }, [312, 6, 318, 200, 100, 0]],
+    [{ input_tokens: 12, cache_creation_input_tokens: 0, cache_read_input_tokens: 2048, output_tokens: 6 }, [2060, 6, 2066, 2048, 0, 0]],
+    [{ input_tokens: 12, cache_creation_input_tokens: null, cache_read_input_tokens: null, output_tokens: 6 }, [12, 6, 18, 0, 0, 0]],
+    [{ input_tokens: 12, cache_creation_input_tokens: "100", cache_read_input_tokens: -5, output_tokens: 6 }, [12, 6, 18, 0, 0, 0]],
+    [{ input_tokens: 12, cache_creation_input_tokens: 9.9, cache_read_input_tokens: Number.POSITIVE_INFINITY, output_tokens: 6 }, [21, 6, 27, 0, 9, 0]],
+    [{ cache_read_input_tokens: 7 }, [7, 0, 7, 7, 0, 0]],
+    // Counts past what a uint32 holds: the prompt stops at 2³²−1, the parts inside it.
+    [{ input_tokens: 2 ** 32 - 10, cache_creation_input_tokens: 4, cache_read_input_tokens: 2 ** 32 - 1, output_tokens: 1 }, [2 ** 32 - 1, 1, 2 ** 32 - 1, 2 ** 32 - 1, 0, 0]],
+  ])("usage with cache counts %j → %j", (u, expected) => {
+    const usage = usageOf(u);
+    expect([usage.promptTokens, usage.completionTokens, usage.totalTokens, usage.cachedPromptTokens, usage.cacheCreationTokens, usage.reasoningTokens]).toEqual(
+      expected,
+    );
+  });
 });
 
 // --- streams ------------------------------------------------------------------------------------
@@ -747,5 +764,33 @@ models:
     );
     expect(c.upstreams[0]!.kind).toBe("anthropic");
     expect(c.models[0]!.options).toEqual({ maxTokens: 1024 });
+  });
+});
+
+describe("stream translator: cache counts", () => {
+  /** The final event's usage of a stream, all six counts. */
+  function finalUsage(body: string): number[] {
+    const decoder = createSseDecoder({ maxEventSize: 1 << 20 });
+    const t = createStreamTranslator("claude-up");
+    const events = [...decoder.push(new TextEncoder().encode(body)), ...decoder.end()].flatMap((ev) => t.push(ev));
+    const last = events.at(-1)?.event;
+    if (last?.case !== "final") throw new Error(`no final event: ${last?.case}`);
+    const u = last.value.usage!;
+    return [u.promptTokens, u.completionTokens, u.totalTokens, u.cachedPromptTokens, u.cacheCreationTokens, u.reasoningTokens];
+  }
+  const stream = (startUsage: string, deltaUsage: string) =>
+    sse(start(startUsage), blockStart(0, '{"type":"text","text":""}'), textDelta(0, "Hi"), blockStop(0), messageDelta("end_turn", deltaUsage), messageStop);
+  const startUsage = '{"input_tokens":12,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":1,"service_tier":"standard"}';
+
+  it.each<[string, string, number[]]>([
+    ["message_delta with output_tokens only keeps message_start's cache counts", '{"output_tokens":6}', [2112, 6, 2118, 2000, 100, 0]],
+    ["message_delta with the cache counts null keeps message_start's", '{"input_tokens":null,"cache_creation_input_tokens":null,"cache_read_input_tokens":null,"output_tokens":6}', [2112, 6, 2118, 2000, 100, 0]],
+    [
+      "message_delta's cumulative cache counts win where it has them",
+      '{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":2100,"output_tokens":6}',
+      [2112, 6, 2118, 2100, 0, 0],
+    ],
+  ])("%s", (_name, deltaUsage, expected) => {
+    expect(finalUsage(stream(startUsage, deltaUsage))).toEqual(expected);
   });
 });

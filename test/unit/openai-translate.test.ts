@@ -523,6 +523,33 @@ describe("finishReasonOf and usageOf", () => {
     const usage = usageOf(u);
     expect([usage.promptTokens, usage.completionTokens, usage.totalTokens]).toEqual(expected);
   });
+
+  // [prompt, completion, total, cached prompt, cache creation, reasoning]
+  it.each<[Obj, number[]]>([
+    [
+      {
+        prompt_tokens: 2006,
+        completion_tokens: 300,
+        total_tokens: 2306,
+        prompt_tokens_details: { cached_tokens: 1920, audio_tokens: 0 },
+        completion_tokens_details: { reasoning_tokens: 192, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
+      },
+      [2006, 300, 2306, 1920, 0, 192],
+    ],
+    [{ prompt_tokens: 10, completion_tokens: 5, prompt_tokens_details: null, completion_tokens_details: null }, [10, 5, 15, 0, 0, 0]],
+    [{ prompt_tokens: 10, completion_tokens: 5, prompt_tokens_details: {}, completion_tokens_details: { reasoning_tokens: null } }, [10, 5, 15, 0, 0, 0]],
+    [{ prompt_tokens: 10, completion_tokens: 5, prompt_tokens_details: { cached_tokens: "8" }, completion_tokens_details: { reasoning_tokens: -2 } }, [10, 5, 15, 0, 0, 0]],
+    [{ prompt_tokens: 10, completion_tokens: 5, prompt_tokens_details: 8, completion_tokens_details: [3] }, [10, 5, 15, 0, 0, 0]],
+    [{ prompt_tokens: 10, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 4.9 }, completion_tokens_details: { reasoning_tokens: Number.NaN } }, [10, 5, 15, 4, 0, 0]],
+    // A part is never more than the total it is part of.
+    [{ prompt_tokens: 10, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 11 }, completion_tokens_details: { reasoning_tokens: 6 } }, [10, 5, 15, 10, 0, 5]],
+    [{ prompt_tokens_details: { cached_tokens: 3 }, completion_tokens_details: { reasoning_tokens: 3 } }, [0, 0, 0, 0, 0, 0]],
+  ])("usage with details %j → %j", (u, expected) => {
+    const usage = usageOf(u);
+    expect([usage.promptTokens, usage.completionTokens, usage.totalTokens, usage.cachedPromptTokens, usage.cacheCreationTokens, usage.reasoningTokens]).toEqual(
+      expected,
+    );
+  });
 });
 
 // --- streams ------------------------------------------------------------------------------------
@@ -903,5 +930,44 @@ models:
       maxEventBytes: 65536,
       http: { connections: 8, connectTimeoutMs: 1000, headersTimeoutMs: 30000, maxResponseBytes: 1048576 },
     });
+  });
+});
+
+describe("stream translator: usage details", () => {
+  /** The final event's usage of a stream, all six counts. */
+  function finalUsage(body: string): number[] {
+    const decoder = createSseDecoder({ maxEventSize: 1 << 20 });
+    const t = createStreamTranslator(answers);
+    const events = [...decoder.push(new TextEncoder().encode(body)), ...decoder.end()].flatMap((ev) => t.push(ev));
+    const last = events.at(-1)?.event;
+    if (last?.case !== "final") throw new Error(`no final event: ${last?.case}`);
+    const u = last.value.usage!;
+    return [u.promptTokens, u.completionTokens, u.totalTokens, u.cachedPromptTokens, u.cacheCreationTokens, u.reasoningTokens];
+  }
+  const detailedUsage = (cached: unknown, reasoning: unknown) => ({
+    prompt_tokens: 2006,
+    completion_tokens: 300,
+    total_tokens: 2306,
+    prompt_tokens_details: { cached_tokens: cached, audio_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: reasoning, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
+  });
+
+  it("reads the cached and reasoning tokens of the include_usage chunk", () => {
+    const body = sse(
+      chunk({ role: "assistant", content: "" }, null, { usage: null }),
+      chunk({ content: "Hi" }, "stop", { usage: null }),
+      JSON.stringify({ id: "chatcmpl-s", object: "chat.completion.chunk", created: 1730000000, model: "o3-mini", choices: [], usage: detailedUsage(1920, 192) }),
+      DONE,
+    );
+    expect(finalUsage(body)).toEqual([2006, 300, 2306, 1920, 0, 192]);
+  });
+
+  it("counts that are null or not numbers in the usage chunk are 0", () => {
+    const body = sse(
+      chunk({ content: "Hi" }, "stop", { usage: null }),
+      JSON.stringify({ id: "chatcmpl-s", object: "chat.completion.chunk", created: 1730000000, model: "m", choices: [], usage: detailedUsage(null, "7") }),
+      DONE,
+    );
+    expect(finalUsage(body)).toEqual([2006, 300, 2306, 0, 0, 0]);
   });
 });

@@ -21,7 +21,6 @@ import {
   ToolCallSchema,
   ToolChoiceMode,
   type Usage,
-  UsageSchema,
 } from "../../../gen/infergate/v1/chat_pb.js";
 import {
   type ChatResponse,
@@ -33,6 +32,7 @@ import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gatewa
 import type { StreamTranslator } from "../http/event-stream.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
 import { isObject, safeJson } from "../json-value.js";
+import { tokenCount, usageFromCounts } from "../usage.js";
 import type { ChatInput } from "../../core/upstream.js";
 import {
   type AnthropicImageMediaType,
@@ -327,12 +327,21 @@ export function finishReasonOf(stopReason: unknown): FinishReason {
   }
 }
 
-/** Token counts: the prompt is every input token, cached or not (Anthropic bills them apart). */
+/**
+ * Token counts: the prompt is every input token, cached or not (Anthropic bills them apart), of
+ * which the cache reads (`cache_read_input_tokens`) are the cached prompt tokens and the cache
+ * writes (`cache_creation_input_tokens`) the cache-creation tokens. Missing, null or nonsense
+ * counts are 0.
+ */
 export function usageOf(u: WireUsage): Usage {
-  const n = (v: number | null | undefined): number => (typeof v === "number" && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0);
-  const prompt = n(u.input_tokens) + n(u.cache_creation_input_tokens) + n(u.cache_read_input_tokens);
-  const completion = n(u.output_tokens);
-  return create(UsageSchema, { promptTokens: prompt, completionTokens: completion, totalTokens: prompt + completion });
+  const cachedPrompt = tokenCount(u.cache_read_input_tokens);
+  const cacheCreation = tokenCount(u.cache_creation_input_tokens);
+  return usageFromCounts({
+    prompt: tokenCount(u.input_tokens) + cacheCreation + cachedPrompt,
+    completion: tokenCount(u.output_tokens),
+    cachedPrompt,
+    cacheCreation,
+  });
 }
 
 /**

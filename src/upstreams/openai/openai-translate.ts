@@ -23,7 +23,6 @@ import {
   ToolCallSchema,
   ToolChoiceMode,
   type Usage,
-  UsageSchema,
 } from "../../../gen/infergate/v1/chat_pb.js";
 import {
   type ChatResponse,
@@ -35,6 +34,7 @@ import { GatewayError, invalidArgument, Reason } from "../../core/gateway-error.
 import type { StreamTranslator } from "../http/event-stream.js";
 import { badResponse, errorFromStatus, snippet, UpstreamFailure } from "../http/http-errors.js";
 import { isObject, safeJson } from "../json-value.js";
+import { tokenCount, usageFromCounts } from "../usage.js";
 import type { ChatInput } from "../../core/upstream.js";
 import {
   type AssistantMessageParam,
@@ -364,12 +364,21 @@ export function finishReasonOf(finish: unknown): FinishReason {
 
 const maxUint32 = 0xffff_ffff;
 
-/** Token counts; missing, null or nonsense counts are 0, and total is always prompt + completion. */
+/**
+ * Token counts; missing, null or nonsense counts (and details that are no object) are 0, and total
+ * is always prompt + completion. The cached prompt tokens (`prompt_tokens_details.cached_tokens`)
+ * and the reasoning tokens (`completion_tokens_details.reasoning_tokens`) are parts of the
+ * prompt and the completion, as in the API.
+ */
 export function usageOf(u: WireUsage): Usage {
-  const n = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) && v > 0 ? Math.min(Math.floor(v), maxUint32) : 0);
-  const prompt = n(u.prompt_tokens);
-  const completion = n(u.completion_tokens);
-  return create(UsageSchema, { promptTokens: prompt, completionTokens: completion, totalTokens: Math.min(prompt + completion, maxUint32) });
+  const promptDetails: unknown = u.prompt_tokens_details;
+  const completionDetails: unknown = u.completion_tokens_details;
+  return usageFromCounts({
+    prompt: tokenCount(u.prompt_tokens),
+    completion: tokenCount(u.completion_tokens),
+    cachedPrompt: isObject(promptDetails) ? tokenCount(promptDetails["cached_tokens"]) : 0,
+    reasoning: isObject(completionDetails) ? tokenCount(completionDetails["reasoning_tokens"]) : 0,
+  });
 }
 
 /**

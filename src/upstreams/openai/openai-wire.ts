@@ -134,6 +134,10 @@ export interface WireUsage {
   prompt_tokens?: number | null;
   completion_tokens?: number | null;
   total_tokens?: number | null;
+  /** Parts of prompt_tokens; OpenAI also sends `audio_tokens`, which we do not read. */
+  prompt_tokens_details?: { cached_tokens?: number | null } | null;
+  /** Parts of completion_tokens; OpenAI also sends audio and prediction counts, which we do not read. */
+  completion_tokens_details?: { reasoning_tokens?: number | null } | null;
 }
 
 /** A tool call in an answer. */

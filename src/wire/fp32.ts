@@ -24,7 +24,8 @@ export function fp32View(bytes: Uint8Array): Float32Array {
   const n = bytes.byteLength / 4;
   if (littleEndian) {
     if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
-    return new Float32Array(bytes.slice().buffer, 0, n);
+    // Uint8Array's slice copies; a Buffer's (grpc-js decodes bytes fields as Buffer views) does not.
+    return new Float32Array(Uint8Array.prototype.slice.call(bytes).buffer, 0, n);
   }
   const out = new Float32Array(n);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -22,6 +22,14 @@
  * - `fail_internal`: inference fails with INTERNAL / 500.
  * - `slow`: like `simple` version "1", after a delay of request parameter `delay_ms` (default
  *   2000 ms); when the client goes away first, the record's `abortedAt` is set and nothing is sent.
+ * - `text_embedding`: a text-embedding model. One BYTES input `text` of shape [batch] (the texts,
+ *   UTF-8) → FP32 output `embedding` of shape [batch, 8]: row i is fakeTextEmbedding(text i,
+ *   version), deterministic and of unit length. Versions "1" (the default) and "2" (other vectors).
+ * - `text_embedding_b1`: the same with input `TEXT` of shape [batch, 1] and output `EMBEDDINGS`.
+ * - Embedding models that answer wrongly (input `text` [batch] as `text_embedding`):
+ *   `embedding_fp64` (output `embedding` is FP64), `embedding_short_batch` (one row fewer than
+ *   the batch), `embedding_flat` (shape [batch × 8]), `embedding_renamed` (its one output is
+ *   `OUTPUT0`, answered whatever outputs the request names, as a server that ignores them).
  *
  * Unknown model or version: gRPC NOT_FOUND, REST 404. Malformed requests: gRPC INVALID_ARGUMENT,
  * REST 400. REST errors are `{"error": "<message>"}`.
@@ -184,7 +192,37 @@ export const tritonFakeModels = [
   "fail_exhausted",
   "fail_internal",
   "slow",
+  "text_embedding",
+  "text_embedding_b1",
+  "embedding_fp64",
+  "embedding_short_batch",
+  "embedding_flat",
+  "embedding_renamed",
 ] as const;
+
+/** The vector length of the fake's embedding models. */
+export const fakeEmbeddingDim = 8;
+
+/**
+ * The vector the fake's embedding models give one text at a model version: `dim` values from a
+ * generator seeded with the FNV-1a hash of the version and the text's UTF-8 bytes (mulberry32),
+ * scaled to unit length and rounded to FP32 (what the model answers).
+ */
+export function fakeTextEmbedding(text: string | Uint8Array, version = "1", dim = fakeEmbeddingDim): Float32Array {
+  const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
+  let h = 0x811c9dc5;
+  for (const b of [...new TextEncoder().encode(`${version}\n`), ...bytes]) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  const v = new Float64Array(dim);
+  let norm = 0;
+  for (let i = 0; i < dim; i++) {
+    h = (h + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(h ^ (h >>> 15), h | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    v[i] = (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
+    norm += v[i]! * v[i]!;
+  }
+  return Float32Array.from(v, (x) => x / Math.sqrt(norm));
+}
 
 /**
  * Starts the fake on two loopback ports (gRPC and REST, both port 0).
@@ -744,6 +782,8 @@ interface FakeModel {
   readonly ready: boolean;
   readonly inputs: readonly TensorMeta[];
   readonly outputs: readonly TensorMeta[];
+  /** Answers every output it makes whatever outputs the request names (a misbehaving server). */
+  readonly ignoresRequestedOutputs?: boolean;
   run(inputs: readonly FakeTensor[], ctx: RunContext): Promise<FakeTensor[]> | FakeTensor[];
 }
 
@@ -820,6 +860,40 @@ const simpleMeta = {
     { name: "OUTPUT1", datatype: "INT32", shape: [-1, 16] },
   ],
 } as const;
+
+/** How an embedding model of the fake answers wrongly (see the models in the header). */
+type EmbeddingFault = "fp64" | "short_batch" | "flat" | "renamed";
+
+/**
+ * A text-embedding model: one BYTES input `input` of shape [batch] (or [batch, 1] with
+ * `batch1`), checked as Triton checks a model's configured input, → FP32 `output` [batch, dim] of
+ * fakeTextEmbedding rows, or the answer `fault` spoils.
+ */
+function embeddingModel(modelName: string, input: string, output: string, batch1: boolean, fault?: EmbeddingFault): FakeModel {
+  const inShape = batch1 ? [-1, 1] : [-1];
+  return {
+    versions: fault === undefined ? ["1", "2"] : ["1"],
+    defaultVersion: "1",
+    platform: "python",
+    ready: true,
+    inputs: [{ name: input, datatype: "BYTES", shape: inShape }],
+    outputs: [{ name: fault === "renamed" ? "OUTPUT0" : output, datatype: fault === "fp64" ? "FP64" : "FP32", shape: [-1, fakeEmbeddingDim] }],
+    ...(fault === "renamed" ? { ignoresRequestedOutputs: true } : {}),
+    run(inputs, ctx) {
+      const t = onlyInput(inputs, modelName);
+      if (t.name !== input) throw invalid(`unexpected inference input '${t.name}' for model '${modelName}'`);
+      if (t.datatype !== "BYTES") throw invalid(`inference input '${t.name}' data-type is '${t.datatype}', but model '${modelName}' expects 'BYTES'`);
+      if (t.shape.length !== inShape.length || (batch1 && t.shape[1] !== 1)) {
+        throw invalid(`unexpected shape for input '${t.name}' for model '${modelName}'. Expected [${inShape.join(",")}], got [${t.shape.join(",")}]`);
+      }
+      const rows = (t.data as Uint8Array[]).map((text) => [...fakeTextEmbedding(text, ctx.version)]);
+      if (fault === "short_batch") rows.pop();
+      const shape = fault === "flat" ? [rows.length * fakeEmbeddingDim] : [rows.length, fakeEmbeddingDim];
+      const datatype = fault === "fp64" ? "FP64" : "FP32";
+      return [out(fault === "renamed" ? "OUTPUT0" : output, datatype, shape, encodeElements(datatype, rows.flat()))];
+    },
+  };
+}
 
 function failing(kind: FailureKind, message: string, ready = true): FakeModel {
   return {
@@ -905,6 +979,12 @@ const models: ReadonlyMap<string, FakeModel> = new Map<string, FakeModel>([
   ["fail_unavailable", failing("unavailable", "injected failure: server unavailable")],
   ["fail_exhausted", failing("exhausted", "injected failure: resource exhausted")],
   ["fail_internal", failing("internal", "injected failure: internal error")],
+  ["text_embedding", embeddingModel("text_embedding", "text", "embedding", false)],
+  ["text_embedding_b1", embeddingModel("text_embedding_b1", "TEXT", "EMBEDDINGS", true)],
+  ["embedding_fp64", embeddingModel("embedding_fp64", "text", "embedding", false, "fp64")],
+  ["embedding_short_batch", embeddingModel("embedding_short_batch", "text", "embedding", false, "short_batch")],
+  ["embedding_flat", embeddingModel("embedding_flat", "text", "embedding", false, "flat")],
+  ["embedding_renamed", embeddingModel("embedding_renamed", "text", "embedding", false, "renamed")],
 ]);
 
 function resolveModel(name: string, version: string): { model: FakeModel; version: string } {
@@ -934,7 +1014,7 @@ async function infer(
 ): Promise<FakeTensor[]> {
   ensureReady(model, modelName);
   const produced = await model.run(inputs, { version, parameters, signal });
-  if (requested.length === 0) return produced;
+  if (requested.length === 0 || model.ignoresRequestedOutputs === true) return produced;
   return requested.map((name) => {
     const t = produced.find((p) => p.name === name);
     if (t === undefined) throw invalid(`unexpected inference output '${name}' for model '${modelName}'`);

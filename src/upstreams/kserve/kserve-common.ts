@@ -17,7 +17,25 @@ export interface KserveModelOptions {
    * cache label and is never sent.)
    */
   readonly upstreamVersion?: string | undefined;
+  /** The tensors of a text-embedding model (Embed); unset: defaultEmbeddingTensors. */
+  readonly embedding?: KserveEmbeddingTensors | undefined;
 }
+
+/**
+ * The tensors of a text-embedding model served over the Open Inference Protocol: one BYTES input
+ * holding the texts, one FP32 output of shape [batch, dim] holding their vectors.
+ */
+export interface KserveEmbeddingTensors {
+  /** The BYTES input's name. */
+  readonly input: string;
+  /** The FP32 output's name. */
+  readonly output: string;
+  /** The input's shape: `batch` is [batch], `batch1` is [batch, 1] (one text per row). */
+  readonly inputShape: "batch" | "batch1";
+}
+
+/** The tensor names and input shape of an embedding model whose options set none. */
+export const defaultEmbeddingTensors: KserveEmbeddingTensors = { input: "text", output: "embedding", inputShape: "batch" };
 
 const allDataTypes = (Object.values(DataType).filter((v) => typeof v === "number") as DataType[]).filter(
   (dt) => dataTypeInfo(dt) !== undefined,
@@ -30,8 +48,11 @@ export function dataTypeOfName(name: string): DataType | undefined {
   return dataTypeByName.get(name);
 }
 
-/** The model version sent upstream: the request's pin, else the model's `upstreamVersion`, else none. */
-export function upstreamVersion(req: PredictRequest, options: KserveModelOptions): string | undefined {
+/**
+ * The model version sent upstream (Predict and Embed alike): the request's pin, else the model's
+ * `upstreamVersion`, else none.
+ */
+export function upstreamVersion(req: Pick<PredictRequest, "modelVersion">, options: KserveModelOptions): string | undefined {
   return req.modelVersion ?? options.upstreamVersion;
 }
 

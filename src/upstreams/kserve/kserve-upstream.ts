@@ -2,6 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { z } from "zod";
 import { GRPCInferenceService, ModelReadyRequestSchema } from "../../../gen/inference/grpc_service_pb.js";
 import {
+  type EmbedResponse,
   ModelState,
   type PredictRequest,
   PredictRequestSchema,
@@ -17,7 +18,8 @@ import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import { badResponse } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, headerValue, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
 import type { Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
-import { type KserveModelOptions, upstreamVersion } from "./kserve-common.js";
+import { defaultEmbeddingTensors, type KserveModelOptions, upstreamVersion } from "./kserve-common.js";
+import { fromEmbedPredictResponse, toEmbedPredictRequest } from "./kserve-embed-translate.js";
 import { fromModelInferResponse, toModelInferRequest } from "./kserve-grpc-translate.js";
 import { fromRestInferResponse, restModelPath, toRestInferRequest, writeRestJson } from "./kserve-rest-translate.js";
 
@@ -63,12 +65,28 @@ export const kserveModelOptionsSchema = z.strictObject({
    * never sent.
    */
   upstreamVersion: z.string().min(1).optional(),
+  /**
+   * For a text-embedding model (capability `embed`): the name of its BYTES input of texts
+   * (default "text"), of its FP32 output of shape [batch, dim] (default "embedding"), and the
+   * input's shape, "batch" ([batch], the default) or "batch1" ([batch, 1]). Unset: all three
+   * defaults (defaultEmbeddingTensors).
+   */
+  embedding: z
+    .strictObject({
+      input: z.string().min(1).default(defaultEmbeddingTensors.input),
+      output: z.string().min(1).default(defaultEmbeddingTensors.output),
+      inputShape: z.enum(["batch", "batch1"]).default(defaultEmbeddingTensors.inputShape),
+    })
+    .optional(),
 }) satisfies z.ZodType<KserveModelOptions>;
 export type KserveModelOptionsConfig = z.infer<typeof kserveModelOptionsSchema>;
 
-/** The `kserve` kind: the Open Inference Protocol (KServe v2) over gRPC or REST, Predict only. */
+/**
+ * The `kserve` kind: the Open Inference Protocol (KServe v2) over gRPC or REST: Predict, and Embed
+ * for a text-embedding model (kserve-embed-translate.ts).
+ */
 export const kserveKind: UpstreamKind<KserveOptions, KserveModelOptionsConfig> = {
-  capabilities: ["predict"],
+  capabilities: ["predict", "embed"],
   needsEndpoints: true,
   optionsSchema: kserveOptionsSchema,
   modelOptionsSchema: kserveModelOptionsSchema,
@@ -91,9 +109,10 @@ interface KserveTransport {
  * Server). Predict is one ModelInfer (gRPC, through GrpcUpstream: the caller's remaining deadline
  * capped by `timeoutMs`, cancelled with the caller, errors mapped in untrusted mode) or one
  * `POST /v2/models/{name}[/versions/{v}]/infer` (REST, through HttpUpstream: the same bounds,
- * `{"error": …}` statuses through the one HTTP→gRPC mapping). Requests carry the upstream's extra
- * `headers` (as gRPC metadata, lower-cased, over gRPC) and `authorization: Bearer <apiKey>` when an
- * apiKey is set (for auth proxies in front of the server).
+ * `{"error": …}` statuses through the one HTTP→gRPC mapping). Embed is the same inference, built
+ * from the texts and read back into vectors by kserve-embed-translate.ts. Requests carry the
+ * upstream's extra `headers` (as gRPC metadata, lower-cased, over gRPC) and `authorization: Bearer
+ * <apiKey>` when an apiKey is set (for auth proxies in front of the server).
  *
  * Readiness (ListModels): a model's first modelState() probes it at once and answers UNSPECIFIED;
  * from then on every `readinessTtlMs` an unref'd timer re-probes every model asked about (ModelReady
@@ -137,6 +156,12 @@ export function createKserveUpstream(config: UpstreamConfig, options: KserveOpti
     kind: "kserve",
     predict(call): Promise<PredictResponse> {
       return transport.infer(call, upstreamVersion(call.request, call.modelOptions));
+    },
+    async embed(call): Promise<EmbedResponse> {
+      const tensors = call.modelOptions.embedding ?? defaultEmbeddingTensors;
+      const request = toEmbedPredictRequest(call.request, tensors);
+      const res = await transport.infer({ ...call, request }, upstreamVersion(call.request, call.modelOptions));
+      return fromEmbedPredictResponse(config.name, res, tensors, call.request.texts.length, call.request.dimensions);
     },
     modelState(upstreamModel) {
       const known = readiness.get(upstreamModel);

@@ -8,7 +8,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { FinishReason } from "../../gen/infergate/v1/chat_pb.js";
+import { FinishReason, UsageSchema } from "../../gen/infergate/v1/chat_pb.js";
 import {
   Capability,
   ChatRequestSchema,
@@ -249,7 +249,15 @@ describe("one mapping, both ways: the openai kind writes back what the ingress r
   });
 });
 
-const usage = { promptTokens: 3, completionTokens: 4, totalTokens: 7 };
+// Cache-creation tokens have no field in the API: they stay inside prompt_tokens.
+const usage = { promptTokens: 3, completionTokens: 4, totalTokens: 7, cachedPromptTokens: 2, cacheCreationTokens: 1, reasoningTokens: 3 };
+const wireUsage = {
+  prompt_tokens: 3,
+  completion_tokens: 4,
+  total_tokens: 7,
+  prompt_tokens_details: { cached_tokens: 2 },
+  completion_tokens_details: { reasoning_tokens: 3 },
+};
 
 describe("toChatCompletion", () => {
   it("a text answer", () => {
@@ -266,7 +274,7 @@ describe("toChatCompletion", () => {
       created: 1700000000,
       model: "gpt",
       choices: [{ index: 0, message: { role: "assistant", content: "Hello there", refusal: null }, finish_reason: "stop", logprobs: null }],
-      usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },
+      usage: wireUsage,
     });
   });
 
@@ -287,7 +295,14 @@ describe("toChatCompletion", () => {
         { id: "c2", type: "function", function: { name: "g", arguments: '{"a":1}' } },
       ],
     });
-    expect(out.usage).toEqual({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
+    // No usage: zeros, the details too (OpenAI always sends them).
+    expect(out.usage).toEqual({
+      prompt_tokens: 0,
+      completion_tokens: 0,
+      total_tokens: 0,
+      prompt_tokens_details: { cached_tokens: 0 },
+      completion_tokens_details: { reasoning_tokens: 0 },
+    });
   });
 
   it.each<[FinishReason, boolean, string]>([
@@ -332,7 +347,7 @@ describe("createChunkEncoder", () => {
       { ...head, choices: [choice({ role: "assistant", content: "Hel" })], usage: null },
       { ...head, choices: [choice({ content: "lo" })], usage: null },
       { ...head, choices: [choice({}, "stop")], usage: null },
-      { ...head, choices: [], usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 } },
+      { ...head, choices: [], usage: wireUsage },
     ]);
   });
 
@@ -369,8 +384,11 @@ describe("createChunkEncoder", () => {
     const data = [...encode(events, true).map((c) => JSON.stringify(c)), "[DONE]"];
     const read = data.flatMap((d) => back.push({ event: "", data: d, id: undefined }));
     back.end();
+    // The cached prompt and reasoning tokens come back; cache-creation tokens have no field in the API.
     const expected = events.map((e) =>
-      e.event.case === "final" ? create(GenerateResponseSchema, { event: { case: "final", value: { ...e.event.value, id: "chatcmpl-s" } } }) : e,
+      e.event.case === "final"
+        ? create(GenerateResponseSchema, { event: { case: "final", value: { ...e.event.value, id: "chatcmpl-s", usage: create(UsageSchema, { ...usage, cacheCreationTokens: 0 }) } } })
+        : e,
     );
     expect(read).toEqual(expected);
   });

@@ -27,6 +27,7 @@ import {
   Role,
   type ToolChoiceSchema,
   type ToolSchema,
+  type Usage,
 } from "../../../gen/infergate/v1/chat_pb.js";
 import {
   Capability,
@@ -394,8 +395,19 @@ function wireFinish(reason: FinishReason, calledTools: boolean): WireFinishReaso
   return finishReasons.toWire(reason) ?? (calledTools ? "tool_calls" : "stop");
 }
 
-function wireUsage(u: { promptTokens: number; completionTokens: number; totalTokens: number } | undefined): Required<WireUsage> {
-  return { prompt_tokens: u?.promptTokens ?? 0, completion_tokens: u?.completionTokens ?? 0, total_tokens: u?.totalTokens ?? 0 };
+/**
+ * An answer's usage as the API gives it: the totals, and (always, as OpenAI sends them) the
+ * cached prompt tokens and the reasoning tokens in their details objects. Cache-creation tokens
+ * (Anthropic's) have no field in the API; they stay inside prompt_tokens.
+ */
+function wireUsage(u: Usage | undefined): Required<WireUsage> {
+  return {
+    prompt_tokens: u?.promptTokens ?? 0,
+    completion_tokens: u?.completionTokens ?? 0,
+    total_tokens: u?.totalTokens ?? 0,
+    prompt_tokens_details: { cached_tokens: u?.cachedPromptTokens ?? 0 },
+    completion_tokens_details: { reasoning_tokens: u?.reasoningTokens ?? 0 },
+  };
 }
 
 /**

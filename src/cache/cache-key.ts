@@ -7,7 +7,7 @@ import type { ChatInput } from "../core/upstream.js";
 import { isSharedRequest, receivedDigest } from "../wire/fast-paths.js";
 
 /** What a key is computed for: the answer kinds are stored apart. */
-export type CacheRpc = "predict" | "chat" | "generate";
+export type CacheRpc = "predict" | "chat" | "generate" | "embed";
 
 /** The parts of a key besides the request. */
 export interface KeyScope {

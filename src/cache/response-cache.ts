@@ -3,6 +3,8 @@ import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import {
   type ChatResponse,
   ChatResponseSchema,
+  type EmbedRequest,
+  type EmbedResponse,
   type GenerateResponse,
   GenerateResponseSchema,
   type PredictRequest,
@@ -16,10 +18,15 @@ import { type CacheStats, createCacheStats } from "./cache-stats.js";
 import type { AnswerTier } from "./redis-answer-tier.js";
 import { ResponseStore, type StoredAnswer, storedSize } from "./response-store.js";
 import { SingleFlight } from "./single-flight.js";
+import { embedDecision, type EmbedOutcome, InputFlights, type VectorStore } from "./embedding-cache.js";
 import { cachedChatAnswer } from "../wire/fast-paths.js";
 
-/** What the cache did for one call; sent as the `infergate-cache` response header. */
+/**
+ * What the cache did for one call; sent as the `infergate-cache` response header. An Embed, cached
+ * input by input, may also be `partial`: some inputs from the cache, the others upstream.
+ */
 export type CacheOutcome = "hit" | "miss" | "coalesced" | "bypass";
+export type { EmbedOutcome } from "./embedding-cache.js";
 
 /** The model facts the cache needs. */
 export interface CacheRoute {
@@ -66,7 +73,11 @@ export const FLIGHT_GRACE_MS = 250;
 export class ResponseCache {
   readonly stats: CacheStats = createCacheStats();
   readonly flights = new SingleFlight();
+  /** Embed inputs in flight (embedding-cache.ts). */
+  readonly inputFlights = new InputFlights();
   private readonly store: ResponseStore;
+  /** The store as Embed's input-by-input cache sees it. */
+  private readonly vectors: VectorStore;
 
   constructor(
     private readonly config: CacheConfig,
@@ -82,6 +93,51 @@ export class ResponseCache {
       { maxBytes: config.maxBytes, maxEntries: config.maxEntries, maxEntryBytes: config.maxEntryBytes, ...(now ? { now } : {}) },
       this.stats,
     );
+    this.vectors = {
+      stats: this.stats,
+      get: (key) => {
+        const hit = this.store.get(key);
+        return hit?.kind === "message" ? hit.bytes : undefined;
+      },
+      ...(tier === undefined
+        ? {}
+        : {
+            fromTier: (keys) =>
+              Promise.all(
+                keys.map(async (key) => {
+                  const found = await tier.get(key);
+                  if (found === undefined || found.answer.kind !== "message") return undefined;
+                  this.store.set(key, found.answer, found.ttlMs);
+                  this.onTierHit();
+                  return found.answer.bytes;
+                }),
+              ),
+          }),
+      keep: (key, vector, ttlMs) => this.keep(key, { kind: "message", bytes: vector }, ttlMs),
+      flightRun: (signal) => this.flightRun(signal),
+    };
+  }
+
+  /**
+   * Embed through the cache, input by input (embedding-cache.ts): `send` gets the inputs the cache
+   * does not have and no other call is fetching. Embeddings are deterministic: cached unless the
+   * model's policy is off or the request bypasses the cache.
+   */
+  embed(
+    route: CacheRoute,
+    req: EmbedRequest,
+    caller: CacheCaller,
+    send: (req: EmbedRequest, run: UpstreamRun) => Promise<EmbedResponse>,
+  ): Promise<{ value: EmbedResponse; outcome: EmbedOutcome }> {
+    const scope = {
+      rpc: "embed" as const,
+      model: route.name,
+      version: route.version,
+      tenant: route.cache.shared ? "" : caller.tenant,
+      keyMetadata: route.cache.keyMetadata,
+    };
+    const d = embedDecision(route.cache.policy, req.cachePolicy, route.cache.ttlMs ?? this.config.defaultTtlMs, scope);
+    return this.inputFlights.embed(this.vectors, d, req, caller, send);
   }
 
   /** Whether a call is neither read from nor written to the cache (see decide). */

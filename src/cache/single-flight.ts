@@ -26,12 +26,12 @@ export interface Joined<T> {
   readonly joined: boolean;
 }
 
-function abandoned(): GatewayError {
+export function abandoned(): GatewayError {
   return new GatewayError(Code.Canceled, "every caller of this request left", { reason: Reason.Cancelled });
 }
 
 /** Rejects when `signal` aborts, with its reason; never resolves otherwise. */
-function whenAborted(signal: AbortSignal): { promise: Promise<never>; dispose: () => void } {
+export function whenAborted(signal: AbortSignal): { promise: Promise<never>; dispose: () => void } {
   let onAbort: () => void = () => {};
   const promise = new Promise<never>((_, reject) => {
     onAbort = () => reject(signal.reason);

@@ -15,4 +15,9 @@ models:
     version: "1"
     upstream: mock
     capabilities: [predict]
+  - name: mock-embed
+    version: "1"
+    upstream: mock
+    capabilities: [embed]
+    embedding: { dimensions: 4096 }
 `;

@@ -103,6 +103,13 @@ const requestLimitsSchema = z.strictObject({
    * a value of its own when decoded, where a number is one of a packed run.
    */
   bytesElements: positiveInt.max(2 ** 40).default(65_536),
+  /**
+   * Embed: inputs (texts and token-id lists together) in one request, checked before decoding;
+   * the model's own `embedding.maxInputs` (default 2048) is checked after.
+   */
+  embedInputs: positiveInt.default(16_384),
+  /** Embed: token ids of one token-id input. */
+  tokenIds: positiveInt.default(1_048_576),
 });
 
 const serverSchema = z.strictObject({

@@ -1,5 +1,5 @@
 import type { GenerateFinal } from "../../gen/infergate/v1/inference_service_pb.js";
-import type { CacheCaller, UpstreamRun } from "../cache/response-cache.js";
+import type { CacheCaller, EmbedOutcome, UpstreamRun } from "../cache/response-cache.js";
 import type { CallContext } from "../core/call-context.js";
 import type { ChatInput } from "../core/upstream.js";
 import type { ModelRoute } from "../core/model-route.js";
@@ -54,6 +54,8 @@ export class GatewayCall<Req = unknown> implements CacheCaller {
   answer: AnswerAssembler | undefined = undefined;
   /** Cache step: where the upstream call runs (the caller's signal, or a shared flight's). */
   run!: UpstreamRun;
+  /** Embed's handler: what the cache did for the inputs (hit, miss, partial, coalesced, bypass). */
+  embedOutcome: EmbedOutcome = "bypass";
   /** Fallbacks step: the model tried now (the route, or one of its fallbacks). */
   candidate!: ModelRoute;
   /** Call record step: when the call started (performance.now()). */

@@ -3,6 +3,8 @@ import type {
   ChatResponse,
   DeleteSessionRequest,
   DeleteSessionResponse,
+  EmbedRequest,
+  EmbedResponse,
   GenerateRequest,
   GenerateResponse,
   ListModelsRequest,
@@ -19,7 +21,7 @@ import type { CallObserver } from "../observability/call-record.js";
 import type { Logger } from "../observability/logger.js";
 import type { Sessions } from "../sessions/sessions.js";
 import { GatewayCall, type Runtime } from "./gateway-call.js";
-import { chatUpstream, deleteSession, generateUpstream, listModels, predictUpstream } from "./handlers.js";
+import { chatUpstream, deleteSession, embedUpstream, generateUpstream, listModels, predictUpstream } from "./handlers.js";
 import { composeStream, composeUnary, type Interceptor, type UnaryNext, type UnaryRpc } from "./interceptor.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { Router } from "./router.js";
@@ -46,6 +48,7 @@ export interface Gateway {
   predict(req: PredictRequest, ctx: CallContext): Promise<PredictResponse>;
   chat(req: ChatRequest, ctx: CallContext): Promise<ChatResponse>;
   generate(req: GenerateRequest, ctx: CallContext): AsyncGenerator<GenerateResponse, void, undefined>;
+  embed(req: EmbedRequest, ctx: CallContext): Promise<EmbedResponse>;
   listModels(req: ListModelsRequest, ctx: CallContext): Promise<ListModelsResponse>;
   /** Forgets one conversation session of the caller's tenant (NOT_FOUND when it has none). */
   deleteSession(req: DeleteSessionRequest, ctx: CallContext): Promise<DeleteSessionResponse>;
@@ -130,6 +133,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   // Composed once here: a call costs one GatewayCall and the steps that take part in its RPC.
   const predict = unary("Predict", predictUpstream);
   const chat = unary("Chat", chatUpstream);
+  const embed = unary("Embed", embedUpstream(cache));
   const models = unary("ListModels", listModels);
   const forget = unary("DeleteSession", deleteSession(sessions));
   const generate = composeStream([...outer, ...steps], generateUpstream);
@@ -138,6 +142,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     predict: (req, ctx) => predict(new GatewayCall("Predict", req.model, req, ctx)),
     chat: (req, ctx) => chat(new GatewayCall("Chat", req.model, req, ctx)),
     generate: (req, ctx) => generate(new GatewayCall("Generate", req.model, req, ctx)),
+    embed: (req, ctx) => embed(new GatewayCall("Embed", req.model, req, ctx)),
     listModels: (req, ctx) => models(new GatewayCall("ListModels", "", req, ctx)),
     deleteSession: (req, ctx) => forget(new GatewayCall("DeleteSession", "", req, ctx)),
     swap: (next) => lifecycle.swap(next),

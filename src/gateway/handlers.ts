@@ -3,6 +3,8 @@ import { Code } from "@connectrpc/connect";
 import {
   Capability,
   DeleteSessionResponseSchema,
+  type EmbedRequest,
+  type EmbedResponse,
   ListModelsResponseSchema,
   ModelState,
   type ChatResponse,
@@ -11,7 +13,7 @@ import {
   type ListModelsResponse,
   type PredictResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
-import type { UpstreamRun } from "../cache/response-cache.js";
+import type { ResponseCache, UpstreamRun } from "../cache/response-cache.js";
 import type { CapabilityName } from "../config/schema.js";
 import type { AttemptTrace, CallContext } from "../core/call-context.js";
 import { GatewayError, Reason } from "../core/gateway-error.js";
@@ -19,6 +21,7 @@ import type { ModelRoute } from "../core/model-route.js";
 import type { Upstream } from "../core/upstream.js";
 import type { ResilientCall } from "../resilience/resilient-upstream.js";
 import type { Sessions } from "../sessions/sessions.js";
+import { embedInBatches } from "./embed-batches.js";
 import type { StreamCall, UnaryCall } from "./interceptor.js";
 
 /**
@@ -59,6 +62,31 @@ export function generateUpstream(call: StreamCall): AsyncIterable<GenerateRespon
     trace: ctx.trace,
   };
   return upstream.generate(upstreamCall);
+}
+
+/**
+ * Embed's upstream call for the candidate the fallbacks step chose, through the cache input by
+ * input when there is one (src/cache/embedding-cache.ts: keyed by the candidate, so a fallback's
+ * vectors are never mixed with its model's), the inputs left split into the model's batches.
+ */
+export function embedUpstream(cache: ResponseCache | undefined): (call: UnaryCall<"Embed">) => Promise<EmbedResponse> {
+  return async (call) => {
+    const candidate = call.candidate;
+    const upstream = candidate.upstream;
+    const embed = upstream.embed;
+    if (embed === undefined) throw unimplemented(upstream, "embed");
+    const send = (req: EmbedRequest, run: UpstreamRun) =>
+      embedInBatches(candidate, req, run.signal, (part, signal) =>
+        embed.call(upstream, new UnaryUpstreamCall(candidate, part, { signal, deadline: run.deadline }, call.ctx)),
+      );
+    if (cache === undefined) {
+      call.embedOutcome = "bypass";
+      return send(call.request, call.run);
+    }
+    const { value, outcome } = await cache.embed(candidate, call.request, call, send);
+    call.embedOutcome = outcome;
+    return value;
+  };
 }
 
 const capabilityEnum: Record<CapabilityName, Capability> = {

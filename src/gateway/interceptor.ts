@@ -3,6 +3,8 @@ import type {
   ChatResponse,
   DeleteSessionRequest,
   DeleteSessionResponse,
+  EmbedRequest,
+  EmbedResponse,
   GenerateRequest,
   GenerateResponse,
   ListModelsRequest,
@@ -16,6 +18,7 @@ import type { GatewayCall } from "./gateway-call.js";
 export interface UnaryMessages {
   Predict: [PredictRequest, PredictResponse];
   Chat: [ChatRequest, ChatResponse];
+  Embed: [EmbedRequest, EmbedResponse];
   ListModels: [ListModelsRequest, ListModelsResponse];
   DeleteSession: [DeleteSessionRequest, DeleteSessionResponse];
 }
@@ -84,6 +87,7 @@ export function everyUnary(wrap: <R extends UnaryRpc>(next: UnaryNext<R>, rpc: R
   return {
     Predict: (next) => wrap(next, "Predict"),
     Chat: (next) => wrap(next, "Chat"),
+    Embed: (next) => wrap(next, "Embed"),
     ListModels: (next) => wrap(next, "ListModels"),
     DeleteSession: (next) => wrap(next, "DeleteSession"),
   };

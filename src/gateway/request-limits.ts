@@ -1,6 +1,13 @@
 import type { DescMessage } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import {
+  ChatRequestSchema,
+  type EmbedRequest,
+  EmbedRequestSchema,
+  GenerateRequestSchema,
+  type PredictRequest,
+  PredictRequestSchema,
+} from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import type { RequestLimits } from "../config/schema.js";
 import type { ChatInput } from "../core/upstream.js";
@@ -108,6 +115,12 @@ const predictLists: readonly ListSpec[] = [
   list("metadata", "metadata", 7, "metadataEntries", { map: true }),
 ];
 
+const embedLists: readonly ListSpec[] = [
+  list("texts", "texts", 3, "embedInputs", { total: true }),
+  list("tokens", "tokens", 4, "embedInputs", { total: true, each: [list("ids", "ids", 1, "tokenIds", { packed: "varint" })] }),
+  list("metadata", "metadata", 8, "metadataEntries", { map: true }),
+];
+
 /** The OpenAI Chat Completions body (src/ingress/openai/openai-ingress-translate.ts reads it). */
 const openaiChatLists: readonly ListSpec[] = [
   list("messages", "messages", 0, "messages", {
@@ -124,6 +137,7 @@ const listsBySchema: ReadonlyMap<DescMessage, readonly ListSpec[]> = new Map<Des
   [ChatRequestSchema, chatLists],
   [GenerateRequestSchema, chatLists],
   [PredictRequestSchema, predictLists],
+  [EmbedRequestSchema, embedLists],
 ]);
 
 /** What each limit counts, in its error message. */
@@ -141,6 +155,8 @@ const counted: Readonly<Record<LimitKey, string>> = {
   shapeDims: "dimensions",
   tensorElements: "elements",
   bytesElements: "elements",
+  embedInputs: "inputs",
+  tokenIds: "token ids",
 };
 
 function refusal(field: string, limit: number, problem: string): GatewayError {
@@ -224,6 +240,11 @@ export function checkChatLimits(req: ChatInput, limits: RequestLimits): void {
 }
 
 /** A Predict request within the limits, each input's shape product included. */
+/** An Embed's counts (server.requestLimits), on the decoded message. */
+export function checkEmbedLimits(req: EmbedRequest, limits: RequestLimits): void {
+  checkDecoded(req, embedLists, "", limits, {});
+}
+
 export function checkPredictLimits(req: PredictRequest, limits: RequestLimits): void {
   checkDecoded(req, predictLists, "", limits, {});
   for (let i = 0; i < req.inputs.length; i++) {

@@ -302,6 +302,8 @@ export function createResilientUpstream(
     kind: config.kind,
     ...(first.predict === undefined ? {} : { predict: (call) => unary(call, (a, c) => a.predict!(c)) }),
     ...(first.chat === undefined ? {} : { chat: (call) => unary(call, (a, c) => a.chat!(c)) }),
+    // Embeddings are idempotent: retried, breakers and endpoints as Predict.
+    ...(first.embed === undefined ? {} : { embed: (call) => unary(call, (a, c) => a.embed!(c)) }),
     ...(first.generate === undefined ? {} : { generate }),
     modelState(upstreamModel) {
       const health = models.get(upstreamModel);

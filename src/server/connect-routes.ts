@@ -100,6 +100,7 @@ export function inferenceRoutes(
     router.service(InferenceService, {
       predict: (req, hc) => unary(gateway, hc, limits, req, gateway.predict),
       chat: (req, hc) => unary(gateway, hc, limits, req, gateway.chat),
+      embed: (req, hc) => unary(gateway, hc, limits, req, gateway.embed),
       listModels: (req, hc) => unary(gateway, hc, limits, req, gateway.listModels),
       deleteSession: (req, hc) => unary(gateway, hc, limits, req, gateway.deleteSession),
       async *generate(req, hc) {

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import type { OutgoingHttpHeaders } from "node:http2";
 import {
   ChatResponseSchema,
+  EmbedResponseSchema,
   GenerateResponseSchema,
   InferenceService,
   type ListModelsResponse,
@@ -273,6 +274,7 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
     // 17); the serializer then writes those bytes.
     Predict: unary(gateway.predict, checkedEncoding((answer) => predictResponseBytes(answer as PredictResponse))),
     Chat: unary(gateway.chat, checkedEncoding((answer) => responseBytes(ChatResponseSchema, answer))),
+    Embed: unary(gateway.embed, checkedEncoding((answer) => responseBytes(EmbedResponseSchema, answer))),
     Generate: generate,
     ListModels: unary(gateway.listModels, checkedEncoding((answer) => toBinary(ListModelsResponseSchema, answer as ListModelsResponse))),
     DeleteSession: unary(gateway.deleteSession),

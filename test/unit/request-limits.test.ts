@@ -9,11 +9,26 @@ import { create, type DescMessage, fromJson, fromJsonString, type JsonValue, typ
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { Role } from "../../gen/infergate/v1/chat_pb.js";
-import { type ChatRequest, ChatRequestSchema, GenerateRequestSchema, type PredictRequest, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import {
+  type ChatRequest,
+  ChatRequestSchema,
+  type EmbedRequest,
+  EmbedRequestSchema,
+  GenerateRequestSchema,
+  type PredictRequest,
+  PredictRequestSchema,
+} from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType } from "../../gen/infergate/v1/tensor_pb.js";
 import { defaultRequestLimits, type RequestLimits } from "../../src/config/schema.js";
 import { GatewayError } from "../../src/core/gateway-error.js";
-import { checkChatLimits, checkOpenAIChatLimits, checkPredictLimits, checkWireLimits, decodeJsonRequest } from "../../src/gateway/request-limits.js";
+import {
+  checkChatLimits,
+  checkEmbedLimits,
+  checkOpenAIChatLimits,
+  checkPredictLimits,
+  checkWireLimits,
+  decodeJsonRequest,
+} from "../../src/gateway/request-limits.js";
 
 const limits: RequestLimits = {
   messages: 3,
@@ -29,6 +44,8 @@ const limits: RequestLimits = {
   shapeDims: 3,
   tensorElements: 10,
   bytesElements: 5,
+  embedInputs: 3,
+  tokenIds: 4,
 };
 
 const text = (value: string) => ({ part: { case: "text" as const, value } });
@@ -64,8 +81,13 @@ function refusal(check: () => unknown): GatewayError | undefined {
 }
 
 /** The refusal of each path for one message, by path. */
-function refusals(schema: DescMessage, message: ChatRequest | PredictRequest): Record<string, GatewayError | undefined> {
-  const decoded = schema === PredictRequestSchema ? () => checkPredictLimits(message as PredictRequest, limits) : () => checkChatLimits(message as ChatRequest, limits);
+function refusals(schema: DescMessage, message: ChatRequest | PredictRequest | EmbedRequest): Record<string, GatewayError | undefined> {
+  const decoded =
+    schema === PredictRequestSchema
+      ? () => checkPredictLimits(message as PredictRequest, limits)
+      : schema === EmbedRequestSchema
+        ? () => checkEmbedLimits(message as EmbedRequest, limits)
+        : () => checkChatLimits(message as ChatRequest, limits);
   const decodeJson = (json: string) => () => decodeJsonRequest(schema, json, limits, (j) => fromJson(schema, j as JsonValue));
   return {
     decoded: refusal(decoded),
@@ -118,7 +140,26 @@ const predictCases: [string, MessageInitShape<typeof PredictRequestSchema>, stri
   ["metadata over", { inputs: [fp32("a", 1)], metadata: entries(3) }, "metadata"],
 ];
 
+const ids = (n: number) => ({ ids: Array.from({ length: n }, (_, i) => i + 1) });
+const embedCases: [string, MessageInitShape<typeof EmbedRequestSchema>, string | undefined][] = [
+  ["texts at the limit", { texts: ["a", "b", "c"] }, undefined],
+  ["texts over", { texts: ["a", "b", "c", "d"] }, "texts"],
+  ["token inputs over", { tokens: [ids(1), ids(1), ids(1), ids(1)] }, "tokens"],
+  ["texts and token inputs together over", { texts: ["a", "b"], tokens: [ids(1), ids(1)] }, "tokens"],
+  ["token ids of one input over", { tokens: [ids(1), ids(5)] }, "tokens[1].ids"],
+  ["token ids at the limit", { tokens: [ids(4)] }, undefined],
+  ["metadata over", { texts: ["a"], metadata: entries(3) }, "metadata"],
+];
+
 describe("request limits: bytes, JSON text and decoded messages agree", () => {
+  it.each(embedCases)("Embed: %s", (_name, init, field) => {
+    const found = refusals(EmbedRequestSchema, create(EmbedRequestSchema, { model, ...init }));
+    for (const [path, err] of Object.entries(found)) {
+      expect(err?.metadata["field"], path).toBe(field);
+      if (err !== undefined) expect(err.code).toBe(Code.InvalidArgument);
+    }
+  });
+
   it.each(chatCases)("Chat: %s", (_name, init, field) => {
     for (const schema of [ChatRequestSchema, GenerateRequestSchema]) {
       const found = refusals(schema, create(schema, { model, ...init }) as ChatRequest);

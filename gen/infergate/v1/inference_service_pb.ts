@@ -717,8 +717,9 @@ export type EmbedRequest = Message<"infergate.v1.EmbedRequest"> & {
   model: string;
 
   /**
-   * The model version to use; unset means the version configured for the model. Any other
-   * version is INVALID_ARGUMENT.
+   * The model version to use at an upstream that serves several (kserve, another infergate), as
+   * PredictRequest.model_version; other kinds refuse a pin (INVALID_ARGUMENT). A pinned call is
+   * never answered by a fallback model. Part of the cache key.
    *
    * @generated from field: optional string model_version = 2;
    */

@@ -40,6 +40,17 @@ export function cacheStep(cache: ResponseCache | undefined): Interceptor {
       Predict: (next) => throughCache(cache, predictLookup, next, false),
       // A caller that left meanwhile gets no Chat answer (nor is its session's turn recorded).
       Chat: (next) => throughCache(cache, chatLookup, next, true),
+      // Embed is cached input by input per candidate model, by its handler (src/gateway/handlers.ts);
+      // the caller's run is its own, and the headers say what the cache did.
+      Embed: (next) => async (call) => {
+        call.run = call.ctx;
+        const value = await next(call);
+        const headers = call.ctx.responseHeaders;
+        headers[cacheHeader] = call.embedOutcome;
+        headers[servedByHeader] = `${value.model}/${value.upstream}`;
+        throwIfAborted(call.ctx);
+        return value;
+      },
     },
     stream: (next) => (call) => {
       if (cache !== undefined) return cachedStream(cache, call, next);

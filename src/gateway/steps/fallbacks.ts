@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import type { ChatResponse, GenerateResponse, PredictResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { ChatResponse, EmbedResponse, GenerateResponse, PredictResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { UpstreamRun } from "../../cache/response-cache.js";
 import type { CapabilityName } from "../../config/schema.js";
 import type { CallContext } from "../../core/call-context.js";
@@ -33,6 +33,12 @@ export const fallbacksStep: Interceptor = {
       if (route.fallbacks.length === 0) return chatFrom(route, call, next);
       return firstAnswer(candidates(route, "chat"), call, next, chatFrom);
     },
+    Embed: (next) => (call) => {
+      const route = call.route;
+      // A pinned model version names one model exactly: no fallback (as Predict).
+      if (call.request.modelVersion !== undefined || route.fallbacks.length === 0) return embedFrom(route, call, next);
+      return firstAnswer(candidates(route, "embed"), call, next, embedFrom);
+    },
   },
   stream: (next) => (call) => firstStream(candidates(call.route, "generate"), call, call.run, next),
 };
@@ -59,8 +65,18 @@ async function chatFrom(candidate: ModelRoute, call: UnaryCall<"Chat">, next: Un
   return stampProvenance(candidate, await next(call));
 }
 
+/** One candidate's Embed answer, stamped (the version the caller pinned, if it did). */
+async function embedFrom(candidate: ModelRoute, call: UnaryCall<"Embed">, next: UnaryNext<"Embed">): Promise<EmbedResponse> {
+  call.candidate = candidate;
+  const res = await next(call);
+  res.model = candidate.name;
+  res.modelVersion = call.request.modelVersion ?? candidate.version;
+  res.upstream = candidate.upstream.name;
+  return res;
+}
+
 /** The answer of the first candidate that gives one. */
-async function firstAnswer<C extends UnaryCall<"Predict"> | UnaryCall<"Chat">, N, Res>(
+async function firstAnswer<C extends UnaryCall<"Predict"> | UnaryCall<"Chat"> | UnaryCall<"Embed">, N, Res>(
   list: readonly ModelRoute[],
   call: C,
   next: N,

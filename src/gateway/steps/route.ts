@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import type { RequestLimits } from "../../config/schema.js";
 import { applyOutputForm } from "../../upstreams/tensor-bulk.js";
 import type { Interceptor } from "../interceptor.js";
+import { applyEncoding } from "../embed-batches.js";
+import { validateEmbedRequest } from "../validate-embed.js";
 import { validateChatInput, validatePredictRequest } from "../validate-request.js";
 
 /**
@@ -24,6 +26,12 @@ export function routeStep(limits: RequestLimits | undefined): Interceptor {
         // Converted in bulk after the cache, which keeps the upstream's form for every caller
         // (output_form is not in the key).
         return applyOutputForm(res, req.outputForm);
+      },
+      Embed: (next) => async (call) => {
+        const route = (call.route = call.runtime.router.resolve(call.model, "embed"));
+        validateEmbedRequest(call.request, route, limits);
+        // The caller's encoding, after the cache (which keeps the packed form for every caller).
+        return applyEncoding(await next(call), call.request.encoding);
       },
       Chat: (next) => (call) => {
         call.route = call.runtime.router.resolve(call.model, "chat");

@@ -14,6 +14,7 @@ import {
 import {
   type ChatResponse,
   ChatResponseSchema,
+  type EmbedResponse,
   type GenerateResponse,
   GenerateResponseSchema,
   ModelState,
@@ -25,6 +26,7 @@ import { Code } from "@connectrpc/connect";
 import { GatewayError, grpcCodeNames, invalidArgument, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
+import { mockEmbed } from "./mock-embed.js";
 import { mockPredict } from "./mock-predict.js";
 
 const codeName = z.enum(Object.keys(grpcCodeNames) as [string, ...string[]], {
@@ -54,7 +56,7 @@ export const mockMetadataKeys = {
 
 /** The `mock` kind: in process, deterministic, every capability. */
 export const mockKind: UpstreamKind<MockOptions> = {
-  capabilities: ["predict", "chat", "generate"],
+  capabilities: ["predict", "chat", "generate", "embed"],
   needsEndpoints: false,
   optionsSchema: mockOptionsSchema,
   create: (config, options) => createMockUpstream(config, options),
@@ -71,7 +73,7 @@ export const mockKind: UpstreamKind<MockOptions> = {
  * (finish STOP). Usage counts words: prompt = words and images of all messages, completion =
  * events emitted.
  *
- * Predict: see mock-predict.ts.
+ * Predict: see mock-predict.ts. Embed: see mock-embed.ts.
  */
 export function createMockUpstream(config: Pick<UpstreamConfig, "name">, options: MockOptions): Upstream {
   async function* generate(call: UpstreamCall<ChatInput>): AsyncGenerator<GenerateResponse> {
@@ -133,6 +135,14 @@ export function createMockUpstream(config: Pick<UpstreamConfig, "name">, options
       }
       call.signal.throwIfAborted();
       return create(PredictResponseSchema, { outputs: mockPredict(call.request) });
+    },
+    async embed(call): Promise<EmbedResponse> {
+      const opts = effectiveOptions(options, call.request.metadata);
+      if (opts.failCode !== undefined) {
+        throw injectedFailure(opts.failCode);
+      }
+      call.signal.throwIfAborted();
+      return mockEmbed(call.request);
     },
     modelState: () => ModelState.READY,
     async close() {},

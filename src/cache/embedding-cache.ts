@@ -56,6 +56,8 @@ type Run = { signal: AbortSignal; deadline: number };
 /** One upstream request of inputs that other calls may wait on. */
 interface Batch {
   readonly controller: AbortController;
+  /** The keys of its inputs. */
+  readonly keys: readonly string[];
   waiters: number;
   settled: boolean;
 }
@@ -179,8 +181,8 @@ export class InputFlights {
     }
     let own: Promise<EmbedResponse> | undefined;
     if (sent.length > 0) {
-      const batch: Batch = { controller: new AbortController(), waiters: 0, settled: false };
-      own = this.start(store, d, batch, sent.map((i) => keys[i]!), () => send(subRequest(req, sent), store.flightRun(batch.controller.signal)));
+      const batch: Batch = { controller: new AbortController(), keys: sent.map((i) => keys[i]!), waiters: 0, settled: false };
+      own = this.start(store, d, batch, () => send(subRequest(req, sent), store.flightRun(batch.controller.signal)));
       batches.add(batch);
     }
     for (const b of batches) b.waiters++;
@@ -197,7 +199,12 @@ export class InputFlights {
       abort.dispose();
       for (const b of batches) {
         b.waiters--;
-        if (b.waiters === 0 && !b.settled) b.controller.abort(abandoned());
+        if (b.waiters === 0 && !b.settled) {
+          // No call waits on it: aborted, and forgotten at once (a call that comes now sends its
+          // inputs anew rather than wait for an abandoned request to fail).
+          this.forget(b);
+          b.controller.abort(abandoned());
+        }
       }
     }
     if (answer !== undefined) for (const { index, at } of fromSent) vectors[index] = answer.embeddings[at]!.fp32;
@@ -209,10 +216,11 @@ export class InputFlights {
   }
 
   /**
-   * Sends the inputs of `keys` upstream once, registered as in flight until the answer: each
+   * Sends the inputs of the batch upstream once, registered as in flight until the answer: each
    * input's vector is then stored and handed to the calls waiting on it.
    */
-  private start(store: VectorStore, d: EmbedDecision, batch: Batch, keys: readonly string[], send: () => Promise<EmbedResponse>): Promise<EmbedResponse> {
+  private start(store: VectorStore, d: EmbedDecision, batch: Batch, send: () => Promise<EmbedResponse>): Promise<EmbedResponse> {
+    const keys = batch.keys;
     const settle: { resolve: (v: Uint8Array) => void; reject: (err: unknown) => void }[] = [];
     for (const key of keys) {
       const vector = new Promise<Uint8Array>((resolve, reject) => settle.push({ resolve, reject }));
@@ -221,7 +229,7 @@ export class InputFlights {
     }
     const done = () => {
       batch.settled = true;
-      for (const key of keys) if (this.pending.get(key)?.batch === batch) this.pending.delete(key);
+      this.forget(batch);
     };
     const answer = send().then(
       (res) => {
@@ -241,6 +249,11 @@ export class InputFlights {
     );
     answer.catch(() => {});
     return answer;
+  }
+
+  /** Takes a batch's inputs off the in-flight list (those still its own). */
+  private forget(batch: Batch): void {
+    for (const key of batch.keys) if (this.pending.get(key)?.batch === batch) this.pending.delete(key);
   }
 }
 

@@ -140,20 +140,32 @@ export async function createOpenAIFake(options: FakeOptions = {}): Promise<OpenA
   });
 }
 
+/**
+ * Routes a request to `operation` (`chat/completions`, `embeddings`): "openai" for
+ * `POST /v1/<operation>`, "azure" for `POST /openai/deployments/{deployment}/<operation>` with an
+ * `api-version` (the deployment recorded); otherwise answers the 404 OpenAI or Azure gives and
+ * returns undefined.
+ */
+export function routeOpenAI<S extends string>(ex: Exchange<S>, operation: string): "openai" | "azure" | undefined {
+  const { record } = ex;
+  const azure = record.path.startsWith("/openai/deployments/") ? /^\/openai\/deployments\/([^/]+)\/(.+)$/.exec(record.path) : null;
+  if (record.method !== "POST" || (record.path !== `/v1/${operation}` && azure?.[2] !== operation)) {
+    sendError(ex, 404, `Invalid URL (${record.method} ${record.path})`, "invalid_request_error", null, null);
+    return undefined;
+  }
+  if (azure === null) return "openai";
+  record.deployment = decodeURIComponent(azure[1]!);
+  if (record.query["api-version"] === undefined) {
+    ex.send(404, JSON_CONTENT_TYPE, JSON.stringify({ error: { code: "404", message: "Resource not found" } }));
+    return undefined;
+  }
+  return "azure";
+}
+
 async function handle(ex: Exchange<OpenAIScenario>): Promise<void> {
   const { record } = ex;
-  const azure = /^\/openai\/deployments\/([^/]+)\/chat\/completions$/.exec(record.path);
-  if (record.method !== "POST" || (record.path !== "/v1/chat/completions" && azure === null)) {
-    sendError(ex, 404, `Invalid URL (${record.method} ${record.path})`, "invalid_request_error", null, null);
-    return;
-  }
-  if (azure !== null) {
-    record.deployment = decodeURIComponent(azure[1]!);
-    if (record.query["api-version"] === undefined) {
-      ex.send(404, JSON_CONTENT_TYPE, JSON.stringify({ error: { code: "404", message: "Resource not found" } }));
-      return;
-    }
-  }
+  const route = routeOpenAI(ex, "chat/completions");
+  if (route === undefined) return;
   const body = record.body;
   if (!isObject(body)) {
     sendError(
@@ -166,7 +178,7 @@ async function handle(ex: Exchange<OpenAIScenario>): Promise<void> {
     );
     return;
   }
-  if (azure === null && typeof body["model"] !== "string") {
+  if (route === "openai" && typeof body["model"] !== "string") {
     sendError(ex, 400, "you must provide a model parameter", "invalid_request_error", null, null);
     return;
   }
@@ -265,8 +277,17 @@ async function answerText(
   ex.send(200, JSON_CONTENT_TYPE, `${JSON.stringify(completion, null, 2)}\n`);
 }
 
-function sendError(ex: Exchange<OpenAIScenario>, status: number, message: string, type: string, param: string | null, code: string | null): void {
-  ex.send(status, JSON_CONTENT_TYPE, `${JSON.stringify({ error: { message, type, param, code } }, null, 2)}\n`);
+/** An error answer in OpenAI's shape (`{"error":{"message","type","param","code"}}`), with extra headers. */
+export function sendError<S extends string>(
+  ex: Exchange<S>,
+  status: number,
+  message: string,
+  type: string,
+  param: string | null,
+  code: string | null,
+  headers: Record<string, string> = {},
+): void {
+  ex.send(status, JSON_CONTENT_TYPE, `${JSON.stringify({ error: { message, type, param, code } }, null, 2)}\n`, headers);
 }
 
 /** The text of a message `content`: a string, or the `text` of its `{type:"text"}` parts joined with "\n". */

@@ -44,6 +44,15 @@ interface ClientResult {
     text: string;
     final: { finish_reason: string; usage: Usage } | null;
   };
+  embed: {
+    model: string;
+    dimensions: number;
+    indexes: number[];
+    values: number[][];
+    unpacked: number[][];
+    cached: boolean[];
+    prompt_tokens: number;
+  };
   unknown_model: { code: string; details: string };
 }
 
@@ -164,6 +173,20 @@ describe("Python client (protoc + grpc_python_plugin stubs) against the real ser
     expect(final?.finish_reason).toBe("FINISH_REASON_STOP");
     expect(final?.usage.completion_tokens).toBe(deltas.length);
     expect(final?.usage).toEqual(result.chat.usage);
+  });
+
+  it("Embed answers unit vectors in input order; the packed FP32 is the same vectors, from the cache", () => {
+    const { embed } = result;
+    expect(embed.model).toBe("mock-embed");
+    expect(embed.dimensions).toBe(16);
+    expect(embed.indexes).toEqual([0, 1]);
+    for (const v of embed.values) {
+      expect(v).toHaveLength(16);
+      expect(Math.hypot(...v)).toBeCloseTo(1, 5);
+    }
+    expect(embed.unpacked).toEqual(embed.values);
+    expect(embed.cached).toEqual([true, true]);
+    expect(embed.prompt_tokens).toBe(5);
   });
 
   it("an unknown model is NOT_FOUND", () => {

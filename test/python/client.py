@@ -2,12 +2,13 @@
 
 Usage: client.py HOST:PORT
 
-Calls Predict, Chat, Generate and a Chat on an unknown model, then prints ONE JSON object on
+Calls Predict, Chat, Generate, Embed (float and packed FP32) and a Chat on an unknown model, then prints ONE JSON object on
 stdout describing what came back. Any unexpected failure raises, so the exit status is non-zero
 and the traceback goes to stderr for the calling test to show.
 """
 
 import json
+import struct
 import sys
 
 import grpc
@@ -101,6 +102,33 @@ def call_generate(stub):
     return {"events": events, "deltas": deltas, "text": "".join(deltas), "final": final}
 
 
+def call_embed(stub):
+    texts = ["embed me", "and me too"]
+    floats = stub.Embed(
+        inference_service_pb2.EmbedRequest(model="mock-embed", texts=texts, dimensions=16),
+        timeout=DEADLINE_S,
+    )
+    packed = stub.Embed(
+        inference_service_pb2.EmbedRequest(
+            model="mock-embed",
+            texts=texts,
+            dimensions=16,
+            encoding=inference_service_pb2.EMBEDDING_ENCODING_FP32_BYTES,
+        ),
+        timeout=DEADLINE_S,
+    )
+    return {
+        "model": floats.model,
+        "dimensions": floats.dimensions,
+        "indexes": [e.index for e in floats.embeddings],
+        "values": [list(e.values) for e in floats.embeddings],
+        # The packed form read as little-endian FP32, as the contract says.
+        "unpacked": [list(struct.unpack("<%df" % (len(e.fp32) // 4), e.fp32)) for e in packed.embeddings],
+        "cached": [e.cached for e in packed.embeddings],
+        "prompt_tokens": floats.usage.prompt_tokens,
+    }
+
+
 def call_unknown_model(stub):
     try:
         stub.Chat(
@@ -123,6 +151,7 @@ def main():
             "predict": call_predict(stub),
             "chat": call_chat(stub),
             "generate": call_generate(stub),
+            "embed": call_embed(stub),
             "unknown_model": call_unknown_model(stub),
         }
     print(json.dumps(result))

@@ -11,21 +11,36 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ChatRequestSchema, ListModelsResponseSchema, ModelState, PredictRequestSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import {
+  ChatRequestSchema,
+  EmbedRequestSchema,
+  EmbedResponseSchema,
+  EmbeddingEncoding,
+  ListModelsResponseSchema,
+  ModelState,
+  PredictRequestSchema,
+} from "../../gen/infergate/v1/inference_service_pb.js";
+import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import { parseConfig } from "../../src/config/load-config.js";
+import { configSchema } from "../../src/config/schema.js";
 import { GatewayError } from "../../src/core/gateway-error.js";
+import type { Upstream } from "../../src/core/upstream.js";
 import { type App, startApp } from "../../src/server/app.js";
 import {
+  embedAnswer,
   forwardedChat,
+  forwardedEmbed,
   forwardedGenerate,
   forwardedMetadata,
   forwardedPredict,
   modelStateOf,
   ownCredentialRefused,
 } from "../../src/upstreams/infergate/infergate-translate.js";
-import { infergateOptionsSchema } from "../../src/upstreams/infergate/infergate-upstream.js";
+import { infergateKind, infergateOptionsSchema } from "../../src/upstreams/infergate/infergate-upstream.js";
+import { fp32FromNumbers, numbersFromFp32 } from "../../src/wire/fp32.js";
 import { seen } from "../faults/helpers/harness.js";
 import { refusingUrl } from "../faults/helpers/scripted-upstream.js";
+import { gatewayErrorOf } from "../helpers/gateway-errors.js";
 import { expectServiceError, inferenceClient, loaderOptions, type ProtoClient } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
 
@@ -39,7 +54,15 @@ const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex
 const userTurn = (text: string) => ({ role: "ROLE_USER", content: [{ text }] });
 const chat = (model: string, text: string, metadata: Record<string, string> = {}) => ({ model, messages: [userTurn(text)], metadata });
 const textDelta = (t: string) => ({ event: "text_delta", text_delta: t });
-const usage = (p: number, c: number) => ({ prompt_tokens: p, completion_tokens: c, total_tokens: p + c });
+/** A Usage as proto-loader gives it (defaults on): the parts of the prompt and completion counts are 0 unless given. */
+const usage = (p: number, c: number, parts: { cached?: number; creation?: number; reasoning?: number } = {}) => ({
+  prompt_tokens: p,
+  completion_tokens: c,
+  total_tokens: p + c,
+  cached_prompt_tokens: parts.cached ?? 0,
+  cache_creation_tokens: parts.creation ?? 0,
+  reasoning_tokens: parts.reasoning ?? 0,
+});
 
 /** B's per-call log lines (msg "call"), captured from its logger. */
 interface CallLine {
@@ -320,6 +343,8 @@ interface Received {
   metadata: Record<string, string>;
   /** The call's deadline as the far end sees it, epoch ms. */
   deadline: number;
+  /** Set when the caller cancelled the call before it was answered. */
+  cancelled?: boolean;
 }
 
 /** A gRPC server with infergate's contract that records each call and answers from a script. */
@@ -331,7 +356,9 @@ async function startRecordingFarEnd(): Promise<{ address: string; received: Rece
     const metadata: Record<string, string> = {};
     for (const [k, v] of Object.entries(call.metadata.getMap())) metadata[k] = String(v);
     const d = call.getDeadline();
-    received.push({ method, request: call.request, metadata, deadline: d instanceof Date ? d.getTime() : Number(d) });
+    const r: Received = { method, request: call.request, metadata, deadline: d instanceof Date ? d.getTime() : Number(d) };
+    received.push(r);
+    return r;
   };
   const server = new grpc.Server();
   server.addService(service, {
@@ -354,6 +381,19 @@ async function startRecordingFarEnd(): Promise<{ address: string; received: Rece
     Predict(call: grpc.ServerUnaryCall<Obj, Obj>, callback: grpc.sendUnaryData<Obj>) {
       record("Predict", call);
       callback(null, { outputs: [] });
+    },
+    // Vector i of text t is [t.length, i], every other one flagged cached; "hang" never answers,
+    // "one short" answers one embedding too few.
+    Embed(call: grpc.ServerUnaryCall<Obj, Obj>, callback: grpc.sendUnaryData<Obj>) {
+      const r = record("Embed", call);
+      const texts = call.request["texts"] as string[];
+      if (texts[0] === "hang") {
+        call.once("cancelled", () => (r.cancelled = true));
+        return;
+      }
+      const embeddings = texts.map((t, i) => ({ index: i, fp32: Buffer.from(fp32FromNumbers([t.length, i])), cached: i % 2 === 0 }));
+      if (texts[0] === "one short") embeddings.pop();
+      callback(null, { embeddings, model: "far-name", model_version: "far-7", upstream: "far-up", cached: true, usage: usage(3 * texts.length, 0), dimensions: 2 });
     },
     ListModels(_call: grpc.ServerUnaryCall<Obj, Obj>, callback: grpc.sendUnaryData<Obj>) {
       callback(null, { models: [{ name: "far-name", state: "MODEL_STATE_READY" }] });
@@ -473,6 +513,104 @@ models:
   });
 });
 
+describe("infergate adapter's embed, against a recording far end", () => {
+  let far: Awaited<ReturnType<typeof startRecordingFarEnd>>;
+  let upstream: Upstream;
+
+  beforeAll(async () => {
+    far = await startRecordingFarEnd();
+    const config = configSchema.parse({
+      upstreams: [
+        {
+          name: "rec",
+          kind: "infergate",
+          endpoints: [`http://${far.address}`],
+          apiKey: "sidecar-secret-key",
+          headers: { "x-sidecar": "eu-west-1" },
+          options: { forwardHeaders: ["x-request-id"] },
+        },
+      ],
+      models: [{ name: "near", upstream: "rec" }],
+    }).upstreams[0]!;
+    upstream = infergateKind.create(config, infergateOptionsSchema.parse(config.options));
+  });
+
+  afterAll(async () => {
+    await upstream?.close();
+    await far?.close();
+  });
+
+  const embed = (texts: string[], signal = new AbortController().signal, deadline = Date.now() + 10_000) =>
+    upstream.embed!({
+      request: create(EmbedRequestSchema, {
+        model: "near",
+        modelVersion: "3",
+        texts,
+        dimensions: 2,
+        encoding: EmbeddingEncoding.FLOAT,
+        cachePolicy: CachePolicy.BYPASS,
+        metadata: { locale: "fr" },
+      }),
+      upstreamModel: "far-name",
+      modelOptions: {},
+      signal,
+      deadline,
+      headers: { "x-request-id": "r-9", "x-secret": "stays-here" },
+    });
+
+  it("asks for packed FP32 whatever the caller's encoding, forwards the rest, and answers the far vectors without its cached flags", async () => {
+    far.received.length = 0;
+    const sentAt = Date.now();
+    const res = await embed(["ab", "cde", "f"], undefined, sentAt + 3000);
+    expect(res.embeddings.map((e) => [e.index, numbersFromFp32(e.fp32), e.values, e.cached])).toEqual([
+      [0, [2, 0], [], false],
+      [1, [3, 1], [], false],
+      [2, [1, 2], [], false],
+    ]);
+    // Each vector copied out of the received message.
+    for (const e of res.embeddings) expect(e.fp32.buffer.byteLength).toBe(8);
+    expect(res).toMatchObject({ dimensions: 2, usage: { promptTokens: 9, totalTokens: 9 }, model: "", modelVersion: "", upstream: "", cached: false });
+    expect(far.received).toHaveLength(1);
+    const got = far.received[0]!;
+    expect(got.method).toBe("Embed");
+    expect(got.request).toMatchObject({
+      model: "far-name",
+      model_version: "3",
+      texts: ["ab", "cde", "f"],
+      dimensions: 2,
+      encoding: "EMBEDDING_ENCODING_FP32_BYTES",
+      cache_policy: "CACHE_POLICY_BYPASS",
+      metadata: { locale: "fr" },
+    });
+    const own = Object.fromEntries(Object.entries(got.metadata).filter(([k]) => k.startsWith("x-") || k === "authorization"));
+    expect(own).toEqual({ "x-request-id": "r-9", "x-sidecar": "eu-west-1", authorization: "Bearer sidecar-secret-key" });
+    // The caller's deadline, not the upstream's 60 s timeoutMs.
+    expect(got.deadline - sentAt).toBeLessThan(30_000);
+  });
+
+  it("a far answer with the wrong count is UNAVAILABLE UPSTREAM_BAD_RESPONSE", async () => {
+    const err = await embed(["one short", "b"]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(GatewayError);
+    expect(err).toMatchObject({ code: Code.Unavailable, reason: "UPSTREAM_BAD_RESPONSE", metadata: { upstream: "rec" } });
+  });
+
+  it("the caller's cancel cancels the far call", async () => {
+    far.received.length = 0;
+    const caller = new AbortController();
+    const call = embed(["hang"], caller.signal).then(
+      () => "answered",
+      () => "failed",
+    );
+    await expect.poll(() => far.received.length, { timeout: 5_000 }).toBe(1);
+    caller.abort(new Error("the caller went away"));
+    expect(await call).toBe("failed");
+    await expect.poll(() => far.received[0]!.cancelled, { timeout: 5_000 }).toBe(true);
+  });
+});
+
 describe("infergate kind, pure parts", () => {
   const chatReq = create(ChatRequestSchema, { model: "near", messages: [{ role: 2, content: [{ part: { case: "text", value: "x" } }] }], metadata: { k: "v" } });
 
@@ -482,6 +620,36 @@ describe("infergate kind, pure parts", () => {
     const p = create(PredictRequestSchema, { model: "near", modelVersion: "3", id: "i" });
     expect(forwardedPredict(p, "far")).toEqual({ ...p, model: "far" });
     expect([chatReq.model, p.model]).toEqual(["near", "near"]);
+  });
+
+  it("a forwarded Embed also asks for packed FP32", () => {
+    const e = create(EmbedRequestSchema, { model: "near", texts: ["a"], dimensions: 4, encoding: EmbeddingEncoding.FLOAT, metadata: { k: "v" } });
+    expect(forwardedEmbed(e, "far")).toEqual({ ...e, model: "far", encoding: EmbeddingEncoding.FP32_BYTES });
+    expect([e.model, e.encoding]).toEqual(["near", EmbeddingEncoding.FLOAT]);
+  });
+
+  const far = (embeddings: { index: number; fp32?: Uint8Array; values?: number[]; cached?: boolean }[], dimensions = 2) =>
+    create(EmbedResponseSchema, { embeddings, dimensions, model: "m", upstream: "u", cached: true, usage: { promptTokens: 5, totalTokens: 5 } });
+
+  it("the far answer: vectors packed (numbers too), cached flags and names dropped, usage and dimensions kept", () => {
+    const res = embedAnswer("hop", far([{ index: 0, fp32: fp32FromNumbers([1, 2]), cached: true }, { index: 1, values: [3, 4] }]), 2);
+    expect(res.embeddings.map((e) => [e.index, numbersFromFp32(e.fp32), e.cached])).toEqual([
+      [0, [1, 2], false],
+      [1, [3, 4], false],
+    ]);
+    expect(res).toMatchObject({ dimensions: 2, model: "", upstream: "", cached: false, usage: { promptTokens: 5, totalTokens: 5 } });
+  });
+
+  it.each<[string, ReturnType<typeof far>, RegExp]>([
+    ["too few", far([{ index: 0, fp32: fp32FromNumbers([1, 2]) }]), /1 embeddings for 2 inputs/],
+    ["out of order", far([{ index: 1, fp32: fp32FromNumbers([1, 2]) }, { index: 0, fp32: fp32FromNumbers([1, 2]) }]), /embeddings\[0\] has index 1/],
+    ["a vector of another length", far([{ index: 0, fp32: fp32FromNumbers([1, 2]) }, { index: 1, fp32: fp32FromNumbers([1]) }]), /embeddings\[1\] has 1 values where dimensions is 2/],
+    ["no vector", far([{ index: 0, fp32: fp32FromNumbers([1, 2]) }, { index: 1 }]), /embeddings\[1\] has 0 values/],
+    ["no dimensions", far([{ index: 0 }, { index: 1 }], 0), /embeddings\[0\] has 0 values where dimensions is 0/],
+  ])("the far answer refused: %s", (_name, res, message) => {
+    const err = gatewayErrorOf(() => embedAnswer("hop", res, 2));
+    expect(err).toMatchObject({ code: Code.Unavailable, reason: "UPSTREAM_BAD_RESPONSE", metadata: { upstream: "hop" } });
+    expect(err.message).toMatch(message);
   });
 
   it.each<[string, Record<string, string>, Parameters<typeof forwardedMetadata>[1], Record<string, string>]>([

@@ -5,11 +5,18 @@
  *
  * The far side speaks our contract, so every field of a request maps to itself: the message is
  * forwarded whole, its `metadata` map included (so `mock.*` fault-injection keys reach a mock
- * model behind the far gateway), with only `model` replaced by the upstream model name.
+ * model behind the far gateway), with only `model` replaced by the upstream model name (and an
+ * Embed's `encoding`, see forwardedEmbed).
  */
+import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import {
   type ChatRequest,
+  type EmbedRequest,
+  type EmbedResponse,
+  EmbedResponseSchema,
+  EmbeddingEncoding,
+  EmbeddingSchema,
   type GenerateRequest,
   type ListModelsResponse,
   ModelState,
@@ -17,6 +24,8 @@ import {
 } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
 import type { ChatInput } from "../../core/upstream.js";
+import { fp32FromNumbers } from "../../wire/fp32.js";
+import { badResponse } from "../http/http-errors.js";
 
 /**
  * The Predict request the far gateway receives: the caller's, with `model` = the upstream model.
@@ -34,6 +43,37 @@ export function forwardedChat(req: ChatInput, upstreamModel: string): ChatReques
 /** The Generate request the far gateway receives. */
 export function forwardedGenerate(req: ChatInput, upstreamModel: string): GenerateRequest {
   return { ...req, $typeName: "infergate.v1.GenerateRequest", model: upstreamModel };
+}
+
+/**
+ * The Embed request the far gateway receives: the caller's, with `model` = the upstream model and
+ * `encoding` = EMBEDDING_ENCODING_FP32_BYTES whatever the caller asked for (the packed form is the
+ * cheapest on the wire and the one this gateway keeps; it gives the caller the encoding asked for).
+ */
+export function forwardedEmbed(req: EmbedRequest, upstreamModel: string): EmbedRequest {
+  return { ...req, model: upstreamModel, encoding: EmbeddingEncoding.FP32_BYTES };
+}
+
+/**
+ * The far gateway's Embed answer as an adapter's (src/core/upstream.ts, Upstream.embed): one
+ * embedding per input of the forwarded request, `index` its position, the packed vector copied out
+ * of the received message (each cached vector then holds only its own bytes); `values` are packed
+ * if a far side sent numbers instead. Its `dimensions` and `usage` pass whole. Its per-item and
+ * whole `cached` flags, model, version and upstream are its own business: this gateway sets its
+ * own. A count, index or vector length that does not fit is UNAVAILABLE UPSTREAM_BAD_RESPONSE.
+ */
+export function embedAnswer(upstream: string, res: EmbedResponse, count: number): EmbedResponse {
+  if (res.embeddings.length !== count) throw badResponse(upstream, `${res.embeddings.length} embeddings for ${count} inputs`);
+  const bytes = res.dimensions * 4;
+  const embeddings = res.embeddings.map((e, i) => {
+    if (e.index !== i) throw badResponse(upstream, `embeddings[${i}] has index ${e.index}`);
+    const fp32 = e.fp32.byteLength === 0 && e.values.length > 0 ? fp32FromNumbers(e.values) : Uint8Array.prototype.slice.call(e.fp32);
+    if (fp32.byteLength !== bytes || bytes === 0) {
+      throw badResponse(upstream, `embeddings[${i}] has ${fp32.byteLength / 4} values where dimensions is ${res.dimensions}`);
+    }
+    return create(EmbeddingSchema, { index: i, fp32 });
+  });
+  return create(EmbedResponseSchema, { embeddings, dimensions: res.dimensions, ...(res.usage === undefined ? {} : { usage: res.usage }) });
 }
 
 /** What goes into the metadata of each forwarded call. */

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { z } from "zod";
 import {
   type ChatResponse,
+  type EmbedResponse,
   type GenerateResponse,
   InferenceService,
   ListModelsRequestSchema,
@@ -12,7 +13,9 @@ import type { UpstreamConfig } from "../../config/schema.js";
 import { GrpcUpstream } from "../grpc/grpc-upstream.js";
 import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import {
+  embedAnswer,
   forwardedChat,
+  forwardedEmbed,
   forwardedGenerate,
   forwardedMetadata,
   forwardedPredict,
@@ -52,7 +55,7 @@ export type InfergateOptions = z.infer<typeof infergateOptionsSchema>;
 
 /** The `infergate` kind: another infergate over its own gRPC contract (a sidecar in front of a regional gateway). */
 export const infergateKind: UpstreamKind<InfergateOptions> = {
-  capabilities: ["predict", "chat", "generate"],
+  capabilities: ["predict", "chat", "generate", "embed"],
   needsEndpoints: true,
   optionsSchema: infergateOptionsSchema,
   create: (config, options) => createInfergateUpstream(config, options),
@@ -62,7 +65,7 @@ export const infergateKind: UpstreamKind<InfergateOptions> = {
 const listTimeoutMs = 5_000;
 
 /**
- * The thin client of another infergate: Predict, Chat and Generate are forwarded over gRPC
+ * The thin client of another infergate: Predict, Chat, Generate and Embed are forwarded over gRPC
  * (grpc-js, via GrpcUpstream) with the caller's remaining deadline (capped by `timeoutMs`) and
  * cancellation. The far side's errors are trusted: their code, message, ErrorInfo reason and
  * metadata and RetryInfo pass through (see ownCredentialRefused for the one exception). Its
@@ -70,7 +73,8 @@ const listTimeoutMs = 5_000;
  * with its own error status (e.g. UNAVAILABLE STREAM_TRUNCATED).
  *
  * The answer's `model`, `model_version` and `upstream` are re-stamped by this gateway with its
- * own model, version and upstream names; `id` and `cached` are the far side's.
+ * own model, version and upstream names; `id` and `cached` are the far side's, but for Embed,
+ * whose vectors are asked for packed and whose cached flags this gateway sets (embedAnswer).
  *
  * Readiness: the far gateway's ListModels, fetched now and then every `readinessTtlMs` on an
  * unref'd timer (it never keeps the process alive), stopped by close().
@@ -125,6 +129,15 @@ export function createInfergateUpstream(config: UpstreamConfig, options: Inferga
       } catch (err) {
         throw ownCredentialRefused(err, config.name, hasApiKey);
       }
+    },
+    async embed(call): Promise<EmbedResponse> {
+      let res: EmbedResponse;
+      try {
+        res = await io.unary(InferenceService.method.embed, forwardedEmbed(call.request, call.upstreamModel), grpcCall(call));
+      } catch (err) {
+        throw ownCredentialRefused(err, config.name, hasApiKey);
+      }
+      return embedAnswer(config.name, res, call.request.texts.length + call.request.tokens.length);
     },
     async *generate(call: UpstreamCall<ChatInput>): AsyncGenerator<GenerateResponse> {
       try {

@@ -49,6 +49,7 @@ describe("buf curl", () => {
       "grpc.health.v1.Health/Watch",
       "infergate.v1.InferenceService/Chat",
       "infergate.v1.InferenceService/DeleteSession",
+      "infergate.v1.InferenceService/Embed",
       "infergate.v1.InferenceService/Generate",
       "infergate.v1.InferenceService/ListModels",
       "infergate.v1.InferenceService/Predict",
@@ -98,6 +99,34 @@ describe("buf curl", () => {
     ]);
   });
 
+  it("calls Embed: unit vectors in input order, the packed form the same numbers", async () => {
+    const url = `${grpcBase}/infergate.v1.InferenceService/Embed`;
+    const floats = await runBuf(["curl", ...grpcFlags, "-d", JSON.stringify({ model: "mock-embed", texts: ["buf", "curl"], dimensions: 4 }), url]);
+    expect(floats.stderr).toBe("");
+    expect(floats.code).toBe(0);
+    const [res] = parseJsonSequence(floats.stdout) as [{ embeddings: { index?: number; values: number[] }[]; model: string; dimensions: number }];
+    expect(res).toMatchObject({ model: "mock-embed", dimensions: 4 });
+    // proto JSON leaves out a zero index.
+    expect(res.embeddings.map((e) => e.index ?? 0)).toEqual([0, 1]);
+    for (const e of res.embeddings) expect(Math.hypot(...e.values)).toBeCloseTo(1, 5);
+    const packed = await runBuf([
+      "curl",
+      ...grpcFlags,
+      "-d",
+      JSON.stringify({ model: "mock-embed", texts: ["buf", "curl"], dimensions: 4, encoding: "EMBEDDING_ENCODING_FP32_BYTES" }),
+      url,
+    ]);
+    expect(packed.code).toBe(0);
+    const [bytes] = parseJsonSequence(packed.stdout) as [{ embeddings: { fp32: string; cached: boolean }[]; cached: boolean }];
+    expect(bytes.cached).toBe(true);
+    const unpacked = bytes.embeddings.map((e) => {
+      const b = Buffer.from(e.fp32, "base64");
+      return Array.from({ length: b.length / 4 }, (_, i) => b.readFloatLE(i * 4));
+    });
+    // buf curl prints a float as its shortest FP32 text: the same FP32 value once read back.
+    expect(unpacked).toEqual(res.embeddings.map((e) => e.values.map(Math.fround)));
+  });
+
   it("calls ListModels", async () => {
     const run = await runBuf(["curl", ...grpcFlags, "-d", "{}", `${grpcBase}/infergate.v1.InferenceService/ListModels`]);
     expect(run.stderr).toBe("");
@@ -120,6 +149,15 @@ describe("buf curl", () => {
             upstreamKind: "mock",
             upstream: "mock",
             capabilities: ["CAPABILITY_PREDICT"],
+            state: "MODEL_STATE_READY",
+            endpoints: [{ state: "BREAKER_STATE_CLOSED", weight: 1 }],
+          },
+          {
+            name: "mock-embed",
+            version: "1",
+            upstreamKind: "mock",
+            upstream: "mock",
+            capabilities: ["CAPABILITY_EMBED"],
             state: "MODEL_STATE_READY",
             endpoints: [{ state: "BREAKER_STATE_CLOSED", weight: 1 }],
           },

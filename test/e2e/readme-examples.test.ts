@@ -32,7 +32,12 @@ const expectations: [RegExp, (out: { code: number; stdout: string; stderr: strin
     expect(o.stdout).toContain('"finishReason": "FINISH_REASON_STOP"');
   }],
   [/Predict$/, (o) => expect(JSON.parse(o.stdout).outputs.map((t: { contents: { fp32Contents: number[] } }) => t.contents.fp32Contents)).toEqual([[11, 22], [-9, -18]])],
-  [/ListModels$/, (o) => expect(JSON.parse(o.stdout).models.map((m: { name: string }) => m.name)).toEqual(["mock-chat", "mock-predict"])],
+  [/InferenceService\/Embed$/, (o) => {
+    const res = JSON.parse(o.stdout) as { model: string; embeddings: { values: number[] }[] };
+    expect(res.model).toBe("mock-embed");
+    expect(res.embeddings.map((e) => e.values.length)).toEqual([8, 8]);
+  }],
+  [/ListModels$/, (o) => expect(JSON.parse(o.stdout).models.map((m: { name: string }) => m.name)).toEqual(["mock-chat", "mock-predict", "mock-embed"])],
   [/Health\/Check$/, (o) => expect(JSON.parse(o.stdout)).toEqual({ status: "SERVING" })],
   [/^curl .*Chat$/, (o) => expect(JSON.parse(o.stdout).message.content[0].text).toBe("You said: hi")],
   [/\/v1\/chat\/completions/, (o) => {
@@ -40,6 +45,12 @@ const expectations: [RegExp, (out: { code: number; stdout: string; stderr: strin
     expect(events.at(-1)).toBe("data: [DONE]");
     const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice("data: ".length)) as { choices: { delta: { content?: string } }[] });
     expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe("You said: hi");
+  }],
+  [/\/v1\/embeddings/, (o) => {
+    const res = JSON.parse(o.stdout) as { object: string; data: { object: string; index: number; embedding: number[] }[]; model: string };
+    expect(res.object).toBe("list");
+    expect(res.model).toBe("mock-embed");
+    expect(res.data.map((d) => [d.object, d.index, d.embedding.length])).toEqual([["embedding", 0, 8], ["embedding", 1, 8]]);
   }],
   [/"model":"nope"/, (o) => {
     expect(o.code).not.toBe(0);

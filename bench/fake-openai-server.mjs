@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * A fast fake OpenAI-compatible upstream for the benchmarks, run as its own process: answers
- * `POST …/chat/completions` from memory, with no I/O but the socket and no record of requests (the
- * recording fake of the tests is test/fakes/openai-fake.ts).
+ * `POST …/chat/completions` and `POST …/embeddings` from memory, with no I/O but the socket and no
+ * record of requests but counts (the recording fakes of the tests are test/fakes/openai-fake.ts and
+ * test/fakes/openai-embeddings-fake.ts).
  *
  *   node bench/fake-openai-server.mjs [--port N] [--stream-end joined|split]
  *                                                      (prints {"port":N} on stdout when listening)
@@ -23,12 +24,20 @@
  * say): a client that stops reading at `[DONE]` leaves the response unfinished, and its
  * connection cannot be reused. `joined` writes it with the last events.
  *
- * `GET /stats` answers `{"connections":N,"requests":M,"streams":S}`: the TCP connections this
- * server accepted, the requests and the streamed answers it served since it started; the bench
- * reads it to count the upstream connections a client opened (keep-alive reuse).
+ * Embeddings (bench/lib/fake-embeddings.mjs): OpenAI's answer with fixed vectors, as JSON numbers
+ * or base64 per `encoding_format`, of `dimensions` values (default: `-dim<N>` in the model's name,
+ * else 1536).
+ *
+ * `GET /stats` answers `{"connections":N,"requests":M,"streams":S,"embeddings":{"requests":E,
+ * "inputs":I}}`: the TCP connections this server accepted, the requests and the streamed answers it
+ * served since it started, and the embeddings requests it answered with their inputs in all; the
+ * bench reads it to count the upstream connections a client opened (keep-alive reuse) and the
+ * inputs infergate sent upstream. `GET /embeddings/last` answers the body of the last embeddings
+ * request (as parsed, in JSON again).
  */
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
+import * as embeddings from "./lib/fake-embeddings.mjs";
 
 const { values } = parseArgs({ options: { port: { type: "string", default: "0" }, "stream-end": { type: "string", default: "split" } } });
 if (values["stream-end"] !== "split" && values["stream-end"] !== "joined") throw new Error("--stream-end joined|split");
@@ -104,21 +113,22 @@ function parts(model) {
   return p;
 }
 
-function fail(res, status, message) {
-  const body = JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code: null } });
+function fail(res, status, message, param = null) {
+  const body = JSON.stringify({ error: { message, type: "invalid_request_error", param, code: null } });
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
 
 const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => {
-  if (req.method === "GET" && req.url === "/stats") {
-    const body = JSON.stringify(stats);
+  if (req.method === "GET" && (req.url === "/stats" || req.url === "/embeddings/last")) {
+    const body = JSON.stringify(req.url === "/stats" ? { ...stats, embeddings: embeddings.counts } : (embeddings.last ?? null));
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
     res.end(body);
     return;
   }
   stats.requests++;
-  if (req.method !== "POST" || !req.url.endsWith("/chat/completions")) {
+  const embed = req.method === "POST" && req.url.endsWith("/embeddings");
+  if (!embed && (req.method !== "POST" || !req.url.endsWith("/chat/completions"))) {
     fail(res, 404, `Invalid URL (${req.method} ${req.url})`);
     return;
   }
@@ -130,6 +140,10 @@ const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0, heade
       body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
     } catch {
       fail(res, 400, "We could not parse the JSON body of your request.");
+      return;
+    }
+    if (embed) {
+      embeddings.answerEmbeddings(body, res, (status, message, param) => fail(res, status, message, param));
       return;
     }
     if (typeof body?.model !== "string" || !Array.isArray(body.messages)) {

@@ -6,12 +6,18 @@
  * bench/stream-client.mjs, bench/predict-client.mjs, bench/upstream-client.mjs). Writes the
  * results as JSON and as Markdown (bench/lib/report.mjs).
  *
- *   node bench/run.mjs [--quick] [--profile]     (normally through bench/run.sh: make bench)
+ *   node bench/run.mjs [--quick] [--profile] [--section embeddings]
+ *                                                (normally through bench/run.sh: make bench)
  *
  * Full mode writes bench/results.json and bench/RESULTS.md; --quick runs each step for about a
  * second and writes to bench/out/ (CI runs it so that the harness never rots; speed is not
  * judged there). --profile also runs infergate once under `node --cpu-prof` for the unary and
  * streaming loads and writes its profiles and a summary of the hottest functions to bench/out/.
+ *
+ * --section NAME runs one section alone (only `embeddings` so far, bench/lib/embed-bench.mjs):
+ * with --quick it writes bench/out/results-NAME-quick.json and RESULTS-NAME-quick.md; in full
+ * mode it replaces that section's results in bench/results.json (the others stay as the last full
+ * run left them) and renders bench/RESULTS.md again, which says when each part was measured.
  */
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -41,13 +47,18 @@ import { grpcUnary } from "./lib/grpc-call.mjs";
 import { chatRequestBytes, writeBodies } from "./lib/messages.mjs";
 import { floorSection, predictPlan, predictSection, startFakeKserve } from "./lib/predict-bench.mjs";
 import { predictPath, writePredictBodies } from "./lib/predict-messages.mjs";
+import { embedPlan, embedSection } from "./lib/embed-bench.mjs";
+import { renderEmbedOnly } from "./lib/embed-report.mjs";
 import { summarizeProfiles } from "./lib/profile.mjs";
 import { renderReport } from "./lib/report.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = join(benchDir, "..");
-const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false }, profile: { type: "boolean", default: false } } });
+const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false }, profile: { type: "boolean", default: false }, section: { type: "string" } } });
 const quick = flags.quick;
+/** The sections --section can run alone. */
+const sections = ["embeddings"];
+if (flags.section !== undefined && !sections.includes(flags.section)) throw new Error(`--section ${flags.section}: one of ${sections.join(", ")}`);
 
 /** How long and how much, per mode. */
 const plan = quick
@@ -137,7 +148,7 @@ async function startInfergateOnce(name, fakePort, { workers = 1, nodeArgs = [] }
   // With workers, each binds in its own time: wait until a call succeeds on several connections.
   const address = `127.0.0.1:${grpc}`;
   await waitUntil(`${name} to answer`, async () => (await grpcUnary(address, chatPath, readFileSync(bodies.chatGrpc))).status === 0, { child });
-  return { child, address, adminAddress, url: `http://${address}` };
+  return { child, address, adminAddress, httpAddress: `127.0.0.1:${http}`, url: `http://${address}` };
 }
 
 async function startEcho(name, script, responseFile) {
@@ -214,7 +225,7 @@ async function measure(target, concurrency, tag, { warm = false, durationS = pla
 function pool(runs) {
   const mean = (k) => runs.reduce((s, r) => s + (r[k] ?? 0), 0) / runs.length;
   const sum = (k) => runs.reduce((s, r) => s + (r[k] ?? 0), 0);
-  const out = { rounds: runs.length, p50MsByRound: runs.map((r) => r.p50Ms), rps: mean("rps"), p50Ms: mean("p50Ms"), p90Ms: mean("p90Ms"), p99Ms: mean("p99Ms"), requests: sum("requests"), failed: sum("failed"), non2xx: sum("non2xx"), cpuUsPerCall: mean("cpuUsPerCall") };
+  const out = { rounds: runs.length, p50MsByRound: runs.map((r) => r.p50Ms), cpuUsPerCallByRound: runs.map((r) => r.cpuUsPerCall), rps: mean("rps"), p50Ms: mean("p50Ms"), p90Ms: mean("p90Ms"), p99Ms: mean("p99Ms"), requests: sum("requests"), failed: sum("failed"), non2xx: sum("non2xx"), cpuUsPerCall: mean("cpuUsPerCall") };
   if (runs[0].calls !== undefined) {
     out.calls = sum("calls");
     out.errors = sum("errors");
@@ -418,6 +429,10 @@ async function main() {
   results.floor = floors.http;
   results.floorGrpc = floors.grpc;
 
+  // 10. Embeddings: a batch of 64 texts direct vs through infergate, uncached and half cached
+  // (bench/lib/embed-bench.mjs).
+  results.embeddings = await runEmbedSection(fake);
+
   // 7. Profiles (optional): where infergate spends its CPU under the unary and streaming loads,
   // and under small Predicts over the gRPC upstream.
   if (flags.profile) {
@@ -433,6 +448,44 @@ async function main() {
   writeFileSync(resultsJson, `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(resultsMd, renderReport(results, before));
   say(`wrote ${resultsMd} and ${resultsJson} in ${results.elapsedS}s`);
+}
+
+/** Section 10 with run.mjs's helpers (bench/lib/embed-bench.mjs). */
+function runEmbedSection(fake) {
+  return embedSection({ plan: embedPlan(quick), say, interleaved, startInfergate, fake, outDir, logDir, grpcHeaders, jsonHeaders, profile: flags.profile, h2load });
+}
+
+/**
+ * One section alone (--section): the fakes, then the section. Quick mode writes its results to
+ * bench/out/; full mode puts them into bench/results.json in place of that section's last ones and
+ * renders bench/RESULTS.md again from the whole.
+ */
+async function sectionMain(name) {
+  const started = new Date();
+  const fake = await startFake();
+  const kserve = await startFakeKserve({ startChild, logDir, children });
+  kserveEnv = kserve.env;
+  const results = { mode: quick ? "quick" : "full", section: name, date: started.toISOString(), machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? "unknown", ramGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, node: process.version } };
+  results.embeddings = await runEmbedSection(fake);
+  await kserve.stop();
+  await fake.child.stop();
+  results.elapsedS = Math.round((Date.now() - started.getTime()) / 1000);
+  results.embeddings.elapsedS = results.elapsedS;
+  results.embeddings.machine = results.machine;
+  if (quick) {
+    const json = join(outDir, `results-${name}-quick.json`);
+    const md = join(outDir, `RESULTS-${name}-quick.md`);
+    writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`);
+    writeFileSync(md, renderEmbedOnly(results));
+    say(`wrote ${md} and ${json} in ${results.elapsedS}s`);
+    return;
+  }
+  const whole = JSON.parse(readFileSync(resultsJson, "utf8"));
+  whole.embeddings = results.embeddings;
+  const before = existsSync(beforeJson) ? JSON.parse(readFileSync(beforeJson, "utf8")) : undefined;
+  writeFileSync(resultsJson, `${JSON.stringify(whole, null, 2)}\n`);
+  writeFileSync(resultsMd, renderReport(whole, before));
+  say(`wrote the ${name} section into ${resultsMd} and ${resultsJson} in ${results.elapsedS}s`);
 }
 
 async function holdStreams(fakePort) {
@@ -584,7 +637,7 @@ process.on("exit", () => {
 });
 
 try {
-  await main();
+  await (flags.section === undefined ? main() : sectionMain(flags.section));
 } catch (err) {
   process.stderr.write(`[bench] failed: ${err.stack ?? err}\n`);
   process.exitCode = 1;

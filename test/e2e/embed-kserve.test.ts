@@ -17,7 +17,8 @@ import type { App } from "../../src/server/app.js";
 import { kserveKind, kserveModelOptionsSchema, kserveOptionsSchema, type KserveModelOptionsConfig } from "../../src/upstreams/kserve/kserve-upstream.js";
 import { fp32View, shortenFp32 } from "../../src/wire/fp32.js";
 import { createTritonFake, fakeEmbeddingDim, fakeTextEmbedding, type TritonFake, type TritonRecordedRequest } from "../fakes/triton-fake.js";
-import { errorInfoOf, expectServiceError, inferenceClient, type ProtoClient, statusDetails } from "../helpers/proto-clients.js";
+import { seen } from "../faults/helpers/harness.js";
+import { expectServiceError, inferenceClient, type ProtoClient } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
 
 const protocols = ["grpc", "rest"] as const;
@@ -239,11 +240,6 @@ models:${models.join("")}
       .filter((r) => r.method === "ModelInfer")
       .map((r) => r.inputs[0]!.values!.map((v) => new TextDecoder().decode(v as Uint8Array)));
     return { result, batches };
-  }
-
-  function seen(err: grpc.ServiceError) {
-    const info = errorInfoOf(statusDetails(err));
-    return { code: err.code, reason: info?.["reason"], metadata: info?.["metadata"] };
   }
 
   it("ListModels lists the embedding models with CAPABILITY_EMBED only", async () => {

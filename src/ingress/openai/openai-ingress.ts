@@ -8,6 +8,7 @@
  *
  * - `POST /v1/chat/completions`: unary → Chat; `"stream": true` → Generate as server-sent events,
  *   `data: <chunk>` per event and `data: [DONE]` after a complete answer.
+ * - `POST /v1/embeddings`: Embed; translation in openai-embeddings.ts.
  * - `GET /v1/models`, `GET /v1/models/{model}`: the configured models that serve Chat or Generate.
  *
  * A stream is committed (status 200 and headers sent) when its first event is ready: until then
@@ -37,6 +38,7 @@ import {
   toModelList,
 } from "./openai-ingress-translate.js";
 import { streamDoneData } from "../../upstreams/openai/openai-wire.js";
+import { fromEmbeddingsRequest, toEmbeddingList, withApiField } from "./openai-embeddings.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -128,6 +130,9 @@ async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Reque
     if (path === "/v1/chat/completions") {
       allow(req, "POST");
       await chatCompletions(gateway, options, req, res, ctx);
+    } else if (path === "/v1/embeddings") {
+      allow(req, "POST");
+      await embeddings(gateway, options, req, res, ctx);
     } else if (path === "/v1/models" || path.startsWith("/v1/models/")) {
       allow(req, "GET");
       await models(gateway, path, res, ctx);
@@ -187,6 +192,19 @@ async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, 
     // Ends the gateway's stream when the loop left early (the client went away).
     await events.return(undefined);
   }
+}
+
+async function embeddings(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
+  // No element counts to check on the text: the inputs are the gateway's to count (the model's
+  // embedding.maxInputs), and the body is already bounded by maxBodyBytes.
+  const call = fromEmbeddingsRequest(await readJson(req, options.maxBodyBytes, () => {}));
+  let answer;
+  try {
+    answer = await gateway.embed(call.request, ctx);
+  } catch (err) {
+    throw withApiField(err, call.shape);
+  }
+  sendJson(res, 200, toEmbeddingList(answer, call.base64), ctx.responseHeaders);
 }
 
 async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedCallContext): Promise<void> {

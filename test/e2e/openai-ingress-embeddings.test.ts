@@ -285,7 +285,7 @@ describe("POST /v1/embeddings, auth on", () => {
 
   beforeAll(async () => {
     app = await startInProcess(`
-server: { maxMessageBytes: 4096 }
+server: { maxMessageBytes: 4096, requestLimits: { embedInputs: 3, tokenIds: 4 } }
 upstreams: [{ name: mock, kind: mock }]
 models:
   - { name: mock-embed, upstream: mock, capabilities: [embed] }
@@ -294,6 +294,7 @@ auth:
   enabled: true
   keys:
     - { name: alpha, sha256: ${hashKey("sk-alpha-embed")}, models: ["mock-*"], limits: { requestsPerMinute: 1 } }
+    - { name: beta, sha256: ${hashKey("sk-beta-embed")}, models: ["*"] }
 `);
   });
 
@@ -329,6 +330,19 @@ auth:
     });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("request_too_large");
+  });
+
+  it.each<[string, Params["input"], string]>([
+    ["more inputs than server.requestLimits.embedInputs", ["a", "b", "c", "d"], "input"],
+    ["more token ids in one input than server.requestLimits.tokenIds", [[1], [1, 2, 3, 4, 5]], "input[1]"],
+    ["the same, as a single token-id input", [1, 2, 3, 4, 5], "input"],
+  ])("%s: a 400 naming the API's field", async (_name, input, param) => {
+    const err = await rejection(openaiSdk(app, { apiKey: "sk-beta-embed" }).embeddings.create({ model: "mock-embed", input }));
+    expect(err).toBeInstanceOf(BadRequestError);
+    expect((err as BadRequestError).param).toBe(param);
+    // The SDK's message is "<status> <the answer's message>"; the answer's starts with the field.
+    expect((err as BadRequestError).message).toMatch(/^400 input\S*: (at most|more than) /);
+    expect((err as BadRequestError).message).toContain(` ${param}: `);
   });
 
   it("the wrong method is a 405 with Allow: POST", async () => {

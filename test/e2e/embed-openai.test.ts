@@ -11,10 +11,10 @@ import { Writable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { parseConfig } from "../../src/config/load-config.js";
-import { type App, startApp } from "../../src/server/app.js";
+import type { App } from "../../src/server/app.js";
 import { createOpenAIEmbeddingsFake, embeddingInputs, fakeEmbedding, type OpenAIEmbeddingsFake } from "../fakes/openai-embeddings-fake.js";
 import { expectServiceError, inferenceClient, type ProtoClient } from "../helpers/proto-clients.js";
+import { startInProcess } from "../helpers/servers.js";
 
 const API_KEY = "sk-test-embed-e2e-5b8c1f0a9d3e";
 const UPSTREAM_MODEL = "text-embedding-3-small";
@@ -50,7 +50,13 @@ const logLines: string[] = [];
 
 beforeAll(async () => {
   fake = await createOpenAIEmbeddingsFake({ dimensions: 1536 });
-  const config = parseConfig(
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logLines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
+      done();
+    },
+  });
+  app = await startInProcess(
     `
 upstreams:
   - name: emb-up
@@ -72,20 +78,8 @@ models:
     embedding: { maxBatch: 3, dimensions: 1536 }
     options: { embeddingEncoding: float }
 `,
-    "(test)",
-    {},
+    pino({ level: "debug" }, sink),
   );
-  config.server.listen = "127.0.0.1:0";
-  config.server.httpListen = "127.0.0.1:0";
-  config.server.adminListen = "127.0.0.1:0";
-  // As test/helpers/servers.ts startInProcess, with a logger whose lines the test keeps.
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logLines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
-      done();
-    },
-  });
-  app = await startApp(config, pino({ level: "debug" }, sink));
   client = inferenceClient(app.grpcAddress);
 });
 

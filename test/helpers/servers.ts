@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { parseConfig } from "../../src/config/load-config.js";
 import { defaultConfigYaml } from "../../src/config/default-config.js";
 import { type App, startApp } from "../../src/server/app.js";
@@ -12,14 +12,15 @@ export const binPath = fileURLToPath(new URL("../../bin/infergate.js", import.me
 
 /**
  * Starts infergate in this process on free loopback ports. `yaml` is a whole config file; its
- * server section's listen addresses are replaced with port 0.
+ * server section's listen addresses are replaced with port 0. `logger` gets its log (default:
+ * none), for tests that read the lines.
  */
-export async function startInProcess(yaml: string = defaultConfigYaml): Promise<App> {
+export async function startInProcess(yaml: string = defaultConfigYaml, logger: Logger = pino({ level: "silent" })): Promise<App> {
   const config = parseConfig(yaml, "(test)", {});
   config.server.listen = "127.0.0.1:0";
   config.server.httpListen = "127.0.0.1:0";
   config.server.adminListen = "127.0.0.1:0";
-  return startApp(config, pino({ level: "silent" }));
+  return startApp(config, logger);
 }
 
 /** infergate running as its own process, through the installed command. */

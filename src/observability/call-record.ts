@@ -25,8 +25,15 @@ export interface CallRecord {
   readonly latencyMs: number;
   /** Generate only: time to the first event. */
   readonly ttftMs: number | undefined;
+  /** The answer's usage (proto/infergate/v1/chat.proto, Usage); 0 when it has none. */
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Of promptTokens, those the provider read from its prompt cache. */
+  readonly cachedPromptTokens: number;
+  /** Of promptTokens, those the provider wrote to its prompt cache. */
+  readonly cacheCreationTokens: number;
+  /** Of completionTokens, those the model spent reasoning. */
+  readonly reasoningTokens: number;
   /**
    * Refused from its bytes, before it was decoded and its key read: not a message of its method
    * (MALFORMED_REQUEST) or over server.requestLimits (INVALID_ARGUMENT). Anyone can send these

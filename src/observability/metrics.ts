@@ -62,12 +62,36 @@ export function createMetrics(sources: MetricsSources): Metrics {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
+  // The kinds are disjoint, so that a sum over kinds is the direction's total (the sums of
+  // `direction` alone are what they were before the kind label).
   const tokens = new Counter({
     name: "infergate_tokens_total",
-    help: "Tokens by model and direction (prompt = in, completion = out).",
-    labelNames: ["model", "direction"] as const,
+    help:
+      "Tokens by model, direction (prompt = in, completion = out) and kind; the kinds are disjoint, so a direction's " +
+      'total is the sum of its kinds: direction="prompt" is kind="prompt" (neither read from nor written to the ' +
+      'provider\'s prompt cache), kind="cached" (read from it) and kind="cache_creation" (written to it); ' +
+      'direction="completion" is kind="completion" (not reasoning) and kind="reasoning".',
+    labelNames: ["model", "direction", "kind"] as const,
     registers: [registry],
   });
+  const countToken = (m: string, direction: string, kind: string, n: number) => {
+    if (n > 0) tokens.inc({ model: m, direction, kind }, n);
+  };
+  /**
+   * A call's tokens, split into the disjoint kinds. The parts are cut to the total they are part
+   * of (an upstream kind that let a part exceed it would otherwise make a kind negative, which a
+   * counter refuses), so a direction's sum is always its total.
+   */
+  const countTokens = (m: string, r: CallRecord) => {
+    const cached = Math.min(r.cachedPromptTokens, r.promptTokens);
+    const creation = Math.min(r.cacheCreationTokens, r.promptTokens - cached);
+    countToken(m, "prompt", "prompt", r.promptTokens - cached - creation);
+    countToken(m, "prompt", "cached", cached);
+    countToken(m, "prompt", "cache_creation", creation);
+    const reasoning = Math.min(r.reasoningTokens, r.completionTokens);
+    countToken(m, "completion", "completion", r.completionTokens - reasoning);
+    countToken(m, "completion", "reasoning", reasoning);
+  };
   const rateLimited = new Counter({
     name: "infergate_rate_limited_total",
     help: "Calls refused by a rate limit.",
@@ -202,8 +226,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
       if (r.ttftMs !== undefined) ttft.observe({ model: m }, r.ttftMs / 1000);
       if (r.reason === "RATE_LIMITED") rateLimited.inc({ rpc: r.rpc });
       else if (r.reason === "MALFORMED_REQUEST") malformed.inc({ rpc: r.rpc });
-      if (r.promptTokens > 0) tokens.inc({ model: m, direction: "prompt" }, r.promptTokens);
-      if (r.completionTokens > 0) tokens.inc({ model: m, direction: "completion" }, r.completionTokens);
+      countTokens(m, r);
     },
   };
 }

@@ -86,6 +86,10 @@ export function createCallRecorder(options: CallRecorderOptions): CallRecorder {
       ttftMs: r.ttftMs === undefined ? undefined : Math.round(r.ttftMs * 100) / 100,
       promptTokens: r.promptTokens,
       completionTokens: r.completionTokens,
+      // Parts of the two above, on the line only when the upstream reported some.
+      cachedPromptTokens: r.cachedPromptTokens > 0 ? r.cachedPromptTokens : undefined,
+      cacheCreationTokens: r.cacheCreationTokens > 0 ? r.cacheCreationTokens : undefined,
+      reasoningTokens: r.reasoningTokens > 0 ? r.reasoningTokens : undefined,
     };
     const pending = r.rpc === "Chat" ? chatLines?.getStore() : undefined;
     if (pending === undefined) callLog.info(line, "call");

@@ -41,7 +41,9 @@ describe("metrics, health endpoints and per-call logs", () => {
     expect(m.get('infergate_requests_total{rpc="Chat",model="other",code="NOT_FOUND"}')).toBe(3);
     expect([...m.keys()].some((k) => k.includes("nope-"))).toBe(false);
     // "You said: a b c" (5), "You said: d" twice, the hit included (3 + 3), "You said: one two" (4).
-    expect(m.get('infergate_tokens_total{model="mock-chat",direction="completion"}')).toBe(5 + 3 + 3 + 4);
+    // The mock reports no cached or reasoning tokens: every token is of the plain kind.
+    expect(m.get('infergate_tokens_total{model="mock-chat",direction="completion",kind="completion"}')).toBe(5 + 3 + 3 + 4);
+    expect([...m.keys()].filter((k) => k.startsWith("infergate_tokens_total{") && !/kind="(prompt|completion)"/.test(k))).toEqual([]);
     expect(m.get("infergate_cache_hits_total")).toBe(1);
     expect(m.get("infergate_cache_misses_total")).toBe(1);
     expect(m.get('infergate_time_to_first_token_seconds_count{model="mock-chat"}')).toBe(1);

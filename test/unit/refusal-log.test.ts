@@ -21,6 +21,9 @@ const record = (reason: string | undefined, tenant = "alpha", code = reason === 
   ttftMs: undefined,
   promptTokens: 0,
   completionTokens: 0,
+  cachedPromptTokens: 0,
+  cacheCreationTokens: 0,
+  reasoningTokens: 0,
 });
 
 describe("refusal log", () => {

@@ -1,4 +1,5 @@
 import { Code } from "@connectrpc/connect";
+import type { Usage } from "../../../gen/infergate/v1/chat_pb.js";
 import type { CallContext } from "../../core/call-context.js";
 import { GatewayError, toGatewayError } from "../../core/gateway-error.js";
 import type { CallObserver } from "../../observability/call-record.js";
@@ -6,10 +7,13 @@ import type { Rpc } from "../../core/rpc.js";
 import { everyUnary, type Interceptor } from "../interceptor.js";
 import { cacheHeader } from "./cache.js";
 
-/** An answer's fields the record reads (ListModels and DeleteSession have neither). */
+/**
+ * An answer's fields the record reads: every answer that has a `usage` has this one (Chat, a
+ * Generate stream's final event, Embed's prompt tokens); ListModels and DeleteSession have neither.
+ */
 interface Reported {
   readonly upstream?: string;
-  readonly usage?: { readonly promptTokens: number; readonly completionTokens: number } | undefined;
+  readonly usage?: Usage | undefined;
 }
 
 /** The call record step, and the report of a call refused before the gateway saw it. */
@@ -56,6 +60,9 @@ export function callRecordStep(onCall: CallObserver | undefined, logFailure: (er
       ttftMs,
       promptTokens: answer?.usage?.promptTokens ?? 0,
       completionTokens: answer?.usage?.completionTokens ?? 0,
+      cachedPromptTokens: answer?.usage?.cachedPromptTokens ?? 0,
+      cacheCreationTokens: answer?.usage?.cacheCreationTokens ?? 0,
+      reasoningTokens: answer?.usage?.reasoningTokens ?? 0,
       undecoded,
     });
   }

@@ -1,5 +1,14 @@
+import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
+import {
+  ChatResponseSchema,
+  EmbedRequestSchema,
+  EmbedResponseSchema,
+  GenerateResponseSchema,
+  ListModelsRequestSchema,
+  ListModelsResponseSchema,
+} from "../../../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, Reason } from "../../../../src/core/gateway-error.js";
 import { composeStream, composeUnary } from "../../../../src/gateway/interceptor.js";
 import { callRecordStep } from "../../../../src/gateway/steps/call-record.js";
@@ -59,6 +68,35 @@ describe("call record step", () => {
     await drain(stream(callOf("Generate", generateRequest())));
     expect(records).toEqual([expect.objectContaining({ rpc: "Generate", code: 0, completionTokens: 2 })]);
     expect(records[0]!.ttftMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("reports every count of a Chat answer's usage: the cached, cache-creation and reasoning parts too", async () => {
+    const { records, step } = setup();
+    const usage = { promptTokens: 2106, completionTokens: 300, totalTokens: 2406, cachedPromptTokens: 1920, cacheCreationTokens: 100, reasoningTokens: 192 };
+    const chat = composeUnary([step], "Chat", async () => create(ChatResponseSchema, { usage }));
+    await chat(callOf("Chat", chatRequest()));
+    expect(records[0]).toMatchObject({ promptTokens: 2106, completionTokens: 300, cachedPromptTokens: 1920, cacheCreationTokens: 100, reasoningTokens: 192 });
+  });
+
+  it("reports the parts of a stream's final usage", async () => {
+    const { records, step } = setup();
+    const final = create(GenerateResponseSchema, {
+      event: { case: "final", value: { usage: { promptTokens: 50, completionTokens: 40, cachedPromptTokens: 30, cacheCreationTokens: 20, reasoningTokens: 10 } } },
+    });
+    await drain(composeStream([step], () => [final])(callOf("Generate", generateRequest())));
+    expect(records[0]).toMatchObject({ promptTokens: 50, completionTokens: 40, cachedPromptTokens: 30, cacheCreationTokens: 20, reasoningTokens: 10 });
+  });
+
+  it("reports an Embed answer's usage (prompt tokens only), and zeros for an answer without usage", async () => {
+    const { records, step } = setup();
+    const embed = composeUnary([step], "Embed", async () => create(EmbedResponseSchema, { upstream: "up", usage: { promptTokens: 12, totalTokens: 12 } }));
+    await embed(callOf("Embed", create(EmbedRequestSchema, { model: "m", texts: ["a b"] })));
+    const list = composeUnary([step], "ListModels", async () => create(ListModelsResponseSchema));
+    await list(callOf("ListModels", create(ListModelsRequestSchema)));
+    expect(records.map((r) => [r.rpc, r.upstream, r.promptTokens, r.completionTokens, r.cachedPromptTokens, r.cacheCreationTokens, r.reasoningTokens])).toEqual([
+      ["Embed", "up", 12, 0, 0, 0, 0],
+      ["ListModels", undefined, 0, 0, 0, 0, 0],
+    ]);
   });
 
   it("a stream whose consumer stopped before the final event is reported as cancelled", async () => {

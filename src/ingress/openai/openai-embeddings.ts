@@ -62,9 +62,9 @@ function tokenId(v: unknown, at: string): number {
  * name our fields, which toApiField names back.
  *
  * `user` (an end-user id, for abuse monitoring at OpenAI) does not change the answer: it is kept
- * as `metadata["openai.user"]`, as the Chat Completions route keeps it, so it reaches the call's
- * log and another infergate but never a model server, and is part of the cache key only when the
- * model's `cache.keyMetadata` names it.
+ * as `metadata["openai.user"]`, as the Chat Completions route keeps it: passed on only to another
+ * infergate, never to a model server, and part of the cache key only when the model's
+ * `cache.keyMetadata` names it.
  */
 export function fromEmbeddingsRequest(body: unknown): EmbeddingsCall {
   if (!isObject(body)) {

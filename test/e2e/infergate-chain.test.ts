@@ -37,11 +37,12 @@ import {
   ownCredentialRefused,
 } from "../../src/upstreams/infergate/infergate-translate.js";
 import { infergateKind, infergateOptionsSchema } from "../../src/upstreams/infergate/infergate-upstream.js";
+import { mockEmbed } from "../../src/upstreams/mock/mock-embed.js";
 import { fp32FromNumbers, numbersFromFp32 } from "../../src/wire/fp32.js";
 import { seen } from "../faults/helpers/harness.js";
 import { refusingUrl } from "../faults/helpers/scripted-upstream.js";
 import { gatewayErrorOf } from "../helpers/gateway-errors.js";
-import { expectServiceError, inferenceClient, loaderOptions, type ProtoClient } from "../helpers/proto-clients.js";
+import { expectServiceError, inferenceClient, loaderOptions, type ProtoClient, protoUsage } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
 
 type Obj = Record<string, unknown>;
@@ -54,15 +55,18 @@ const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex
 const userTurn = (text: string) => ({ role: "ROLE_USER", content: [{ text }] });
 const chat = (model: string, text: string, metadata: Record<string, string> = {}) => ({ model, messages: [userTurn(text)], metadata });
 const textDelta = (t: string) => ({ event: "text_delta", text_delta: t });
-/** A Usage as proto-loader gives it (defaults on): the parts of the prompt and completion counts are 0 unless given. */
-const usage = (p: number, c: number, parts: { cached?: number; creation?: number; reasoning?: number } = {}) => ({
-  prompt_tokens: p,
-  completion_tokens: c,
-  total_tokens: p + c,
-  cached_prompt_tokens: parts.cached ?? 0,
-  cache_creation_tokens: parts.creation ?? 0,
-  reasoning_tokens: parts.reasoning ?? 0,
-});
+
+/** An EmbedResponse as proto-loader gives it. */
+interface EmbedAnswer {
+  embeddings: { index: number; values: number[]; fp32: Buffer; cached: boolean }[];
+  model: string;
+  model_version: string;
+  upstream: string;
+  cached: boolean;
+  usage: { prompt_tokens: number; total_tokens: number };
+  dimensions: number;
+}
+const usage = protoUsage;
 
 /** B's per-call log lines (msg "call"), captured from its logger. */
 interface CallLine {
@@ -90,6 +94,7 @@ upstreams:
   - { name: mock-up, kind: mock }
 models:
   - { name: far-echo, upstream: mock-up, version: "far-7", cache: { policy: "off" } }
+  - { name: far-embed, upstream: mock-up, version: "far-7", capabilities: [embed] }
 `,
     "(test)",
     {},
@@ -128,6 +133,7 @@ models:
   - { name: closed, upstream: hop-closed, upstreamModel: far-echo, cache: { policy: "off" } }
   - { name: badkey, upstream: hop-badkey, upstreamModel: far-echo, cache: { policy: "off" } }
   - { name: down, upstream: hop-down, upstreamModel: far-echo, cache: { policy: "off" } }
+  - { name: chained-embed, upstream: hop, upstreamModel: far-embed, version: "near-3", capabilities: [embed] }
 `);
     client = inferenceClient(appA.grpcAddress);
   });
@@ -195,6 +201,37 @@ models:
     expect(((events.at(-1) as { final: Obj }).final["id"] as string)).toMatch(/^mock-[0-9a-f]{16}$/);
   });
 
+  it("Embed: B's mock vectors; A's cache answers the repeat, and B's cached flags are not A's", async () => {
+    const b = inferenceClient(appB.grpcAddress);
+    try {
+      // "warm" is in B's cache (under the key A presents: B keys its cache by tenant), not in A's.
+      await b.unary("Embed", { model: "far-embed", texts: ["warm"] }, { headers: { authorization: `Bearer ${SIDECAR_KEY}` } });
+      const texts = ["warm", "cold two"];
+      const mock = mockEmbed(create(EmbedRequestSchema, { texts })).embeddings.map((e) => numbersFromFp32(e.fp32));
+      const res = await client.unary<EmbedAnswer>("Embed", { model: "chained-embed", texts }, { headers: { "x-request-id": "chain-embed-1" } });
+      expect(res).toMatchObject({ model: "chained-embed", model_version: "near-3", upstream: "hop", cached: false, dimensions: 256 });
+      // B counts only what its upstream embedded ("cold two"), and flags "warm" cached: A does not.
+      expect(res.usage).toMatchObject({ prompt_tokens: 2, total_tokens: 2 });
+      expect(res.embeddings.map((e) => [e.index, e.values, e.cached])).toEqual([
+        [0, mock[0], false],
+        [1, mock[1], false],
+      ]);
+      expect(lineOf("chain-embed-1")).toMatchObject({ rpc: "Embed", model: "far-embed", tenant: "sidecar", code: "OK" });
+
+      // The repeat, in another order and encoding: all from A's cache, nothing reaches B.
+      const callsOnB = linesB.filter((l) => l.msg === "call" && l.rpc === "Embed").length;
+      const again = await client.unary<EmbedAnswer>("Embed", { model: "chained-embed", texts: ["cold two", "warm"], encoding: "EMBEDDING_ENCODING_FP32_BYTES" });
+      expect(again).toMatchObject({ cached: true, upstream: "hop", usage: { prompt_tokens: 0 } });
+      expect(again.embeddings.map((e) => [e.index, numbersFromFp32(new Uint8Array(e.fp32)), e.cached])).toEqual([
+        [0, mock[1], true],
+        [1, mock[0], true],
+      ]);
+      expect(linesB.filter((l) => l.msg === "call" && l.rpc === "Embed")).toHaveLength(callsOnB);
+    } finally {
+      b.close();
+    }
+  });
+
   it("ListModels: each chained model's state from the far gateway's ListModels", async () => {
     const states = async () =>
       (await client.unary<{ models: Obj[] }>("ListModels", {})).models.map((m) => [m["name"], m["upstream_kind"], m["state"], (m["capabilities"] as string[]).length]);
@@ -208,6 +245,7 @@ models:
       ["badkey", "infergate", "MODEL_STATE_NOT_READY", 3],
       // B's address refuses connections.
       ["down", "infergate", "MODEL_STATE_NOT_READY", 3],
+      ["chained-embed", "infergate", "MODEL_STATE_READY", 1],
     ]);
   });
 

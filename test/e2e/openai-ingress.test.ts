@@ -44,6 +44,15 @@ async function collect(stream: AsyncIterable<Chunk>): Promise<Chunk[]> {
 
 const textOf = (chunks: Chunk[]) => chunks.map((c) => c.choices[0]?.delta.content ?? "").join("");
 
+/** `usage` as OpenAI sends it: the details objects always there, 0 where nothing was cached or reasoned. */
+const usage = (prompt: number, completion: number, cached = 0, reasoning = 0): OpenAI.CompletionUsage => ({
+  prompt_tokens: prompt,
+  completion_tokens: completion,
+  total_tokens: prompt + completion,
+  prompt_tokens_details: { cached_tokens: cached },
+  completion_tokens_details: { reasoning_tokens: reasoning },
+});
+
 /** What an async call threw. */
 async function thrown(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -95,6 +104,7 @@ models:
   - { name: mock-chat, version: "1", upstream: mock, capabilities: [chat, generate] }
   - { name: mock-predict, version: "1", upstream: mock, capabilities: [predict] }
   - { name: mock-unary, upstream: mock, capabilities: [chat] }
+  - { name: mock-embed, upstream: mock, capabilities: [embed] }
   - { name: gpt, upstream: gpt-up, upstreamModel: gpt-4o-mini, cache: { policy: "off" } }
   - { name: claude, upstream: claude-up, upstreamModel: claude-sonnet-4-5, cache: { policy: "off" } }
 `);
@@ -122,7 +132,7 @@ models:
       expect(data.choices).toHaveLength(1);
       expect(data.choices[0]!.message).toMatchObject({ role: "assistant", content: "You said: hello there" });
       expect(data.choices[0]!.finish_reason).toBe("stop");
-      expect(data.usage).toEqual({ prompt_tokens: 2, completion_tokens: 4, total_tokens: 6 });
+      expect(data.usage).toEqual(usage(2, 4));
       expect(response.headers.get("x-request-id")).toBe("req-openai-1");
       expect(response.headers.get("infergate-served-by")).toBe("mock-chat/mock");
     });
@@ -153,7 +163,7 @@ models:
       expect(new Set(chunks.map((c) => c.id)).size).toBe(1);
       const last = chunks.at(-1)!;
       expect(last.choices).toEqual([]);
-      expect(last.usage).toEqual({ prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 });
+      expect(last.usage).toEqual(usage(3, 5));
       expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe("stop");
       expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
     });
@@ -292,7 +302,7 @@ models:
         expect(m.object).toBe("model");
         ids.push(m.id);
       }
-      expect(ids).toEqual(["mock-chat", "mock-unary", "gpt", "claude"]);
+      expect(ids).toEqual(["mock-chat", "mock-unary", "mock-embed", "gpt", "claude"]);
       expect(await client.models.retrieve("claude")).toMatchObject({ id: "claude", object: "model", owned_by: "claude-up" });
       expect(await thrown(client.models.retrieve("mock-predict"))).toBeInstanceOf(NotFoundError);
     });
@@ -376,7 +386,20 @@ models:
       openaiFake.setScenario("usage");
       const chunks = await collect(await client.chat.completions.create({ model: "gpt", messages: [{ role: "user", content: "hi" }], stream: true, stream_options: { include_usage: true } }));
       expect(textOf(chunks)).toBe(OPENAI_FIXTURE_TEXT);
-      expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 12, completion_tokens: 6, total_tokens: 18 });
+      expect(chunks.at(-1)!.usage).toEqual(usage(12, 6));
+    });
+
+    it("the upstream's cached and reasoning tokens come out in OpenAI's fields, unary and in the include_usage chunk", async () => {
+      // test/fixtures/openai/usage-details.*: 2006 prompt tokens (1920 cached), 198 completion (192 reasoning).
+      openaiFake.setScenario("usage-details");
+      const res = await client.chat.completions.create({ model: "gpt", messages: [{ role: "user", content: "hi" }] });
+      expect(res.choices[0]!.message.content).toBe(OPENAI_FIXTURE_TEXT);
+      expect(res.usage).toEqual(usage(2006, 198, 1920, 192));
+      const chunks = await collect(await client.chat.completions.create({ model: "gpt", messages: [{ role: "user", content: "hi" }], stream: true, stream_options: { include_usage: true } }));
+      expect(textOf(chunks)).toBe(OPENAI_FIXTURE_TEXT);
+      expect(chunks.at(-1)!.choices).toEqual([]);
+      expect(chunks.at(-1)!.usage).toEqual(usage(2006, 198, 1920, 192));
+      expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
     });
 
     it("the upstream's 429 is a RateLimitError with its Retry-After", async () => {
@@ -467,7 +490,17 @@ models:
       anthropicFake.setScenario("text");
       const chunks = await collect(await client.chat.completions.create({ model: "claude", messages: [{ role: "user", content: "hi" }], stream: true, stream_options: { include_usage: true } }));
       expect(textOf(chunks)).toBe(ANTHROPIC_FIXTURE_TEXT);
-      expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 12, completion_tokens: 6, total_tokens: 18 });
+      expect(chunks.at(-1)!.usage).toEqual(usage(12, 6));
+    });
+
+    it("prompt caching: cache reads are cached_tokens; cache writes count in prompt_tokens only (the API has no field for them)", async () => {
+      // test/fixtures/anthropic/cache-usage.*: 12 uncached input tokens, 1500 written to the cache, 2048 read from it.
+      anthropicFake.setScenario("cache-usage");
+      const res = await client.chat.completions.create({ model: "claude", messages: [{ role: "user", content: "hi" }] });
+      expect(res.usage).toEqual(usage(12 + 1500 + 2048, 6, 2048));
+      const chunks = await collect(await client.chat.completions.create({ model: "claude", messages: [{ role: "user", content: "hi" }], stream: true, stream_options: { include_usage: true } }));
+      expect(textOf(chunks)).toBe(ANTHROPIC_FIXTURE_TEXT);
+      expect(chunks.at(-1)!.usage).toEqual(usage(12 + 1500 + 2048, 6, 2048));
     });
 
     it("tool calls, streamed and joined by the SDK's stream helper", async () => {

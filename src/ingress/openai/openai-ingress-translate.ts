@@ -534,14 +534,15 @@ export function toModelObject(m: ModelInfo, created: number): ModelObject {
 }
 
 /**
- * The models of ListModels that this API can call — those that serve Chat (unary) or Generate
- * (`stream: true`); Predict-only models are left out.
+ * The models of ListModels that this API can call — those that serve Chat (unary), Generate
+ * (`stream: true`) or Embed (`/v1/embeddings`), as OpenAI lists its embedding models too;
+ * Predict-only models are left out.
  */
 export function toModelList(res: ListModelsResponse, created: number): ModelList {
   return {
     object: "list",
     data: res.models
-      .filter((m) => m.capabilities.includes(Capability.CHAT) || m.capabilities.includes(Capability.GENERATE))
+      .filter((m) => m.capabilities.some((c) => c === Capability.CHAT || c === Capability.GENERATE || c === Capability.EMBED))
       .map((m) => toModelObject(m, created)),
   };
 }

@@ -9,7 +9,7 @@
  * - `POST /v1/chat/completions`: unary → Chat; `"stream": true` → Generate as server-sent events,
  *   `data: <chunk>` per event and `data: [DONE]` after a complete answer.
  * - `POST /v1/embeddings`: Embed; translation in openai-embeddings.ts.
- * - `GET /v1/models`, `GET /v1/models/{model}`: the configured models that serve Chat or Generate.
+ * - `GET /v1/models`, `GET /v1/models/{model}`: the configured models that serve Chat, Generate or Embed.
  *
  * A stream is committed (status 200 and headers sent) when its first event is ready: until then
  * every failure is an HTTP error status with the API's `{"error": …}` body. After it, a failure

@@ -40,12 +40,14 @@ export function numbersFromFp32(bytes: Uint8Array): number[] {
 
 /**
  * The packed vector of OpenAI's base64 embedding (little-endian FP32 bytes, base64); undefined
- * when the text is not base64 of a whole number of FP32 values.
+ * when the text is not base64 of a whole number of FP32 values. The text is checked by encoding
+ * the bytes back (Buffer.from skips what is not base64): for a 64 × 1536 answer that costs about a
+ * quarter of the decoding, where a regular expression over the text cost ten times the decoding.
  */
 export function fp32FromBase64(text: string): Uint8Array | undefined {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) return undefined;
+  if (text.length % 4 !== 0) return undefined;
   const bytes = Buffer.from(text, "base64");
-  if (bytes.byteLength % 4 !== 0) return undefined;
+  if (bytes.byteLength % 4 !== 0 || bytes.toString("base64") !== text) return undefined;
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 

@@ -6,12 +6,14 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
-import { type AnthropicFake, type AnthropicScenario, createAnthropicFake } from "../fakes/anthropic-fake.js";
+import { ANTHROPIC_FIXTURE_TEXT, type AnthropicFake, type AnthropicScenario, createAnthropicFake } from "../fakes/anthropic-fake.js";
+import { parseMetrics } from "../helpers/metrics.js";
 import {
   errorInfoOf,
   expectServiceError,
   inferenceClient,
   type ProtoClient,
+  protoUsage,
   statusDetails,
 } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
@@ -42,7 +44,7 @@ function struct(o: Obj): Obj {
   return { fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, value(v)])) };
 }
 
-const usage = (p: number, c: number) => ({ prompt_tokens: p, completion_tokens: c, total_tokens: p + c });
+const usage = protoUsage;
 const final = (id: string, finish: string, u: ReturnType<typeof usage>) => ({
   event: "final",
   final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model: "claude", model_version: "1", upstream: "claude-up", cached: false },
@@ -83,6 +85,11 @@ models:
     upstream: claude-up
     upstreamModel: ${UPSTREAM_MODEL}
     options: { maxTokens: 321 }
+  # The prompt-caching test's own model, so that its token metrics count its calls only.
+  - name: claude-cache
+    upstream: claude-up
+    upstreamModel: ${UPSTREAM_MODEL}
+    cache: { policy: "off" }
 `);
     client = inferenceClient(app.grpcAddress);
   });
@@ -100,17 +107,15 @@ models:
   it("ListModels reports the kind and its capabilities", async () => {
     const res = await client.unary<Obj>("ListModels", {});
     expect(res).toEqual({
-      models: [
-        {
-          name: "claude",
-          version: "1",
-          upstream_kind: "anthropic",
-          upstream: "claude-up",
-          capabilities: ["CAPABILITY_CHAT", "CAPABILITY_GENERATE"],
-          state: "MODEL_STATE_UNSPECIFIED",
-          endpoints: [{ endpoint: fake.baseUrl, state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
-        },
-      ],
+      models: ["claude", "claude-cache"].map((name) => ({
+        name,
+        version: "1",
+        upstream_kind: "anthropic",
+        upstream: "claude-up",
+        capabilities: ["CAPABILITY_CHAT", "CAPABILITY_GENERATE"],
+        state: "MODEL_STATE_UNSPECIFIED",
+        endpoints: [{ endpoint: fake.baseUrl, state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
+      })),
     });
   });
 
@@ -199,8 +204,38 @@ models:
     fake.setScenario("usage");
     const { events, status: st } = await client.serverStream<Obj>("Generate", chatRequest([userTurn("Say hello")])).done;
     expect(st.code).toBe(status.OK);
-    expect(events.at(-1)).toEqual(final("msg_fake_usage", "STOP", usage(312, 6)));
+    // 12 + 100 written to the cache + 200 read from it.
+    expect(events.at(-1)).toEqual(final("msg_fake_usage", "STOP", usage(312, 6, { cached: 200, creation: 100 })));
     expect(events).toHaveLength(6);
+  });
+
+  it("prompt caching: unary Chat and streamed Generate carry the cache reads and writes, and the token metric counts them by kind", async () => {
+    // 12 uncached input tokens, 1500 written to the cache, 2048 read from it
+    // (test/fixtures/anthropic/cache-usage.*); the stream's message_delta has output_tokens only.
+    fake.setScenario("cache-usage");
+    const cachedUsage = usage(12 + 1500 + 2048, 6, { cached: 2048, creation: 1500 });
+    const stamped = { model: "claude-cache", model_version: "1", upstream: "claude-up", cached: false };
+    const res = await client.unary<Obj>("Chat", { ...chatRequest([userTurn("Say hello")]), model: "claude-cache" });
+    expect(res).toEqual({
+      id: "msg_fake_cache_usage",
+      message: assistant([{ part: "text", text: ANTHROPIC_FIXTURE_TEXT }]),
+      finish_reason: "FINISH_REASON_STOP",
+      usage: cachedUsage,
+      ...stamped,
+    });
+    const { events, status: st } = await client.serverStream<Obj>("Generate", { ...chatRequest([userTurn("Say hello")]), model: "claude-cache" }).done;
+    expect(st.code).toBe(status.OK);
+    expect(events).toHaveLength(6);
+    expect(events.at(-1)).toEqual({ event: "final", final: { id: "msg_fake_cache_usage", finish_reason: "FINISH_REASON_STOP", usage: cachedUsage, ...stamped } });
+
+    // Disjoint kinds: prompt = 12 (neither read nor written), cached = 2048, cache_creation = 1500.
+    const tokens = async (direction: string, kind: string) => {
+      const m = parseMetrics(await (await fetch(`http://${app.adminAddress}/metrics`)).text());
+      return m.get(`infergate_tokens_total{model="claude-cache",direction="${direction}",kind="${kind}"}`);
+    };
+    await expect.poll(() => tokens("completion", "completion"), { timeout: 10_000 }).toBe(2 * 6);
+    expect([await tokens("prompt", "prompt"), await tokens("prompt", "cached"), await tokens("prompt", "cache_creation")]).toEqual([2 * 12, 2 * 2048, 2 * 1500]);
+    expect(await tokens("completion", "reasoning")).toBeUndefined();
   });
 
   const weatherTools = [

@@ -10,6 +10,7 @@ import {
   expectServiceError,
   inferenceClient,
   type ProtoClient,
+  protoUsage,
   statusDetails,
 } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
@@ -43,11 +44,8 @@ function outputTensor(name: string, datatype: string, shape: string[], set: Reco
   return { name, datatype, shape, contents: contents(set), data: "contents", parameters: {} };
 }
 
-const usage = (prompt: number, completion: number) => ({
-  prompt_tokens: prompt,
-  completion_tokens: completion,
-  total_tokens: prompt + completion,
-});
+// The mock reports no cached, cache-creation or reasoning tokens.
+const usage = (prompt: number, completion: number) => protoUsage(prompt, completion);
 
 describe("grpc-js + proto-loader client", () => {
   let app: App;

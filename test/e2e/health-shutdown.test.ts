@@ -114,7 +114,7 @@ describe("health and graceful shutdown of the infergate process", () => {
         final: {
           id: expect.stringMatching(/^mock-[0-9a-f]{16}$/),
           finish_reason: "FINISH_REASON_STOP",
-          usage: { prompt_tokens: 10, completion_tokens: 12, total_tokens: 22 },
+          usage: { prompt_tokens: 10, completion_tokens: 12, total_tokens: 22, cached_prompt_tokens: 0, cache_creation_tokens: 0, reasoning_tokens: 0 },
           model: "mock-chat",
           model_version: "1",
           upstream: "mock",

@@ -410,7 +410,8 @@ async function startRecordingFarEnd(): Promise<{ address: string; received: Rece
       call.write({ text_delta: "far " });
       call.write({ tool_call_delta: { index: 0, id: "call_1", name: "lookup", arguments: "{}" } });
       if (text !== "no final") {
-        call.write({ final: { id: "far-gen-1", finish_reason: "FINISH_REASON_TOOL_CALLS", usage: usage(1, 2), model: "far-name" } });
+        // Every count of the usage, its cached, cache-creation and reasoning parts too, comes through.
+        call.write({ final: { id: "far-gen-1", finish_reason: "FINISH_REASON_TOOL_CALLS", usage: usage(7, 5, { cached: 3, creation: 2, reasoning: 4 }), model: "far-name" } });
         // After the final event: never forwarded.
         call.write({ text_delta: "after the end" });
       }
@@ -538,7 +539,15 @@ models:
       { event: "tool_call_delta", tool_call_delta: { index: 0, id: "call_1", name: "lookup", arguments: "{}" } },
       {
         event: "final",
-        final: { id: "far-gen-1", finish_reason: "FINISH_REASON_TOOL_CALLS", usage: usage(1, 2), model: "near", model_version: "1", upstream: "rec", cached: false },
+        final: {
+          id: "far-gen-1",
+          finish_reason: "FINISH_REASON_TOOL_CALLS",
+          usage: usage(7, 5, { cached: 3, creation: 2, reasoning: 4 }),
+          model: "near",
+          model_version: "1",
+          upstream: "rec",
+          cached: false,
+        },
       },
     ]);
     expect(far.received.at(-1)).toMatchObject({ method: "Generate", request: { model: "far-name" } });

@@ -8,7 +8,8 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
 import { createOpenAIFake, OPENAI_FIXTURE_TEXT, type OpenAIFake, type OpenAIScenario } from "../fakes/openai-fake.js";
-import { errorInfoOf, expectServiceError, inferenceClient, loaderOptions, type ProtoClient, statusDetails } from "../helpers/proto-clients.js";
+import { parseMetrics } from "../helpers/metrics.js";
+import { errorInfoOf, expectServiceError, inferenceClient, loaderOptions, type ProtoClient, protoUsage, statusDetails } from "../helpers/proto-clients.js";
 import { startInProcess } from "../helpers/servers.js";
 
 const API_KEY = "sk-test-openai-4f9c2a7e1b8d";
@@ -38,7 +39,7 @@ function struct(o: Obj): Obj {
   return { fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, value(v)])) };
 }
 
-const usage = (p: number, c: number) => ({ prompt_tokens: p, completion_tokens: c, total_tokens: p + c });
+const usage = protoUsage;
 const final = (id: string, finish: string, u: ReturnType<typeof usage>, model = "gpt", upstream = "gpt-up") => ({
   event: "final",
   final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model, model_version: "1", upstream, cached: false },
@@ -200,6 +201,38 @@ models:
     const id = scenario === "usage" ? "chatcmpl-fake-usage" : "chatcmpl-fake-text";
     expect(events).toEqual([...fixtureDeltas, final(id, "STOP", u)]);
     expect(fixtureDeltas.map((d) => d.text_delta).join("")).toBe(OPENAI_FIXTURE_TEXT);
+  });
+
+  it("cached and reasoning tokens: unary Chat and the include_usage chunk of Generate fill them, and the token metric counts them by kind", async () => {
+    // A reasoning model whose prompt hit OpenAI's prompt cache: 2006 prompt tokens, 1920 of them
+    // cached; 198 completion tokens, 192 of them reasoning (test/fixtures/openai/usage-details.*).
+    fake.setScenario("usage-details");
+    const detailed = usage(2006, 198, { cached: 1920, reasoning: 192 });
+    const res = await client.unary<Obj>("Chat", chatRequest([userTurn("Say hello")], {}, "o3"));
+    expect(res).toEqual({
+      id: "chatcmpl-fake-usage-details",
+      message: assistant([{ part: "text", text: OPENAI_FIXTURE_TEXT }]),
+      finish_reason: "FINISH_REASON_STOP",
+      usage: detailed,
+      model: "o3",
+      model_version: "1",
+      upstream: "reasoning-up",
+      cached: false,
+    });
+    const { events, status: st } = await client.serverStream<Obj>("Generate", chatRequest([userTurn("Say hello")], {}, "o3")).done;
+    expect(st.code).toBe(status.OK);
+    expect(events).toEqual([...fixtureDeltas, final("chatcmpl-fake-usage-details", "STOP", detailed, "o3", "reasoning-up")]);
+    expect(JSON.parse(fake.requests[1]!.rawBody)).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+
+    // The metric's kinds are disjoint: prompt = 2006 - 1920 uncached, completion = 198 - 192 not
+    // reasoning. Only this test's calls have cached or reasoning tokens.
+    const tokens = async (direction: string, kind: string) => {
+      const m = parseMetrics(await (await fetch(`http://${app.adminAddress}/metrics`)).text());
+      return m.get(`infergate_tokens_total{model="o3",direction="${direction}",kind="${kind}"}`);
+    };
+    await expect.poll(() => tokens("prompt", "cached"), { timeout: 10_000 }).toBe(2 * 1920);
+    expect(await tokens("completion", "reasoning")).toBe(2 * 192);
+    expect(await tokens("prompt", "cache_creation")).toBeUndefined();
   });
 
   const weatherTools = [

@@ -51,6 +51,11 @@ import {
  * - `usage`: fixture usage.sse — the `text` stream with cache token fields
  *   (`cache_creation_input_tokens` 100, `cache_read_input_tokens` 200) in message_start, and a
  *   cumulative message_delta usage that also has `input_tokens` 12; unary: text.json.
+ * - `cache-usage`: fixture cache-usage.sse / cache-usage.json — the `text` stream and answer
+ *   (id `msg_fake_cache_usage`) with prompt caching: `input_tokens` 12,
+ *   `cache_creation_input_tokens` 1500, `cache_read_input_tokens` 2048 (and the `cache_creation`
+ *   breakdown object) in message_start's usage and the unary body's; the stream's message_delta
+ *   usage has `output_tokens` 6 only, as in older API versions.
  * - `pings`: fixture pings.sse — the `text` stream with a ping between every two events.
  *   Unary: text.json.
  * - `slow`: streams `tokens` (default 40) text_deltas "t1 ", "t2 ", … "tN" with `delayMs`
@@ -84,6 +89,7 @@ export const ANTHROPIC_SCENARIOS = [
   "text",
   "tool-calls",
   "usage",
+  "cache-usage",
   "pings",
   "slow",
   "mid-stream-error",
@@ -108,13 +114,14 @@ export type AnthropicFake = FakeUpstream<AnthropicScenario>;
 /** The body of the `malformed-json` scenario (cut mid-string). */
 export const ANTHROPIC_MALFORMED_JSON = '{"id":"msg_fake_malformed","type":"message","role":"assistant","content":[{"type":"text","text":"Hel';
 
-/** The text the `text`, `usage`, `pings` and `crlf` scenarios answer with. */
+/** The text the `text`, `usage`, `cache-usage`, `pings` and `crlf` scenarios answer with. */
 export const ANTHROPIC_FIXTURE_TEXT = "Hello from the fake upstream.";
 
 const RULES: Partial<Record<AnthropicScenario, FixtureRule>> = {
   text: { kind: "sse", stream: "text.sse", unary: "text.json" },
   "tool-calls": { kind: "sse", stream: "tool-calls.sse", unary: "tool-calls.json" },
   usage: { kind: "sse", stream: "usage.sse", unary: "text.json" },
+  "cache-usage": { kind: "sse", stream: "cache-usage.sse", unary: "cache-usage.json" },
   pings: { kind: "sse", stream: "pings.sse", unary: "text.json" },
   truncated: { kind: "sse", stream: "truncated.sse", unary: "text.json", cutUnary: true },
   crlf: { kind: "sse", stream: "crlf.sse", unary: "text.json", crlfSplit: true, delayMs: 5 },

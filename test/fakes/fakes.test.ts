@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { ANTHROPIC_MALFORMED_JSON, type AnthropicFake, createAnthropicFake } from "./anthropic-fake.js";
+import { ANTHROPIC_FIXTURE_TEXT, ANTHROPIC_MALFORMED_JSON, type AnthropicFake, createAnthropicFake } from "./anthropic-fake.js";
 import { GARBAGE_BODY, loadFixture, splitSseEvents } from "./fake-server.js";
 import { OPENAI_FIXTURE_TEXT, OPENAI_MALFORMED_JSON, type OpenAIFake, createOpenAIFake } from "./openai-fake.js";
 
@@ -174,6 +174,26 @@ describe("OpenAI fake", () => {
     expect(unary.choices[0]!.message.content).toBe("hello there");
   });
 
+  it("usage-details: cached and reasoning tokens in the details objects, in the include_usage chunk and the unary body", async () => {
+    const details = {
+      prompt_tokens: 2006,
+      completion_tokens: 198,
+      total_tokens: 2204,
+      prompt_tokens_details: { cached_tokens: 1920, audio_tokens: 0 },
+      completion_tokens_details: { reasoning_tokens: 192, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
+    };
+    const stream = await (await post(chat("scenario:usage-details", { stream: true, stream_options: { include_usage: true } }))).text();
+    expect(stream).toBe(loadFixture("openai", "usage-details.sse"));
+    const events = parseSse(stream);
+    expect(events.at(-1)!.data).toBe("[DONE]");
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.data) as { choices: unknown[]; usage: unknown });
+    expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
+    expect(chunks.at(-1)).toMatchObject({ choices: [], usage: details });
+    const unary = await (await post(chat("scenario:usage-details"))).text();
+    expect(unary).toBe(loadFixture("openai", "usage-details.json"));
+    expect(JSON.parse(unary)).toMatchObject({ object: "chat.completion", usage: details, choices: [{ message: { content: OPENAI_FIXTURE_TEXT } }] });
+  });
+
   it("serves the failure scenarios as OpenAI does", async () => {
     const r429 = await post(chat("scenario:rate-limited"));
     expect(r429.status).toBe(429);
@@ -316,6 +336,18 @@ describe("Anthropic fake", () => {
     expect(rec).toMatchObject({ method: "POST", path: "/v1/messages", stream: true, scenario: "text", status: 200 });
     expect(rec.headers["x-api-key"]).toBe("sk-ant-test");
     expect(rec.headers["anthropic-version"]).toBe("2023-06-01");
+  });
+
+  it("cache-usage: the cache counts in message_start's usage and the unary body; message_delta has output_tokens only", async () => {
+    const cache = { input_tokens: 12, cache_creation_input_tokens: 1500, cache_read_input_tokens: 2048, cache_creation: { ephemeral_5m_input_tokens: 1500, ephemeral_1h_input_tokens: 0 } };
+    const stream = await (await post(msg("scenario:cache-usage", { stream: true }))).text();
+    expect(stream).toBe(loadFixture("anthropic", "cache-usage.sse"));
+    const events = parseSse(stream);
+    expect(JSON.parse(events[0]!.data)).toMatchObject({ type: "message_start", message: { id: "msg_fake_cache_usage", usage: { ...cache, output_tokens: 1 } } });
+    expect(JSON.parse(events.at(-2)!.data)).toEqual({ type: "message_delta", delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: 6 } });
+    const unary = await (await post(msg("scenario:cache-usage"))).text();
+    expect(unary).toBe(loadFixture("anthropic", "cache-usage.json"));
+    expect(JSON.parse(unary)).toMatchObject({ type: "message", content: [{ type: "text", text: ANTHROPIC_FIXTURE_TEXT }], usage: { ...cache, output_tokens: 6 } });
   });
 
   it("answers unary tool_use blocks and the echo default, and records images", async () => {

@@ -51,6 +51,10 @@ import {
  *   content null; finish_reason `tool_calls`.
  * - `usage`: fixture usage.sse — the `text` stream with `"usage":null` on each chunk and a final
  *   `choices: []` chunk with usage 12/6/18 (with token details), then `[DONE]`; unary: text.json.
+ * - `usage-details`: fixture usage-details.sse / usage-details.json — the `usage` stream and the
+ *   `text` answer (id `chatcmpl-fake-usage-details`, a reasoning model's), usage 2006/198/2204 of
+ *   which `prompt_tokens_details.cached_tokens` 1920 and `completion_tokens_details.reasoning_tokens`
+ *   192 (in the final `choices: []` chunk of the stream, as `include_usage` gives it).
  * - `slow`: streams `tokens` (default 40) content chunks "t1 ", "t2 ", … "tN" with `delayMs`
  *   (default 100) between writes, then finish_reason `stop` and `[DONE]`; unary waits
  *   `delayMs × tokens` and answers the whole text.
@@ -83,6 +87,7 @@ export const OPENAI_SCENARIOS = [
   "text",
   "tool-calls",
   "usage",
+  "usage-details",
   "slow",
   "mid-stream-error",
   "truncated",
@@ -105,13 +110,14 @@ export type OpenAIFake = FakeUpstream<OpenAIScenario>;
 /** The body of the `malformed-json` scenario (cut mid-string). */
 export const OPENAI_MALFORMED_JSON = '{"id":"chatcmpl-fake-malformed","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hel';
 
-/** The text the `text`, `usage` and `crlf` scenarios answer with. */
+/** The text the `text`, `usage`, `usage-details` and `crlf` scenarios answer with. */
 export const OPENAI_FIXTURE_TEXT = "Hello from the fake upstream.";
 
 const RULES: Partial<Record<OpenAIScenario, FixtureRule>> = {
   text: { kind: "sse", stream: "text.sse", unary: "text.json" },
   "tool-calls": { kind: "sse", stream: "tool-calls.sse", unary: "tool-calls.json" },
   usage: { kind: "sse", stream: "usage.sse", unary: "text.json" },
+  "usage-details": { kind: "sse", stream: "usage-details.sse", unary: "usage-details.json" },
   truncated: { kind: "sse", stream: "truncated.sse", unary: "text.json", cutUnary: true },
   crlf: { kind: "sse", stream: "crlf.sse", unary: "text.json", crlfSplit: true, delayMs: 5 },
   "mid-stream-error": { kind: "sse-always", stream: "mid-stream-error.sse" },

@@ -413,3 +413,25 @@ export function parseJsonSequence(text: string): unknown[] {
   }
   return values;
 }
+
+/** The counts of a Usage beyond prompt and completion: parts of those, 0 unless given. */
+export interface UsageParts {
+  readonly cached?: number;
+  readonly creation?: number;
+  readonly reasoning?: number;
+}
+
+/**
+ * A Usage as proto-loader renders it (defaults filled in): total = prompt + completion, and the
+ * cached prompt, cache-creation and reasoning counts (parts of those two) 0 unless given.
+ */
+export function protoUsage(prompt: number, completion: number, parts: UsageParts = {}) {
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    cached_prompt_tokens: parts.cached ?? 0,
+    cache_creation_tokens: parts.creation ?? 0,
+    reasoning_tokens: parts.reasoning ?? 0,
+  };
+}

@@ -22,7 +22,7 @@ models:
 `;
 
 describe("config", () => {
-  it("the embedded default serves mock-chat and mock-predict on the documented ports", async () => {
+  it("the embedded default serves mock-chat, mock-predict and mock-embed on the documented ports", async () => {
     const c = await loadConfig(undefined, {});
     expect(c.server.listen).toBe("127.0.0.1:50051");
     expect(c.server.httpListen).toBe("127.0.0.1:8080");
@@ -30,7 +30,47 @@ describe("config", () => {
     expect(c.models.map((m) => [m.name, m.capabilities])).toEqual([
       ["mock-chat", ["chat", "generate"]],
       ["mock-predict", ["predict"]],
+      ["mock-embed", ["embed"]],
     ]);
+  });
+
+  it("refuses an anthropic model that lists embed: Anthropic has no embeddings API", () => {
+    const yaml = `
+upstreams:
+  - { name: claude, kind: anthropic, endpoints: ["https://api.anthropic.com"] }
+models:
+  - { name: c, upstream: claude, capabilities: [chat, embed] }
+`;
+    expect(issues(yaml)).toEqual([
+      "models[0].capabilities[1]: upstream kind anthropic has no embeddings API: serve embeddings from a model of kind openai, kserve, infergate or mock",
+    ]);
+  });
+
+  it("serves Embed only for a model that lists embed; a fallback of an embedding model must embed too", () => {
+    const c = parseConfig(
+      `
+upstreams:
+  - { name: oai, kind: openai, endpoints: ["https://api.openai.com/v1"] }
+models:
+  - { name: gpt, upstream: oai }
+  - { name: small, upstream: oai, capabilities: [embed], embedding: { dimensions: 512, maxBatch: 64 } }
+`,
+      "t",
+      {},
+    );
+    expect(c.models.map((m) => [m.name, m.capabilities])).toEqual([
+      ["gpt", undefined],
+      ["small", ["embed"]],
+    ]);
+    expect(c.models[1]!.embedding).toEqual({ dimensions: 512, maxBatch: 64, maxInputs: 2048 });
+    expect(
+      issues(`
+upstreams: [{ name: mock, kind: mock }]
+models:
+  - { name: e, upstream: mock, capabilities: [embed], fallbacks: [chatty] }
+  - { name: chatty, upstream: mock }
+`),
+    ).toEqual(['models[0].fallbacks[0]: fallback "chatty" cannot serve embed, which "e" serves']);
   });
 
   it("applies defaults to a minimal file", () => {

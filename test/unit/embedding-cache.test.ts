@@ -3,7 +3,7 @@
  * each call sends upstream when others fetch some of its inputs, who waits for whom, what a
  * caller's leaving does to a shared upstream request, and the keys.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { CachePolicy } from "../../gen/infergate/v1/chat_pb.js";
 import { type EmbedRequest, EmbedRequestSchema, type EmbedResponse, EmbedResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
@@ -41,7 +41,7 @@ function upstream() {
 }
 
 const caller = (controller = new AbortController()) => ({ signal: controller.signal, deadline: Date.now() + 60_000, tenant: "" });
-const request = (texts: string[], init: Partial<EmbedRequest> = {}) => create(EmbedRequestSchema, { model: "e", texts, ...init });
+const request = (texts: string[], init: MessageInitShape<typeof EmbedRequestSchema> = {}) => create(EmbedRequestSchema, { model: "e", texts, ...init });
 const firstValues = (res: EmbedResponse) => res.embeddings.map((e) => new Float32Array(e.fp32.slice().buffer)[0]);
 const newCache = () => new ResponseCache(parsed.cache, 30_000);
 /** Lets the promises that are due run (no timer). */

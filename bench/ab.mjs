@@ -7,7 +7,7 @@
  * The robust figure is CPU µs per call (process user + system time from /proc over the calls it
  * counted in /metrics); latency percentiles come from h2load's log.
  *
- *   node bench/ab.mjs --build A [--build B ...] [--workload chat|cache-hit|generate]
+ *   node bench/ab.mjs --build A [--build B ...] [--workload chat|cache-hit|generate|embed|embed-float]
  *                     [--c 1] [--seconds 3] [--rounds 3] [--parallel] [--cpu-prof]
  *
  * A build is `rev:REV` (a git revision: its src/ and gen/ are exported and compiled under
@@ -17,6 +17,9 @@
  * `DIR,NAME=VALUE` adds environment variables to that process (`b0,INFERGATE_LOG_LEVEL=warn`). With
  * --cpu-prof, each build runs under `node --cpu-prof` and the hottest functions (self and total
  * time) of its profile are printed. Prints one JSON object per build at the end.
+ *
+ * `embed` is section 10's uncached Embed of 64 texts, 1536 values each, FP32_BYTES over the base64
+ * upstream (model `embed`); `embed-float` the same, FLOAT over the float upstream (`embed-float`).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -25,6 +28,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { cpuMs, freePort, h2load, httpOk, portFromStdout, scrape, startChild, sumMetric, waitUntil } from "./lib/common.mjs";
 import { grpcUnary } from "./lib/grpc-call.mjs";
+import { embedPath, embedRequestFrame, texts, writeBody } from "./lib/embed-messages.mjs";
 import { writeBodies } from "./lib/messages.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
@@ -63,6 +67,8 @@ const workloads = {
   chat: { path: "/infergate.v1.InferenceService/Chat", body: bodies.chatGrpc },
   "cache-hit": { path: "/infergate.v1.InferenceService/Chat", body: bodies.cacheHitGrpc },
   generate: { path: "/infergate.v1.InferenceService/Generate", body: bodies.generateGrpc },
+  embed: { path: embedPath, body: writeBody(outDir, "embed-fp32.grpc", embedRequestFrame("embed", texts("batch", 64), "fp32")) },
+  "embed-float": { path: embedPath, body: writeBody(outDir, "embed-float-float.grpc", embedRequestFrame("embed-float", texts("batch", 64), "float")) },
 };
 const w = workloads[o.workload];
 if (w === undefined) throw new Error(`unknown workload ${o.workload}`);

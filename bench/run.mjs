@@ -14,14 +14,19 @@
  * judged there). --profile also runs infergate once under `node --cpu-prof` for the unary and
  * streaming loads and writes its profiles and a summary of the hottest functions to bench/out/.
  *
+ * --dist DIR measures the compiled tree in DIR instead of dist/ (inside this repository, so that
+ * node_modules resolve): e.g. a committed revision's build (bench/ab.mjs `--build rev:REV` makes
+ * one under bench/out/ab/), when others rebuild dist/ from a working tree meanwhile.
+ *
  * --section NAME runs one section alone (only `embeddings` so far, bench/lib/embed-bench.mjs):
  * with --quick it writes bench/out/results-NAME-quick.json and RESULTS-NAME-quick.md; in full
  * mode it replaces that section's results in bench/results.json (the others stay as the last full
  * run left them) and renders bench/RESULTS.md again, which says when each part was measured.
  */
+import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { fromBinary } from "@bufbuild/protobuf";
@@ -54,7 +59,7 @@ import { renderReport } from "./lib/report.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = join(benchDir, "..");
-const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false }, profile: { type: "boolean", default: false }, section: { type: "string" } } });
+const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false }, profile: { type: "boolean", default: false }, section: { type: "string" }, dist: { type: "string" } } });
 const quick = flags.quick;
 /** The sections --section can run alone. */
 const sections = ["embeddings"];
@@ -77,8 +82,16 @@ const beforeJson = join(benchDir, "results-before.json");
 // It is what `node bin/infergate.js` runs; bin/ only imports dist/src/main.js.
 const build = join(outDir, "build");
 rmSync(build, { recursive: true, force: true });
-cpSync(join(root, "dist"), build, { recursive: true });
+cpSync(flags.dist === undefined ? join(root, "dist") : resolve(flags.dist), build, { recursive: true });
 const infergateMain = join(build, "src/main.js");
+/** What was measured: the compiled tree and the repository's HEAD then (RESULTS.md names them). */
+const measured = { dist: flags.dist ?? "dist/ (built from the working tree)", head: (() => {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root }).toString().trim();
+  } catch {
+    return undefined;
+  }
+})() };
 
 const models = { chat: "chat", chatUpstream: "bench", cached: "cached", generate: "gen200", generateUpstream: "bench-t200", slow: "slow" };
 const bodies = writeBodies(outDir, models);
@@ -452,7 +465,7 @@ async function main() {
 
 /** Section 10 with run.mjs's helpers (bench/lib/embed-bench.mjs). */
 function runEmbedSection(fake) {
-  return embedSection({ plan: embedPlan(quick), say, interleaved, startInfergate, fake, outDir, logDir, grpcHeaders, jsonHeaders, profile: flags.profile, h2load });
+  return embedSection({ plan: embedPlan(quick), measured, say, interleaved, startInfergate, fake, outDir, logDir, grpcHeaders, jsonHeaders, profile: flags.profile, h2load });
 }
 
 /**
@@ -461,6 +474,7 @@ function runEmbedSection(fake) {
  * renders bench/RESULTS.md again from the whole.
  */
 async function sectionMain(name) {
+  if (!quick && !existsSync(resultsJson)) throw new Error(`${resultsJson} is missing: run the whole bench (make bench) once, then sections alone`);
   const started = new Date();
   const fake = await startFake();
   const kserve = await startFakeKserve({ startChild, logDir, children });

@@ -103,14 +103,15 @@ async function postJson(url, body) {
 }
 
 /**
- * Section "Embeddings". `h` holds run.mjs's helpers: {plan (embedPlan), say, interleaved,
+ * Section "Embeddings". `h` holds run.mjs's helpers: {plan (embedPlan), measured (the build and
+ * HEAD, for the report), say, interleaved,
  * startInfergate, fake ({url, port, child}), outDir, logDir, grpcHeaders, jsonHeaders, profile
  * (boolean), h2load, h2Shape}.
  */
 export async function embedSection(h) {
   const { plan, say } = h;
   const load0 = machineLoad();
-  const results = { date: new Date().toISOString(), plan, models: embedModels };
+  const results = { date: new Date().toISOString(), measured: h.measured, plan, models: embedModels };
   const dir = join(h.outDir, "embed");
   mkdirSync(dir, { recursive: true });
   const batch = texts("batch", plan.batch);
@@ -165,10 +166,7 @@ export async function embedSection(h) {
   if (results.httpIngress.served) targets[n.http] = igTarget(bodies.http, true);
   targets[n.directShort] = direct(bodies.directShort);
   targets[n.fp32Short] = igTarget(bodies.fp32Short);
-  const up0 = await fakeCounts(h.fake);
   results.uncached = await h.interleaved(targets, 1, "embed", { rounds: plan.rounds, durationS: plan.durationS });
-  const up1 = await fakeCounts(h.fake);
-  results.uncachedUpstream = { requests: up1.requests - up0.requests, inputs: up1.inputs - up0.inputs };
 
   // 2. Half cached: 32 texts infergate has cached and 32 new ones per call.
   const seen = texts("seen", plan.seen);
@@ -210,11 +208,20 @@ export async function embedSection(h) {
  * new, direct, half, …), each target's first run after an unmeasured second of its own. Around each
  * run: infergate's CPU (/proc), its Embed calls (/metrics), and the fake's embeddings counts.
  */
+/** One run of bench/embed-client.mjs for `seconds`; resolves its line of JSON. */
+function embedClient(plan, args, seconds, tag) {
+  return run(process.execPath, [join(benchDir, "embed-client.mjs"), ...args, "--seconds", String(seconds), "--tag", tag, "--dims", String(plan.dimensions)], (seconds + 60) * 1000).then((out) => JSON.parse(out.trim().split("\n").at(-1)));
+}
+
+/** The client's arguments for Embed through infergate at `address`: `seen` cached texts and `fresh` new ones per call, FP32_BYTES. */
+function viaInfergate(address, seen, fresh) {
+  return ["--target", "grpc", "--address", address, "--model", embedModels.cached, "--seen", String(seen), "--new", String(fresh), "--encoding", "fp32"];
+}
+
 async function cachedRuns(h, ig) {
   const { plan, say } = h;
-  const client = (args, seconds, tag) =>
-    run(process.execPath, [join(benchDir, "embed-client.mjs"), ...args, "--seconds", String(seconds), "--tag", tag, "--dims", String(plan.dimensions)], (seconds + 60) * 1000).then((out) => JSON.parse(out.trim().split("\n").at(-1)));
-  const viaIg = (seen, fresh) => ["--target", "grpc", "--address", ig.address, "--model", embedModels.cached, "--seen", String(seen), "--new", String(fresh), "--encoding", "fp32"];
+  const client = (args, seconds, tag) => embedClient(plan, args, seconds, tag);
+  const viaIg = (seen, fresh) => viaInfergate(ig.address, seen, fresh);
   const targets = {
     [cachedNames.half]: { args: viaIg(plan.seen, plan.batch - plan.seen), infergate: true },
     [cachedNames.miss]: { args: viaIg(0, plan.batch), infergate: true },
@@ -270,10 +277,18 @@ async function cachedRuns(h, ig) {
   return pooled;
 }
 
-/** infergate under `node --cpu-prof`, one process per uncached path, one call at a time. */
+/**
+ * infergate under `node --cpu-prof`, one process per path, one call at a time: the two uncached
+ * paths under h2load, and the half-cached one under bench/embed-client.mjs (its 32 texts cached
+ * by a first call).
+ */
 async function profileEmbed(h, bodies) {
   const out = {};
-  const cases = { base64: { body: bodies.fp32, label: "FP32_BYTES ← base64" }, float: { body: bodies.floatFloat, label: "FLOAT ← float" } };
+  const cases = {
+    base64: { body: bodies.fp32, label: uncachedNames.fp32 },
+    float: { body: bodies.floatFloat, label: uncachedNames.floatFloat },
+    half: { label: `infergate FP32_BYTES ← base64, ${cachedNames.half}` },
+  };
   for (const [name, c] of Object.entries(cases)) {
     const dir = join(h.outDir, `profiles-embed-${name}`);
     rmSync(dir, { recursive: true, force: true });
@@ -281,16 +296,22 @@ async function profileEmbed(h, bodies) {
     const ig = await h.startInfergate(`infergate-profile-embed-${name}`, h.fake.port, { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", dir] });
     h.say(`profiling infergate: Embed ${c.label}, one call at a time`);
     const target = { url: `${ig.url}${embedPath}`, body: c.body, headers: h.grpcHeaders, pid: ig.child.pid };
+    const stamp = `${Date.now().toString(36)} profile`;
+    const load = (seconds, tag) =>
+      c.body === undefined
+        ? embedClient(h.plan, viaInfergate(ig.address, h.plan.seen, h.plan.batch - h.plan.seen), seconds, `${stamp} ${tag}`).then((r) => r.calls)
+        : h.h2load(target, { clients: 1, streams: 1, durationS: seconds, warmupS: 0 }, { logDir: h.logDir, tag: `profile-embed-${name}-${tag}` }).then((r) => r.done);
+    if (c.body === undefined) await embedOnce(ig.address, embedRequestFrame(embedModels.cached, texts("seen", h.plan.seen), "fp32"), h.plan.seen, h.plan.dimensions, "fp32");
     // A second of calls first, and only the samples after it: the process's start and first
     // calls (loading, compiling) left out.
-    await h.h2load(target, { clients: 1, streams: 1, durationS: 1, warmupS: 0 }, { logDir: h.logDir, tag: `profile-embed-${name}-warm` });
+    await load(1, "warm");
     const fromUs = Number(process.hrtime.bigint() / 1000n);
     const cpu0 = cpuMs(ig.child.pid);
-    const r = await h.h2load(target, { clients: 1, streams: 1, durationS: h.plan.profileS, warmupS: 0 }, { logDir: h.logDir, tag: `profile-embed-${name}` });
+    const calls = await load(h.plan.profileS, "measured");
     const cpu = cpuMs(ig.child.pid) - cpu0;
     await ig.child.stop();
     if (readdirSync(dir).length === 0) continue;
-    out[name] = { calls: r.done, cpuMs: cpu, ...summarizeProfiles(dir, join(benchDir, ".."), { fromUs }) };
+    out[name] = { label: c.label, calls, cpuMs: cpu, ...summarizeProfiles(dir, join(benchDir, ".."), { fromUs }) };
   }
   return out;
 }

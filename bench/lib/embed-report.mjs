@@ -99,6 +99,10 @@ export function renderEmbedSection(e, p, fileDate) {
     p(`Measured on ${e.date.slice(0, 10)} by \`bench/run.sh --section embeddings\` (${e.elapsedS ?? "?"} s), apart from the rest of this file.`);
     p();
   }
+  if (e.measured !== undefined) {
+    p(`Build measured: ${e.measured.dist}${e.measured.head ? ` (the repository's HEAD then: ${e.measured.head})` : ""}.`);
+    p();
+  }
   p(loadWords(e));
   p();
   p(
@@ -119,7 +123,7 @@ export function renderEmbedSection(e, p, fileDate) {
   );
   p();
   p(
-    `CPU per call, base64 path / float path: **${x(q.cpuBase64OverFloat)}** (median of the rounds' ratios: ${(q.cpuBase64OverFloatByRound ?? []).map((v) => f(v, 3)).join(", ")}; ratio of the means ${x(q.cpuBase64OverFloatMeans)}). The upstream sent ${int(e.uncachedUpstream.inputs)} inputs in ${int(e.uncachedUpstream.requests)} requests over these runs (${f(e.uncachedUpstream.inputs / Math.max(1, e.uncachedUpstream.requests), 1)} per request: uncached, every call sends the whole batch).`,
+    `CPU per call, base64 path / float path: **${x(q.cpuBase64OverFloat)}** (median of the rounds' ratios: ${(q.cpuBase64OverFloatByRound ?? []).map((v) => f(v, 3)).join(", ")}; ratio of the means ${x(q.cpuBase64OverFloatMeans)}).`,
   );
   p();
 
@@ -143,7 +147,7 @@ export function renderEmbedSection(e, p, fileDate) {
     p("### Where infergate's CPU goes (node --cpu-prof)");
     p();
     p(
-      `infergate under each uncached path, one call at a time (h2load, one connection), in a process of its own: a second of calls, then ${pl.profileS} s whose samples alone are counted (the process's start and first calls left out). µs per call: the samples' time over the calls of those ${pl.profileS} s (the profiler's own cost included: the CPU per call of the process there, from /proc, is given beside it).`,
+      `infergate under each path, one call at a time (uncached: h2load, one connection; half cached: bench/embed-client.mjs), in a process of its own: a second of calls, then ${pl.profileS} s whose samples alone are counted (the process's start and first calls left out). µs per call: the samples' time over the calls of those ${pl.profileS} s (the profiler's own cost included: the CPU per call of the process there, from /proc, is given beside it).`,
     );
     p();
     const table = (rows, perCall) => {
@@ -153,7 +157,7 @@ export function renderEmbedSection(e, p, fileDate) {
       p();
     };
     for (const [name, prof] of Object.entries(e.profile)) {
-      const label = name === "base64" ? n.fp32 : n.floatFloat;
+      const label = prof.label ?? (name === "base64" ? n.fp32 : n.floatFloat);
       const perCall = (ms) => (ms * 1000) / Math.max(1, prof.calls);
       p(`#### ${label}: ${int(prof.calls)} calls, ${int(prof.busyMs)} ms of samples (idle excluded), ${f(perCall(prof.busyMs), 1)} µs per call (/proc: ${f(perCall(prof.cpuMs), 1)} µs)`);
       p();

@@ -457,7 +457,7 @@ describe("deploy/Dockerfile", () => {
           timeout: 15_000,
         }).toString();
         expect(demo).toBe(
-          "models: mock-chat, mock-predict\nchat: You said: hello from the demo client\ngenerate: You said: stream this answer (FINISH_REASON_STOP)\n",
+          "models: mock-chat, mock-predict, mock-embed\nchat: You said: hello from the demo client\ngenerate: You said: stream this answer (FINISH_REASON_STOP)\n",
         );
       } finally {
         proc.kill("SIGTERM");

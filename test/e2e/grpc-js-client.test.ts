@@ -176,6 +176,15 @@ describe("grpc-js + proto-loader client", () => {
           state: "MODEL_STATE_READY",
           endpoints: [{ endpoint: "", state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
         },
+        {
+          name: "mock-embed",
+          version: "1",
+          upstream_kind: "mock",
+          upstream: "mock",
+          capabilities: ["CAPABILITY_EMBED"],
+          state: "MODEL_STATE_READY",
+          endpoints: [{ endpoint: "", state: "BREAKER_STATE_CLOSED", ejected: false, weight: 1, in_flight: 0 }],
+        },
       ],
     });
   });

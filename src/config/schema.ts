@@ -315,6 +315,55 @@ const modelEmbeddingSchema = z.strictObject({
 });
 export type ModelEmbeddingConfig = z.infer<typeof modelEmbeddingSchema>;
 
+/** A price per million tokens (or per 1,000, per call) in `pricing.currency`: 0 up to a million. */
+const priceAmount = z.number().nonnegative().max(1_000_000);
+
+/**
+ * A model's price (README, "Cost"), in `pricing.currency`: what each call's cost is computed at
+ * (src/observability/cost.ts), from the answer's complete usage, each kind of token at its own
+ * rate. A field not given is 0, but the cached, cache-creation and reasoning prices, which default
+ * to the input and output prices (the parts are then billed as the whole they belong to). After
+ * parsing every field is a number but `embeddingPer1kTokens`.
+ */
+const modelPriceSchema = z
+  .strictObject({
+    /** Per million prompt tokens neither read from nor written to the provider's prompt cache. */
+    inputPerMTok: priceAmount.optional(),
+    /** Per million prompt tokens read from the provider's prompt cache; default inputPerMTok. */
+    cachedInputPerMTok: priceAmount.optional(),
+    /** Per million prompt tokens written to the provider's prompt cache (Anthropic); default inputPerMTok. */
+    cacheCreationPerMTok: priceAmount.optional(),
+    /** Per million completion tokens that are not reasoning. */
+    outputPerMTok: priceAmount.optional(),
+    /** Per million reasoning tokens (part of the completion tokens); default outputPerMTok. */
+    reasoningPerMTok: priceAmount.optional(),
+    /** Per call answered by the upstream (not by the cache), on top of its tokens. */
+    perRequest: priceAmount.optional(),
+    /** Embed: per 1,000 prompt tokens, instead of inputPerMTok. */
+    embeddingPer1kTokens: priceAmount.optional(),
+  })
+  .refine((p) => Object.keys(p).length > 0, { error: "give at least one price (a free model: inputPerMTok: 0)" })
+  .transform((p) => {
+    const input = p.inputPerMTok ?? 0;
+    const output = p.outputPerMTok ?? 0;
+    return {
+      inputPerMTok: input,
+      cachedInputPerMTok: p.cachedInputPerMTok ?? input,
+      cacheCreationPerMTok: p.cacheCreationPerMTok ?? input,
+      outputPerMTok: output,
+      reasoningPerMTok: p.reasoningPerMTok ?? output,
+      perRequest: p.perRequest ?? 0,
+      embeddingPer1kTokens: p.embeddingPer1kTokens,
+    };
+  });
+export type ModelPrice = z.infer<typeof modelPriceSchema>;
+
+/** The gateway's one currency: model prices (and money budgets) are in it. */
+const pricingSchema = z.strictObject({
+  /** An ISO 4217 code: three capital letters. */
+  currency: z.string().regex(/^[A-Z]{3}$/, { error: "not an ISO 4217 currency code (three capital letters, e.g. USD)" }).default("USD"),
+});
+
 const modelSchema = z.strictObject({
   /** The name callers give. */
   name,
@@ -339,6 +388,8 @@ const modelSchema = z.strictObject({
    * (for Generate: only before the first event). Each must serve every call this model serves.
    */
   fallbacks: z.array(name).default([]),
+  /** What its calls cost (README, "Cost"); absent: unpriced, its calls' cost is "unpriced", never 0. */
+  price: modelPriceSchema.optional(),
 });
 
 /** Bounds of the in-memory answer cache. */
@@ -446,6 +497,32 @@ const sessionsSchema = z.strictObject({
   maxSessions: positiveInt.default(10_000),
 });
 
+/**
+ * OpenTelemetry tracing (docs/tracing.md): a server span per call and a client span per upstream
+ * attempt, exported over OTLP/HTTP (protobuf) in batches. Off unless `endpoint` is set; off, it
+ * costs a call nothing (no span, no context work).
+ */
+const tracingSchema = z.strictObject({
+  /** The collector's OTLP/HTTP traces URL, e.g. `http://otel-collector:4318/v1/traces`. */
+  endpoint: endpointSchema.optional(),
+  /** Headers of every export request (`${ENV}` keeps a token out of the file). Never logged. */
+  headers: z.record(z.string(), z.string()).default({}),
+  /** `service.name` of the spans. */
+  serviceName: z.string().min(1).default("infergate"),
+  /** Share of new traces recorded, 0 to 1. Propagation goes on for the rest. */
+  samplingRatio: z.number().min(0).max(1).default(1),
+  /** A call that comes with a `traceparent` follows its caller's sampling decision. */
+  parentBased: z.boolean().default(true),
+  /** Spans held for export at most; more are dropped (and counted), never waited for. */
+  maxQueueSize: positiveInt.default(2_048),
+  /** Spans per export request at most. */
+  maxExportBatchSize: positiveInt.default(512),
+  /** Time between exports. */
+  scheduledDelayMs: positiveInt.default(5_000),
+  /** Time one export request may take before it counts as failed. */
+  exportTimeoutMs: positiveInt.default(10_000),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   server: serverSchema.default(() => serverSchema.parse({})),
@@ -457,8 +534,12 @@ export const configSchema = z.strictObject({
   models: z.array(modelSchema).min(1, { error: "at least one model is required" }),
   /** Conversation sessions; in memory unless `redis.sessions` is on. */
   sessions: sessionsSchema.default(() => sessionsSchema.parse({})),
+  /** The currency of the model prices (README, "Cost"). */
+  pricing: pricingSchema.default(() => pricingSchema.parse({})),
   /** Shared state of a fleet of replicas; absent: in memory only. */
   redis: redisSchema.optional(),
+  /** OpenTelemetry tracing; off unless it names an endpoint. */
+  tracing: tracingSchema.default(() => tracingSchema.parse({})),
 });
 
 /** A validated configuration, defaults applied. */
@@ -472,6 +553,7 @@ export type LimitsConfig = Config["limits"]["default"];
 export type ModelCacheConfig = ModelConfig["cache"];
 export type RedisConfig = NonNullable<Config["redis"]>;
 export type SessionsConfig = Config["sessions"];
+export type TracingConfig = Config["tracing"];
 export type RequestLimits = ServerConfig["requestLimits"];
 /** The request limits when the configuration sets none. */
 export const defaultRequestLimits: RequestLimits = requestLimitsSchema.parse({});

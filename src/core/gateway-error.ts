@@ -42,6 +42,14 @@ export const Reason = {
   SessionStoreUnavailable: "SESSION_STORE_UNAVAILABLE",
   /** The shared rate-limit store (Redis) could not be reached and `redis.rateLimits.onFailure` is `closed`. */
   RateLimiterUnavailable: "RATE_LIMITER_UNAVAILABLE",
+  /**
+   * RESOURCE_EXHAUSTED: the caller's key, or a group it is in, has spent a budget's limit (tokens
+   * or money) for the current period (config `budgets`); metadata names the budget, the period and
+   * the kind, RetryInfo the time until the period ends.
+   */
+  BudgetExceeded: "BUDGET_EXCEEDED",
+  /** The shared budget store (Redis) could not be reached and `budgets.onRedisFailure` is `closed`. */
+  BudgetStoreUnavailable: "BUDGET_STORE_UNAVAILABLE",
   Internal: "INTERNAL",
 } as const;
 

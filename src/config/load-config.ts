@@ -132,6 +132,7 @@ function crossCheck(config: Config, issues: ConfigIssue[]): void {
       tenantNames.add(n);
     },
   );
+  checkBudgets(config, tenantNames, issues);
   const modelNames = new Set<string>();
   config.models.forEach((m, i) => {
     if (modelNames.has(m.name)) {
@@ -174,6 +175,23 @@ function crossCheck(config: Config, issues: ConfigIssue[]): void {
     });
   });
   checkFallbacks(config, issues);
+}
+
+/** Budgets name configured callers, and groups are named once. */
+function checkBudgets(config: Config, callers: ReadonlySet<string>, issues: ConfigIssue[]): void {
+  const b = config.budgets;
+  if (b === undefined) return;
+  for (const k of Object.keys(b.keys)) {
+    if (!callers.has(k)) issues.push({ path: `budgets.keys.${k}`, message: `no caller named "${k}" in auth.keys or auth.clientCertificates` });
+  }
+  const groups = new Set<string>();
+  b.groups.forEach((g, i) => {
+    if (groups.has(g.name)) issues.push({ path: `budgets.groups[${i}].name`, message: `duplicate group name "${g.name}"` });
+    groups.add(g.name);
+    g.keys.forEach((k, j) => {
+      if (!callers.has(k)) issues.push({ path: `budgets.groups[${i}].keys[${j}]`, message: `no caller named "${k}" in auth.keys or auth.clientCertificates` });
+    });
+  });
 }
 
 /**

@@ -115,8 +115,14 @@ const requestLimitsSchema = z.strictObject({
 const serverSchema = z.strictObject({
   listen: listenAddress.default("127.0.0.1:50051"),
   httpListen: listenAddress.default("127.0.0.1:8080"),
-  /** Admin HTTP: /metrics, /healthz, /readyz. Keep it on loopback or a private interface. */
+  /** Admin HTTP: /metrics, /healthz, /readyz, /admin/usage. Keep it on loopback or a private interface. */
   adminListen: listenAddress.default("127.0.0.1:9090"),
+  /**
+   * When set (use `${ENV}`), every admin endpoint but /healthz and /readyz needs `authorization:
+   * Bearer <token>`. Unset, /admin/usage answers only on a loopback adminListen (403 elsewhere).
+   * Never logged.
+   */
+  adminToken: z.string().min(16, { error: "at least 16 characters" }).optional(),
   /** Log prompts and completions (debug only: they may hold personal data). */
   logContent: z.boolean().default(false),
   /**
@@ -523,6 +529,64 @@ const tracingSchema = z.strictObject({
   exportTimeoutMs: positiveInt.default(10_000),
 });
 
+/** An IANA time zone this runtime knows (Intl), e.g. `Europe/Berlin`. */
+const timeZone = z.string().refine(
+  (tz) => {
+    try {
+      new Intl.DateTimeFormat("en-US", { timeZone: tz });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { error: "not an IANA time zone (e.g. UTC, Europe/Berlin)" },
+);
+
+/** One period's limits of a budget: tokens (prompt + completion) and/or money (in `pricing.currency`). */
+const budgetLimitSchema = z
+  .strictObject({
+    tokens: positiveInt.optional(),
+    money: z.number().positive().optional(),
+  })
+  .refine((l) => l.tokens !== undefined || l.money !== undefined, { error: "set tokens, money or both" });
+
+/** A budget's limits per period: the clock hour, the calendar day and month of `budgets.timeZone`. */
+const budgetLimitsSchema = z.strictObject({
+  hour: budgetLimitSchema.optional(),
+  day: budgetLimitSchema.optional(),
+  month: budgetLimitSchema.optional(),
+});
+export type BudgetLimitsConfig = z.infer<typeof budgetLimitsSchema>;
+
+/**
+ * Budgets (docs/production.md, "Budgets"): spend limits per key and per group of keys, checked
+ * before each call and charged after it from its real usage and cost. Present: every caller's
+ * spend is counted (the usage query, /admin/usage), in memory or on Redis when `redis:` is set.
+ */
+const budgetsSchema = z.strictObject({
+  /** The time zone whose calendar days and months (and hours) the periods follow. */
+  timeZone: timeZone.default("UTC"),
+  /**
+   * When Redis cannot be reached: `open` admits calls unchecked (charges are lost; logged once and
+   * counted); `closed` refuses them with UNAVAILABLE, reason BUDGET_STORE_UNAVAILABLE.
+   */
+  onRedisFailure: z.enum(["open", "closed"]).default("open"),
+  /** Each caller's own limits, by its name (`auth.keys[].name`, `auth.clientCertificates[].name`). */
+  keys: z.record(name, budgetLimitsSchema).default({}),
+  /** Limits shared by several callers (a team); a caller may be in several groups. */
+  groups: z
+    .array(
+      z.strictObject({
+        name,
+        /** Caller names, as in `keys`. */
+        keys: z.array(name).min(1),
+        limits: budgetLimitsSchema,
+      }),
+    )
+    .default([]),
+});
+export type BudgetsConfig = z.infer<typeof budgetsSchema>;
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   server: serverSchema.default(() => serverSchema.parse({})),
@@ -540,6 +604,8 @@ export const configSchema = z.strictObject({
   redis: redisSchema.optional(),
   /** OpenTelemetry tracing; off unless it names an endpoint. */
   tracing: tracingSchema.default(() => tracingSchema.parse({})),
+  /** Spend limits per key and group; absent: no budgets and no usage counts. */
+  budgets: budgetsSchema.optional(),
 });
 
 /** A validated configuration, defaults applied. */

@@ -1,5 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { CacheStats } from "../cache/cache-stats.js";
+import { Reason } from "../core/gateway-error.js";
+import type { ModelRoute } from "../core/model-route.js";
+import { BreakerState } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { RedisComponent, RedisStats } from "../redis/redis-stats.js";
 import type { CallRecord } from "./call-record.js";
 
@@ -17,7 +20,19 @@ export interface MetricsSources {
   cache: CacheStats | undefined;
   /** The shared (Redis) pieces; undefined without a `redis:` section. */
   redis?: RedisStats | undefined;
+  /** The routes of the running configuration, whose endpoints' breakers `infergate_breaker_state` reads. */
+  routes?: () => readonly ModelRoute[];
 }
+
+/** The stable reasons (src/core/gateway-error.ts): the values the `reason` label takes, besides OTHER. */
+const reasons: ReadonlySet<string> = new Set(Object.values(Reason));
+
+/** `infergate_breaker_state`'s value of each state: higher is worse, so `max` over series is the worst. */
+const breakerValue: Partial<Record<BreakerState, number>> = {
+  [BreakerState.CLOSED]: 0,
+  [BreakerState.HALF_OPEN]: 1,
+  [BreakerState.OPEN]: 2,
+};
 
 /** The Prometheus registry and the call observer that feeds it. */
 export interface Metrics {
@@ -34,7 +49,8 @@ export interface Metrics {
 /**
  * infergate's metrics (prom-client). Label values are bounded by construction: `model` is a
  * configured model name or "other" (a caller cannot grow the label set by sending junk names),
- * `code` a gRPC code name, `rpc` one of five, `component` one of three. Keys, prompts, tenants, session ids and Redis URLs never become labels.
+ * `code` a gRPC code name, `rpc` one of five, `component` one of three, `reason` one of
+ * src/core/gateway-error.ts's reasons or OTHER, `upstream` and `endpoint` configured ones. Keys, prompts, tenants, session ids and Redis URLs never become labels.
  */
 export function createMetrics(sources: MetricsSources): Metrics {
   const registry = new Registry();
@@ -92,6 +108,12 @@ export function createMetrics(sources: MetricsSources): Metrics {
     countToken(m, "completion", "completion", r.completionTokens - reasoning);
     countToken(m, "completion", "reasoning", reasoning);
   };
+  const errors = new Counter({
+    name: "infergate_errors_total",
+    help: "Failed calls (any code but OK) by RPC, model and ErrorInfo reason (OTHER: a call that failed without one of infergate's reasons).",
+    labelNames: ["rpc", "model", "reason"] as const,
+    registers: [registry],
+  });
   const rateLimited = new Counter({
     name: "infergate_rate_limited_total",
     help: "Calls refused by a rate limit.",
@@ -185,6 +207,24 @@ export function createMetrics(sources: MetricsSources): Metrics {
     });
   }
 
+  // The breakers as ListModels shows them: per model, each endpoint of its upstream, the worse of
+  // the endpoint's breaker and the model's own there (src/resilience/resilient-upstream.ts).
+  new Gauge({
+    name: "infergate_breaker_state",
+    help: "Circuit breaker state of each model's upstream endpoints: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+    labelNames: ["model", "upstream", "endpoint"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of sources.routes?.() ?? []) {
+        for (const e of r.upstream.endpointStatus?.(r.upstreamModel) ?? []) {
+          const value = breakerValue[e.state];
+          if (value !== undefined) this.set({ model: r.name, upstream: r.upstream.name, endpoint: e.endpoint }, value);
+        }
+      }
+    },
+  });
+
   // Client connections (src/server/connection-limits.ts): `api` is the gRPC and HTTP listeners
   // together, which share their caps; `admin` the admin listener, which has its own.
   const listeners = new Map<string, { readonly open: number; readonly refused: number }>();
@@ -224,6 +264,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
       requests.inc({ rpc: r.rpc, model: m, code: codeNames[r.code] ?? "UNKNOWN" });
       latency.observe({ rpc: r.rpc, model: m }, r.latencyMs / 1000);
       if (r.ttftMs !== undefined) ttft.observe({ model: m }, r.ttftMs / 1000);
+      if (r.code !== 0) errors.inc({ rpc: r.rpc, model: m, reason: r.reason !== undefined && reasons.has(r.reason) ? r.reason : "OTHER" });
       if (r.reason === "RATE_LIMITED") rateLimited.inc({ rpc: r.rpc });
       else if (r.reason === "MALFORMED_REQUEST") malformed.inc({ rpc: r.rpc });
       countTokens(m, r);

@@ -68,11 +68,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     if (shared.redisStats !== undefined) shared.redisStats.cacheHits++;
   });
   let gatewayRef: Gateway | undefined;
+  // The running routes (replaced on reload), whose breakers the metrics read.
+  let router = createRouter(config, upstreams.current);
   const metrics = createMetrics({
     models: config.models.map((m) => m.name),
     inFlight: () => gatewayRef?.inFlight() ?? 0,
     cache: cache.stats,
     redis: shared.redisStats,
+    routes: () => router.routes(),
   });
   let security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
   // server.logContent only: the pending log line of each Chat call (see src/server/content-log.ts).
@@ -84,7 +87,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     refusalLogIntervalMs: config.server.refusalLogIntervalMs,
     chatLines,
   });
-  const gateway = createGateway(createRouter(config, upstreams.current), {
+  const gateway = createGateway(router, {
     log,
     cache,
     onCall: recorder.onCall,
@@ -178,6 +181,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       const nextSecurity = createSecurity(next.config.auth, next.config.limits.default, shared.rateLimits);
       const before = gateway.swap({ router: next.router, admit: nextSecurity.admit });
       security = nextSecurity;
+      router = next.router;
       metrics.setModels(next.config.models.map((m) => m.name));
       return before;
     },

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The benchmarks of infergate (issues 5 and 16), on loopback only, every process separate: the
+ * The benchmarks of infergate (issues 5, 16 and 19), on loopback only, every process separate: the
  * fake OpenAI upstream, the fake KServe v2 server, infergate (`node bin/infergate.js`), the grpc-js
  * and connect-node ceilings, Portkey when `make bench-peers` installed it, and the load (h2load,
  * bench/stream-client.mjs, bench/predict-client.mjs, bench/upstream-client.mjs). Writes the

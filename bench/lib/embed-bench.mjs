@@ -55,7 +55,7 @@ export const uncachedNames = {
 };
 
 /** The targets of the half-cached runs. */
-export const cachedNames = { half: "32 cached + 32 new", miss: "64 new", direct: "direct, 64 new" };
+export const cachedNames = { half: "32 cached + 32 new", miss: "64 new", uncached: "64 new, cache off", direct: "direct, 64 new" };
 
 /**
  * The machine's load while the section runs: the load averages, and the share of all cores' time
@@ -205,7 +205,7 @@ export async function embedSection(h) {
 
 /**
  * The half-cached runs: bench/embed-client.mjs, one call at a time, rounds interleaved (half, all
- * new, direct, half, …), each target's first run after an unmeasured second of its own. Around each
+ * new, all new to the uncached model, direct, half, …), each target's first run after an unmeasured second of its own. Around each
  * run: infergate's CPU (/proc), its Embed calls (/metrics), and the fake's embeddings counts.
  */
 /** One run of bench/embed-client.mjs for `seconds`; resolves its line of JSON. */
@@ -213,9 +213,12 @@ function embedClient(plan, args, seconds, tag) {
   return run(process.execPath, [join(benchDir, "embed-client.mjs"), ...args, "--seconds", String(seconds), "--tag", tag, "--dims", String(plan.dimensions)], (seconds + 60) * 1000).then((out) => JSON.parse(out.trim().split("\n").at(-1)));
 }
 
-/** The client's arguments for Embed through infergate at `address`: `seen` cached texts and `fresh` new ones per call, FP32_BYTES. */
-function viaInfergate(address, seen, fresh) {
-  return ["--target", "grpc", "--address", address, "--model", embedModels.cached, "--seen", String(seen), "--new", String(fresh), "--encoding", "fp32"];
+/**
+ * The client's arguments for Embed through infergate at `address`: `seen` cached texts and `fresh`
+ * new ones per call, FP32_BYTES, to `model` (default the cached one).
+ */
+function viaInfergate(address, seen, fresh, model = embedModels.cached) {
+  return ["--target", "grpc", "--address", address, "--model", model, "--seen", String(seen), "--new", String(fresh), "--encoding", "fp32"];
 }
 
 async function cachedRuns(h, ig) {
@@ -225,6 +228,8 @@ async function cachedRuns(h, ig) {
   const targets = {
     [cachedNames.half]: { args: viaIg(plan.seen, plan.batch - plan.seen), infergate: true },
     [cachedNames.miss]: { args: viaIg(0, plan.batch), infergate: true },
+    // The same calls to the uncached model: what the cache itself costs a batch it lacks.
+    [cachedNames.uncached]: { args: viaInfergate(ig.address, 0, plan.batch, embedModels.uncached), infergate: true },
     [cachedNames.direct]: { args: ["--target", "http", "--url", `${h.fake.url}/v1/embeddings`, "--model", embedModels.upstream, "--new", String(plan.batch), "--format", "base64"], infergate: false },
   };
   const runs = Object.fromEntries(Object.keys(targets).map((k) => [k, []]));
@@ -279,15 +284,16 @@ async function cachedRuns(h, ig) {
 
 /**
  * infergate under `node --cpu-prof`, one process per path, one call at a time: the two uncached
- * paths under h2load, and the half-cached one under bench/embed-client.mjs (its 32 texts cached
- * by a first call).
+ * paths under h2load, and under bench/embed-client.mjs the half-cached one (its 32 texts cached by
+ * a first call) and 64 new texts through the cache.
  */
 async function profileEmbed(h, bodies) {
   const out = {};
   const cases = {
     base64: { body: bodies.fp32, label: uncachedNames.fp32 },
     float: { body: bodies.floatFloat, label: uncachedNames.floatFloat },
-    half: { label: `infergate FP32_BYTES ← base64, ${cachedNames.half}` },
+    half: { label: `infergate FP32_BYTES ← base64, ${cachedNames.half}`, seen: h.plan.seen },
+    miss: { label: `infergate FP32_BYTES ← base64, ${cachedNames.miss} through the cache`, seen: 0 },
   };
   for (const [name, c] of Object.entries(cases)) {
     const dir = join(h.outDir, `profiles-embed-${name}`);
@@ -299,9 +305,9 @@ async function profileEmbed(h, bodies) {
     const stamp = `${Date.now().toString(36)} profile`;
     const load = (seconds, tag) =>
       c.body === undefined
-        ? embedClient(h.plan, viaInfergate(ig.address, h.plan.seen, h.plan.batch - h.plan.seen), seconds, `${stamp} ${tag}`).then((r) => r.calls)
+        ? embedClient(h.plan, viaInfergate(ig.address, c.seen, h.plan.batch - c.seen), seconds, `${stamp} ${tag}`).then((r) => r.calls)
         : h.h2load(target, { clients: 1, streams: 1, durationS: seconds, warmupS: 0 }, { logDir: h.logDir, tag: `profile-embed-${name}-${tag}` }).then((r) => r.done);
-    if (c.body === undefined) await embedOnce(ig.address, embedRequestFrame(embedModels.cached, texts("seen", h.plan.seen), "fp32"), h.plan.seen, h.plan.dimensions, "fp32");
+    if (c.seen > 0) await embedOnce(ig.address, embedRequestFrame(embedModels.cached, texts("seen", h.plan.seen), "fp32"), h.plan.seen, h.plan.dimensions, "fp32");
     // A second of calls first, and only the samples after it: the process's start and first
     // calls (loading, compiling) left out.
     await load(1, "warm");

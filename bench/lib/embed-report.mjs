@@ -14,6 +14,7 @@ export function embedFigures(e) {
   const addedByRound = (ig, direct) => u[ig]?.p50MsByRound.map((v, i) => v - u[direct].p50MsByRound[i]);
   const half = e.cached?.[cachedNames.half];
   const miss = e.cached?.[cachedNames.miss];
+  const uncached = e.cached?.[cachedNames.uncached];
   const missing = e.plan.batch - e.plan.seen;
   const okCalls = (v) => v.calls - v.errors;
   return {
@@ -34,6 +35,8 @@ export function embedFigures(e) {
     halfOnlyMissing: half === undefined ? undefined : half.upstreamRequests === okCalls(half) && half.upstreamInputs === missing * okCalls(half) && half.errors === 0,
     halfOverMissP50: half && miss ? pairedMedian(half.p50MsByRound, miss.p50MsByRound) : undefined,
     halfOverMissCpu: half && miss ? pairedMedian(half.cpuUsPerCallByRound, miss.cpuUsPerCallByRound) : undefined,
+    missOverUncachedCpu: miss && uncached ? pairedMedian(miss.cpuUsPerCallByRound, uncached.cpuUsPerCallByRound) : undefined,
+    missOverUncachedP50: miss && uncached ? pairedMedian(miss.p50MsByRound, uncached.p50MsByRound) : undefined,
   };
 }
 
@@ -132,13 +135,13 @@ export function renderEmbedSection(e, p, fileDate) {
     p("### Half the batch cached");
     p();
     p(
-      `Model \`embed-cached\` (cache policy \`always\`, the default for Embed; cached input by input). \`bench/embed-client.mjs\`, one call at a time over one HTTP/2 connection (direct: one keep-alive HTTP/1.1 connection), ${e.cached[cachedNames.half].rounds} interleaved round(s) of ${pl.cacheDurationS} s per target after an unmeasured second; each call sends the same ${pl.seen} texts, cached once before the runs, and ${pl.batch - pl.seen} texts never sent before (\`${cachedNames.miss}\`: ${pl.batch} never sent before). A call's time runs from writing the request (built beforehand) to the end of the answer. The upstream columns are the fake's own counts (\`GET /stats\`) around each run; before the runs, one call's upstream request was checked to hold exactly its ${pl.batch - pl.seen} new texts, in order, and its answer to flag exactly the ${pl.seen} others cached.`,
+      `Model \`embed-cached\` (cache policy \`always\`, the default for Embed; cached input by input). \`bench/embed-client.mjs\`, one call at a time over one HTTP/2 connection (direct: one keep-alive HTTP/1.1 connection), ${e.cached[cachedNames.half].rounds} interleaved round(s) of ${pl.cacheDurationS} s per target after an unmeasured second; each call sends the same ${pl.seen} texts, cached once before the runs, and ${pl.batch - pl.seen} texts never sent before (\`${cachedNames.miss}\`: ${pl.batch} never sent before; \`${cachedNames.uncached}\`: the same to model \`embed\`, whose cache is off). A call's time runs from writing the request (built beforehand) to the end of the answer. The upstream columns are the fake's own counts (\`GET /stats\`) around each run; before the runs, one call's upstream request was checked to hold exactly its ${pl.batch - pl.seen} new texts, in order, and its answer to flag exactly the ${pl.seen} others cached.`,
     );
     p();
     p(cachedTable(e.cached));
     p();
     p(
-      `The upstream received **${f(q.halfInputsPerUpstreamRequest, 2)} inputs per request** and ${f(q.halfUpstreamRequestsPerCall, 3)} requests per call with half the batch cached (${int(half.upstreamInputs)} inputs for ${int(half.calls - half.errors)} calls). Half cached / all new: p50 ${f(q.halfOverMissP50, 3)}, infergate's CPU per call ${f(q.halfOverMissCpu, 3)} (medians of the rounds' ratios).`,
+      `The upstream received **${f(q.halfInputsPerUpstreamRequest, 2)} inputs per request** and ${f(q.halfUpstreamRequestsPerCall, 3)} requests per call with half the batch cached (${int(half.upstreamInputs)} inputs for ${int(half.calls - half.errors)} calls). Half cached / all new: p50 ${f(q.halfOverMissP50, 3)}, infergate's CPU per call ${f(q.halfOverMissCpu, 3)}; all new through the cache / with the cache off: p50 ${f(q.missOverUncachedP50, 3)}, CPU per call ${f(q.missOverUncachedCpu, 3)} (medians of the rounds' ratios).`,
     );
     p();
   }

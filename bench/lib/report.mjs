@@ -479,9 +479,9 @@ export function renderReport(r, before) {
   p();
   p("```sh");
   p("make bench-peers   # optional: installs Portkey into bench/peers/ (npm), for the peer figures");
-  p("make bench         # about 9–10 minutes; writes bench/RESULTS.md and bench/results.json");
-  p("make bench-quick   # 1–2 minutes; writes bench/out/RESULTS-quick.md (what CI runs)");
-  p("bench/run.sh --section embeddings   # section 10 alone (about 2 minutes): into bench/results.json and this file");
+  p("make bench         # about 12 minutes; writes bench/RESULTS.md and bench/results.json");
+  p("make bench-quick   # 2–3 minutes; writes bench/out/RESULTS-quick.md (what CI runs)");
+  p("bench/run.sh --section embeddings   # section 10 alone (2–3 minutes): into bench/results.json and this file");
   p("```");
   p();
   return `${out.join("\n")}\n`;

@@ -2,7 +2,7 @@ import type { CallRecord } from "./call-record.js";
 
 /**
  * The reasons of calls refused at the door, before any work: no or an unknown key, a model the
- * key may not use, a rate limit, a concurrency limit, the shared rate-limit store down, a request
+ * key may not use, a rate limit, a budget spent, a concurrency limit, the shared rate-limit or budget store down, a request
  * that is not a message of its method (MALFORMED_REQUEST: refused before the key is read). A caller
  * can make these as fast as it can send (issue 17: 104,000 rate-limited calls in 40 s from one
  * tenant, a line each), so their log lines are sampled; they are still counted in the metrics.
@@ -15,6 +15,8 @@ export const refusalReasons: ReadonlySet<string> = new Set([
   "RATE_LIMITED",
   "OVERLOADED",
   "RATE_LIMITER_UNAVAILABLE",
+  "BUDGET_EXCEEDED",
+  "BUDGET_STORE_UNAVAILABLE",
   "MALFORMED_REQUEST",
 ]);
 

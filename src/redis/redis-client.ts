@@ -1,7 +1,7 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { RedisConfig } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
-import { rateLimitScript, sessionAppendScript, sessionLoadScript } from "./redis-scripts.js";
+import { budgetChargeScript, budgetSpentScript, rateLimitScript, sessionAppendScript, sessionLoadScript } from "./redis-scripts.js";
 
 /** The scripts infergate defines on its client (see redis-scripts.ts). */
 export interface InfergateCommands {
@@ -9,6 +9,10 @@ export interface InfergateCommands {
   /** The Buffer variant ioredis defines beside every script (the history is binary). */
   igSessionLoadBuffer(key: string, ttlMs: number): Promise<Buffer[]>;
   igSessionAppend(key: string, ttlMs: number, maxMessages: number, maxBytes: number, ...messages: Buffer[]): Promise<number>;
+  /** budgetChargeScript: `numKeys` windows, then tokens, money ("" unpriced), model and each window's expiry. */
+  igBudgetCharge(numKeys: number, ...keysAndArgs: (string | number)[]): Promise<number>;
+  /** budgetSpentScript: `numKeys` windows. */
+  igBudgetSpent(numKeys: number, ...keys: string[]): Promise<string[]>;
 }
 
 /** A standalone or cluster client with infergate's scripts defined on it. */
@@ -86,6 +90,9 @@ export function createRedisConnection(config: RedisConfig, log: Logger): RedisCo
   client.defineCommand("igRateLimit", { numberOfKeys: 1, lua: rateLimitScript });
   client.defineCommand("igSessionLoad", { numberOfKeys: 1, lua: sessionLoadScript });
   client.defineCommand("igSessionAppend", { numberOfKeys: 1, lua: sessionAppendScript });
+  // The number of keys is each call's first argument (a budget has one to three windows).
+  client.defineCommand("igBudgetCharge", { lua: budgetChargeScript });
+  client.defineCommand("igBudgetSpent", { lua: budgetSpentScript });
 
   const where = config.clusterNodes.length > 0 ? `cluster ${config.clusterNodes.map(redactedUrl).join(",")}` : redactedUrl(config.url);
   const secret = main.password;

@@ -96,3 +96,45 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return #items - drop
 `;
+
+/**
+ * Adds one call's charge to a budget's windows (src/security/redis-budget-store.ts). The windows
+ * of one budget share a hash tag, so one script touches them all on Redis Cluster.
+ *
+ * KEYS: the windows (hashes: t = tokens, c = money, u = calls of unpriced models, and the same
+ * per model as t:<model>, c:<model>, u:<model>). ARGV: tokens, money ("" when the model is
+ * unpriced), model, then each window's expiry (ms since the epoch), key for key.
+ */
+export const budgetChargeScript = `
+local tokens = tonumber(ARGV[1])
+local money = ARGV[2]
+local model = ARGV[3]
+for i = 1, #KEYS do
+  local k = KEYS[i]
+  redis.call('HINCRBY', k, 't', tokens)
+  redis.call('HINCRBY', k, 't:' .. model, tokens)
+  if money == '' then
+    redis.call('HINCRBY', k, 'u', 1)
+    redis.call('HINCRBY', k, 'u:' .. model, 1)
+  else
+    redis.call('HINCRBYFLOAT', k, 'c', money)
+    redis.call('HINCRBYFLOAT', k, 'c:' .. model, money)
+  end
+  redis.call('PEXPIREAT', k, ARGV[3 + i])
+end
+return 1
+`;
+
+/**
+ * Reads a budget's spend in its windows. KEYS: the windows (as budgetChargeScript writes them).
+ * Returns {tokens, money} of each window in turn, as strings ("" for a window not charged).
+ */
+export const budgetSpentScript = `
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], 't', 'c')
+  out[#out + 1] = v[1] or ''
+  out[#out + 1] = v[2] or ''
+end
+return out
+`;

@@ -1,5 +1,5 @@
 /** The Redis-backed pieces, as named in the `component` label of the failure counter. */
-export type RedisComponent = "rate_limits" | "cache" | "sessions";
+export type RedisComponent = "rate_limits" | "cache" | "sessions" | "budgets";
 
 /**
  * What the shared (Redis) pieces count, in one place for the metrics exporter, the same way the
@@ -12,6 +12,10 @@ export interface RedisStats {
   failOpen: number;
   /** Admission refusals because Redis failed and `onFailure` is `closed`. */
   failClosed: number;
+  /** Budget checks that admitted a call without its budget because Redis failed (budgets.onRedisFailure: open). */
+  budgetFailOpen: number;
+  /** Calls refused because Redis failed and budgets.onRedisFailure is `closed`. */
+  budgetFailClosed: number;
   /** Answers found in the Redis cache tier after a local miss. */
   cacheHits: number;
   /** Whether the client is connected now. */
@@ -19,5 +23,5 @@ export interface RedisStats {
 }
 
 export function createRedisStats(connected: () => boolean = () => false): RedisStats {
-  return { errors: { rate_limits: 0, cache: 0, sessions: 0 }, failOpen: 0, failClosed: 0, cacheHits: 0, connected };
+  return { errors: { rate_limits: 0, cache: 0, sessions: 0, budgets: 0 }, failOpen: 0, failClosed: 0, budgetFailOpen: 0, budgetFailClosed: 0, cacheHits: 0, connected };
 }

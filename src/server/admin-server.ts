@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import * as http from "node:http";
 import * as net from "node:net";
 import type { Registry } from "prom-client";
@@ -19,9 +20,39 @@ export interface AdminSources {
    * replica out of a load balancer at once for an upstream outage would turn it into a full one.
    */
   ready: () => boolean;
+  /**
+   * server.adminToken: when set, every endpoint but /healthz and /readyz needs `authorization:
+   * Bearer <token>`. Read per request (a reload may change it).
+   */
+  adminToken?: () => string | undefined;
+  /**
+   * GET /admin/usage (config `budgets`): the spend per caller, group and model, for one period
+   * (`?period=hour|day|month`) or all. Undefined: budgets are off (404).
+   */
+  usage?: () => ((period: string | undefined) => Promise<unknown>) | undefined;
 }
 
-/** The admin HTTP listener: /metrics, /healthz, /readyz. Loopback by default: it is not for callers. */
+/** Whether a listen address (HOST:PORT) is a loopback one: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackListen(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Whether a request carries `authorization: Bearer <token>` (compared in constant time). */
+function bearerMatches(req: http.IncomingMessage, token: string): boolean {
+  const h = req.headers.authorization;
+  if (h === undefined || !/^bearer /i.test(h)) return false;
+  const digest = (v: string) => createHash("sha256").update(v).digest();
+  return timingSafeEqual(digest(h.slice(7).trim()), digest(token));
+}
+
+const usagePeriods = new Set(["hour", "day", "month"]);
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" }).end(`${JSON.stringify(body, null, 2)}\n`);
+}
+
+/** The admin HTTP listener: /metrics, /healthz, /readyz, /admin/usage. Loopback by default: it is not for callers. */
 export interface AdminServer {
   readonly address: string;
   /** Its client connections: open, and refused by its caps. */
@@ -30,13 +61,36 @@ export interface AdminServer {
 }
 
 export async function startAdminServer(listen: string, sources: AdminSources, connections: ConnectionSettings): Promise<AdminServer> {
+  const loopback = isLoopbackListen(listen);
   const server = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
+    const [path, query] = (req.url ?? "/").split("?", 2) as [string, string | undefined];
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
       return;
     }
-    if (path === "/healthz") {
+    const token = sources.adminToken?.();
+    if (token !== undefined && path !== "/healthz" && path !== "/readyz" && !bearerMatches(req, token)) {
+      res.writeHead(401, { "content-type": "text/plain", "www-authenticate": 'Bearer realm="infergate-admin"' }).end("admin token required\n");
+      return;
+    }
+    if (path === "/admin/usage") {
+      const usage = sources.usage?.();
+      if (usage === undefined) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("budgets are not configured\n");
+      } else if (token === undefined && !loopback) {
+        res.writeHead(403, { "content-type": "text/plain" }).end("set server.adminToken to read /admin/usage on a non-loopback adminListen\n");
+      } else {
+        const period = new URLSearchParams(query ?? "").get("period") ?? undefined;
+        if (period !== undefined && !usagePeriods.has(period)) {
+          res.writeHead(400, { "content-type": "text/plain" }).end("period: one of hour, day, month\n");
+          return;
+        }
+        usage(period).then(
+          (body) => json(res, 200, body),
+          () => res.writeHead(503, { "content-type": "text/plain" }).end("the budget store is unavailable\n"),
+        );
+      }
+    } else if (path === "/healthz") {
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
     } else if (path === "/readyz") {
       const ready = sources.ready();

@@ -7,6 +7,8 @@ import { ResponseCache } from "../cache/response-cache.js";
 import { peerCommonName } from "../core/call-context.js";
 import { createMetrics } from "../observability/metrics.js";
 import { createSecurity } from "../security/admission.js";
+import { type Budgets, createBudgets } from "../security/budgets.js";
+import { registerBudgetMetrics } from "./budget-metrics.js";
 import { createSharedState } from "./shared-state.js";
 import { createCallRecorder, type PendingLine } from "./call-recorder.js";
 import { contentLogStep } from "./content-log.js";
@@ -78,12 +80,29 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     routes: () => router.routes(),
   });
   let security = createSecurity(config.auth, config.limits.default, shared.rateLimits);
+  // Budgets (config `budgets`): replaced on reload over the same store, as security is.
+  const budgetRefusals = new Map<string, number>();
+  const makeBudgets = (c: Config): Budgets | undefined =>
+    c.budgets === undefined
+      ? undefined
+      : createBudgets(c.budgets, shared.budgets, {
+          currency: c.pricing.currency,
+          callers: [...c.auth.keys.map((k) => k.name), ...c.auth.clientCertificates.map((k) => k.name)],
+          models: c.models.map((m) => m.name),
+          refused: budgetRefusals,
+        });
+  let budgets = makeBudgets(config);
+  registerBudgetMetrics(metrics.registry, () => budgets, shared.redisStats);
+  const admitWithBudgets = (admit: typeof security.admit, b: Budgets | undefined) => (b === undefined ? admit : b.admission(admit));
   // server.logContent only: the pending log line of each Chat call (see src/server/content-log.ts).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
   const recorder = createCallRecorder({
     log,
     metrics,
-    charge: (r) => security.charge(r),
+    charge: (r) => {
+      budgets?.charge(r)?.catch((err: unknown) => log.warn({ err }, "could not charge a call to its budgets"));
+      return security.charge(r);
+    },
     refusalLogIntervalMs: config.server.refusalLogIntervalMs,
     chatLines,
   });
@@ -91,7 +110,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     log,
     cache,
     onCall: recorder.onCall,
-    admit: security.admit,
+    admit: admitWithBudgets(security.admit, budgets),
     maxConcurrentCalls: config.server.maxConcurrentCalls,
     requestLimits: config.server.requestLimits,
     sessions: shared.sessions,
@@ -99,7 +118,20 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   });
   gatewayRef = gateway;
   let draining = false;
-  const admin = await startAdminServer(config.server.adminListen, { registry: metrics.registry, ready: () => !draining }, config.server.connections);
+  const admin = await startAdminServer(
+    config.server.adminListen,
+    {
+      registry: metrics.registry,
+      ready: () => !draining,
+      // Restart-only, as every server setting (config-reload.ts).
+      adminToken: () => config.server.adminToken,
+      usage: () => {
+        const b = budgets;
+        return b === undefined ? undefined : (period) => b.usage(period as Parameters<Budgets["usage"]>[0]);
+      },
+    },
+    config.server.connections,
+  );
   const server = config.server;
   // The gRPC and HTTP listeners' connections count against one set of caps.
   const gate = createConnectionGate(server.connections.max, server.connections.maxPerIp);
@@ -179,8 +211,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
         http.updateTls(next.tls);
       }
       const nextSecurity = createSecurity(next.config.auth, next.config.limits.default, shared.rateLimits);
-      const before = gateway.swap({ router: next.router, admit: nextSecurity.admit });
+      const nextBudgets = makeBudgets(next.config);
+      const before = gateway.swap({ router: next.router, admit: admitWithBudgets(nextSecurity.admit, nextBudgets) });
       security = nextSecurity;
+      budgets = nextBudgets;
       router = next.router;
       metrics.setModels(next.config.models.map((m) => m.name));
       return before;

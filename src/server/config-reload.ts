@@ -11,7 +11,7 @@ import type { Config, UpstreamConfig } from "../config/schema.js";
  */
 export function restartOnlyChanges(running: Config, next: Config): string[] {
   const changed: string[] = [];
-  const server = ["listen", "httpListen", "adminListen", "logContent", "maxMessageBytes", "maxTimeoutMs", "maxConcurrentStreams", "shutdownGraceMs", "maxConcurrentCalls", "refusalLogIntervalMs"] as const;
+  const server = ["listen", "httpListen", "adminListen", "adminToken", "logContent", "maxMessageBytes", "maxTimeoutMs", "maxConcurrentStreams", "shutdownGraceMs", "maxConcurrentCalls", "refusalLogIntervalMs"] as const;
   for (const k of server) {
     if (running.server[k] !== next.server[k]) changed.push(`server.${k}`);
   }

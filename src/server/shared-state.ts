@@ -4,7 +4,9 @@ import type { Config } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
 import { createRedisConnection, redactedUrl } from "../redis/redis-client.js";
 import { createRedisStats, type RedisStats } from "../redis/redis-stats.js";
+import { MemoryBudgetStore, type BudgetStore } from "../security/budget-store.js";
 import { MemoryRateLimitStore, type RateLimitStore } from "../security/rate-limiter.js";
+import { RedisBudgetStore } from "../security/redis-budget-store.js";
 import { RedisRateLimitStore } from "../security/redis-rate-limit-store.js";
 import { MemorySessionStore } from "../sessions/memory-session-store.js";
 import { RedisSessionStore } from "../sessions/redis-session-store.js";
@@ -19,6 +21,8 @@ export interface SharedState {
   /** The Redis cache tier; undefined: the cache is local only. */
   readonly cacheTier: AnswerTier | undefined;
   readonly sessions: Sessions;
+  /** Where budgets count (config `budgets`): on Redis whenever the `redis:` section is present. */
+  readonly budgets: BudgetStore;
   /** Counters of the Redis pieces, for the metrics; undefined without Redis. */
   readonly redisStats: RedisStats | undefined;
   /** Closes the Redis connection, if any. */
@@ -44,6 +48,7 @@ export async function createSharedState(config: Config, log: Logger): Promise<Sh
       rateLimits: new MemoryRateLimitStore(),
       cacheTier: undefined,
       sessions: new Sessions(memorySessions()),
+      budgets: new MemoryBudgetStore(),
       redisStats: undefined,
       close: async () => {},
     };
@@ -59,6 +64,7 @@ export async function createSharedState(config: Config, log: Logger): Promise<Sh
       rateLimits: r.rateLimits.enabled ? `shared (on failure: ${r.rateLimits.onFailure})` : "local",
       cache: r.cache.enabled ? "local + redis" : "local",
       sessions: r.sessions.enabled ? "redis" : "local",
+      ...(config.budgets === undefined ? {} : { budgets: `redis (on failure: ${config.budgets.onRedisFailure})` }),
     },
     "redis",
   );
@@ -66,6 +72,7 @@ export async function createSharedState(config: Config, log: Logger): Promise<Sh
     rateLimits: r.rateLimits.enabled ? new RedisRateLimitStore(redis, r.rateLimits.onFailure, stats, log) : new MemoryRateLimitStore(),
     cacheTier: r.cache.enabled ? createRedisAnswerTier(redis, stats, log) : undefined,
     sessions: new Sessions(r.sessions.enabled ? new RedisSessionStore(redis, config.sessions, stats, log) : memorySessions()),
+    budgets: new RedisBudgetStore(redis, config.budgets?.onRedisFailure ?? "open", stats, log),
     redisStats: stats,
     close: () => redis.close(),
   };

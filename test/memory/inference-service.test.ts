@@ -145,6 +145,7 @@ describe("InferenceService in memory", () => {
     expect(res.models.map((m) => [m.name, m.version, m.upstreamKind, m.upstream, m.capabilities, m.state])).toEqual([
       ["mock-chat", "1", "mock", "mock", [Capability.CHAT, Capability.GENERATE], ModelState.READY],
       ["mock-predict", "1", "mock", "mock", [Capability.PREDICT], ModelState.READY],
+      ["mock-embed", "1", "mock", "mock", [Capability.EMBED], ModelState.READY],
     ]);
   });
 });

@@ -116,10 +116,19 @@ function humanDuration(ms: number): string {
     .join(" ");
 }
 
-/** A call's cost as the call record carries it (CallRecord.cost: undefined when unpriced). */
+/**
+ * A call's cost as the call record carries it (CallRecord.cost, src/observability/cost.ts:
+ * undefined when the model is unpriced), read defensively: a record without it is unpriced.
+ */
 function costOf(record: CallRecord): number | undefined {
   const cost = (record as { cost?: unknown }).cost;
   return typeof cost === "number" && Number.isFinite(cost) ? cost : undefined;
+}
+
+/** The model a call's spend is counted under: the one that answered (a fallback), else the one asked for. */
+function modelOf(record: CallRecord): string {
+  const answered = (record as { pricedModel?: unknown }).pricedModel;
+  return typeof answered === "string" ? answered : record.model;
 }
 
 /**
@@ -263,7 +272,8 @@ export function createBudgets(config: BudgetsConfig, store: BudgetStore, options
       if (tokens <= 0 && (money === undefined || money <= 0)) return undefined;
       const now = clock.now();
       const ws = budgetPeriods.map((p) => window(p, now));
-      const c: BudgetCharge = { model: models.has(record.model) ? record.model : "other", tokens, money };
+      const model = modelOf(record);
+      const c: BudgetCharge = { model: models.has(model) ? model : "other", tokens, money };
       const pending: Promise<void>[] = [];
       for (const b of budgetsOf(record.tenant)) {
         const r = store.charge(b, ws, c);

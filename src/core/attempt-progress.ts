@@ -16,13 +16,18 @@ export interface AttemptProgress {
   answered: boolean;
   /** A socket failed (refused, reset, closed) — after the answer began, too. */
   connectionFailed: boolean;
+  /**
+   * The W3C trace context headers of the attempt's client span, when tracing is on
+   * (CallSpan.attempt, src/core/call-context.ts): the transports send them upstream.
+   */
+  traceHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
 const watched = new WeakMap<AbortSignal, AttemptProgress>();
 
 /** Starts watching the attempt whose adapter call is given `signal`. */
 export function watchAttempt(signal: AbortSignal): AttemptProgress {
-  const progress: AttemptProgress = { answered: false, connectionFailed: false };
+  const progress: AttemptProgress = { answered: false, connectionFailed: false, traceHeaders: undefined };
   watched.set(signal, progress);
   return progress;
 }
@@ -42,4 +47,13 @@ export function attemptAnswered(signal: AbortSignal): void {
 export function attemptConnectionFailed(signal: AbortSignal): void {
   const p = watched.get(signal);
   if (p !== undefined) p.connectionFailed = true;
+}
+
+/**
+ * For transports: the trace context headers to send with the attempt on `signal` (a parent span
+ * for the upstream), or undefined when tracing is off or the signal is not watched. Read when the
+ * request is made: the attempts of one call run one after another.
+ */
+export function attemptTraceHeaders(signal: AbortSignal): Readonly<Record<string, string>> | undefined {
+  return watched.get(signal)?.traceHeaders;
 }

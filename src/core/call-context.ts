@@ -63,6 +63,52 @@ export interface AttemptTrace {
   attempts: number;
   /** The endpoint URL without credentials; undefined before any attempt and for in-process kinds. */
   endpoint: string | undefined;
+  /**
+   * The call's server span when tracing is on (set by the call record step from
+   * src/observability/tracing.ts); undefined when it is off, so that the layers below start no
+   * span and do no context work.
+   */
+  span?: CallSpan | undefined;
+}
+
+/**
+ * One call's span as the layers below the gateway see it: the resilience layer starts a client
+ * span under it for each upstream attempt. An interface here, so that nothing below the
+ * observability layer depends on OpenTelemetry (src/observability/tracing.ts implements it).
+ */
+export interface CallSpan {
+  /** The call's trace id (32 hex digits), for its log line. */
+  readonly traceId: string;
+  /** Starts the client span of one upstream attempt; its `end` is called once the attempt is over. */
+  attempt(info: AttemptSpanInfo): AttemptSpan;
+}
+
+/** What an attempt's client span says of where the attempt went. */
+export interface AttemptSpanInfo {
+  /** The RPC of the upstream call: predict, chat, generate or embed. */
+  readonly operation: "predict" | "chat" | "generate" | "embed";
+  /** The configured upstream's name and kind. */
+  readonly upstream: string;
+  readonly kind: string;
+  /** The model's name at the upstream. */
+  readonly upstreamModel: string;
+  /** The endpoint URL without credentials ("" for in-process kinds). */
+  readonly endpoint: string;
+  /** The attempt's number within this upstream call, from 1. */
+  readonly attempt: number;
+  /** The endpoint's circuit breaker when the attempt started. */
+  readonly breaker: "closed" | "open" | "halfOpen";
+}
+
+/** The client span of one upstream attempt. */
+export interface AttemptSpan {
+  /**
+   * W3C trace context headers (`traceparent`, and `tracestate` when the caller sent one) naming
+   * this attempt as the parent: the transports send them as HTTP headers or gRPC metadata.
+   */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Ends the span: with the attempt's error, or with its answer (usage, finish reason, model). */
+  end(err: unknown, answer?: object): void;
 }
 
 /** A CallContext plus the release of its timer, for the ingress that made it. */
@@ -145,7 +191,7 @@ class Context implements OwnedCallContext {
   readonly requestId: string;
   readonly peerCommonName: string | undefined;
   readonly responseHeaders: Record<string, string>;
-  readonly trace: AttemptTrace = { attempts: 0, endpoint: undefined };
+  readonly trace: AttemptTrace = { attempts: 0, endpoint: undefined, span: undefined };
   /** Set by the gRPC listener for answers it encodes itself (see CallContext). */
   encodeAnswer?: (answer: object) => void;
   // Node makes a controller's AbortSignal when it is first asked for (or aborted).

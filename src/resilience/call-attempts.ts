@@ -1,6 +1,6 @@
 import type { ResilienceConfig } from "../config/schema.js";
 import { type AttemptProgress, unwatchAttempt, watchAttempt } from "../core/attempt-progress.js";
-import type { AttemptTrace } from "../core/call-context.js";
+import type { AttemptSpan, AttemptSpanInfo, AttemptTrace } from "../core/call-context.js";
 import { GatewayError } from "../core/gateway-error.js";
 import type { Upstream, UpstreamCall } from "../core/upstream.js";
 import { redactedError } from "../upstreams/http/http-errors.js";
@@ -44,6 +44,11 @@ export interface Attempt {
   breakersSettled: boolean;
   readonly progress: AttemptProgress;
   readonly startedAt: number;
+  /** The attempt's client span when the call is traced (src/observability/tracing.ts). */
+  readonly span: AttemptSpan | undefined;
+  /** For the span: the attempt's (redacted) error, or its answer (a stream's final event). */
+  error: unknown;
+  answer: object | undefined;
 }
 
 /** How an attempt ended, for breakers and ejection: see settle in createResilientUpstream. */
@@ -55,6 +60,8 @@ export type Verdict = "success" | "abandoned" | "endpoint" | "model";
  */
 export interface AttemptHost {
   readonly name: string;
+  /** The upstream's kind, for the attempts' spans. */
+  readonly kind: string;
   readonly config: ResilienceConfig;
   /** The endpoints are remote (not one in-process instance): attempts have a transport to watch. */
   readonly remote: boolean;
@@ -89,6 +96,8 @@ export class CallAttempts {
   constructor(
     private readonly host: AttemptHost,
     private readonly call: ResilientCall<unknown>,
+    /** The upstream RPC, for the attempts' spans. */
+    private readonly operation: AttemptSpanInfo["operation"],
   ) {
     host.limit.acquire();
     host.budget.enter();
@@ -114,7 +123,19 @@ export class CallAttempts {
       call.trace.attempts++;
       call.trace.endpoint = endpoint.display === "" ? undefined : endpoint.display;
     }
-    return { ...picked, breakersSettled: false, progress: host.remote ? watchAttempt(signal) : inProcessProgress, startedAt: host.now() };
+    const progress = host.remote ? watchAttempt(signal) : inProcessProgress;
+    const span = call.trace?.span?.attempt({
+      operation: this.operation,
+      upstream: host.name,
+      kind: host.kind,
+      upstreamModel: call.upstreamModel,
+      endpoint: endpoint.display,
+      attempt,
+      breaker: endpoint.breaker.state(),
+    });
+    // The transport sends the span's trace context upstream (src/core/attempt-progress.ts).
+    if (span !== undefined && host.remote) progress.traceHeaders = span.headers;
+    return { ...picked, breakersSettled: false, progress, startedAt: host.now(), span, error: undefined, answer: undefined };
   }
 
   /**
@@ -126,6 +147,7 @@ export class CallAttempts {
     const { host, call } = this;
     // The one place every error of an adapter passes, whatever the status (issue 17).
     const err = redactedError(thrown, host.secrets);
+    a.error = err;
     host.settle(a, call.upstreamModel, this.verdictOf(err, a));
     if (sent > 0) throw brokenOff(err, sent, call.signal, host.name);
     const delay = this.retryDelay(err, attempt);
@@ -139,6 +161,7 @@ export class CallAttempts {
   end(a: Attempt, signal: AbortSignal): void {
     a.endpoint.inFlight--;
     if (this.host.remote) unwatchAttempt(signal, a.progress);
+    a.span?.end(a.error, a.answer);
   }
 
   /** The wait before the next attempt; rejects when the call's signal aborts. */

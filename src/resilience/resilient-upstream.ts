@@ -211,10 +211,14 @@ export function createResilientUpstream(
   }
 
   /** Made once: what each call's attempts need of this upstream (see CallAttempts). */
-  const host: AttemptHost = { name: config.name, config: r, remote, now, random, budget, limit, secrets, choose, circuitOpen, settle };
+  const host: AttemptHost = { name: config.name, kind: config.kind, config: r, remote, now, random, budget, limit, secrets, choose, circuitOpen, settle };
 
-  async function unary<Req, Res>(call: ResilientCall<Req>, op: (adapter: Upstream, call: UpstreamCall<Req>) => Promise<Res>): Promise<Res> {
-    const run = new CallAttempts(host, call);
+  async function unary<Req, Res extends object>(
+    call: ResilientCall<Req>,
+    operation: "predict" | "chat" | "embed",
+    op: (adapter: Upstream, call: UpstreamCall<Req>) => Promise<Res>,
+  ): Promise<Res> {
+    const run = new CallAttempts(host, call, operation);
     try {
       for (let attempt = 1; ; attempt++) {
         const a = run.start(attempt, call.signal);
@@ -222,6 +226,7 @@ export function createResilientUpstream(
         try {
           const res = await op(a.endpoint.adapter, call);
           settle(a, call.upstreamModel, "success");
+          if (a.span !== undefined) a.answer = res;
           return res;
         } catch (thrown) {
           delay = run.failed(thrown, attempt, a);
@@ -238,7 +243,7 @@ export function createResilientUpstream(
 
   /** As unary, per attempt a stream of events: committed at its first, so no retry after it. */
   async function* generate(call: ResilientCall<ChatInput>): AsyncGenerator<GenerateResponse> {
-    const run = new CallAttempts(host, call);
+    const run = new CallAttempts(host, call, "generate");
     try {
       for (let attempt = 1; ; attempt++) {
         const attemptAbort = linkedAbort(call.signal);
@@ -272,6 +277,7 @@ export function createResilientUpstream(
             yield next.value;
             if (isFinal) {
               settle(a, call.upstreamModel, "success");
+              if (a.span !== undefined) a.answer = next.value.event.value as object;
               return;
             }
           }
@@ -300,10 +306,10 @@ export function createResilientUpstream(
   const wrapper: ResilientUpstream = {
     name: config.name,
     kind: config.kind,
-    ...(first.predict === undefined ? {} : { predict: (call) => unary(call, (a, c) => a.predict!(c)) }),
-    ...(first.chat === undefined ? {} : { chat: (call) => unary(call, (a, c) => a.chat!(c)) }),
+    ...(first.predict === undefined ? {} : { predict: (call) => unary(call, "predict", (a, c) => a.predict!(c)) }),
+    ...(first.chat === undefined ? {} : { chat: (call) => unary(call, "chat", (a, c) => a.chat!(c)) }),
     // Embeddings are idempotent: retried, breakers and endpoints as Predict.
-    ...(first.embed === undefined ? {} : { embed: (call) => unary(call, (a, c) => a.embed!(c)) }),
+    ...(first.embed === undefined ? {} : { embed: (call) => unary(call, "embed", (a, c) => a.embed!(c)) }),
     ...(first.generate === undefined ? {} : { generate }),
     modelState(upstreamModel) {
       const health = models.get(upstreamModel);

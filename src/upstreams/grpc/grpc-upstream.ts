@@ -6,7 +6,7 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_
 import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
-import { attemptAnswered } from "../../core/attempt-progress.js";
+import { attemptAnswered, attemptTraceHeaders } from "../../core/attempt-progress.js";
 import { DEADLINE_MARGIN_MS } from "../../core/call-context.js";
 import { scrub } from "../http/http-errors.js";
 import { defaultHttpPoolOptions, readUpstreamTls } from "../http/http-upstream.js";
@@ -70,6 +70,12 @@ export class GrpcUpstream {
     const metadata = new grpc.Metadata();
     for (const [k, v] of Object.entries(call.metadata ?? {})) {
       metadata.set(k, v);
+    }
+    // The attempt's client span as the upstream's parent (traceparent), when tracing is on; it
+    // replaces a traceparent forwarded from the caller's headers.
+    const trace = attemptTraceHeaders(call.signal);
+    if (trace !== undefined) {
+      for (const k in trace) metadata.set(k, trace[k]!);
     }
     const own = Date.now() + this.config.timeoutMs;
     const deadline = new Date(Math.min(call.deadline, own));

@@ -4,7 +4,7 @@ import { Pool, type Dispatcher } from "undici";
 import { z } from "zod";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import { attemptAnswered, attemptConnectionFailed } from "../../core/attempt-progress.js";
+import { attemptAnswered, attemptConnectionFailed, attemptTraceHeaders } from "../../core/attempt-progress.js";
 import { badResponse, errorFromNetwork, errorFromStatus } from "./http-errors.js";
 
 /** Connection settings shared by the HTTP upstream kinds (the `http` part of their options). */
@@ -156,12 +156,14 @@ export class HttpUpstream {
     );
     const query = call.query === undefined ? "" : `?${new URLSearchParams(call.query).toString()}`;
     const path = `${base.pathname.replace(/\/$/, "")}${call.path}${query}`;
+    // The attempt's client span as the upstream's parent (traceparent), when tracing is on.
+    const trace = attemptTraceHeaders(call.signal);
     let res: Dispatcher.ResponseData;
     try {
       res = await this.pool(base.origin).request({
         method: call.method,
         path,
-        headers: call.headers,
+        headers: trace === undefined ? call.headers : { ...call.headers, ...trace },
         body: call.body ?? null,
         signal,
       });

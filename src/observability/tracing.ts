@@ -1,0 +1,239 @@
+import {
+  type Attributes,
+  type Context,
+  defaultTextMapGetter,
+  defaultTextMapSetter,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Tracer,
+} from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } from "@opentelemetry/sdk-trace-base";
+import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
+import type { Usage } from "../../gen/infergate/v1/chat_pb.js";
+import type { TracingConfig } from "../config/schema.js";
+import type { AttemptSpan, AttemptSpanInfo, CallSpan } from "../core/call-context.js";
+import { toGatewayError } from "../core/gateway-error.js";
+import type { Rpc } from "../core/rpc.js";
+import type { CallRecord } from "./call-record.js";
+import type { Logger } from "./logger.js";
+import { BoundedBatchProcessor, type ExportStats } from "./tracing-export.js";
+
+/**
+ * OpenTelemetry tracing (docs/tracing.md): a server span per call, continuing the caller's W3C
+ * trace context (`traceparent`, `tracestate` from gRPC metadata or HTTP headers), and a client span
+ * per upstream attempt under it, whose context the transports send upstream
+ * (src/core/attempt-progress.ts). Attribute names follow the OpenTelemetry semantic conventions
+ * for GenAI (gen_ai.*) and RPC; infergate's own are infergate.*. No prompt or completion text.
+ *
+ * Spans are made with the official SDK (BasicTracerProvider, its samplers and id generator) but no
+ * context manager: the call's span travels on the call (CallContext.trace.span), so no async
+ * context is tracked per call. Off (no `tracing.endpoint`), none of this is made: the gateway
+ * checks for the span and does nothing else.
+ */
+export interface Tracing {
+  /** Starts the server span of one call, the child of the caller's trace context when it sent one. */
+  startCall(rpc: Rpc, headers: Readonly<Record<string, string>>): ServerSpan;
+  /** Export failures and spans dropped so far (infergate_tracing_* metrics). */
+  readonly stats: ExportStats;
+  /** Exports what is queued, within the export timeout, then stops (graceful stop). */
+  shutdown(): Promise<void>;
+}
+
+/** A call's server span: the CallSpan the layers below see, and its end for the call record step. */
+export interface ServerSpan extends CallSpan {
+  /** Ends the span with what the call's record says, and the answer it had (model, finish reason). */
+  end(record: CallRecord, answer: object | undefined, session: boolean): void;
+}
+
+/** The RPC's service, as `rpc.service` names it. */
+const service = "infergate.v1.InferenceService";
+
+/** gen_ai.operation.name of each model call (predict is infergate's own: tensors, not GenAI). */
+const operationOf: Partial<Record<Rpc, string>> = { Chat: "chat", Generate: "chat", Embed: "embeddings", Predict: "predict" };
+const attemptOperation: Record<AttemptSpanInfo["operation"], string> = { chat: "chat", generate: "chat", embed: "embeddings", predict: "predict" };
+
+/** gen_ai.provider.name of each upstream kind: the convention's names where it has one. */
+const providerOf: Readonly<Record<string, string>> = { openai: "openai", anthropic: "anthropic" };
+
+/** FinishReason (proto/infergate/v1/chat.proto) by number, as gen_ai.response.finish_reasons names them. */
+const finishReasonNames = ["", "stop", "length", "tool_calls", "content_filter"];
+
+/** The fields of an answer the spans read; every model answer has some of them. */
+interface Answered {
+  readonly model?: string;
+  readonly upstream?: string;
+  readonly finishReason?: number;
+  readonly usage?: Usage | undefined;
+}
+
+/** Makes the tracing of one app, or undefined when the config names no endpoint (tracing off). */
+export function createTracing(config: TracingConfig, log: Logger): Tracing | undefined {
+  if (config.endpoint === undefined) return undefined;
+  const ratio = new TraceIdRatioBasedSampler(config.samplingRatio);
+  const exporter = new OTLPTraceExporter({
+    url: config.endpoint,
+    headers: { ...config.headers },
+    timeoutMillis: config.exportTimeoutMs,
+  });
+  const processor = new BoundedBatchProcessor(exporter, {
+    maxQueueSize: config.maxQueueSize,
+    maxExportBatchSize: Math.min(config.maxExportBatchSize, config.maxQueueSize),
+    scheduledDelayMs: config.scheduledDelayMs,
+    exportTimeoutMs: config.exportTimeoutMs,
+    // Logged once per outage, not per failed export (they are counted); the URL without its
+    // credentials or query, the headers never.
+    onOutage: (error) => log.warn({ endpoint: displayEndpoint(config.endpoint!), error }, "tracing: exporting spans failed; calls go on, spans are dropped and counted (infergate_tracing_export_failures_total) until an export succeeds"),
+    onRecovery: (failures) => log.info({ failures }, "tracing: exporting spans works again"),
+  });
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: config.serviceName }),
+    sampler: config.parentBased ? new ParentBasedSampler({ root: ratio }) : ratio,
+    spanProcessors: [processor],
+  });
+  const tracer = provider.getTracer("infergate");
+  const propagator = new W3CTraceContextPropagator();
+  return {
+    startCall(rpc, headers) {
+      const parent = headers.traceparent === undefined ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+      const span = tracer.startSpan(`${service}/${rpc}`, { kind: SpanKind.SERVER, attributes: { "rpc.service": service, "rpc.method": rpc } }, parent);
+      return new CallSpanImpl(tracer, propagator, span, rpc);
+    },
+    stats: processor.stats,
+    async shutdown() {
+      await processor.shutdown();
+    },
+  };
+}
+
+/** The URL as logs may show it: no user, password, query or fragment. */
+function displayEndpoint(url: string): string {
+  const u = new URL(url);
+  return `${u.origin}${u.pathname}`;
+}
+
+/** ServerSpan: a class, so that its methods are not closures made per call. */
+class CallSpanImpl implements ServerSpan {
+  readonly traceId: string;
+  /** The span as a parent context, made on the first attempt. */
+  private parent: Context | undefined;
+
+  constructor(
+    private readonly tracer: Tracer,
+    private readonly propagator: W3CTraceContextPropagator,
+    private readonly span: Span,
+    private readonly rpc: Rpc,
+  ) {
+    this.traceId = span.spanContext().traceId;
+  }
+
+  attempt(info: AttemptSpanInfo): AttemptSpan {
+    this.parent ??= trace.setSpan(ROOT_CONTEXT, this.span);
+    const operation = attemptOperation[info.operation];
+    const span = this.tracer.startSpan(`${operation} ${info.upstreamModel}`, { kind: SpanKind.CLIENT }, this.parent);
+    if (span.isRecording()) {
+      const provider = providerOf[info.kind] ?? info.kind;
+      const attributes: Attributes = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": provider,
+        "gen_ai.system": provider,
+        "gen_ai.request.model": info.upstreamModel,
+        "infergate.upstream": info.upstream,
+        "infergate.upstream.kind": info.kind,
+        "infergate.attempt": info.attempt,
+        "infergate.breaker.state": info.breaker,
+      };
+      if (info.endpoint !== "") {
+        attributes["url.full"] = info.endpoint;
+        const u = new URL(info.endpoint);
+        attributes["server.address"] = u.hostname;
+        if (u.port !== "") attributes["server.port"] = Number(u.port);
+      }
+      span.setAttributes(attributes);
+    }
+    const headers: Record<string, string> = {};
+    this.propagator.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter);
+    return new AttemptSpanImpl(span, headers);
+  }
+
+  end(record: CallRecord, answer: object | undefined, session: boolean): void {
+    const span = this.span;
+    if (span.isRecording()) {
+      const a = answer as Answered | undefined;
+      const attributes: Attributes = {
+        "rpc.grpc.status_code": record.code,
+        "infergate.request_id": record.requestId,
+        "infergate.attempts": record.attempts,
+      };
+      const operation = operationOf[this.rpc];
+      if (operation !== undefined) {
+        attributes["gen_ai.operation.name"] = operation;
+        attributes["gen_ai.request.model"] = record.model;
+        usageAttributes(attributes, record);
+        if (a !== undefined) answerAttributes(attributes, a);
+        attributes["infergate.session"] = session;
+      }
+      if (record.tenant !== "") attributes["infergate.tenant"] = record.tenant;
+      if (record.upstream !== undefined) attributes["infergate.served_by"] = record.upstream;
+      if (record.cache !== undefined) attributes["infergate.cache"] = record.cache;
+      if (record.reason !== undefined) {
+        attributes["error.type"] = record.reason;
+        attributes["infergate.reason"] = record.reason;
+      }
+      span.setAttributes(attributes);
+      if (record.code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: record.reason ?? `gRPC status ${record.code}` });
+    }
+    span.end();
+  }
+}
+
+/** The fields of token usage that a CallRecord and a Usage (proto/infergate/v1/chat.proto) share. */
+type TokenCounts = Pick<Usage, "promptTokens" | "completionTokens" | "cachedPromptTokens" | "cacheCreationTokens" | "reasoningTokens">;
+
+/** Token usage by kind (GenAI semantic conventions); the parts only when the upstream reported some. */
+function usageAttributes(attributes: Attributes, r: TokenCounts): void {
+  attributes["gen_ai.usage.input_tokens"] = r.promptTokens;
+  attributes["gen_ai.usage.output_tokens"] = r.completionTokens;
+  if (r.cachedPromptTokens > 0) attributes["gen_ai.usage.cache_read.input_tokens"] = r.cachedPromptTokens;
+  if (r.cacheCreationTokens > 0) attributes["gen_ai.usage.cache_creation.input_tokens"] = r.cacheCreationTokens;
+  if (r.reasoningTokens > 0) attributes["gen_ai.usage.reasoning.output_tokens"] = r.reasoningTokens;
+}
+
+/** The answer's model and finish reason, when it says them. */
+function answerAttributes(attributes: Attributes, a: Answered): void {
+  if (a.model !== undefined && a.model !== "") attributes["gen_ai.response.model"] = a.model;
+  const finish = a.finishReason === undefined ? undefined : finishReasonNames[a.finishReason];
+  if (finish !== undefined && finish !== "") attributes["gen_ai.response.finish_reasons"] = [finish];
+}
+
+/** AttemptSpan over an SDK span. */
+class AttemptSpanImpl implements AttemptSpan {
+  constructor(
+    private readonly span: Span,
+    readonly headers: Readonly<Record<string, string>>,
+  ) {}
+
+  end(err: unknown, answer?: object): void {
+    const span = this.span;
+    if (span.isRecording()) {
+      if (err !== undefined) {
+        const e = toGatewayError(err);
+        const reason = e.reason ?? "UNKNOWN";
+        span.setAttributes({ "rpc.grpc.status_code": e.code, "error.type": reason });
+        span.setStatus({ code: SpanStatusCode.ERROR, message: reason });
+      } else if (answer !== undefined) {
+        const a = answer as Answered;
+        const attributes: Attributes = { "rpc.grpc.status_code": 0 };
+        if (a.usage !== undefined) usageAttributes(attributes, a.usage);
+        answerAttributes(attributes, a);
+        span.setAttributes(attributes);
+      }
+    }
+    span.end();
+  }
+}

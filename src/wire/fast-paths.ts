@@ -4,6 +4,8 @@ import {
   ChatRequestSchema,
   type ChatResponse,
   ChatResponseSchema,
+  type EmbedResponse,
+  EmbedResponseSchema,
   type GenerateResponse,
   GenerateRequestSchema,
   GenerateResponseSchema,
@@ -11,6 +13,7 @@ import {
   type PredictResponse,
   PredictResponseSchema,
 } from "../../gen/infergate/v1/inference_service_pb.js";
+import { encodeEmbedResponse } from "./embed-wire.js";
 import { encodePredictResponse, typedInputsToRaw } from "./predict-wire.js";
 
 /**
@@ -186,7 +189,13 @@ export function rememberEncoding(message: object, bytes: Uint8Array): void {
 export function responseBytes(schema: DescMessage, m: object): Uint8Array {
   return (
     known.get(m) ??
-    (schema === GenerateResponseSchema ? textDeltaBytes(m as GenerateResponse) : schema === PredictResponseSchema ? encodePredictResponse(m as PredictResponse) : undefined) ??
+    (schema === GenerateResponseSchema
+      ? textDeltaBytes(m as GenerateResponse)
+      : schema === PredictResponseSchema
+        ? encodePredictResponse(m as PredictResponse)
+        : schema === EmbedResponseSchema
+          ? encodeEmbedResponse(m as EmbedResponse)
+          : undefined) ??
     toBinary(schema, m as never)
   );
 }

@@ -33,9 +33,15 @@ export function fp32View(bytes: Uint8Array): Float32Array {
   return out;
 }
 
-/** The vector's values as numbers (EmbedResponse `values`, JSON). */
+/**
+ * The vector's values as numbers (EmbedResponse `values`, JSON). A plain loop: Array.from of a
+ * Float32Array goes through its iterator, about ten times slower for 64 × 1536 values.
+ */
 export function numbersFromFp32(bytes: Uint8Array): number[] {
-  return Array.from(fp32View(bytes));
+  const f = fp32View(bytes);
+  const out = new Array<number>(f.length);
+  for (let i = 0; i < f.length; i++) out[i] = f[i]!;
+  return out;
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { CapabilityName, ModelCacheConfig, ModelEmbeddingConfig } from "../config/schema.js";
+import type { CapabilityName, ModelCacheConfig, ModelEmbeddingConfig, ModelPrice } from "../config/schema.js";
 import type { Upstream } from "./upstream.js";
 
 /**
@@ -17,6 +17,10 @@ export interface ModelRoute {
   readonly cache: ModelCacheConfig;
   /** The limits of its Embed calls (config `embedding`). */
   readonly embedding: ModelEmbeddingConfig;
+  /** What its calls cost (config `price`); undefined: unpriced (src/observability/cost.ts). */
+  readonly price: ModelPrice | undefined;
+  /** The currency of `price` (config `pricing.currency`). */
+  readonly currency: string;
   /**
    * The models tried in order when this one's upstream fails with a retryable error (config
    * `fallbacks`); their own fallbacks are not followed.

@@ -110,7 +110,9 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   const { log, cache, onCall, admit, sessions, requestLimits } = options;
   const lifecycle = new Lifecycle({ router, admit }, options.maxConcurrentCalls);
   const logFailure = failureLog(log);
-  const record = callRecordStep(onCall, logFailure);
+  // The currency of a call that never got a model (the routes carry their own): the config's now.
+  let routes = router;
+  const record = callRecordStep(onCall, logFailure, () => routes.routes()[0]?.currency ?? "USD");
   // Every call's chain, outermost first: the order matters for what is counted and logged. The
   // call record's clock starts first and its report comes last, so refusals (draining, overload,
   // admission, routing, validation) are reported as calls; the drain step refuses before anything
@@ -145,7 +147,10 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     embed: (req, ctx) => embed(new GatewayCall("Embed", req.model, req, ctx)),
     listModels: (req, ctx) => models(new GatewayCall("ListModels", "", req, ctx)),
     deleteSession: (req, ctx) => forget(new GatewayCall("DeleteSession", "", req, ctx)),
-    swap: (next) => lifecycle.swap(next),
+    swap: (next) => {
+      routes = next.router;
+      return lifecycle.swap(next);
+    },
     drain: () => lifecycle.drain(),
     abortInFlight: (reason) => lifecycle.abortInFlight(reason),
     inFlight: () => lifecycle.inFlight(),

@@ -33,6 +33,8 @@ export function createRouter(config: Config, upstreams: ReadonlyMap<string, Upst
       modelOptions: parseModelOptions(upstreamConfig.kind, m.options),
       cache: m.cache,
       embedding: m.embedding,
+      price: m.price,
+      currency: config.pricing.currency,
       fallbacks: [],
     });
   }

@@ -35,6 +35,25 @@ export interface CallRecord {
   /** Of completionTokens, those the model spent reasoning. */
   readonly reasoningTokens: number;
   /**
+   * The usage is infergate's estimate, not the upstream's: a Generate stream cut off after events
+   * (by the client, a failure or an oversized event) has no final event and so no usage; its
+   * completionTokens are then the text and tool-call deltas given out (about a token each) and its
+   * promptTokens 0, so that what it spent is charged and priced rather than nothing.
+   */
+  readonly usageEstimated?: true | undefined;
+  /**
+   * What the call cost in `currency` (src/observability/cost.ts), at the price of the model that
+   * answered it (a fallback's when one did, `pricedModel`): from the usage when the upstream
+   * answered (the answer's, or the estimate of a stream cut off after events), 0 when nothing went
+   * upstream (a cache hit, a coalesced call, a refusal) or nothing came back (a failure). undefined:
+   * that model has no price ("unpriced", never 0).
+   */
+  readonly cost: number | undefined;
+  /** The gateway's currency (config `pricing.currency`). */
+  readonly currency: string;
+  /** The configured model whose price `cost` is at; undefined when the call never got a model. */
+  readonly pricedModel: string | undefined;
+  /**
    * Refused from its bytes, before it was decoded and its key read: not a message of its method
    * (MALFORMED_REQUEST) or over server.requestLimits (INVALID_ARGUMENT). Anyone can send these
    * without a key, so their lines are sampled as the refusals at the door are (refusal-log.ts).

@@ -50,7 +50,8 @@ export interface Metrics {
  * infergate's metrics (prom-client). Label values are bounded by construction: `model` is a
  * configured model name or "other" (a caller cannot grow the label set by sending junk names),
  * `code` a gRPC code name, `rpc` one of five, `component` one of three, `reason` one of
- * src/core/gateway-error.ts's reasons or OTHER, `upstream` and `endpoint` configured ones. Keys, prompts, tenants, session ids and Redis URLs never become labels.
+ * src/core/gateway-error.ts's reasons or OTHER, `upstream` and `endpoint` configured ones. Keys, prompts, session ids and Redis URLs never
+ * become labels; tenants only on the cost counter, as `caller`: the key's configured name, a set the config bounds.
  */
 export function createMetrics(sources: MetricsSources): Metrics {
   const registry = new Registry();
@@ -112,6 +113,16 @@ export function createMetrics(sources: MetricsSources): Metrics {
     name: "infergate_errors_total",
     help: "Failed calls (any code but OK) by RPC, model and ErrorInfo reason (OTHER: a call that failed without one of infergate's reasons).",
     labelNames: ["rpc", "model", "reason"] as const,
+    registers: [registry],
+  });
+  // `caller` is the key's configured name (auth.keys[].name, a certificate's name; "" without
+  // auth): a set the config bounds, so the one label of a tenant (docs/production.md, "Metrics").
+  const cost = new Counter({
+    name: "infergate_cost_total",
+    help:
+      "What the calls cost, in the configured currency, by the model whose price they were at (the one that answered: " +
+      "a fallback when one did), caller (the API key's or certificate's configured name) and currency. Unpriced models are not counted.",
+    labelNames: ["model", "caller", "currency"] as const,
     registers: [registry],
   });
   const rateLimited = new Counter({
@@ -268,6 +279,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
       if (r.reason === "RATE_LIMITED") rateLimited.inc({ rpc: r.rpc });
       else if (r.reason === "MALFORMED_REQUEST") malformed.inc({ rpc: r.rpc });
       countTokens(m, r);
+      if (r.cost !== undefined && r.cost > 0) cost.inc({ model: model(r.pricedModel ?? ""), caller: r.tenant, currency: r.currency }, r.cost);
     },
   };
 }

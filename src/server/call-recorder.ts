@@ -90,6 +90,10 @@ export function createCallRecorder(options: CallRecorderOptions): CallRecorder {
       cachedPromptTokens: r.cachedPromptTokens > 0 ? r.cachedPromptTokens : undefined,
       cacheCreationTokens: r.cacheCreationTokens > 0 ? r.cacheCreationTokens : undefined,
       reasoningTokens: r.reasoningTokens > 0 ? r.reasoningTokens : undefined,
+      usageEstimated: r.usageEstimated,
+      // A number in `currency`, or "unpriced" (a model without a price): never 0 for one.
+      cost: r.cost ?? "unpriced",
+      currency: r.cost === undefined ? undefined : r.currency,
     };
     const pending = r.rpc === "Chat" ? chatLines?.getStore() : undefined;
     if (pending === undefined) callLog.info(line, "call");

@@ -26,6 +26,9 @@ const record = (tokens: Partial<CallRecord>): CallRecord => ({
   cachedPromptTokens: 0,
   cacheCreationTokens: 0,
   reasoningTokens: 0,
+  cost: undefined,
+  currency: "USD",
+  pricedModel: undefined,
   ...tokens,
 });
 

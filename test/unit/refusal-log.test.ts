@@ -24,6 +24,9 @@ const record = (reason: string | undefined, tenant = "alpha", code = reason === 
   cachedPromptTokens: 0,
   cacheCreationTokens: 0,
   reasoningTokens: 0,
+  cost: undefined,
+  currency: "USD",
+  pricedModel: undefined,
 });
 
 describe("refusal log", () => {

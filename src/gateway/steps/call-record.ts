@@ -2,8 +2,11 @@ import { Code } from "@connectrpc/connect";
 import type { Usage } from "../../../gen/infergate/v1/chat_pb.js";
 import type { CallContext } from "../../core/call-context.js";
 import { GatewayError, toGatewayError } from "../../core/gateway-error.js";
+import type { ModelRoute } from "../../core/model-route.js";
 import type { CallObserver } from "../../observability/call-record.js";
+import { callCost, formatCost } from "../../observability/cost.js";
 import type { Rpc } from "../../core/rpc.js";
+import type { GatewayCall } from "../gateway-call.js";
 import { everyUnary, type Interceptor } from "../interceptor.js";
 import { cacheHeader } from "./cache.js";
 
@@ -14,6 +17,19 @@ import { cacheHeader } from "./cache.js";
 interface Reported {
   readonly upstream?: string;
   readonly usage?: Usage | undefined;
+}
+
+/**
+ * The response header (a unary call's) and trailer (Generate's) with the call's cost: the amount
+ * and the currency (`0.000123 USD`), or `unpriced` (src/observability/cost.ts, formatCost).
+ */
+export const costHeader = "infergate-cost";
+
+/** What a call cost, at the price of which model (see CallRecord). */
+interface Priced {
+  readonly cost: number | undefined;
+  readonly currency: string;
+  readonly pricedModel: string | undefined;
 }
 
 /** The call record step, and the report of a call refused before the gateway saw it. */
@@ -32,7 +48,32 @@ export interface CallRecordStep extends Interceptor {
  * A stream is reported with its time to first event, and as cancelled when its consumer stopped
  * reading before the final event (the client went away).
  */
-export function callRecordStep(onCall: CallObserver | undefined, logFailure: (err: unknown) => unknown): CallRecordStep {
+export function callRecordStep(
+  onCall: CallObserver | undefined,
+  logFailure: (err: unknown) => unknown,
+  /** The configured currency (of the configuration now in force): that of a call without a model. */
+  currency: () => string = () => "USD",
+): CallRecordStep {
+  /**
+   * A call's cost at the price of the model that answered it: the fallbacks step's candidate (the
+   * last one tried), else the model asked for (an answer from the cache: nothing was tried). Only
+   * what went upstream and came back costs: no attempt (cache hit, coalesced, refused) or no usage
+   * (a failure) is 0. The cost goes into the `infergate-cost` header (the listeners send a
+   * Generate's as a trailer, as it is set once the stream has ended).
+   */
+  function priced(call: GatewayCall, usage: Usage | undefined): Priced {
+    const route = (call.candidate as ModelRoute | undefined) ?? (call.route as ModelRoute | undefined);
+    let p: Priced;
+    if (route === undefined) p = { cost: 0, currency: currency(), pricedModel: undefined };
+    else if (route.price === undefined) p = { cost: undefined, currency: route.currency, pricedModel: route.name };
+    else {
+      const billed = usage !== undefined && call.outer.trace.attempts > 0;
+      p = { cost: billed ? callCost(route.price, usage, call.rpc === "Embed") : 0, currency: route.currency, pricedModel: route.name };
+    }
+    call.outer.responseHeaders[costHeader] = formatCost(p.cost, p.currency);
+    return p;
+  }
+
   function report(
     rpc: Rpc,
     ctx: CallContext,
@@ -42,6 +83,8 @@ export function callRecordStep(onCall: CallObserver | undefined, logFailure: (er
     answer: Reported | undefined,
     ttftMs: number | undefined,
     undecoded: true | undefined,
+    price: Priced,
+    usageEstimated: true | undefined,
   ): void {
     if (onCall === undefined) return;
     const e = err === undefined ? undefined : toGatewayError(err);
@@ -63,6 +106,10 @@ export function callRecordStep(onCall: CallObserver | undefined, logFailure: (er
       cachedPromptTokens: answer?.usage?.cachedPromptTokens ?? 0,
       cacheCreationTokens: answer?.usage?.cacheCreationTokens ?? 0,
       reasoningTokens: answer?.usage?.reasoningTokens ?? 0,
+      usageEstimated,
+      cost: price.cost,
+      currency: price.currency,
+      pricedModel: price.pricedModel,
       undecoded,
     });
   }
@@ -94,19 +141,36 @@ export function callRecordStep(onCall: CallObserver | undefined, logFailure: (er
     },
     end(call, err, answer) {
       if (call.rpc !== "Generate") {
+        const reported = answer as Reported | undefined;
+        // Priced before the answer is encoded: the header goes out with it.
+        const price = priced(call, reported?.usage);
         const failure = err ?? (answer === undefined ? undefined : encodeFailure(call.outer, answer));
-        report(call.rpc, call.outer, call.model, call.started, failure, answer as Reported | undefined, undefined, undefined);
+        report(call.rpc, call.outer, call.model, call.started, failure, reported, undefined, undefined, price, undefined);
         return failure;
       }
-      const final = call.final;
+      let final: Reported | undefined = call.final;
+      // A stream cut off after events has no usage: an estimate instead (CallRecord.usageEstimated).
+      const estimated = final === undefined && call.events > 0 ? true : undefined;
+      if (estimated) final = { usage: estimatedUsage(call.events) };
       // A consumer that stopped reading early (the client went away) is a cancel.
-      const outcome = err ?? (final === undefined ? call.outer.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
-      report("Generate", call.outer, call.model, call.started, outcome, final, call.ttftMs, undefined);
+      const outcome = err ?? (call.final === undefined ? call.outer.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
+      report("Generate", call.outer, call.model, call.started, outcome, final, call.ttftMs, undefined, priced(call, final?.usage), estimated);
       return err;
     },
     refused(rpc, ctx, err) {
-      report(rpc, ctx, "", performance.now(), err, undefined, undefined, true);
+      const price: Priced = { cost: 0, currency: currency(), pricedModel: undefined };
+      ctx.responseHeaders[costHeader] = formatCost(price.cost, price.currency);
+      report(rpc, ctx, "", performance.now(), err, undefined, undefined, true, price, undefined);
       return err;
     },
   };
+}
+
+/**
+ * The usage of a stream cut off after `events` text and tool-call deltas (its final event never
+ * came): a token per delta, as the upstream kinds give about one a delta, and no prompt tokens,
+ * which only the upstream knows.
+ */
+function estimatedUsage(events: number): Usage {
+  return { promptTokens: 0, completionTokens: events, totalTokens: events, cachedPromptTokens: 0, cacheCreationTokens: 0, reasoningTokens: 0 } as Usage;
 }

@@ -79,6 +79,8 @@ export function route(name: string, upstream: Partial<Upstream> & { name: string
     modelOptions: undefined,
     cache: modelCache,
     embedding: defaultModel.embedding,
+    price: undefined,
+    currency: "USD",
     fallbacks,
   };
 }

@@ -46,14 +46,19 @@ export function numbersFromFp32(bytes: Uint8Array): number[] {
 
 /**
  * The packed vector of OpenAI's base64 embedding (little-endian FP32 bytes, base64); undefined
- * when the text is not base64 of a whole number of FP32 values. The text is checked by encoding
- * the bytes back (Buffer.from skips what is not base64): for a 64 × 1536 answer that costs about a
- * quarter of the decoding, where a regular expression over the text cost ten times the decoding.
+ * when the text is not base64 of a whole number of FP32 values. Buffer.from skips what is not
+ * base64 (and stops at a `=`), so a text of anything else decodes to fewer bytes than its length
+ * promises: comparing the two is the check, at no cost beside the decoding (encoding the bytes back
+ * cost a quarter of the decoding; a regular expression, ten times it). The URL-safe alphabet,
+ * which Buffer.from also reads, is refused by a search for its two characters. Padding bits that
+ * are not zero pass: they change no decoded byte.
  */
 export function fp32FromBase64(text: string): Uint8Array | undefined {
-  if (text.length % 4 !== 0) return undefined;
+  const n = text.length;
+  if (n % 4 !== 0 || text.includes("-") || text.includes("_")) return undefined;
+  const padding = n === 0 ? 0 : text.charCodeAt(n - 1) !== 61 ? 0 : text.charCodeAt(n - 2) === 61 ? 2 : 1;
   const bytes = Buffer.from(text, "base64");
-  if (bytes.byteLength % 4 !== 0 || bytes.toString("base64") !== text) return undefined;
+  if (bytes.byteLength !== (n / 4) * 3 - padding || bytes.byteLength % 4 !== 0) return undefined;
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 

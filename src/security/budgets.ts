@@ -116,19 +116,9 @@ function humanDuration(ms: number): string {
     .join(" ");
 }
 
-/**
- * A call's cost as the call record carries it (CallRecord.cost, src/observability/cost.ts:
- * undefined when the model is unpriced), read defensively: a record without it is unpriced.
- */
-function costOf(record: CallRecord): number | undefined {
-  const cost = (record as { cost?: unknown }).cost;
-  return typeof cost === "number" && Number.isFinite(cost) ? cost : undefined;
-}
-
-/** The model a call's spend is counted under: the one that answered (a fallback), else the one asked for. */
+/** The model a call's spend is counted under: the one whose price it cost (a fallback), else the one asked for. */
 function modelOf(record: CallRecord): string {
-  const answered = (record as { pricedModel?: unknown }).pricedModel;
-  return typeof answered === "string" ? answered : record.model;
+  return record.pricedModel ?? record.model;
 }
 
 /**
@@ -268,7 +258,7 @@ export function createBudgets(config: BudgetsConfig, store: BudgetStore, options
     },
     charge(record) {
       const tokens = record.promptTokens + record.completionTokens;
-      const money = costOf(record);
+      const money = record.cost;
       if (tokens <= 0 && (money === undefined || money <= 0)) return undefined;
       const now = clock.now();
       const ws = budgetPeriods.map((p) => window(p, now));

@@ -11,7 +11,7 @@ import { createBudgets } from "../../src/security/budgets.js";
 
 /** A finished call's record as the gateway makes it (the fields budgets read, the rest neutral). */
 function record(tenant: string, promptTokens: number, completionTokens: number, cost?: number, model = "m"): CallRecord {
-  const r = {
+  const r: CallRecord = {
     rpc: "Chat" as Rpc,
     requestId: "r",
     tenant,
@@ -33,7 +33,7 @@ function record(tenant: string, promptTokens: number, completionTokens: number, 
     currency: "EUR",
     pricedModel: cost === undefined ? undefined : model,
   };
-  return r as unknown as CallRecord;
+  return r;
 }
 
 const yaml = `

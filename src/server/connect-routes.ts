@@ -1,6 +1,7 @@
 import { Code, ConnectError, type ConnectRouter, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { InferenceService } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../gateway/gateway.js";
+import { costHeader } from "../gateway/steps/call-record.js";
 import type { CallRecord } from "../observability/call-record.js";
 import { callerHeaders, createCallContext, type OwnedCallContext } from "../core/call-context.js";
 import { decodedRequestKey, decodeRequestsFirst, type DecodeOptions } from "./connect-decoding.js";
@@ -31,6 +32,12 @@ function callContext(hc: HandlerContext, maxTimeoutMs: number): OwnedCallContext
     hc.signal.addEventListener("abort", stop, { once: true });
   }
   return ctx;
+}
+
+/** A stream's cost, known once it has ended, as a trailer (src/gateway/steps/call-record.ts). */
+function setCostTrailer(hc: HandlerContext, ctx: OwnedCallContext): void {
+  const cost = ctx.responseHeaders[costHeader];
+  if (cost !== undefined) hc.responseTrailer.set(costHeader, cost);
 }
 
 /** Copies the response headers the core set onto the Connect response. */
@@ -126,8 +133,10 @@ export function inferenceRoutes(
             }
             yield event;
           }
+          setCostTrailer(hc, ctx);
         } catch (err) {
           setHeaders(hc, ctx);
+          setCostTrailer(hc, ctx);
           throw toConnectError(err);
         } finally {
           ctx.dispose();

@@ -19,6 +19,7 @@ import type { RequestLimits, ServerConfig } from "../config/schema.js";
 import type { Gateway } from "../gateway/gateway.js";
 import { GatewayError } from "../core/gateway-error.js";
 import { checkWireLimits } from "../gateway/request-limits.js";
+import { costHeader } from "../gateway/steps/call-record.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../core/call-context.js";
 import { answerTooLarge } from "./answer-size.js";
 import { toServiceError } from "./error-rendering.js";
@@ -130,6 +131,15 @@ class ResponseHeaders extends grpc.Metadata {
   override toHttp2Headers(): OutgoingHttpHeaders {
     return this.headers;
   }
+}
+
+/** The trailers of a Generate stream that ended well: its cost (src/gateway/steps/call-record.ts). */
+function costTrailer(ctx: OwnedCallContext): grpc.Metadata | undefined {
+  const cost = ctx.responseHeaders[costHeader];
+  if (cost === undefined) return undefined;
+  const md = new grpc.Metadata();
+  md.set(costHeader, cost);
+  return md;
 }
 
 /** Adds the response headers the core set (the request id) to an error's trailers. */
@@ -258,7 +268,8 @@ export function createGrpcServer(gateway: Gateway, config: ServerConfig): GrpcSe
             });
           }
         }
-        call.end();
+        // The stream's cost is known once it has ended: a trailer.
+        call.end(costTrailer(ctx));
       } catch (err) {
         call.emit("error", withHeaders(toServiceError(err), ctx));
       } finally {

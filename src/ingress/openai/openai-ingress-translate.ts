@@ -396,6 +396,24 @@ function wireFinish(reason: FinishReason, calledTools: boolean): WireFinishReaso
 }
 
 /**
+ * infergate's extension fields of an answer's `usage` object (docs/openai-ingress.md, "Cost"):
+ * `cost`, what the call cost, a number in `cost_currency` (an ISO 4217 code); or `cost:
+ * "unpriced"` when the model has no price. OpenAI's SDKs keep fields they do not know.
+ */
+export type UsageCost = { cost: number; cost_currency: string } | { cost: "unpriced" };
+
+/**
+ * The usage extension of a call whose `infergate-cost` header (src/gateway/steps/call-record.ts)
+ * is `header`: `0.000123 USD` or `unpriced`. Undefined when the call set none.
+ */
+export function usageCost(header: string | undefined): UsageCost | undefined {
+  if (header === undefined) return undefined;
+  if (header === "unpriced") return { cost: "unpriced" };
+  const space = header.indexOf(" ");
+  return { cost: Number(header.slice(0, space)), cost_currency: header.slice(space + 1) };
+}
+
+/**
  * An answer's usage as the API gives it: the totals, and (always, as OpenAI sends them) the
  * cached prompt tokens and the reasoning tokens in their details objects. Cache-creation tokens
  * (Anthropic's) have no field in the API; they stay inside prompt_tokens.

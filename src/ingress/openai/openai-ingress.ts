@@ -27,6 +27,7 @@ import type { Gateway } from "../../gateway/gateway.js";
 import { defaultRequestLimits, type RequestLimits } from "../../config/schema.js";
 import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
 import { checkOpenAIChatLimits } from "../../gateway/request-limits.js";
+import { costHeader } from "../../gateway/steps/call-record.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../core/call-context.js";
 import {
   createChunkEncoder,
@@ -34,6 +35,7 @@ import {
   fromChatCompletionRequest,
   type HttpErrorAnswer,
   toChatCompletion,
+  usageCost,
   toErrorAnswer,
   toModelList,
 } from "./openai-ingress-translate.js";
@@ -158,7 +160,9 @@ async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, 
   const created = Math.floor(Date.now() / 1000);
   if (!call.stream) {
     const answer = await gateway.chat(call.request, ctx);
-    sendJson(res, 200, toChatCompletion(answer, created), ctx.responseHeaders);
+    const completion = toChatCompletion(answer, created);
+    withCost(completion.usage, ctx);
+    sendJson(res, 200, completion, ctx.responseHeaders);
     return;
   }
   const events = gateway.generate(call.request, ctx);
@@ -172,13 +176,23 @@ async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, 
       "cache-control": "no-cache",
     });
     const encoder = createChunkEncoder({ id: `chatcmpl-${randomUUID().replaceAll("-", "")}`, created, model: call.request.model, includeUsage: call.includeUsage });
+    // The usage chunk (include_usage) waits for the stream's end, when its cost is known.
+    let usageChunk: { usage?: object | null } | undefined;
     try {
       while (next.done !== true) {
         for (const chunk of encoder.push(next.value)) {
+          if (chunk.usage != null) {
+            usageChunk = chunk;
+            continue;
+          }
           await write(res, `data: ${JSON.stringify(chunk)}\n\n`, ctx.signal);
         }
         if (closed.has(res)) return;
         next = await events.next();
+      }
+      if (usageChunk !== undefined) {
+        withCost(usageChunk.usage, ctx);
+        await write(res, `data: ${JSON.stringify(usageChunk)}\n\n`, ctx.signal);
       }
       await write(res, `data: ${streamDoneData}\n\n`, ctx.signal);
     } catch (err) {
@@ -194,6 +208,11 @@ async function chatCompletions(gateway: Gateway, options: OpenAIIngressOptions, 
   }
 }
 
+/** Adds the call's cost to an answer's `usage` (UsageCost), once the gateway has set it. */
+function withCost(usage: object | null | undefined, ctx: OwnedCallContext): void {
+  if (usage != null) Object.assign(usage, usageCost(ctx.responseHeaders[costHeader]));
+}
+
 async function embeddings(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
   // No element counts to check on the text: the inputs are the gateway's to count (the model's
   // embedding.maxInputs), and the body is already bounded by maxBodyBytes.
@@ -204,7 +223,9 @@ async function embeddings(gateway: Gateway, options: OpenAIIngressOptions, req: 
   } catch (err) {
     throw withApiField(err, call.shape);
   }
-  sendJson(res, 200, toEmbeddingList(answer, call.base64), ctx.responseHeaders);
+  const list = toEmbeddingList(answer, call.base64);
+  withCost(list.usage, ctx);
+  sendJson(res, 200, list, ctx.responseHeaders);
 }
 
 async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedCallContext): Promise<void> {

@@ -19,6 +19,7 @@ import type { GatewayError } from "../core/gateway-error.js";
 import type { Admission, Rpc } from "../core/rpc.js";
 import type { CallObserver } from "../observability/call-record.js";
 import type { Logger } from "../observability/logger.js";
+import type { Tracing } from "../observability/tracing.js";
 import type { Sessions } from "../sessions/sessions.js";
 import { GatewayCall, type Runtime } from "./gateway-call.js";
 import { chatUpstream, deleteSession, embedUpstream, generateUpstream, listModels, predictUpstream } from "./handlers.js";
@@ -103,6 +104,8 @@ export interface GatewayOptions {
    * src/server/content-log.ts).
    */
   interceptors?: readonly Interceptor[];
+  /** OpenTelemetry tracing (`tracing:`); undefined when off: the calls then make no span at all. */
+  tracing?: Tracing | undefined;
 }
 
 /** Makes the gateway core over a router. */
@@ -112,7 +115,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   const logFailure = failureLog(log);
   // The currency of a call that never got a model (the routes carry their own): the config's now.
   let routes = router;
-  const record = callRecordStep(onCall, logFailure, () => routes.routes()[0]?.currency ?? "USD");
+  const record = callRecordStep(onCall, logFailure, () => routes.routes()[0]?.currency ?? "USD", options.tracing);
   // Every call's chain, outermost first: the order matters for what is counted and logged. The
   // call record's clock starts first and its report comes last, so refusals (draining, overload,
   // admission, routing, validation) are reported as calls; the drain step refuses before anything

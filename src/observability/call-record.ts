@@ -59,6 +59,11 @@ export interface CallRecord {
    * without a key, so their lines are sampled as the refusals at the door are (refusal-log.ts).
    */
   readonly undecoded?: true | undefined;
+  /**
+   * The call's trace id (32 hex digits) when tracing is on (src/observability/tracing.ts): the
+   * caller's when it sent a traceparent, also when the call was not sampled.
+   */
+  readonly traceId?: string | undefined;
 }
 
 /** Receives every finished call (log, metrics). */

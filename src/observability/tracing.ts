@@ -181,6 +181,10 @@ class CallSpanImpl implements ServerSpan {
       if (record.tenant !== "") attributes["infergate.tenant"] = record.tenant;
       if (record.upstream !== undefined) attributes["infergate.served_by"] = record.upstream;
       if (record.cache !== undefined) attributes["infergate.cache"] = record.cache;
+      if (record.cost !== undefined) {
+        attributes["infergate.cost"] = record.cost;
+        attributes["infergate.currency"] = record.currency;
+      }
       if (record.reason !== undefined) {
         attributes["error.type"] = record.reason;
         attributes["infergate.reason"] = record.reason;

@@ -274,10 +274,11 @@ export function createResilientUpstream(
             }
             sent++;
             const isFinal = next.value.event.case === "final";
+            // For the attempt's span, before the yield: a consumer that has the final event may stop there.
+            if (isFinal && a.span !== undefined) a.answer = next.value.event.value as object;
             yield next.value;
             if (isFinal) {
               settle(a, call.upstreamModel, "success");
-              if (a.span !== undefined) a.answer = next.value.event.value as object;
               return;
             }
           }

@@ -6,6 +6,7 @@ import type { Config } from "../config/schema.js";
 import { ResponseCache } from "../cache/response-cache.js";
 import { peerCommonName } from "../core/call-context.js";
 import { createMetrics } from "../observability/metrics.js";
+import { createTracing } from "../observability/tracing.js";
 import { createSecurity } from "../security/admission.js";
 import { type Budgets, createBudgets } from "../security/budgets.js";
 import { registerBudgetMetrics } from "./budget-metrics.js";
@@ -72,7 +73,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   let gatewayRef: Gateway | undefined;
   // The running routes (replaced on reload), whose breakers the metrics read.
   let router = createRouter(config, upstreams.current);
+  // Undefined unless `tracing.endpoint` is set: then no call makes a span (docs/tracing.md).
+  const tracing = createTracing(config.tracing, log);
   const metrics = createMetrics({
+    tracing: tracing?.stats,
     models: config.models.map((m) => m.name),
     inFlight: () => gatewayRef?.inFlight() ?? 0,
     cache: cache.stats,
@@ -115,6 +119,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     requestLimits: config.server.requestLimits,
     sessions: shared.sessions,
     interceptors: chatLines === undefined ? [] : [contentLogStep(chatLines, log)],
+    tracing,
   });
   gatewayRef = gateway;
   let draining = false;
@@ -192,6 +197,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       closers: [
         // The records of the last calls (see createCallRecorder), now.
         () => recorder.flush(),
+        // The spans still queued, exported within tracing.exportTimeoutMs.
+        () => tracing?.shutdown(),
         () => upstreams.closeAll(),
         () => admin.close(),
         () => shared.close(),

@@ -94,6 +94,8 @@ export function createCallRecorder(options: CallRecorderOptions): CallRecorder {
       // A number in `currency`, or "unpriced" (a model without a price): never 0 for one.
       cost: r.cost ?? "unpriced",
       currency: r.cost === undefined ? undefined : r.currency,
+      // Tracing on: the trace to look the call up by (docs/tracing.md).
+      traceId: r.traceId,
     };
     const pending = r.rpc === "Chat" ? chatLines?.getStore() : undefined;
     if (pending === undefined) callLog.info(line, "call");

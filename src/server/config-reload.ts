@@ -35,6 +35,8 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
     if (running.sessions[k] !== next.sessions[k]) changed.push(`sessions.${k}`);
   }
   if (JSON.stringify(running.redis) !== JSON.stringify(next.redis)) changed.push("redis");
+  // The exporter and sampler are made once, at start (src/observability/tracing.ts).
+  if (JSON.stringify(running.tracing) !== JSON.stringify(next.tracing)) changed.push("tracing");
   return changed;
 }
 
@@ -51,6 +53,7 @@ export function appliedConfig(running: Config, next: Config): Config {
     cache: running.cache,
     sessions: running.sessions,
     redis: running.redis,
+    tracing: running.tracing,
   };
 }
 

@@ -3,7 +3,8 @@ import type { Usage } from "../../../gen/infergate/v1/chat_pb.js";
 import type { CallContext } from "../../core/call-context.js";
 import { GatewayError, toGatewayError } from "../../core/gateway-error.js";
 import type { ModelRoute } from "../../core/model-route.js";
-import type { CallObserver } from "../../observability/call-record.js";
+import type { CallObserver, CallRecord } from "../../observability/call-record.js";
+import type { ServerSpan, Tracing } from "../../observability/tracing.js";
 import { callCost, formatCost } from "../../observability/cost.js";
 import type { Rpc } from "../../core/rpc.js";
 import type { GatewayCall } from "../gateway-call.js";
@@ -53,7 +54,21 @@ export function callRecordStep(
   logFailure: (err: unknown) => unknown,
   /** The configured currency (of the configuration now in force): that of a call without a model. */
   currency: () => string = () => "USD",
+  /** Tracing, when on: each call's server span (src/observability/tracing.ts). */
+  tracing?: Tracing,
 ): CallRecordStep {
+  /** Starts the call's server span, continuing the caller's trace; the layers below find it on ctx.trace. */
+  function startSpan(call: GatewayCall): void {
+    const ctx = call.outer;
+    ctx.trace.span = tracing!.startCall(call.rpc, ctx.headers);
+  }
+
+  /** Whether the call's request names a conversation session (Chat, Generate), for its span. */
+  function hasSession(call: GatewayCall): boolean {
+    const id = (call.request as { sessionId?: unknown }).sessionId;
+    return typeof id === "string" && id !== "";
+  }
+
   /**
    * A call's cost at the price of the model that answered it: the fallbacks step's candidate (the
    * last one tried), else the model asked for (an answer from the cache: nothing was tried). Only
@@ -85,10 +100,13 @@ export function callRecordStep(
     undecoded: true | undefined,
     price: Priced,
     usageEstimated: true | undefined,
+    call?: GatewayCall,
   ): void {
-    if (onCall === undefined) return;
+    // Set by this step only (startSpan, refused): the server span tracing.startCall made.
+    const span = ctx.trace.span as ServerSpan | undefined;
+    if (onCall === undefined && span === undefined) return;
     const e = err === undefined ? undefined : toGatewayError(err);
-    onCall({
+    const record: CallRecord = {
       rpc,
       requestId: ctx.requestId,
       tenant: ctx.tenant,
@@ -111,7 +129,10 @@ export function callRecordStep(
       currency: price.currency,
       pricedModel: price.pricedModel,
       undecoded,
-    });
+      traceId: span?.traceId,
+    };
+    onCall?.(record);
+    span?.end(record, answer, call !== undefined && hasSession(call));
   }
 
   /** What encoding a unary answer for the listener threw (logged), or undefined when it encoded. */
@@ -129,10 +150,12 @@ export function callRecordStep(
     name: "call record",
     unary: everyUnary((next) => (call) => {
       call.started = performance.now();
+      if (tracing !== undefined) startSpan(call);
       return next(call);
     }),
     stream: (next) => (call) => {
       call.started = performance.now();
+      if (tracing !== undefined) startSpan(call);
       return next(call);
     },
     event(call, event) {
@@ -145,7 +168,7 @@ export function callRecordStep(
         // Priced before the answer is encoded: the header goes out with it.
         const price = priced(call, reported?.usage);
         const failure = err ?? (answer === undefined ? undefined : encodeFailure(call.outer, answer));
-        report(call.rpc, call.outer, call.model, call.started, failure, reported, undefined, undefined, price, undefined);
+        report(call.rpc, call.outer, call.model, call.started, failure, reported, undefined, undefined, price, undefined, call);
         return failure;
       }
       let final: Reported | undefined = call.final;
@@ -154,10 +177,11 @@ export function callRecordStep(
       if (estimated) final = { usage: estimatedUsage(call.events) };
       // A consumer that stopped reading early (the client went away) is a cancel.
       const outcome = err ?? (call.final === undefined ? call.outer.signal.reason ?? new GatewayError(Code.Canceled, "the client cancelled the call") : undefined);
-      report("Generate", call.outer, call.model, call.started, outcome, final, call.ttftMs, undefined, priced(call, final?.usage), estimated);
+      report("Generate", call.outer, call.model, call.started, outcome, final, call.ttftMs, undefined, priced(call, final?.usage), estimated, call);
       return err;
     },
     refused(rpc, ctx, err) {
+      if (tracing !== undefined) ctx.trace.span = tracing.startCall(rpc, ctx.headers);
       const price: Priced = { cost: 0, currency: currency(), pricedModel: undefined };
       ctx.responseHeaders[costHeader] = formatCost(price.cost, price.currency);
       report(rpc, ctx, "", performance.now(), err, undefined, undefined, true, price, undefined);

@@ -5,6 +5,7 @@ import type { ModelRoute } from "../core/model-route.js";
 import { BreakerState } from "../../gen/infergate/v1/inference_service_pb.js";
 import type { RedisComponent, RedisStats } from "../redis/redis-stats.js";
 import type { CallRecord } from "./call-record.js";
+import type { ExportStats } from "./tracing-export.js";
 
 const codeNames = [
   "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -22,6 +23,8 @@ export interface MetricsSources {
   redis?: RedisStats | undefined;
   /** The routes of the running configuration, whose endpoints' breakers `infergate_breaker_state` reads. */
   routes?: () => readonly ModelRoute[];
+  /** Tracing's export losses (src/observability/tracing-export.ts); undefined when tracing is off (the counters stay 0). */
+  tracing?: ExportStats | undefined;
 }
 
 /** The stable reasons (src/core/gateway-error.ts): the values the `reason` label takes, besides OTHER. */
@@ -179,6 +182,19 @@ export function createMetrics(sources: MetricsSources): Metrics {
         if (sources.cache !== undefined) this.set(read(sources.cache));
       },
     });
+  // Tracing (docs/tracing.md): present, at 0, also when it is off, so that alerts need no absent-series care.
+  const tracingCounter = (name: string, help: string, read: (s: ExportStats) => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(sources.tracing === undefined ? 0 : read(sources.tracing));
+      },
+    });
+  tracingCounter("infergate_tracing_export_failures_total", "OTLP span export requests that failed (collector down, refusing or too slow); calls go on.", (s) => s.exportFailures);
+  tracingCounter("infergate_tracing_dropped_spans_total", "Spans never exported: the export queue was full when they ended, or their export request failed.", (s) => s.droppedSpans);
   cacheGauge("infergate_cache_bytes", "Bytes of answers held by the cache.", (s) => s.bytes);
   cacheGauge("infergate_cache_entries", "Answers held by the cache.", (s) => s.entries);
 

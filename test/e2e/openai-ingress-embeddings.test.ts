@@ -71,7 +71,7 @@ models:
         .withResponse();
       expect(data.object).toBe("list");
       expect(data.model).toBe("mock-embed");
-      expect(data.usage).toEqual({ prompt_tokens: 4, total_tokens: 4 });
+      expect(data.usage).toEqual({ prompt_tokens: 4, total_tokens: 4, cost: "unpriced" });
       expect(data.data).toHaveLength(1);
       expect(data.data[0]!.object).toBe("embedding");
       expect(data.data[0]!.index).toBe(0);
@@ -100,8 +100,8 @@ models:
       }
       // The first call's inputs went upstream; the later calls' came from infergate's cache, which
       // counts no tokens.
-      expect(decoded.usage).toEqual({ prompt_tokens: 3, total_tokens: 3 });
-      expect(floats.usage).toEqual({ prompt_tokens: 0, total_tokens: 0 });
+      expect(decoded.usage).toEqual({ prompt_tokens: 3, total_tokens: 3, cost: "unpriced" });
+      expect(floats.usage).toEqual({ prompt_tokens: 0, total_tokens: 0, cost: "unpriced" });
     });
 
     it("an array of strings: one vector per input, in order, each the one that input gets alone", async () => {
@@ -119,7 +119,7 @@ models:
     it("token arrays: one token-id input, or several; the token ids are the usage", async () => {
       const many = await client.embeddings.create({ model: "mock-embed", input: [[1, 2, 3], [40, 50]], encoding_format: "float" });
       expect(many.data).toHaveLength(2);
-      expect(many.usage).toEqual({ prompt_tokens: 5, total_tokens: 5 });
+      expect(many.usage).toEqual({ prompt_tokens: 5, total_tokens: 5, cost: "unpriced" });
       const one = await client.embeddings.create({ model: "mock-embed", input: [1, 2, 3], encoding_format: "float" });
       expect(one.data).toHaveLength(1);
       expect(one.data[0]!.embedding).toEqual(many.data[0]!.embedding);
@@ -164,7 +164,7 @@ models:
           { object: "embedding", index: 1, embedding: [expect.any(Number), expect.any(Number), expect.any(Number)] },
         ],
         model: "mock-embed",
-        usage: { prompt_tokens: 3, total_tokens: 3 },
+        usage: { prompt_tokens: 3, total_tokens: 3, cost: "unpriced" },
       });
       expect(Object.keys(body.data[0]!)).toEqual(["object", "index", "embedding"]);
       // Compact JSON, numbers as their FP32 values in full (the text of the double).

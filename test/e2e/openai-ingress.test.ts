@@ -44,13 +44,17 @@ async function collect(stream: AsyncIterable<Chunk>): Promise<Chunk[]> {
 
 const textOf = (chunks: Chunk[]) => chunks.map((c) => c.choices[0]?.delta.content ?? "").join("");
 
-/** `usage` as OpenAI sends it: the details objects always there, 0 where nothing was cached or reasoned. */
+/**
+ * `usage` as OpenAI sends it: the details objects always there, 0 where nothing was cached or
+ * reasoned; and infergate's cost (test/e2e/cost.test.ts), "unpriced" for these unpriced models.
+ */
 const usage = (prompt: number, completion: number, cached = 0, reasoning = 0): OpenAI.CompletionUsage => ({
   prompt_tokens: prompt,
   completion_tokens: completion,
   total_tokens: prompt + completion,
   prompt_tokens_details: { cached_tokens: cached },
   completion_tokens_details: { reasoning_tokens: reasoning },
+  ...{ cost: "unpriced" },
 });
 
 /** What an async call threw. */

@@ -223,6 +223,8 @@ export function createMetrics(sources: MetricsSources): Metrics {
       });
     redisCounter("infergate_rate_limit_fail_open_total", "Admission decisions taken on local buckets because Redis failed (onFailure: open).", (s) => s.failOpen);
     redisCounter("infergate_rate_limit_fail_closed_total", "Calls refused because Redis failed (onFailure: closed).", (s) => s.failClosed);
+    redisCounter("infergate_budget_fail_open_total", "Budget checks that admitted a call unchecked because Redis failed (budgets.onRedisFailure: open).", (s) => s.budgetFailOpen);
+    redisCounter("infergate_budget_fail_closed_total", "Calls refused because Redis failed (budgets.onRedisFailure: closed), reason BUDGET_STORE_UNAVAILABLE.", (s) => s.budgetFailClosed);
     redisCounter("infergate_cache_redis_hits_total", "Answers found in the Redis cache tier after a local miss (also counted as hits).", (s) => s.cacheHits);
     new Gauge({
       name: "infergate_redis_connected",

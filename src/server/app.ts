@@ -96,7 +96,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
           refused: budgetRefusals,
         });
   let budgets = makeBudgets(config);
-  registerBudgetMetrics(metrics.registry, () => budgets, shared.redisStats);
+  registerBudgetMetrics(metrics.registry, () => budgets);
   const admitWithBudgets = (admit: typeof security.admit, b: Budgets | undefined) => (b === undefined ? admit : b.admission(admit));
   // server.logContent only: the pending log line of each Chat call (see src/server/content-log.ts).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;

@@ -1,15 +1,14 @@
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { RedisStats } from "../redis/redis-stats.js";
 import type { BudgetGauge, Budgets } from "../security/budgets.js";
 
 /**
  * The budgets' metrics, read at scrape time from the budgets running now (a reload replaces
  * them): `infergate_budget_spent` and `infergate_budget_limit` per limited budget, kind and period
- * (this period's spend, read from the store), `infergate_budget_refused_total` per budget, and
- * with Redis the checks decided without it. The `budget` label is `key:<caller>` or
+ * (this period's spend, read from the store) and `infergate_budget_refused_total` per budget
+ * (the checks decided without Redis are metrics.ts's, with the other Redis counters). The `budget` label is `key:<caller>` or
  * `group:<name>`: configured names, a set bounded by the configuration.
  */
-export function registerBudgetMetrics(registry: Registry, budgets: () => Budgets | undefined, redis: RedisStats | undefined): void {
+export function registerBudgetMetrics(registry: Registry, budgets: () => Budgets | undefined): void {
   /** One read of the store serves both gauges of a scrape. */
   let reading: Promise<BudgetGauge[]> | undefined;
   const read = (): Promise<BudgetGauge[]> => {
@@ -45,17 +44,4 @@ export function registerBudgetMetrics(registry: Registry, budgets: () => Budgets
       for (const [budget, n] of b.refused) this.inc({ budget }, n);
     },
   });
-  if (redis === undefined) return;
-  const redisCounter = (name: string, help: string, read: (s: RedisStats) => number) =>
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(read(redis));
-      },
-    });
-  redisCounter("infergate_budget_fail_open_total", "Budget checks that admitted a call unchecked because Redis failed (budgets.onRedisFailure: open).", (s) => s.budgetFailOpen);
-  redisCounter("infergate_budget_fail_closed_total", "Calls refused because Redis failed (budgets.onRedisFailure: closed), reason BUDGET_STORE_UNAVAILABLE.", (s) => s.budgetFailClosed);
 }

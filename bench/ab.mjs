@@ -56,6 +56,8 @@ const { values: o } = parseArgs({
     rounds: { type: "string", default: "3" },
     "cpu-prof": { type: "boolean", default: false },
     parallel: { type: "boolean", default: false },
+    // A request header every call of every build sends, e.g. an API key (bench/budgets-ab.mjs).
+    header: { type: "string", multiple: true, default: [] },
   },
 });
 if (o.build.length === 0) throw new Error("at least one --build DIR");
@@ -138,12 +140,13 @@ try {
     const extraEnv = Object.fromEntries(envs.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
     targets.push({ ...(await start(`ig-${i}`, join(resolve(dir), "src/main.js"), fakePort, nodeArgs, extraEnv)), build: b, profDir, runs: [] });
   }
-  for (const t of targets) await h2load({ url: t.url, body: w.body, headers: ["content-type: application/grpc", "te: trailers"] }, { ...shape, durationS: 1, warmupS: 0 }, { logDir, tag: `${t.name}-warm` });
+  const headers = ["content-type: application/grpc", "te: trailers", ...o.header];
+  for (const t of targets) await h2load({ url: t.url, body: w.body, headers }, { ...shape, durationS: 1, warmupS: 0 }, { logDir, tag: `${t.name}-warm` });
   /** One measured run of a target: its CPU per call over the calls /metrics counted. */
   async function measureOne(t, r) {
     const before = await scrape(t.admin);
     const cpu0 = cpuMs(t.child.pid);
-    const res = await h2load({ url: t.url, body: w.body, headers: ["content-type: application/grpc", "te: trailers"] }, { ...shape, durationS: Number(o.seconds), warmupS: 0 }, { logDir, tag: `${t.name}-r${r}` });
+    const res = await h2load({ url: t.url, body: w.body, headers }, { ...shape, durationS: Number(o.seconds), warmupS: 0 }, { logDir, tag: `${t.name}-r${r}` });
     const cpu = cpuMs(t.child.pid) - cpu0;
     const after = await scrape(t.admin);
     const calls = sumMetric(after, "infergate_requests_total") - sumMetric(before, "infergate_requests_total");

@@ -107,8 +107,8 @@ export interface AttemptSpan {
    * this attempt as the parent: the transports send them as HTTP headers or gRPC metadata.
    */
   readonly headers: Readonly<Record<string, string>>;
-  /** Ends the span: with the attempt's error, or with its answer (usage, finish reason, model). */
-  end(err: unknown, answer?: object): void;
+  /** Ends the span, with the attempt's error when it failed (undefined: it answered). */
+  end(err: unknown): void;
 }
 
 /** A CallContext plus the release of its timer, for the ingress that made it. */

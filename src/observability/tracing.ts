@@ -2,12 +2,12 @@ import {
   type Attributes,
   type Context,
   defaultTextMapGetter,
-  defaultTextMapSetter,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
   trace,
+  TraceFlags,
   type Tracer,
 } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -101,14 +101,41 @@ export function createTracing(config: TracingConfig, log: Logger): Tracing | und
   return {
     startCall(rpc, headers) {
       const parent = headers.traceparent === undefined ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
-      const span = tracer.startSpan(`${service}/${rpc}`, { kind: SpanKind.SERVER, attributes: { "rpc.service": service, "rpc.method": rpc } }, parent);
-      return new CallSpanImpl(tracer, propagator, span, rpc);
+      // Its attributes are set once, at its end: each setAttributes call validates what it is given.
+      const span = tracer.startSpan(spanNames[rpc], serverSpan, parent);
+      return new CallSpanImpl(tracer, span, rpc);
     },
     stats: processor.stats,
     async shutdown() {
       await processor.shutdown();
     },
   };
+}
+
+const serverSpan = { kind: SpanKind.SERVER } as const;
+const clientSpan = { kind: SpanKind.CLIENT } as const;
+const spanNames: Record<Rpc, string> = {
+  Predict: `${service}/Predict`,
+  Chat: `${service}/Chat`,
+  Generate: `${service}/Generate`,
+  Embed: `${service}/Embed`,
+  ListModels: `${service}/ListModels`,
+  DeleteSession: `${service}/DeleteSession`,
+};
+
+/**
+ * The W3C trace context headers naming `span` as the parent (https://www.w3.org/TR/trace-context/,
+ * the format W3CTraceContextPropagator writes): built directly, without the context object and
+ * carrier the propagator's inject takes, as every upstream attempt sends them.
+ */
+function traceHeaders(span: Span): Record<string, string> {
+  const c = span.spanContext();
+  const headers: Record<string, string> = {
+    traceparent: `00-${c.traceId}-${c.spanId}-${(c.traceFlags & TraceFlags.SAMPLED) === 0 ? "00" : "01"}`,
+  };
+  const state = c.traceState?.serialize();
+  if (state !== undefined && state !== "") headers["tracestate"] = state;
+  return headers;
 }
 
 /** The URL as logs may show it: no user, password, query or fragment. */
@@ -125,7 +152,6 @@ class CallSpanImpl implements ServerSpan {
 
   constructor(
     private readonly tracer: Tracer,
-    private readonly propagator: W3CTraceContextPropagator,
     private readonly span: Span,
     private readonly rpc: Rpc,
   ) {
@@ -135,30 +161,20 @@ class CallSpanImpl implements ServerSpan {
   attempt(info: AttemptSpanInfo): AttemptSpan {
     this.parent ??= trace.setSpan(ROOT_CONTEXT, this.span);
     const operation = attemptOperation[info.operation];
-    const span = this.tracer.startSpan(`${operation} ${info.upstreamModel}`, { kind: SpanKind.CLIENT }, this.parent);
+    const span = this.tracer.startSpan(`${operation} ${info.upstreamModel}`, clientSpan, this.parent);
     if (span.isRecording()) {
-      const provider = providerOf[info.kind] ?? info.kind;
       const attributes: Attributes = {
         "gen_ai.operation.name": operation,
-        "gen_ai.provider.name": provider,
-        "gen_ai.system": provider,
+        "gen_ai.provider.name": providerOf[info.kind] ?? info.kind,
         "gen_ai.request.model": info.upstreamModel,
         "infergate.upstream": info.upstream,
-        "infergate.upstream.kind": info.kind,
         "infergate.attempt": info.attempt,
         "infergate.breaker.state": info.breaker,
       };
-      if (info.endpoint !== "") {
-        attributes["url.full"] = info.endpoint;
-        const u = new URL(info.endpoint);
-        attributes["server.address"] = u.hostname;
-        if (u.port !== "") attributes["server.port"] = Number(u.port);
-      }
+      if (info.endpoint !== "") attributes["url.full"] = info.endpoint;
       span.setAttributes(attributes);
     }
-    const headers: Record<string, string> = {};
-    this.propagator.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter);
-    return new AttemptSpanImpl(span, headers);
+    return new AttemptSpanImpl(span, traceHeaders(span));
   }
 
   end(record: CallRecord, answer: object | undefined, session: boolean): void {
@@ -166,6 +182,7 @@ class CallSpanImpl implements ServerSpan {
     if (span.isRecording()) {
       const a = answer as Answered | undefined;
       const attributes: Attributes = {
+        "rpc.method": this.rpc,
         "rpc.grpc.status_code": record.code,
         "infergate.request_id": record.requestId,
         "infergate.attempts": record.attempts,
@@ -185,10 +202,7 @@ class CallSpanImpl implements ServerSpan {
         attributes["infergate.cost"] = record.cost;
         attributes["infergate.currency"] = record.currency;
       }
-      if (record.reason !== undefined) {
-        attributes["error.type"] = record.reason;
-        attributes["infergate.reason"] = record.reason;
-      }
+      if (record.reason !== undefined) attributes["error.type"] = record.reason;
       span.setAttributes(attributes);
       if (record.code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: record.reason ?? `gRPC status ${record.code}` });
     }
@@ -222,7 +236,9 @@ class AttemptSpanImpl implements AttemptSpan {
     readonly headers: Readonly<Record<string, string>>,
   ) {}
 
-  end(err: unknown, answer?: object): void {
+  // The answer's usage and finish reason go on the call's server span only: each attribute costs
+  // its encoding in every export (docs/tracing.md, "Cost").
+  end(err: unknown): void {
     const span = this.span;
     if (span.isRecording()) {
       if (err !== undefined) {
@@ -230,12 +246,6 @@ class AttemptSpanImpl implements AttemptSpan {
         const reason = e.reason ?? "UNKNOWN";
         span.setAttributes({ "rpc.grpc.status_code": e.code, "error.type": reason });
         span.setStatus({ code: SpanStatusCode.ERROR, message: reason });
-      } else if (answer !== undefined) {
-        const a = answer as Answered;
-        const attributes: Attributes = { "rpc.grpc.status_code": 0 };
-        if (a.usage !== undefined) usageAttributes(attributes, a.usage);
-        answerAttributes(attributes, a);
-        span.setAttributes(attributes);
       }
     }
     span.end();

@@ -46,9 +46,8 @@ export interface Attempt {
   readonly startedAt: number;
   /** The attempt's client span when the call is traced (src/observability/tracing.ts). */
   readonly span: AttemptSpan | undefined;
-  /** For the span: the attempt's (redacted) error, or its answer (a stream's final event). */
+  /** For the span: the attempt's (redacted) error. */
   error: unknown;
-  answer: object | undefined;
 }
 
 /** How an attempt ended, for breakers and ejection: see settle in createResilientUpstream. */
@@ -135,7 +134,7 @@ export class CallAttempts {
     });
     // The transport sends the span's trace context upstream (src/core/attempt-progress.ts).
     if (span !== undefined && host.remote) progress.traceHeaders = span.headers;
-    return { ...picked, breakersSettled: false, progress, startedAt: host.now(), span, error: undefined, answer: undefined };
+    return { ...picked, breakersSettled: false, progress, startedAt: host.now(), span, error: undefined };
   }
 
   /**
@@ -161,7 +160,7 @@ export class CallAttempts {
   end(a: Attempt, signal: AbortSignal): void {
     a.endpoint.inFlight--;
     if (this.host.remote) unwatchAttempt(signal, a.progress);
-    a.span?.end(a.error, a.answer);
+    a.span?.end(a.error);
   }
 
   /** The wait before the next attempt; rejects when the call's signal aborts. */

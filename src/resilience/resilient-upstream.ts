@@ -213,7 +213,7 @@ export function createResilientUpstream(
   /** Made once: what each call's attempts need of this upstream (see CallAttempts). */
   const host: AttemptHost = { name: config.name, kind: config.kind, config: r, remote, now, random, budget, limit, secrets, choose, circuitOpen, settle };
 
-  async function unary<Req, Res extends object>(
+  async function unary<Req, Res>(
     call: ResilientCall<Req>,
     operation: "predict" | "chat" | "embed",
     op: (adapter: Upstream, call: UpstreamCall<Req>) => Promise<Res>,
@@ -226,7 +226,6 @@ export function createResilientUpstream(
         try {
           const res = await op(a.endpoint.adapter, call);
           settle(a, call.upstreamModel, "success");
-          if (a.span !== undefined) a.answer = res;
           return res;
         } catch (thrown) {
           delay = run.failed(thrown, attempt, a);
@@ -274,8 +273,6 @@ export function createResilientUpstream(
             }
             sent++;
             const isFinal = next.value.event.case === "final";
-            // For the attempt's span, before the yield: a consumer that has the final event may stop there.
-            if (isFinal && a.span !== undefined) a.answer = next.value.event.value as object;
             yield next.value;
             if (isFinal) {
               settle(a, call.upstreamModel, "success");

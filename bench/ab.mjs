@@ -90,7 +90,8 @@ async function start(name, main, fakePort, nodeArgs, extraEnv) {
   children.push(child);
   const adminAddress = `127.0.0.1:${admin}`;
   await waitUntil(`${name} ready`, () => httpOk(`http://${adminAddress}/readyz`), { child });
-  await waitUntil(`${name} answers`, async () => (await grpcUnary(`127.0.0.1:${grpc}`, w.path, readFileSync(w.body))).status === 0, { child });
+  const extraHeaders = Object.fromEntries(o.header.map((h) => [h.slice(0, h.indexOf(":")).trim().toLowerCase(), h.slice(h.indexOf(":") + 1).trim()]));
+  await waitUntil(`${name} answers`, async () => (await grpcUnary(`127.0.0.1:${grpc}`, w.path, readFileSync(w.body), 10_000, extraHeaders)).status === 0, { child });
   return { name, child, url: `http://127.0.0.1:${grpc}${w.path}`, admin: adminAddress };
 }
 

@@ -15,9 +15,9 @@ export function grpcSession(address) {
   // The connection's failure reaches each call through its stream's error.
   session.on("error", () => {});
   return {
-    call(path, framedBody, timeoutMs = 10_000) {
+    call(path, framedBody, timeoutMs = 10_000, extraHeaders = {}) {
       return new Promise((resolve, reject) => {
-        const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": `${timeoutMs}m` });
+        const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": `${timeoutMs}m`, ...extraHeaders });
         const chunks = [];
         let headers = {};
         let status;
@@ -48,10 +48,10 @@ export function grpcSession(address) {
 }
 
 /** Calls `path` at `address` (HOST:PORT, h2c) once, on a connection of its own; resolves {status, grpcMessage, headers, message}. */
-export async function grpcUnary(address, path, framedBody, timeoutMs = 10_000) {
+export async function grpcUnary(address, path, framedBody, timeoutMs = 10_000, extraHeaders = {}) {
   const session = grpcSession(address);
   try {
-    return await session.call(path, framedBody, timeoutMs);
+    return await session.call(path, framedBody, timeoutMs, extraHeaders);
   } finally {
     session.close();
   }

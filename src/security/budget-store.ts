@@ -2,6 +2,8 @@ import type { BudgetPeriod } from "./budget-periods.js";
 
 /** One budget's count over one period: which period, its bounds, and when its count may go. */
 export interface BudgetWindow {
+  /** `<period>:<start>`: the window's name among a budget's windows (made once per window). */
+  readonly id: string;
   readonly period: BudgetPeriod;
   readonly start: number;
   readonly end: number;
@@ -65,29 +67,42 @@ export function addCharge(u: WindowUsage, c: BudgetCharge): void {
   }
 }
 
-/** Budgets counted in this process's memory, windows dropped once expired. */
+/** A window's id: `<period>:<start>`. */
+export function windowId(period: BudgetPeriod, start: number): string {
+  return `${period}:${start}`;
+}
+
+type StoredUsage = WindowUsage & { expireAt: number };
+
+/**
+ * Budgets counted in this process's memory: per budget, its windows by id (two lookups of strings
+ * made once, where one key joined per call would be a new string to hash each time), dropped once
+ * expired.
+ */
 export class MemoryBudgetStore implements BudgetStore {
-  private readonly windows = new Map<string, WindowUsage & { expireAt: number }>();
+  private readonly budgets = new Map<string, Map<string, StoredUsage>>();
   /** Next time expired windows are looked for. */
   private sweepAt = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  private static id(budget: string, w: BudgetWindow): string {
-    return `${budget}|${w.period}|${w.start}`;
-  }
+  private static readonly none: Spend = Object.freeze({ tokens: 0, money: 0 });
 
   spent(budget: string, windows: readonly BudgetWindow[]): Spend[] {
-    return windows.map((w) => this.windows.get(MemoryBudgetStore.id(budget, w)) ?? { tokens: 0, money: 0 });
+    const ws = this.budgets.get(budget);
+    const out: Spend[] = [];
+    for (const w of windows) out.push(ws?.get(w.id) ?? MemoryBudgetStore.none);
+    return out;
   }
 
   charge(budget: string, windows: readonly BudgetWindow[], charge: BudgetCharge): void {
+    let ws = this.budgets.get(budget);
+    if (ws === undefined) this.budgets.set(budget, (ws = new Map()));
     for (const w of windows) {
-      const id = MemoryBudgetStore.id(budget, w);
-      let u = this.windows.get(id);
+      let u = ws.get(w.id);
       if (u === undefined) {
         u = { ...emptyUsage(), expireAt: w.expireAt };
-        this.windows.set(id, u);
+        ws.set(w.id, u);
         this.sweep();
       }
       addCharge(u, charge);
@@ -95,7 +110,7 @@ export class MemoryBudgetStore implements BudgetStore {
   }
 
   usage(budget: string, window: BudgetWindow): WindowUsage {
-    const u = this.windows.get(MemoryBudgetStore.id(budget, window));
+    const u = this.budgets.get(budget)?.get(window.id);
     if (u === undefined) return emptyUsage();
     const { expireAt: _expireAt, ...usage } = u;
     return structuredClone(usage);
@@ -106,6 +121,6 @@ export class MemoryBudgetStore implements BudgetStore {
     const now = this.now();
     if (now < this.sweepAt) return;
     this.sweepAt = now + 60_000;
-    for (const [id, u] of this.windows) if (u.expireAt <= now) this.windows.delete(id);
+    for (const ws of this.budgets.values()) for (const [id, u] of ws) if (u.expireAt <= now) ws.delete(id);
   }
 }

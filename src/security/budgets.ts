@@ -4,7 +4,7 @@ import { GatewayError, Reason } from "../core/gateway-error.js";
 import { type Admission, isModelCall } from "../core/rpc.js";
 import type { CallRecord } from "../observability/call-record.js";
 import { type BudgetPeriod, budgetPeriods, PeriodClock, periodBounds } from "./budget-periods.js";
-import { type BudgetCharge, type BudgetStore, type BudgetWindow, type Spend, type WindowUsage } from "./budget-store.js";
+import { type BudgetCharge, type BudgetStore, type BudgetWindow, type Spend, type WindowUsage, windowId } from "./budget-store.js";
 
 /** What a budget limits: tokens (prompt + completion) or money (in `pricing.currency`). */
 export type BudgetKind = "tokens" | "money";
@@ -21,6 +21,8 @@ interface LimitedBudget {
   readonly limits: readonly Limit[];
   /** The periods its limits name, each once, in the order of budgetPeriods. */
   readonly periods: readonly BudgetPeriod[];
+  /** Its current windows, one per period, kept while they are current (the check's). */
+  windows: readonly BudgetWindow[] | undefined;
 }
 
 /** One value of the budget gauges: a limit and what its budget has spent of it this period. */
@@ -95,7 +97,7 @@ function limitsOf(limits: BudgetLimitsConfig): Limit[] {
 function limited(name: string, limits: BudgetLimitsConfig): LimitedBudget | undefined {
   const ls = limitsOf(limits);
   if (ls.length === 0) return undefined;
-  return { name, limits: ls, periods: budgetPeriods.filter((p) => ls.some((l) => l.period === p)) };
+  return { name, limits: ls, periods: budgetPeriods.filter((p) => ls.some((l) => l.period === p)), windows: undefined };
 }
 
 /** A duration as its two largest units ("3h 12m", "45s"). */
@@ -177,11 +179,20 @@ export function createBudgets(config: BudgetsConfig, store: BudgetStore, options
     if (w !== undefined && now >= w.start && now < w.end) return w;
     const b = clock.bounds(period, now);
     // Kept through the next period, when the usage query reads it as the previous one.
-    const next: BudgetWindow = { period, start: b.start, end: b.end, expireAt: periodBounds(period, b.end, config.timeZone).end + 60_000 };
+    const next: BudgetWindow = { id: windowId(period, b.start), period, start: b.start, end: b.end, expireAt: periodBounds(period, b.end, config.timeZone).end + 60_000 };
     windows.set(period, next);
+    allWindows = undefined;
     return next;
   };
-  const windowAt = (bounds: { start: number; end: number }, period: BudgetPeriod): BudgetWindow => ({ period, ...bounds, expireAt: bounds.end });
+  /** The current window of every period (what a call is charged to), kept while they are current. */
+  let allWindows: BudgetWindow[] | undefined;
+  const currentWindows = (now: number): readonly BudgetWindow[] => {
+    if (allWindows !== undefined && allWindows.every((w) => now < w.end)) return allWindows;
+    const ws = budgetPeriods.map((p) => window(p, now));
+    allWindows = ws;
+    return ws;
+  };
+  const windowAt = (bounds: { start: number; end: number }, period: BudgetPeriod): BudgetWindow => ({ id: windowId(period, bounds.start), period, ...bounds, expireAt: bounds.end });
 
   const refused = options.refused ?? new Map<string, number>();
   const exceeded = (b: LimitedBudget, l: Limit, w: BudgetWindow, now: number): GatewayError => {
@@ -208,22 +219,29 @@ export function createBudgets(config: BudgetsConfig, store: BudgetStore, options
     return found;
   };
 
+  /** A budget's current windows (the same array while they are current). */
+  const windowsOf = (b: LimitedBudget, now: number): readonly BudgetWindow[] => {
+    let ws = b.windows;
+    if (ws === undefined || !ws.every((w) => now < w.end)) b.windows = ws = b.periods.map((p) => window(p, now));
+    return ws;
+  };
+  const decide = (b: LimitedBudget, ws: readonly BudgetWindow[], spent: readonly Spend[], now: number): void => {
+    const o = over(b, ws, spent);
+    if (o !== undefined) throw exceeded(b, o.limit, o.window, now);
+  };
+
   const check = (caller: string): void | Promise<void> => {
     const budgets = limitedOf.get(caller);
     if (budgets === undefined) return;
     const now = clock.now();
-    const pending: Promise<void>[] = [];
+    let pending: Promise<void>[] | undefined;
     for (const b of budgets) {
-      const ws = b.periods.map((p) => window(p, now));
-      const decide = (spent: readonly Spend[]) => {
-        const o = over(b, ws, spent);
-        if (o !== undefined) throw exceeded(b, o.limit, o.window, now);
-      };
+      const ws = windowsOf(b, now);
       const spent = store.spent(b.name, ws);
-      if (spent instanceof Promise) pending.push(spent.then(decide));
-      else decide(spent);
+      if (spent instanceof Promise) (pending ??= []).push(spent.then((s) => decide(b, ws, s, now)));
+      else decide(b, ws, spent, now);
     }
-    if (pending.length > 0) return Promise.all(pending).then(() => undefined);
+    if (pending !== undefined) return Promise.all(pending).then(() => undefined);
   };
 
   const usageEntry = (u: WindowUsage, limits: BudgetLimitsConfig | undefined, period: BudgetPeriod): UsageEntry => {
@@ -260,8 +278,7 @@ export function createBudgets(config: BudgetsConfig, store: BudgetStore, options
       const tokens = record.promptTokens + record.completionTokens;
       const money = record.cost;
       if (tokens <= 0 && (money === undefined || money <= 0)) return undefined;
-      const now = clock.now();
-      const ws = budgetPeriods.map((p) => window(p, now));
+      const ws = currentWindows(clock.now());
       const model = modelOf(record);
       const c: BudgetCharge = { model: models.has(model) ? model : "other", tokens, money };
       const pending: Promise<void>[] = [];

@@ -175,12 +175,12 @@ describe("budgets (memory store, fake clock)", () => {
   it("the memory store drops windows a period after their end", () => {
     const now = { t: 0 };
     const store = new MemoryBudgetStore(() => now.t);
-    const w = { period: "hour" as const, start: 0, end: 3_600_000, expireAt: 7_200_000 };
+    const w = { id: "hour:0", period: "hour" as const, start: 0, end: 3_600_000, expireAt: 7_200_000 };
     store.charge("b", [w], { model: "m", tokens: 5, money: 1 });
     expect(store.spent("b", [w])).toEqual([expect.objectContaining({ tokens: 5, money: 1 })]);
     now.t = 7_200_000;
     // A new window makes the store look for expired ones.
-    store.charge("b", [{ ...w, start: 7_200_000, end: 10_800_000, expireAt: 14_400_000 }], { model: "m", tokens: 1, money: 0 });
+    store.charge("b", [{ ...w, id: "hour:7200000", start: 7_200_000, end: 10_800_000, expireAt: 14_400_000 }], { model: "m", tokens: 1, money: 0 });
     expect(store.spent("b", [w])).toEqual([{ tokens: 0, money: 0 }]);
   });
 });

@@ -3,8 +3,9 @@ import type { GatewayCall } from "../gateway-call.js";
 import { everyUnary, type Interceptor } from "../interceptor.js";
 
 /**
- * Admission (auth, rate limits), after the drain step: a call whose caller already left goes no
- * further; then the runtime's admission (src/security/admission.ts) sets the tenant or refuses
+ * Admission (auth, rate limits, budgets), after the drain step: a call whose caller already left
+ * goes no further; then the runtime's admission (src/security/admission.ts, followed by the budget
+ * check of src/security/budgets.ts when budgets are configured) sets the tenant or refuses
  * (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED), before the call is routed. It gives a
  * promise only when it has something to wait for: otherwise the call goes on in the same turn.
  */

@@ -230,4 +230,25 @@ budgets: {keys: {k: {day: {tokens: 5}}}}
       await Promise.all([loopback.shutdown(), open.shutdown()]);
     }
   });
+
+  it("a reload (SIGHUP) applies new limits and keeps what was spent", async () => {
+    const yaml = (tokens: number) => `upstreams: [{name: mock, kind: mock}]
+models: [{name: mock-chat, upstream: mock}]
+auth: {enabled: true, keys: [{name: k, sha256: ${hashKey("sk-k")}}]}
+budgets: {keys: {k: {day: {tokens: ${tokens}}}}}
+`;
+    const a = await startInProcess(yaml(5));
+    try {
+      const c = createClient(InferenceService, createGrpcTransport({ baseUrl: `http://${a.grpcAddress}` }));
+      await c.chat({ model: "mock-chat", messages: [text("one two three")] }, { headers: auth("k") });
+      const spent = async () => ((await (await fetch(`http://${a.adminAddress}/admin/usage?period=day`)).json()) as Usage).periods["day"]!.current.keys["k"]!.tokens;
+      await expect.poll(spent).toBe(8);
+      expect((await refused(c.chat({ model: "mock-chat", messages: [text("one two three")] }, { headers: auth("k") }))).code).toBe(Code.ResourceExhausted);
+      expect(await a.reload(async () => parseConfig(yaml(100), "(test)", {}))).toBe(true);
+      await c.chat({ model: "mock-chat", messages: [text("one two three")] }, { headers: auth("k") });
+      await expect.poll(spent).toBe(16);
+    } finally {
+      await a.shutdown();
+    }
+  });
 });

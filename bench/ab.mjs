@@ -14,7 +14,8 @@
  * bench/out/ab/, e.g. `--build rev:HEAD~1 --build rev:HEAD`), or a directory holding a compiled
  * tree (`npx tsc -p tsconfig.json --outDir DIR` and `cp gen/infergate.binpb DIR/gen/`) inside this
  * repository, so that node_modules resolve;
- * `DIR,NAME=VALUE` adds environment variables to that process (`b0,INFERGATE_LOG_LEVEL=warn`). With
+ * `DIR,NAME=VALUE` adds environment variables to that process (`b0,INFERGATE_LOG_LEVEL=warn`);
+ * `BENCH_CONFIG=FILE` among them runs it with that config file instead of bench/infergate.yaml. With
  * --cpu-prof, each build runs under `node --cpu-prof` and the hottest functions (self and total
  * time) of its profile are printed. Prints one JSON object per build at the end.
  *
@@ -80,7 +81,9 @@ const children = [];
 
 async function start(name, main, fakePort, nodeArgs, extraEnv) {
   const [grpc, http, admin] = [await freePort(), await freePort(), await freePort()];
-  const child = startChild(name, process.execPath, [...nodeArgs, main, "--config", join(benchDir, "infergate.yaml"), "--listen", `127.0.0.1:${grpc}`, "--http-listen", `127.0.0.1:${http}`, "--admin-listen", `127.0.0.1:${admin}`], {
+  // BENCH_CONFIG (a build's environment) runs that build with another config file (bench/tracing-ab.mjs).
+  const config = extraEnv.BENCH_CONFIG ?? join(benchDir, "infergate.yaml");
+  const child = startChild(name, process.execPath, [...nodeArgs, main, "--config", config, "--listen", `127.0.0.1:${grpc}`, "--http-listen", `127.0.0.1:${http}`, "--admin-listen", `127.0.0.1:${admin}`], {
     logDir,
     cwd: logDir,
     direct: true,

@@ -35,6 +35,8 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
     if (running.sessions[k] !== next.sessions[k]) changed.push(`sessions.${k}`);
   }
   if (JSON.stringify(running.redis) !== JSON.stringify(next.redis)) changed.push("redis");
+  // The Redis budget store is made once, at start, with its failure rule (src/server/shared-state.ts).
+  if ((running.budgets?.onRedisFailure ?? "open") !== (next.budgets?.onRedisFailure ?? "open")) changed.push("budgets.onRedisFailure");
   // The exporter and sampler are made once, at start (src/observability/tracing.ts).
   if (JSON.stringify(running.tracing) !== JSON.stringify(next.tracing)) changed.push("tracing");
   return changed;

@@ -17,7 +17,7 @@ const layers = [
   {
     name: "ingress",
     path: "^src/ingress/",
-    why: "An ingress translates a foreign API (OpenAI's) onto the gateway; server/ mounts it, so it never imports server/.",
+    why: "An ingress translates a foreign API (OpenAI's in ingress/openai, Anthropic's in ingress/anthropic) onto the gateway; server/ mounts it, so it never imports server/.",
   },
   {
     name: "gateway",

@@ -25,6 +25,7 @@ import { createGrpcServer, grpcCredentials } from "./grpc-server.js";
 import { listenGrpc } from "./grpc-listener.js";
 import { createHttpListener } from "./http-listener.js";
 import { inferenceRoutes, peerCommonNameKey } from "./connect-routes.js";
+import { createAnthropicIngress, withAnthropicIngress } from "../ingress/anthropic/anthropic-ingress.js";
 import { createOpenAIIngress, withOpenAIIngress } from "../ingress/openai/openai-ingress.js";
 
 /** A running infergate: both listeners over one gateway core. */
@@ -171,7 +172,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   });
   // The OpenAI-compatible API (/v1/…) shares the port with Connect: src/ingress/openai.
   const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes, requestLimits: server.requestLimits });
-  const http = createHttpListener(withOpenAIIngress(openai, handler), server, tlsMaterial, { gate });
+  // The Anthropic Messages API (/v1/messages…, and /v1/models with anthropic-version) before it: src/ingress/anthropic.
+  const anthropic = createAnthropicIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
+  const http = createHttpListener(withAnthropicIngress(anthropic, withOpenAIIngress(openai, handler)), server, tlsMaterial, { gate });
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;
   try {

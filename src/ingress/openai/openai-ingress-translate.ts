@@ -630,7 +630,7 @@ export function toErrorAnswer(err: unknown): HttpErrorAnswer {
 // --- reading JSON -------------------------------------------------------------------------------
 
 /** `o[key]` read with `read`, or undefined when the key is absent or null (the API's "unset"). */
-function opt<T>(o: Json, key: string, read: (v: unknown, at: string) => T, prefix = ""): T | undefined {
+export function opt<T>(o: Json, key: string, read: (v: unknown, at: string) => T, prefix = ""): T | undefined {
   const v = o[key];
   return v === undefined || v === null ? undefined : read(v, prefix + key);
 }
@@ -644,33 +644,33 @@ function onlyKeys(o: Json, at: string, allowed: readonly string[]): void {
   }
 }
 
-function obj(v: unknown, at: string): Json {
+export function obj(v: unknown, at: string): Json {
   if (!isObject(v)) throw invalidArgument(at, "must be an object");
   return v;
 }
 
-function arr(v: unknown, at: string): unknown[] {
+export function arr(v: unknown, at: string): unknown[] {
   if (!Array.isArray(v)) throw invalidArgument(at, "must be an array");
   return v;
 }
 
-function str(v: unknown, at: string): string {
+export function str(v: unknown, at: string): string {
   if (typeof v !== "string") throw invalidArgument(at, "must be a string");
   return v;
 }
 
-function bool(v: unknown, at: string): boolean {
+export function bool(v: unknown, at: string): boolean {
   if (typeof v !== "boolean") throw invalidArgument(at, "must be true or false");
   return v;
 }
 
-function num(v: unknown, at: string): number {
+export function num(v: unknown, at: string): number {
   if (typeof v !== "number" || !Number.isFinite(v)) throw invalidArgument(at, "must be a number");
   return v;
 }
 
 /** A token count: a whole number from 1 to 2^32 − 1. */
-function count(v: unknown, at: string): number {
+export function count(v: unknown, at: string): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > maxUint32) {
     throw invalidArgument(at, `must be a whole number from 1 to ${maxUint32}`);
   }

@@ -70,7 +70,7 @@ export interface OpenAIIngressOptions {
 }
 
 /** A refusal of the HTTP layer itself (path, method, body framing), before any call. */
-class HttpRefusal extends Error {
+export class HttpRefusal extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -85,7 +85,7 @@ class HttpRefusal extends Error {
  * Responses whose connection or HTTP/2 stream has closed. (Http2ServerResponse has no `destroyed`;
  * both kinds of response emit 'close'.)
  */
-const closed = new WeakSet<Response>();
+export const closed = new WeakSet<Response>();
 
 /** Sends `/v1/…` to the OpenAI-compatible API and everything else to `other` (Connect). */
 export function withOpenAIIngress(ingress: HttpHandler, other: HttpHandler): HttpHandler {
@@ -106,14 +106,20 @@ export function createOpenAIIngress(gateway: Gateway, options: OpenAIIngressOpti
   };
 }
 
-async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response): Promise<void> {
+/**
+ * The call context of an ingress request (every ingress's): the deadline of the
+ * `infergate-timeout-ms` header capped by `maxTimeoutMs`, the caller's headers (for admission),
+ * the verified client certificate's name. `badTimeout` when the header is not a whole number, for
+ * the caller to refuse inside its error handling (the context must be disposed either way).
+ */
+export function ingressCallContext(req: Request, res: Response, maxTimeoutMs: number): { ctx: OwnedCallContext; badTimeout: boolean } {
   const headers = callerHeaders(Object.entries(req.headers));
   const rawTimeout = headers[timeoutHeader];
   const timeoutMs = rawTimeout !== undefined && /^\d{1,12}$/.test(rawTimeout) ? Number(rawTimeout) : undefined;
   const socket = req.socket as TLSSocket | undefined;
   const ctx = createCallContext({
     timeoutMs,
-    maxTimeoutMs: options.maxTimeoutMs,
+    maxTimeoutMs,
     timeoutHeader,
     headers,
     peerCommonName: socket?.authorized === true ? peerCommonName(socket.getPeerCertificate().subject) : undefined,
@@ -124,9 +130,19 @@ async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Reque
     closed.add(res);
     ctx.cancel();
   });
+  return { ctx, badTimeout: rawTimeout !== undefined && timeoutMs === undefined };
+}
+
+/** The refusal of a malformed `infergate-timeout-ms` header (ingressCallContext's `badTimeout`). */
+export function badTimeoutError(): GatewayError {
+  return invalidArgument(timeoutHeader, "must be a whole number of milliseconds");
+}
+
+async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Request, res: Response): Promise<void> {
+  const { ctx, badTimeout } = ingressCallContext(req, res, options.maxTimeoutMs);
   try {
-    if (rawTimeout !== undefined && timeoutMs === undefined) {
-      throw invalidArgument(timeoutHeader, "must be a whole number of milliseconds");
+    if (badTimeout) {
+      throw badTimeoutError();
     }
     const path = (req.url ?? "/").split("?")[0]!;
     if (path === "/v1/chat/completions") {
@@ -148,7 +164,8 @@ async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Reque
   }
 }
 
-function allow(req: Request, method: string): void {
+/** Refuses (405) a request whose method is not `method`. */
+export function allow(req: Request, method: string): void {
   if (req.method !== method) {
     throw new HttpRefusal(405, `${req.method ?? ""} is not allowed here; use ${method}`, "method_not_allowed", { allow: method });
   }
@@ -230,6 +247,14 @@ async function embeddings(gateway: Gateway, options: OpenAIIngressOptions, req: 
 
 async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedCallContext): Promise<void> {
   const list = toModelList(await gateway.listModels(create(ListModelsRequestSchema, {}), ctx), Math.floor(Date.now() / 1000));
+  sendModels(res, path, list, ctx);
+}
+
+/**
+ * Answers `GET /v1/models` with `list`, and `GET /v1/models/{id}` with the model of that id in it
+ * (404 MODEL_NOT_FOUND when there is none): every ingress's model routes, each with its own shape.
+ */
+export function sendModels(res: Response, path: string, list: { data: readonly { id: string }[] }, ctx: OwnedCallContext): void {
   if (path === "/v1/models") {
     sendJson(res, 200, list, ctx.responseHeaders);
     return;
@@ -254,7 +279,7 @@ async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedC
  * Reads the body as JSON, at most `limit` bytes (413 beyond, without reading the rest), its text
  * first given to `check` (which throws to refuse it).
  */
-async function readJson(req: Request, limit: number, check: (text: string) => void): Promise<unknown> {
+export async function readJson(req: Request, limit: number, check: (text: string) => void): Promise<unknown> {
   const encoding = req.headers["content-encoding"];
   if (encoding !== undefined && encoding !== "identity") {
     throw new HttpRefusal(415, "compressed request bodies are not supported; send the body without content-encoding", "unsupported_content_encoding");
@@ -289,7 +314,7 @@ async function readJson(req: Request, limit: number, check: (text: string) => vo
  * that stops reading must not hold the call, its upstream request and its concurrency slot past
  * the deadline. After an abort nothing waits: what follows is at most the error event.
  */
-function write(res: Response, data: string, signal: AbortSignal): Promise<void> {
+export function write(res: Response, data: string, signal: AbortSignal): Promise<void> {
   if (closed.has(res) || (res as http.ServerResponse).write(data) || signal.aborted) {
     return Promise.resolve();
   }
@@ -306,7 +331,7 @@ function write(res: Response, data: string, signal: AbortSignal): Promise<void> 
   });
 }
 
-function sendJson(res: Response, status: number, body: unknown, headers: Readonly<Record<string, string>>): void {
+export function sendJson(res: Response, status: number, body: unknown, headers: Readonly<Record<string, string>>): void {
   if (closed.has(res) || res.headersSent) return;
   const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) });
@@ -327,6 +352,16 @@ function sendError(req: Request, res: Response, err: unknown, ctx: OwnedCallCont
           headers: err.headers,
         }
       : toErrorAnswer(err);
+  sendErrorAnswer(req, res, answer, ctx);
+}
+
+/** Sends an ingress's error answer (status, body, headers) with the call's response headers. */
+export function sendErrorAnswer(
+  req: Request,
+  res: Response,
+  answer: { status: number; body: unknown; headers: Readonly<Record<string, string>> },
+  ctx: OwnedCallContext,
+): void {
   const headers = { ...ctx.responseHeaders, ...answer.headers };
   if (req.httpVersionMajor === 1 && !req.complete) {
     // HTTP/1.1 refused before its body was read (413, 415, 405, 404, a bad header): to reuse the

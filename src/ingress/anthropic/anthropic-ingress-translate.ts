@@ -1,0 +1,566 @@
+/**
+ * The reverse of src/upstreams/anthropic/anthropic-translate.ts, for the Anthropic Messages API
+ * ingress (anthropic-ingress.ts): a `POST /v1/messages` body as Anthropic's SDKs send it → our
+ * ChatRequest / GenerateRequest, and our answers, stream events, model list and errors → the API's
+ * JSON. Pure functions, no I/O. The wire types are src/upstreams/anthropic/anthropic-wire.ts's
+ * (the ingress imports from upstreams/, never the reverse). docs/anthropic-ingress.md has the
+ * mapping table.
+ *
+ * Requests: every key either maps, or is accepted only with a value that asks for nothing, or is
+ * refused with INVALID_ARGUMENT whose `field` names it — never silently dropped. The one
+ * exception is `cache_control` (prompt-caching breakpoints), which is a hint about billing, not
+ * about the answer: it is ignored wherever it appears (docs/anthropic-ingress.md, "cache_control").
+ *
+ * Over 400 lines, kept whole: it is one wire format's translator (the request reader, the answer
+ * writer and the stream's event machine), whose halves are tested against each other in one
+ * file (test/e2e/anthropic-ingress.test.ts).
+ */
+import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { type ContentPartSchema, FinishReason, type MessageSchema, Role, ToolChoiceMode, type ToolSchema, type Usage } from "../../../gen/infergate/v1/chat_pb.js";
+import {
+  Capability,
+  type ChatRequest,
+  ChatRequestSchema,
+  type ChatResponse,
+  type GenerateRequest,
+  GenerateRequestSchema,
+  type GenerateResponse,
+  type ListModelsResponse,
+} from "../../../gen/infergate/v1/inference_service_pb.js";
+import { echoed, GatewayError, invalidArgument, Reason, toStatus } from "../../core/gateway-error.js";
+import { isObject } from "../../upstreams/json-value.js";
+import { arr, bool, count, num, obj, opt, str } from "../openai/openai-ingress-translate.js";
+import {
+  anthropicImageMediaTypes,
+  type ContentBlock,
+  type ErrorBody,
+  type MessagesResponse,
+  type StopReason,
+  type StreamEvent,
+  type WireUsage,
+} from "../../upstreams/anthropic/anthropic-wire.js";
+
+type Json = Record<string, unknown>;
+type ChatInit = MessageInitShape<typeof ChatRequestSchema>;
+type MessageInit = MessageInitShape<typeof MessageSchema>;
+type PartInit = MessageInitShape<typeof ContentPartSchema>;
+
+/** A request read from the API: a unary one for Chat, a streamed one for Generate. */
+export type MessagesCall =
+  | { readonly stream: false; readonly request: ChatRequest }
+  | { readonly stream: true; readonly request: GenerateRequest };
+
+/** The request metadata key that carries `metadata.user_id` (as the OpenAI route's `openai.user`). */
+export const userIdMetadataKey = "anthropic.user_id";
+
+const notSupported = "not supported by infergate's Anthropic Messages API (docs/anthropic-ingress.md lists what is)";
+
+/** Top-level keys that map onto our request (see fromMessagesRequest). */
+const mappedKeys = new Set([
+  "model",
+  "max_tokens",
+  "messages",
+  "system",
+  "temperature",
+  "top_p",
+  "stop_sequences",
+  "stream",
+  "metadata",
+  "tools",
+  "tool_choice",
+]);
+
+/** Keys accepted only with the value that asks for nothing (what the API does without them). */
+const inertKeys = new Map<string, { accepts(v: unknown): boolean; problem: string }>([
+  ["thinking", { accepts: (v) => isObject(v) && v["type"] === "disabled", problem: 'extended thinking is not supported; only {"type": "disabled"}' }],
+  ["service_tier", { accepts: (v) => v === "auto" || v === "standard_only", problem: 'only "auto" or "standard_only"' }],
+]);
+
+/** Why top_k is refused: the core's ChatRequest has no top-k sampling. */
+const topKProblem = "top-k sampling is not supported: infergate's request has no top_k (use temperature or top_p)";
+
+/**
+ * Reads the body of `POST /v1/messages` (already parsed JSON). Throws INVALID_ARGUMENT naming the
+ * key at fault by its path in the API (`messages[1].content[0].source.media_type`).
+ */
+export function fromMessagesRequest(body: unknown): MessagesCall {
+  if (!isObject(body)) {
+    throw new GatewayError(Code.InvalidArgument, "the body must be a JSON object");
+  }
+  for (const [key, v] of Object.entries(body)) {
+    if (mappedKeys.has(key) || v === null || v === undefined) continue;
+    if (key === "top_k") throw invalidArgument("top_k", topKProblem);
+    const inert = inertKeys.get(key);
+    if (inert?.accepts(v) === true) continue;
+    throw invalidArgument(key, inert?.problem ?? notSupported);
+  }
+  const model = body["model"];
+  if (typeof model !== "string" || model === "") {
+    throw invalidArgument("model", "Field required: the name of a model this gateway serves (GET /v1/models)");
+  }
+  if (body["max_tokens"] === undefined || body["max_tokens"] === null) {
+    throw invalidArgument("max_tokens", "Field required (the Messages API has no default)");
+  }
+  const maxTokens = count(body["max_tokens"], "max_tokens");
+  const messages = arr(body["messages"] ?? missing("messages"), "messages");
+  const stream = opt(body, "stream", bool) ?? false;
+
+  const init: ChatInit = { model, maxTokens, messages: [] };
+  const system = opt(body, "system", (v, at) => (typeof v === "string" ? [textPart(v)] : arr(v, at).map((b, i) => textBlock(b, `${at}[${i}]`))));
+  if (system !== undefined && system.length > 0) {
+    init.messages!.push({ role: Role.SYSTEM, content: system });
+  }
+  messages.forEach((m, i) => init.messages!.push(...message(m, `messages[${i}]`)));
+  const temperature = opt(body, "temperature", num);
+  if (temperature !== undefined) init.temperature = temperature;
+  const topP = opt(body, "top_p", num);
+  if (topP !== undefined) init.topP = topP;
+  const stop = opt(body, "stop_sequences", (v, at) => arr(v, at).map((s, i) => str(s, `${at}[${i}]`)));
+  if (stop !== undefined) init.stop = stop;
+  const tools = opt(body, "tools", arr);
+  if (tools !== undefined) init.tools = tools.map((t, i) => tool(t, `tools[${i}]`));
+  const choice = opt(body, "tool_choice", obj);
+  if (choice !== undefined) toolChoice(choice, init);
+  const metadata = opt(body, "metadata", obj);
+  if (metadata !== undefined) {
+    // user_id identifies the end user (abuse monitoring at Anthropic): kept as request metadata,
+    // never sent to a model server. Other string entries are infergate's own request metadata
+    // (e.g. `mock.token_delay_ms` for the mock kind), as the OpenAI route's `metadata`.
+    const entries: Record<string, string> = {};
+    for (const [k, v] of Object.entries(metadata)) {
+      if (v === null) continue;
+      entries[k === "user_id" ? userIdMetadataKey : k] = str(v, `metadata.${k}`);
+    }
+    init.metadata = entries;
+  }
+  return stream ? { stream: true, request: create(GenerateRequestSchema, init) } : { stream: false, request: create(ChatRequestSchema, init) };
+}
+
+/**
+ * One turn of the API → our messages. A user turn's `tool_result` blocks become TOOL messages
+ * (first, in order: the API puts them first), its other blocks one USER message after them; an
+ * assistant turn's `tool_use` blocks become its tool calls.
+ */
+function message(m: unknown, at: string): MessageInit[] {
+  const o = obj(m, at);
+  onlyKeys(o, at, ["role", "content"]);
+  const role = o["role"];
+  if (role !== "user" && role !== "assistant") {
+    throw invalidArgument(`${at}.role`, 'one of "user", "assistant" (the system prompt is the top-level "system")');
+  }
+  const raw = o["content"] ?? missing(`${at}.content`);
+  const blocks = typeof raw === "string" ? [{ type: "text", text: raw }] : arr(raw, `${at}.content`);
+  if (role === "assistant") {
+    const content: PartInit[] = [];
+    const toolCalls: { id: string; name: string; arguments: string }[] = [];
+    blocks.forEach((b, j) => {
+      const bat = `${at}.content[${j}]`;
+      const block = obj(b, bat);
+      if (block["type"] === "tool_use") {
+        onlyKeys(block, bat, ["type", "id", "name", "input", "cache_control"]);
+        toolCalls.push({ id: str(block["id"], `${bat}.id`), name: str(block["name"], `${bat}.name`), arguments: JSON.stringify(obj(block["input"], `${bat}.input`)) });
+      } else {
+        content.push(textBlock(block, bat));
+      }
+    });
+    return [{ role: Role.ASSISTANT, content, toolCalls }];
+  }
+  const results: MessageInit[] = [];
+  const parts: PartInit[] = [];
+  blocks.forEach((b, j) => {
+    const bat = `${at}.content[${j}]`;
+    const block = obj(b, bat);
+    if (block["type"] === "tool_result") {
+      onlyKeys(block, bat, ["type", "tool_use_id", "content", "is_error", "cache_control"]);
+      if (opt(block, "is_error", bool, `${bat}.`) === true) {
+        throw invalidArgument(`${bat}.is_error`, "infergate's tool messages cannot mark an error; say it in the content");
+      }
+      const c = block["content"];
+      const content = c === undefined || c === null ? [] : typeof c === "string" ? [textPart(c)] : arr(c, `${bat}.content`).map((p, k) => userBlock(p, `${bat}.content[${k}]`));
+      results.push({ role: Role.TOOL, toolCallId: str(block["tool_use_id"], `${bat}.tool_use_id`), content });
+    } else {
+      parts.push(userBlock(block, bat));
+    }
+  });
+  if (parts.length > 0 || results.length === 0) {
+    results.push({ role: Role.USER, content: parts });
+  }
+  return results;
+}
+
+/** A block of a user turn (or a tool result): text or image. */
+function userBlock(b: unknown, at: string): PartInit {
+  const block = obj(b, at);
+  return block["type"] === "image" ? image(block, at) : textBlock(block, at);
+}
+
+function textBlock(b: unknown, at: string): PartInit {
+  const block = obj(b, at);
+  if (block["type"] !== "text") {
+    const t = block["type"];
+    throw invalidArgument(`${at}.type`, `${typeof t === "string" ? `"${echoed(t, 64)}" blocks are not supported here` : "required"}; see docs/anthropic-ingress.md`);
+  }
+  onlyKeys(block, at, ["type", "text", "cache_control", "citations"]);
+  return textPart(str(block["text"], `${at}.text`));
+}
+
+function image(block: Json, at: string): PartInit {
+  onlyKeys(block, at, ["type", "source", "cache_control"]);
+  const source = obj(block["source"], `${at}.source`);
+  const type = source["type"];
+  if (type === "base64") {
+    onlyKeys(source, `${at}.source`, ["type", "media_type", "data"]);
+    const mediaType = str(source["media_type"], `${at}.source.media_type`);
+    if (!(anthropicImageMediaTypes as readonly string[]).includes(mediaType)) {
+      throw invalidArgument(`${at}.source.media_type`, `one of ${anthropicImageMediaTypes.join(", ")}`);
+    }
+    const data = str(source["data"], `${at}.source.data`);
+    if (data === "" || !/^[A-Za-z0-9+/]*={0,2}$/.test(data) || data.length % 4 !== 0) {
+      throw invalidArgument(`${at}.source.data`, "must be base64 data");
+    }
+    return { part: { case: "imageData", value: { data: Buffer.from(data, "base64"), mimeType: mediaType } } };
+  }
+  if (type === "url") {
+    onlyKeys(source, `${at}.source`, ["type", "url"]);
+    return { part: { case: "imageUrl", value: { url: str(source["url"], `${at}.source.url`) } } };
+  }
+  throw invalidArgument(`${at}.source.type`, 'one of "base64", "url"');
+}
+
+function textPart(value: string): PartInit {
+  return { part: { case: "text", value } };
+}
+
+function tool(t: unknown, at: string): MessageInitShape<typeof ToolSchema> {
+  const o = obj(t, at);
+  if (o["type"] !== undefined && o["type"] !== null && o["type"] !== "custom") {
+    throw invalidArgument(`${at}.type`, 'only custom tools (no type, or "custom"): server tools run at Anthropic');
+  }
+  onlyKeys(o, at, ["type", "name", "description", "input_schema", "strict", "cache_control"]);
+  const description = opt(o, "description", str, `${at}.`);
+  const strict = opt(o, "strict", bool, `${at}.`);
+  return {
+    name: str(o["name"], `${at}.name`),
+    parameters: obj(o["input_schema"] ?? missing(`${at}.input_schema`), `${at}.input_schema`) as JsonObject,
+    ...(description !== undefined ? { description } : {}),
+    ...(strict !== undefined ? { strict } : {}),
+  };
+}
+
+/** `tool_choice` → our tool choice; `disable_parallel_tool_use: true` → parallel_tool_calls false. */
+function toolChoice(o: Json, init: ChatInit): void {
+  const type = o["type"];
+  if (type === "none") {
+    onlyKeys(o, "tool_choice", ["type"]);
+    init.toolChoice = { choice: { case: "mode", value: ToolChoiceMode.NONE } };
+    return;
+  }
+  if (type === "auto" || type === "any") {
+    onlyKeys(o, "tool_choice", ["type", "disable_parallel_tool_use"]);
+    init.toolChoice = { choice: { case: "mode", value: type === "auto" ? ToolChoiceMode.AUTO : ToolChoiceMode.REQUIRED } };
+  } else if (type === "tool") {
+    onlyKeys(o, "tool_choice", ["type", "name", "disable_parallel_tool_use"]);
+    init.toolChoice = { choice: { case: "functionName", value: str(o["name"], "tool_choice.name") } };
+  } else {
+    throw invalidArgument("tool_choice.type", 'one of "auto", "any", "tool", "none"');
+  }
+  if (opt(o, "disable_parallel_tool_use", bool, "tool_choice.") === true) {
+    init.parallelToolCalls = false;
+  }
+}
+
+// --- answers ------------------------------------------------------------------------------------
+
+/**
+ * Our finish reason as the API's stop_reason. STOP is `end_turn`: the core does not say whether a
+ * stop sequence ended the answer, so `stop_sequence` is never given (docs/anthropic-ingress.md).
+ * UNSPECIFIED is `tool_use` when the answer calls tools, else `end_turn`.
+ */
+export function stopReasonOf(reason: FinishReason, calledTools: boolean): StopReason {
+  switch (reason) {
+    case FinishReason.LENGTH:
+      return "max_tokens";
+    case FinishReason.TOOL_CALLS:
+      return "tool_use";
+    case FinishReason.CONTENT_FILTER:
+      return "refusal";
+    case FinishReason.STOP:
+      return calledTools ? "tool_use" : "end_turn";
+    default:
+      return calledTools ? "tool_use" : "end_turn";
+  }
+}
+
+/**
+ * Our Usage as the API's: `input_tokens` is the prompt's tokens that were neither read from nor
+ * written to the provider's prompt cache (the API counts those apart), so that the three input
+ * counts add up to the prompt.
+ */
+export function wireUsage(u: Usage | undefined): Required<{ [K in keyof WireUsage]: number }> {
+  const cached = u?.cachedPromptTokens ?? 0;
+  const creation = u?.cacheCreationTokens ?? 0;
+  return {
+    input_tokens: Math.max(0, (u?.promptTokens ?? 0) - cached - creation),
+    output_tokens: u?.completionTokens ?? 0,
+    cache_creation_input_tokens: creation,
+    cache_read_input_tokens: cached,
+  };
+}
+
+/** A tool call's arguments as the `input` object of a tool_use block ("" is `{}`). */
+function toolInput(args: string): Record<string, unknown> {
+  if (args.trim() === "") return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(args);
+  } catch {
+    v = undefined;
+  }
+  if (!isObject(v)) {
+    throw new GatewayError(Code.Internal, "the model's tool call arguments are not a JSON object", { reason: Reason.UpstreamBadResponse });
+  }
+  return v;
+}
+
+/**
+ * A Chat answer as the API's `message`: its text parts joined into one text block (left out when
+ * empty), then one tool_use block per tool call with its parsed input. `model` is the model that
+ * answered (a fallback's name when one did).
+ */
+export function toMessage(res: ChatResponse, id: string): MessagesResponse {
+  let text = "";
+  for (const p of res.message?.content ?? []) {
+    if (p.part.case !== "text") {
+      throw new GatewayError(Code.Internal, "internal error", { cause: new Error(`an answer with a ${String(p.part.case)} part`) });
+    }
+    text += p.part.value;
+  }
+  const content: ContentBlock[] = text === "" ? [] : [{ type: "text", text }];
+  for (const c of res.message?.toolCalls ?? []) {
+    content.push({ type: "tool_use", id: c.id, name: c.name, input: toolInput(c.arguments) });
+  }
+  const calledTools = (res.message?.toolCalls.length ?? 0) > 0;
+  return {
+    id,
+    type: "message",
+    role: "assistant",
+    model: res.model,
+    content,
+    stop_reason: stopReasonOf(res.finishReason, calledTools),
+    stop_sequence: null,
+    usage: wireUsage(res.usage),
+  };
+}
+
+/** Turns a Generate stream into the API's stream events, one gateway event at a time. */
+export interface EventEncoder {
+  /** The events `event` becomes, message_start first; nothing after the final event. */
+  push(event: GenerateResponse): StreamEvent[];
+  /** message_start, if not sent yet (a stream committed before its first event sends it alone). */
+  start(): StreamEvent[];
+}
+
+/**
+ * Makes the encoder of one stream (the API's order: message_start; per content block
+ * content_block_start, content_block_delta…, content_block_stop; message_delta with the
+ * stop_reason and usage; message_stop). A text delta continues the open text block or opens one;
+ * a tool-call delta with an id opens a tool_use block (input `{}`, its arguments following as
+ * `input_json_delta`s), one without continues the open tool_use block of its index.
+ */
+export function createEventEncoder(init: { id: string; model: string }): EventEncoder {
+  let started = false;
+  let over = false;
+  let blocks = 0;
+  let open: { kind: "text" } | { kind: "tool"; index: number } | undefined;
+  let calledTools = false;
+  const start = (): StreamEvent[] => {
+    if (started) return [];
+    started = true;
+    const message: MessagesResponse = {
+      id: init.id,
+      type: "message",
+      role: "assistant",
+      model: init.model,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: { input_tokens: 0, output_tokens: 0 },
+    };
+    return [{ type: "message_start", message }];
+  };
+  const close = (): StreamEvent[] => {
+    if (open === undefined) return [];
+    open = undefined;
+    return [{ type: "content_block_stop", index: blocks - 1 }];
+  };
+  return {
+    start,
+    push(event) {
+      if (over) return [];
+      const out = start();
+      const e = event.event;
+      switch (e.case) {
+        case "textDelta":
+          if (open?.kind !== "text") {
+            out.push(...close(), { type: "content_block_start", index: blocks++, content_block: { type: "text", text: "" } });
+            open = { kind: "text" };
+          }
+          if (e.value !== "") out.push({ type: "content_block_delta", index: blocks - 1, delta: { type: "text_delta", text: e.value } });
+          return out;
+        case "toolCallDelta": {
+          calledTools = true;
+          const d = e.value;
+          if (d.id !== "" || open?.kind !== "tool" || open.index !== d.index) {
+            if (d.id === "" && d.name === "") {
+              throw new GatewayError(Code.Internal, "internal error", { cause: new Error(`a fragment of tool call ${d.index}, which is not the open block`) });
+            }
+            out.push(...close(), { type: "content_block_start", index: blocks++, content_block: { type: "tool_use", id: d.id, name: d.name, input: {} } });
+            open = { kind: "tool", index: d.index };
+          }
+          if (d.arguments !== "") out.push({ type: "content_block_delta", index: blocks - 1, delta: { type: "input_json_delta", partial_json: d.arguments } });
+          return out;
+        }
+        case "final": {
+          over = true;
+          const f = e.value;
+          out.push(...close(), {
+            type: "message_delta",
+            delta: { stop_reason: stopReasonOf(f.finishReason, calledTools), stop_sequence: null },
+            usage: wireUsage(f.usage),
+          });
+          out.push({ type: "message_stop" });
+          return out;
+        }
+        default:
+          return out;
+      }
+    },
+  };
+}
+
+/** The SSE text of one event: `event: <type>` and `data: <json>`. */
+export function sseEvent(e: StreamEvent): string {
+  return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+}
+
+/** The models of ListModels this API can call (Chat or Generate), in Anthropic's list shape. */
+export function toAnthropicModelList(res: ListModelsResponse, createdAt: string): AnthropicModelList {
+  const data = res.models
+    .filter((m) => m.capabilities.some((c) => c === Capability.CHAT || c === Capability.GENERATE))
+    .map((m): AnthropicModel => ({ type: "model", id: m.name, display_name: m.name, created_at: createdAt }));
+  return { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null };
+}
+
+/** One model of `GET /v1/models` in Anthropic's shape. */
+export interface AnthropicModel {
+  type: "model";
+  id: string;
+  display_name: string;
+  /** RFC 3339. infergate knows no release date: the time of the answer. */
+  created_at: string;
+}
+
+export interface AnthropicModelList {
+  data: AnthropicModel[];
+  has_more: false;
+  first_id: string | null;
+  last_id: string | null;
+}
+
+// --- errors -------------------------------------------------------------------------------------
+
+/** An error as the API answers it: HTTP status, `{"type": "error", …}` body, headers (retry-after). */
+export interface AnthropicErrorAnswer {
+  readonly status: number;
+  readonly body: ErrorBody;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** The API's error type by HTTP status (https://docs.claude.com/en/api/errors). */
+export function anthropicErrorType(status: number): string {
+  switch (status) {
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 404:
+      return "not_found_error";
+    case 413:
+      return "request_too_large";
+    case 429:
+      return "rate_limit_error";
+    case 504:
+      return "timeout_error";
+    case 529:
+      return "overloaded_error";
+    default:
+      return status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
+/** The HTTP status of a core error in this API (docs/anthropic-ingress.md, "Errors"). */
+function statusOf(code: Code, reason: string): number {
+  switch (code) {
+    case Code.InvalidArgument:
+    case Code.OutOfRange:
+    case Code.FailedPrecondition:
+    case Code.Unimplemented:
+      return 400;
+    case Code.Unauthenticated:
+      return 401;
+    case Code.PermissionDenied:
+      return 403;
+    case Code.NotFound:
+      return 404;
+    case Code.ResourceExhausted:
+      // Shedding (a concurrency limit) is the API's "overloaded"; an answer over a size limit is
+      // no rate limit; the rest (rate limits, budgets) are.
+      if (reason === Reason.Overloaded) return 529;
+      if (reason === Reason.MessageTooLarge || reason === Reason.UpstreamMessageTooLarge) return 500;
+      return 429;
+    case Code.DeadlineExceeded:
+      return 504;
+    case Code.Unavailable:
+      // Every endpoint's breaker open: the model is shedding all calls.
+      return reason === Reason.CircuitOpen ? 529 : 503;
+    default:
+      return 500;
+  }
+}
+
+/**
+ * The one mapping from anything thrown in the core to the API's error: the status by code and
+ * reason, `message` the status's client-safe message. 429, 503 and 529 with a retry delay get
+ * `retry-after` in whole seconds, rounded up, and `retry-after-ms` (which the SDKs prefer).
+ */
+export function toAnthropicError(err: unknown): AnthropicErrorAnswer {
+  const s = toStatus(err);
+  const status = statusOf(s.code, s.reason);
+  const headers: Record<string, string> = {};
+  if (s.retryAfterMs !== undefined && (status === 429 || status === 503 || status === 529)) {
+    headers["retry-after"] = String(Math.ceil(s.retryAfterMs / 1000));
+    headers["retry-after-ms"] = String(Math.ceil(s.retryAfterMs));
+  }
+  return { status, body: errorBody(status, s.message), headers };
+}
+
+/** The API's error body. */
+export function errorBody(status: number, message: string): ErrorBody {
+  return { type: "error", error: { type: anthropicErrorType(status), message } };
+}
+
+// --- reading JSON -------------------------------------------------------------------------------
+
+function missing(at: string): never {
+  throw invalidArgument(at, "Field required");
+}
+
+/** Refuses keys other than `allowed` that carry a value (null is unset). */
+function onlyKeys(o: Json, at: string, allowed: readonly string[]): void {
+  for (const [key, v] of Object.entries(o)) {
+    if (v !== null && !allowed.includes(key)) {
+      throw invalidArgument(`${at}.${key}`, notSupported);
+    }
+  }
+}

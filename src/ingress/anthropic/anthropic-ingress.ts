@@ -1,0 +1,206 @@
+/**
+ * The Anthropic Messages API on the HTTP listener (server.httpListen), beside the OpenAI-compatible
+ * API and Connect: an app that uses one of Anthropic's SDKs switches to infergate by changing its
+ * base URL to `http://<httpListen>` (the SDKs append `/v1/messages`). Served over the same gateway
+ * core, so admission (API keys in `x-api-key` or `authorization: Bearer`, rate limits, budgets),
+ * routing, fallbacks, cache, deadlines and cancellation are the same as everywhere. Translation
+ * is anthropic-ingress-translate.ts; this file does only HTTP. docs/anthropic-ingress.md.
+ *
+ * - `POST /v1/messages`: unary → Chat; `"stream": true` → Generate as Anthropic's server-sent
+ *   events (`event: <type>` / `data: <json>`), with `ping` events while the stream waits.
+ * - `POST /v1/messages/count_tokens`: 501 (no upstream kind counts tokens; see the doc).
+ * - `GET /v1/models`, `GET /v1/models/{model}` when the request carries `anthropic-version`
+ *   (what Anthropic's SDKs send); without it they stay the OpenAI-compatible API's.
+ *
+ * A stream is committed (status 200 and headers sent) when its first event is ready, or when a
+ * keep-alive interval passes without one (then message_start and a ping go out). Until then every
+ * failure is an HTTP error status with the API's error body; after it, a failure is one `event:
+ * error` and the end of the body, without message_stop.
+ */
+import { randomUUID } from "node:crypto";
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { Gateway } from "../../gateway/gateway.js";
+import { echoed, invalidArgument } from "../../core/gateway-error.js";
+import type { OwnedCallContext } from "../../core/call-context.js";
+import {
+  allow,
+  badTimeoutError,
+  closed,
+  type HttpHandler,
+  HttpRefusal,
+  ingressCallContext,
+  type OpenAIIngressOptions,
+  readJson,
+  sendErrorAnswer,
+  sendJson,
+  sendModels,
+  write,
+} from "../openai/openai-ingress.js";
+import {
+  type AnthropicErrorAnswer,
+  createEventEncoder,
+  errorBody,
+  fromMessagesRequest,
+  sseEvent,
+  toAnthropicError,
+  toAnthropicModelList,
+  toMessage,
+} from "./anthropic-ingress-translate.js";
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+/** The ingress's options: the OpenAI-compatible API's (the same server settings). */
+export type AnthropicIngressOptions = Pick<OpenAIIngressOptions, "maxTimeoutMs" | "maxBodyBytes">;
+
+/**
+ * How long a stream may go without an event before a `ping` is sent, so that proxies and clients
+ * that close idle connections keep it. A setting object rather than a constant so that tests can
+ * shorten it (test/e2e/anthropic-ingress.test.ts).
+ */
+export const keepAlive = { intervalMs: 10_000 };
+
+/** Paths of this API. */
+const messagesPath = "/v1/messages";
+const countTokensPath = "/v1/messages/count_tokens";
+
+/**
+ * Sends the Messages API's paths (and `/v1/models…` with `anthropic-version`) to `ingress`, and
+ * everything else to `other` (the OpenAI-compatible API and Connect).
+ */
+export function withAnthropicIngress(ingress: HttpHandler, other: HttpHandler): HttpHandler {
+  return (req, res) => {
+    const path = (req.url ?? "").split("?")[0]!;
+    const ours =
+      path === messagesPath || path === countTokensPath || ((path === "/v1/models" || path.startsWith("/v1/models/")) && req.headers["anthropic-version"] !== undefined);
+    return ours ? ingress(req, res) : other(req, res);
+  };
+}
+
+/** Makes the handler of the Anthropic Messages API over `gateway`. */
+export function createAnthropicIngress(gateway: Gateway, options: AnthropicIngressOptions): HttpHandler {
+  return (req, res) => {
+    res.on("error", () => {});
+    req.on("error", () => {});
+    serve(gateway, options, req, res).catch(() => {
+      if (!closed.has(res)) res.destroy();
+    });
+  };
+}
+
+async function serve(gateway: Gateway, options: AnthropicIngressOptions, req: Request, res: Response): Promise<void> {
+  // The client going away aborts the call, and with it the upstream request (ingressCallContext).
+  const { ctx, badTimeout } = ingressCallContext(req, res, options.maxTimeoutMs);
+  try {
+    if (badTimeout) {
+      throw badTimeoutError();
+    }
+    const path = (req.url ?? "/").split("?")[0]!;
+    if (path === messagesPath) {
+      allow(req, "POST");
+      refuseBeta(ctx.headers);
+      await messages(gateway, options, req, res, ctx);
+    } else if (path === countTokensPath) {
+      allow(req, "POST");
+      throw new HttpRefusal(
+        501,
+        "count_tokens is not supported by infergate: no upstream kind counts tokens without generating, and no tokenizer fits every model (docs/anthropic-ingress.md)",
+        "not_implemented",
+      );
+    } else {
+      allow(req, "GET");
+      await models(gateway, path, res, ctx);
+    }
+  } catch (err) {
+    sendError(req, res, err, ctx);
+  } finally {
+    ctx.dispose();
+  }
+}
+
+/**
+ * `anthropic-beta` turns on features that change the request or the answer; the anthropic
+ * upstream kind sends no caller headers (src/upstreams/anthropic/anthropic-upstream.ts), so no
+ * beta can be honoured on any model and every one is refused rather than ignored.
+ */
+function refuseBeta(headers: Readonly<Record<string, string>>): void {
+  const beta = headers["anthropic-beta"];
+  if (beta !== undefined && beta.trim() !== "") {
+    throw invalidArgument("anthropic-beta", `beta features are not supported by infergate (got "${echoed(beta, 100)}"); send the request without the header`);
+  }
+}
+
+async function messages(gateway: Gateway, options: AnthropicIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
+  // Element counts are the gateway's validation's (server.requestLimits on the decoded request);
+  // the text is bounded by maxBodyBytes.
+  const call = fromMessagesRequest(await readJson(req, options.maxBodyBytes, () => {}));
+  if (!call.stream) {
+    const answer = await gateway.chat(call.request, ctx);
+    sendJson(res, 200, toMessage(answer, answer.id !== "" ? answer.id : newId()), ctx.responseHeaders);
+    return;
+  }
+  const events = gateway.generate(call.request, ctx);
+  const encoder = createEventEncoder({ id: newId(), model: call.request.model });
+  let pending: Promise<IteratorResult<GenerateResponse>> | undefined;
+  /** The next event, or "idle" when a keep-alive interval passes first. */
+  const nextOrIdle = async (): Promise<IteratorResult<GenerateResponse> | "idle"> => {
+    pending ??= events.next();
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<"idle">((resolve) => (timer = setTimeout(() => resolve("idle"), keepAlive.intervalMs)));
+    try {
+      const r = await Promise.race([pending, idle]);
+      if (r !== "idle") pending = undefined;
+      return r;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  try {
+    // Before the first event (or the first idle interval) every failure is an HTTP status.
+    let next = await nextOrIdle();
+    if (closed.has(res)) return;
+    res.writeHead(200, { ...ctx.responseHeaders, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
+    try {
+      for (;;) {
+        const out = next === "idle" ? [...encoder.start(), { type: "ping" as const }] : next.done === true ? [] : encoder.push(next.value);
+        for (const e of out) await write(res, sseEvent(e), ctx.signal);
+        if (next !== "idle" && next.done === true) break;
+        if (closed.has(res)) return;
+        next = await nextOrIdle();
+      }
+    } catch (err) {
+      // Committed: the failure is one error event, and the body ends without message_stop.
+      if (!closed.has(res)) {
+        await write(res, `event: error\ndata: ${JSON.stringify(toAnthropicError(err).body)}\n\n`, ctx.signal);
+      }
+    }
+    res.end();
+  } finally {
+    // Ends the gateway's stream when the loop left early (the client went away).
+    pending?.catch(() => {});
+    await events.return(undefined);
+  }
+}
+
+function newId(): string {
+  return `msg_${randomUUID().replaceAll("-", "")}`;
+}
+
+async function models(gateway: Gateway, path: string, res: Response, ctx: OwnedCallContext): Promise<void> {
+  const list = toAnthropicModelList(await gateway.listModels(create(ListModelsRequestSchema, {}), ctx), new Date().toISOString());
+  sendModels(res, path, list, ctx);
+}
+
+function sendError(req: Request, res: Response, err: unknown, ctx: OwnedCallContext): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const answer: AnthropicErrorAnswer =
+    err instanceof HttpRefusal ? { status: err.status, body: errorBody(err.status, err.message), headers: err.headers } : toAnthropicError(err);
+  sendErrorAnswer(req, res, answer, ctx);
+}

@@ -5,7 +5,7 @@
  * are run one after the other: the body the ingress reads, the adapter writes back the same; the
  * events the ingress streams, the adapter's stream translator reads back as the same events.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { FinishReason, Role, ToolChoiceMode, UsageSchema } from "../../gen/infergate/v1/chat_pb.js";
@@ -21,7 +21,7 @@ import {
 } from "../../src/ingress/anthropic/anthropic-ingress-translate.js";
 import { createStreamTranslator, toMessagesRequest } from "../../src/upstreams/anthropic/anthropic-translate.js";
 
-const ev = (event: GenerateResponse["event"]): GenerateResponse => create(GenerateResponseSchema, { event });
+const ev = (event: MessageInitShape<typeof GenerateResponseSchema>["event"]): GenerateResponse => create(GenerateResponseSchema, { event });
 
 /** A stream's text and its tool calls (fragments joined by index), as a client assembles them. */
 function joined(events: GenerateResponse[]): { text: string; calls: { id: string; name: string; arguments: string }[] } {

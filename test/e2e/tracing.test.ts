@@ -4,7 +4,7 @@
  * to an OTLP/HTTP receiver in this process that decodes the protobuf payload
  * (test/helpers/otlp-receiver.ts). One trace id across A's and B's server and client spans and the
  * traceparent the fake received, each span the child of the one before; a caller's traceparent
- * continued (gRPC metadata and the OpenAI ingress's HTTP headers); retries and fallbacks as
+ * continued (gRPC metadata, and HTTP headers on the Connect listener and the OpenAI ingress); retries and fallbacks as
  * separate attempt spans; the trace id in the call's log line; a collector that is down never
  * failing a call and logged once; sampling ratio 0 exporting nothing while the context still
  * travels; what is queued exported on graceful stop.
@@ -205,6 +205,20 @@ models:
     const spans = await traceSpans(clientTrace, 4);
     expect(only(spans, "gateway-a", "SERVER").parentSpanId).toBe(clientSpan);
     expect(only(spans, "gateway-b", "SERVER").parentSpanId).toBe(only(spans, "gateway-a", "CLIENT").spanId);
+  });
+
+  it("continues the trace a client sent in HTTP headers to the Connect listener", async () => {
+    const clientTrace = "c0ffee00c0ffee00c0ffee00c0ffee00";
+    const clientSpan = "0123456789abcdef";
+    const res = await fetch(`http://${appA.httpAddress}/infergate.v1.InferenceService/Chat`, {
+      method: "POST",
+      headers: { "content-type": "application/json", traceparent: `00-${clientTrace}-${clientSpan}-01` },
+      body: JSON.stringify({ model: "near-chat", messages: [{ role: "ROLE_USER", content: [{ text: "over connect" }] }] }),
+    });
+    expect(res.status).toBe(200);
+    const spans = await traceSpans(clientTrace, 4);
+    expect(only(spans, "gateway-a", "SERVER").parentSpanId).toBe(clientSpan);
+    expect(only(spans, "gateway-b", "CLIENT").parentSpanId).toBe(only(spans, "gateway-b", "SERVER").spanId);
   });
 
   it("retries are separate attempt spans under the call's server span", async () => {

@@ -46,6 +46,12 @@ const expectations: [RegExp, (out: { code: number; stdout: string; stderr: strin
     const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice("data: ".length)) as { choices: { delta: { content?: string } }[] });
     expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe("You said: hi");
   }],
+  [/\/v1\/messages/, (o) => {
+    const res = JSON.parse(o.stdout) as { type: string; content: { type: string; text: string }[]; stop_reason: string };
+    expect(res.type).toBe("message");
+    expect(res.content).toEqual([{ type: "text", text: "You said: hi" }]);
+    expect(res.stop_reason).toBe("end_turn");
+  }],
   [/\/v1\/embeddings/, (o) => {
     const res = JSON.parse(o.stdout) as { object: string; data: { object: string; index: number; embedding: number[] }[]; model: string };
     expect(res.object).toBe("list");

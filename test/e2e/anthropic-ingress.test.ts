@@ -565,3 +565,34 @@ auth:
     expect((err as APIError).error).toMatchObject({ type: "error", error: { type: "rate_limit_error" } });
   });
 });
+
+describe("Anthropic Messages API, a failing upstream", () => {
+  let app: App;
+
+  beforeAll(async () => {
+    app = await startInProcess(`
+upstreams:
+  - { name: down, kind: mock, options: { failCode: UNAVAILABLE }, resilience: { retry: { maxAttempts: 1 }, breaker: { consecutiveFailures: 2, resetTimeoutMs: 3600000 } } }
+models: [{ name: broken, upstream: down, capabilities: [chat, generate] }]
+`);
+  });
+
+  afterAll(async () => {
+    await app?.shutdown();
+  });
+
+  it("unavailable: 503 api_error; once every endpoint's breaker is open: 529 overloaded_error with retry-after", async () => {
+    const client = sdk(app);
+    const req = { model: "broken", max_tokens: 10, messages: [{ role: "user" as const, content: "hi" }] };
+    for (let i = 0; i < 2; i++) {
+      const err = await thrown(client.messages.create(req));
+      expect((err as APIError).status).toBe(503);
+      expect((err as APIError).error).toMatchObject({ type: "error", error: { type: "api_error" } });
+    }
+    const open = await thrown(client.messages.create(req));
+    expect(open).toBeInstanceOf(InternalServerError);
+    expect((open as APIError).status).toBe(529);
+    expect((open as APIError).error).toMatchObject({ type: "error", error: { type: "overloaded_error" } });
+    expect(Number((open as APIError).headers?.get("retry-after"))).toBeGreaterThan(0);
+  });
+});

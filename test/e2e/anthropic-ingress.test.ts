@@ -395,6 +395,18 @@ models:
       expect(rec.headers["x-api-key"]).toBe(UPSTREAM_KEY);
     });
 
+    it("aborting a unary request while the upstream has not answered aborts the upstream request", async () => {
+      anthropicFake.setScenario("slow", { delayMs: 200, tokens: 20 });
+      const controller = new AbortController();
+      const pending = client.messages.create({ model: "claude", max_tokens: 100, messages: [{ role: "user", content: "hi" }] }, { signal: controller.signal });
+      await anthropicFake.waitForRequest(0);
+      controller.abort();
+      expect(await thrown(pending)).toBeInstanceOf(Error);
+      const rec = await anthropicFake.settled(0);
+      expect(rec.abortedAt).toBeDefined();
+      expect(rec.finishedAt).toBeUndefined();
+    });
+
     it("images: base64 and URL sources arrive as they were sent", async () => {
       const data = Buffer.from("png bytes here").toString("base64");
       await client.messages.create({

@@ -275,7 +275,7 @@ function toolChoice(o: Json, init: ChatInit): void {
 /**
  * Our finish reason as the API's stop_reason. STOP is `end_turn`: the core does not say whether a
  * stop sequence ended the answer, so `stop_sequence` is never given (docs/anthropic-ingress.md).
- * UNSPECIFIED is `tool_use` when the answer calls tools, else `end_turn`.
+ * STOP and UNSPECIFIED are `tool_use` when the answer calls tools, else `end_turn`.
  */
 export function stopReasonOf(reason: FinishReason, calledTools: boolean): StopReason {
   switch (reason) {
@@ -285,9 +285,8 @@ export function stopReasonOf(reason: FinishReason, calledTools: boolean): StopRe
       return "tool_use";
     case FinishReason.CONTENT_FILTER:
       return "refusal";
-    case FinishReason.STOP:
-      return calledTools ? "tool_use" : "end_turn";
     default:
+      // STOP (some servers say it after tool calls) and UNSPECIFIED.
       return calledTools ? "tool_use" : "end_turn";
   }
 }

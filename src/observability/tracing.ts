@@ -13,7 +13,13 @@ import {
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BasicTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } from "@opentelemetry/sdk-trace-base";
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+} from "@opentelemetry/sdk-trace-base";
 import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
 import type { Usage } from "../../gen/infergate/v1/chat_pb.js";
 import type { TracingConfig } from "../config/schema.js";
@@ -75,7 +81,9 @@ interface Answered {
 /** Makes the tracing of one app, or undefined when the config names no endpoint (tracing off). */
 export function createTracing(config: TracingConfig, log: Logger): Tracing | undefined {
   if (config.endpoint === undefined) return undefined;
-  const ratio = new TraceIdRatioBasedSampler(config.samplingRatio);
+  // The ratio's own sampler reads the trace id on every call; at 1 and 0 the answer is known.
+  const ratio =
+    config.samplingRatio >= 1 ? new AlwaysOnSampler() : config.samplingRatio <= 0 ? new AlwaysOffSampler() : new TraceIdRatioBasedSampler(config.samplingRatio);
   const exporter = new OTLPTraceExporter({
     url: config.endpoint,
     headers: { ...config.headers },

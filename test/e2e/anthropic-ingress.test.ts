@@ -113,6 +113,8 @@ models:
   - { name: mock-predict, upstream: mock, capabilities: [predict] }
   - { name: gpt, upstream: gpt-up, upstreamModel: gpt-4o-mini, cache: { policy: "off" } }
   - { name: claude, upstream: claude-up, upstreamModel: claude-sonnet-4-5, cache: { policy: "off" } }
+  - { name: claude-cached, upstream: claude-up, upstreamModel: claude-sonnet-4-5, cache: { policy: always } }
+  - { name: claude-or-gpt, upstream: claude-up, upstreamModel: claude-sonnet-4-5, fallbacks: [gpt] }
 `);
     client = sdk(app);
   });
@@ -242,10 +244,10 @@ models:
 
     it("GET /v1/models: Anthropic's list shape with anthropic-version, OpenAI's without", async () => {
       const page = await client.models.list();
-      expect(page.data.map((m) => m.id)).toEqual(["mock-chat", "gpt", "claude"]);
+      expect(page.data.map((m) => m.id)).toEqual(["mock-chat", "gpt", "claude", "claude-cached", "claude-or-gpt"]);
       expect(page.data[0]).toEqual({ type: "model", id: "mock-chat", display_name: "mock-chat", created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
       const raw = (await (await fetch(`http://${app.httpAddress}/v1/models`, { headers: { "anthropic-version": "2023-06-01" } })).json()) as Record<string, unknown>;
-      expect(raw).toMatchObject({ has_more: false, first_id: "mock-chat", last_id: "claude" });
+      expect(raw).toMatchObject({ has_more: false, first_id: "mock-chat", last_id: "claude-or-gpt" });
       expect(await client.models.retrieve("gpt")).toMatchObject({ type: "model", id: "gpt" });
       expect(await thrown(client.models.retrieve("nope"))).toBeInstanceOf(NotFoundError);
       const openai = (await (await fetch(`http://${app.httpAddress}/v1/models`)).json()) as { object: string };
@@ -287,11 +289,14 @@ models:
       }
     });
 
-    it("anthropic-beta: 400 (no upstream kind can honour a beta)", async () => {
-      const err = await thrown(client.beta.messages.create({ model: "claude", max_tokens: 10, messages: [{ role: "user", content: "hi" }], betas: ["token-efficient-tools-2025-02-19"] }));
-      expect(err).toBeInstanceOf(BadRequestError);
-      expect((err as APIError).message).toContain("anthropic-beta");
+    it("anthropic-beta on a model that is not anthropic-kind, or has a fallback that is not: 400 naming the header, nothing sent", async () => {
+      for (const model of ["mock-chat", "gpt", "claude-or-gpt"]) {
+        const err = await thrown(client.beta.messages.create({ model, max_tokens: 10, messages: [{ role: "user", content: "hi" }], betas: ["token-efficient-tools-2025-02-19"] }));
+        expect(err, model).toBeInstanceOf(BadRequestError);
+        expect((err as APIError).message, model).toContain("anthropic-beta");
+      }
       expect(anthropicFake.requests).toHaveLength(0);
+      expect(openaiFake.requests).toHaveLength(0);
     });
 
     it("an unknown model: 404 NotFoundError; a model without Chat: 400", async () => {
@@ -385,6 +390,23 @@ models:
   });
 
   describe("through the Anthropic fake", () => {
+    it("anthropic-beta reaches an anthropic-kind upstream, unary and streaming, and such a call bypasses the cache", async () => {
+      const betas = ["token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14"];
+      const params = { model: "claude-cached", max_tokens: 10, messages: [{ role: "user" as const, content: "hi" }] };
+      await client.messages.create(params);
+      const unary = await client.beta.messages.create({ ...params, betas });
+      expect(unary.content[0]).toMatchObject({ type: "text" });
+      await client.beta.messages.stream({ ...params, betas }).finalMessage();
+      // The first call went upstream without the header; the two beta calls went upstream (not the
+      // cached answer) with it; the caller's other headers (its key) were not sent on.
+      expect(anthropicFake.requests).toHaveLength(3);
+      expect(anthropicFake.requests[0]!.headers["anthropic-beta"]).toBeUndefined();
+      for (const rec of anthropicFake.requests.slice(1)) {
+        expect(rec.headers["anthropic-beta"]).toBe(betas.join(","));
+        expect(rec.headers["x-api-key"]).toBe(UPSTREAM_KEY);
+      }
+    });
+
     it("unary: the request as the upstream kind sends it, usage with cache tokens", async () => {
       anthropicFake.setScenario("cache-usage");
       const res = await client.messages.create({ model: "claude", max_tokens: 50, system: "brief", messages: [{ role: "user", content: "hello claude" }] });

@@ -1,5 +1,10 @@
 import { randomUUID } from "node:crypto";
-import type { RequestLimits } from "../../config/schema.js";
+import { CachePolicy } from "../../../gen/infergate/v1/chat_pb.js";
+import type { ChatInput } from "../../core/upstream.js";
+import type { CallContext } from "../../core/call-context.js";
+import type { CapabilityName, RequestLimits } from "../../config/schema.js";
+import { echoed, invalidArgument } from "../../core/gateway-error.js";
+import type { ModelRoute } from "../../core/model-route.js";
 import { applyOutputForm } from "../../upstreams/tensor-bulk.js";
 import type { Interceptor } from "../interceptor.js";
 import { applyEncoding } from "../embed-batches.js";
@@ -36,13 +41,41 @@ export function routeStep(limits: RequestLimits | undefined): Interceptor {
       Chat: (next) => (call) => {
         call.route = call.runtime.router.resolve(call.model, "chat");
         validateChatInput(call.request, limits);
+        checkAnthropicBeta(call.route, "chat", call.request, call.ctx);
         return next(call);
       },
     },
     stream: (next) => (call) => {
       call.route = call.runtime.router.resolve(call.model, "generate");
       validateChatInput(call.request, limits);
+      checkAnthropicBeta(call.route, "generate", call.request, call.ctx);
       return next(call);
     },
   };
+}
+
+/** The caller header that turns on Anthropic beta features; the anthropic kind forwards it. */
+const anthropicBeta = "anthropic-beta";
+
+/**
+ * A caller's `anthropic-beta` header changes the request or the answer, and only the anthropic
+ * upstream kind sends it on (src/upstreams/anthropic/anthropic-upstream.ts). So it is accepted
+ * only when the model and every fallback that could answer the call are of that kind, and refused
+ * otherwise (INVALID_ARGUMENT naming the header) before the cache or an upstream sees the call,
+ * rather than ignored by whichever candidate answers. The response cache does not key on caller
+ * headers, so a call with the header bypasses it (neither a non-beta answer read nor a beta
+ * answer stored). docs/anthropic-ingress.md.
+ */
+function checkAnthropicBeta(route: ModelRoute, capability: CapabilityName, req: ChatInput, ctx: CallContext): void {
+  const beta = ctx.headers[anthropicBeta];
+  if (beta === undefined || beta.trim() === "") return;
+  const candidates = [route, ...route.fallbacks.filter((f) => f.capabilities.includes(capability))];
+  const other = candidates.find((c) => c.upstream.kind !== "anthropic");
+  if (other !== undefined) {
+    throw invalidArgument(
+      anthropicBeta,
+      `beta features (got "${echoed(beta, 100)}") are passed only to an anthropic upstream, and model ${other.name} is served by a ${other.upstream.kind} upstream; send the request without the header`,
+    );
+  }
+  req.cachePolicy = CachePolicy.BYPASS;
 }

@@ -24,7 +24,6 @@ import { create } from "@bufbuild/protobuf";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../../gateway/gateway.js";
-import { echoed, invalidArgument } from "../../core/gateway-error.js";
 import type { OwnedCallContext } from "../../core/call-context.js";
 import {
   allow,
@@ -102,7 +101,6 @@ async function serve(gateway: Gateway, options: AnthropicIngressOptions, req: Re
     const path = (req.url ?? "/").split("?")[0]!;
     if (path === messagesPath) {
       allow(req, "POST");
-      refuseBeta(ctx.headers);
       await messages(gateway, options, req, res, ctx);
     } else if (path === countTokensPath) {
       allow(req, "POST");
@@ -119,18 +117,6 @@ async function serve(gateway: Gateway, options: AnthropicIngressOptions, req: Re
     sendError(req, res, err, ctx);
   } finally {
     ctx.dispose();
-  }
-}
-
-/**
- * `anthropic-beta` turns on features that change the request or the answer; the anthropic
- * upstream kind sends no caller headers (src/upstreams/anthropic/anthropic-upstream.ts), so no
- * beta can be honoured on any model and every one is refused rather than ignored.
- */
-function refuseBeta(headers: Readonly<Record<string, string>>): void {
-  const beta = headers["anthropic-beta"];
-  if (beta !== undefined && beta.trim() !== "") {
-    throw invalidArgument("anthropic-beta", `beta features are not supported by infergate (got "${echoed(beta, 100)}"); send the request without the header`);
   }
 }
 

@@ -41,7 +41,8 @@ export const anthropicKind: UpstreamKind<AnthropicOptions, AnthropicModelOptions
 /**
  * The thin client of the Messages API: Chat sends a non-streaming request and reads its JSON;
  * Generate asks for an event stream and translates it event by event. Requests carry `x-api-key`
- * (the upstream's apiKey) and `anthropic-version`, after the upstream's extra `headers`. Errors
+ * (the upstream's apiKey) and `anthropic-version`, after the upstream's extra `headers`, and the
+ * caller's `anthropic-beta` when it sent one (the only caller header forwarded). Errors
  * leave through HttpUpstream's one HTTP→gRPC mapping; the caller's signal and deadline bound the
  * whole call, body included.
  */
@@ -59,6 +60,7 @@ export function createAnthropicUpstream(config: UpstreamConfig, options: Anthrop
         "content-type": "application/json",
         accept: stream ? "text/event-stream" : "application/json",
         "anthropic-version": options.anthropicVersion,
+        ...betaHeader(call.headers),
         ...(config.apiKey === undefined ? {} : { "x-api-key": config.apiKey }),
       },
       body: JSON.stringify(body),
@@ -80,4 +82,13 @@ export function createAnthropicUpstream(config: UpstreamConfig, options: Anthrop
     },
     close: () => http.close(),
   };
+}
+
+/**
+ * The caller's `anthropic-beta` header, the one caller header this kind sends on: the gateway
+ * accepts it only for models whose every candidate is of this kind (src/gateway/steps/route.ts).
+ */
+function betaHeader(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const beta = headers["anthropic-beta"];
+  return beta === undefined || beta.trim() === "" ? {} : { "anthropic-beta": beta };
 }

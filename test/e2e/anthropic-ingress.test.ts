@@ -162,8 +162,14 @@ models:
       expect(cut.stop_reason).toBe("max_tokens");
       const stopped = await client.messages.create({ model: "mock-chat", max_tokens: 50, messages: [{ role: "user", content: "one two three" }], stop_sequences: [" two"] });
       expect(stopped.content).toEqual([{ type: "text", text: "You said: one" }]);
-      // The core does not say which stop sequence ended an answer (docs/anthropic-ingress.md).
-      expect(stopped.stop_reason).toBe("end_turn");
+      // The mock says which stop sequence ended the answer, unary and streaming.
+      expect(stopped.stop_reason).toBe("stop_sequence");
+      expect(stopped.stop_sequence).toBe(" two");
+      const streamed = await client.messages.stream({ model: "mock-chat", max_tokens: 50, messages: [{ role: "user", content: "one two three" }], stop_sequences: ["nope", " thr"] }).finalMessage();
+      expect(streamed.content).toEqual([{ type: "text", text: "You said: one two" }]);
+      expect([streamed.stop_reason, streamed.stop_sequence]).toEqual(["stop_sequence", " thr"]);
+      const none = await client.messages.create({ model: "mock-chat", max_tokens: 50, messages: [{ role: "user", content: "one two three" }], stop_sequences: ["nope"] });
+      expect([none.stop_reason, none.stop_sequence]).toEqual(["end_turn", null]);
     });
 
     it("messages.stream(): text events and the final message, as the unary answer", async () => {

@@ -47,7 +47,7 @@ function struct(o: Obj): Obj {
 const usage = protoUsage;
 const final = (id: string, finish: string, u: ReturnType<typeof usage>) => ({
   event: "final",
-  final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model: "claude", model_version: "1", upstream: "claude-up", cached: false },
+  final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model: "claude", model_version: "1", upstream: "claude-up", cached: false, stop_sequence: "" },
 });
 const textDelta = (t: string) => ({ event: "text_delta", text_delta: t });
 const toolDelta = (index: number, args: string, id = "", name = "") => ({
@@ -133,6 +133,7 @@ models:
       model_version: "1",
       upstream: "claude-up",
       cached: false,
+      stop_sequence: "",
     });
     expect(fake.requests).toHaveLength(1);
     const req = fake.requests[0]!;
@@ -214,7 +215,7 @@ models:
     // (test/fixtures/anthropic/cache-usage.*); the stream's message_delta has output_tokens only.
     fake.setScenario("cache-usage");
     const cachedUsage = usage(12 + 1500 + 2048, 6, { cached: 2048, creation: 1500 });
-    const stamped = { model: "claude-cache", model_version: "1", upstream: "claude-up", cached: false };
+    const stamped = { model: "claude-cache", model_version: "1", upstream: "claude-up", cached: false, stop_sequence: "" };
     const res = await client.unary<Obj>("Chat", { ...chatRequest([userTurn("Say hello")]), model: "claude-cache" });
     expect(res).toEqual({
       id: "msg_fake_cache_usage",
@@ -317,6 +318,7 @@ models:
       model_version: "1",
       upstream: "claude-up",
       cached: false,
+      stop_sequence: "",
     });
     expect(fake.requests[0]!.body).toMatchObject({ tools: wireTools, tool_choice: { type: "auto", disable_parallel_tool_use: true } });
 

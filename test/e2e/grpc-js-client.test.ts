@@ -120,6 +120,7 @@ describe("grpc-js + proto-loader client", () => {
       model_version: "1",
       upstream: "mock",
       cached: false,
+      stop_sequence: "",
     });
   });
 
@@ -137,6 +138,7 @@ describe("grpc-js + proto-loader client", () => {
       model_version: "1",
       upstream: "mock",
       cached: false,
+      stop_sequence: "",
     };
     expect(events).toEqual([
       { text_delta: "You", event: "text_delta" },

@@ -119,6 +119,7 @@ describe("health and graceful shutdown of the infergate process", () => {
           model_version: "1",
           upstream: "mock",
           cached: false,
+          stop_sequence: "",
         },
       },
     ]);

@@ -411,7 +411,7 @@ async function startRecordingFarEnd(): Promise<{ address: string; received: Rece
       call.write({ tool_call_delta: { index: 0, id: "call_1", name: "lookup", arguments: "{}" } });
       if (text !== "no final") {
         // Every count of the usage, its cached, cache-creation and reasoning parts too, comes through.
-        call.write({ final: { id: "far-gen-1", finish_reason: "FINISH_REASON_TOOL_CALLS", usage: usage(7, 5, { cached: 3, creation: 2, reasoning: 4 }), model: "far-name" } });
+        call.write({ final: { id: "far-gen-1", finish_reason: "FINISH_REASON_TOOL_CALLS", usage: usage(7, 5, { cached: 3, creation: 2, reasoning: 4 }), model: "far-name", stop_sequence: "far-stop" } });
         // After the final event: never forwarded.
         call.write({ text_delta: "after the end" });
       }
@@ -547,6 +547,7 @@ models:
           model_version: "1",
           upstream: "rec",
           cached: false,
+          stop_sequence: "far-stop",
         },
       },
     ]);

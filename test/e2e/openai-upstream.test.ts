@@ -42,7 +42,7 @@ function struct(o: Obj): Obj {
 const usage = protoUsage;
 const final = (id: string, finish: string, u: ReturnType<typeof usage>, model = "gpt", upstream = "gpt-up") => ({
   event: "final",
-  final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model, model_version: "1", upstream, cached: false },
+  final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model, model_version: "1", upstream, cached: false, stop_sequence: "" },
 });
 const textDelta = (t: string) => ({ event: "text_delta", text_delta: t });
 const toolDelta = (index: number, args: string, id = "", name = "") => ({
@@ -152,6 +152,7 @@ models:
       model_version: "1",
       upstream: "gpt-up",
       cached: false,
+      stop_sequence: "",
     });
     expect(fake.requests).toHaveLength(1);
     const req = fake.requests[0]!;
@@ -218,6 +219,7 @@ models:
       model_version: "1",
       upstream: "reasoning-up",
       cached: false,
+      stop_sequence: "",
     });
     const { events, status: st } = await client.serverStream<Obj>("Generate", chatRequest([userTurn("Say hello")], {}, "o3")).done;
     expect(st.code).toBe(status.OK);
@@ -316,6 +318,7 @@ models:
       model_version: "1",
       upstream: "gpt-up",
       cached: false,
+      stop_sequence: "",
     });
     expect(JSON.parse(fake.requests[0]!.rawBody)).toEqual({
       model: UPSTREAM_MODEL,

@@ -14,6 +14,7 @@ import { GatewayError, Reason } from "../../src/core/gateway-error.js";
 import {
   createEventEncoder,
   fromMessagesRequest,
+  stopOf,
   toAnthropicError,
   toMessage,
   userIdMetadataKey,
@@ -152,6 +153,22 @@ describe("fromMessagesRequest", () => {
 });
 
 describe("answers", () => {
+  it("stopOf: stop_sequence with the sequence when the answer names one and ended by it, else the finish reason's", () => {
+    expect(stopOf(FinishReason.STOP, "END", false)).toEqual({ stop_reason: "stop_sequence", stop_sequence: "END" });
+    expect(stopOf(FinishReason.UNSPECIFIED, "END", false)).toEqual({ stop_reason: "stop_sequence", stop_sequence: "END" });
+    expect(stopOf(FinishReason.STOP, "", false)).toEqual({ stop_reason: "end_turn", stop_sequence: null });
+    expect(stopOf(FinishReason.LENGTH, "END", false)).toEqual({ stop_reason: "max_tokens", stop_sequence: null });
+    expect(stopOf(FinishReason.STOP, "END", true)).toEqual({ stop_reason: "tool_use", stop_sequence: null });
+  });
+
+  it("a stream's message_delta and a message carry the stop sequence", () => {
+    const msg = toMessage(create(ChatResponseSchema, { model: "m", message: { role: Role.ASSISTANT, content: [{ part: { case: "text", value: "a" } }] }, finishReason: FinishReason.STOP, stopSequence: "\n\nHuman:" }), "msg_1");
+    expect([msg.stop_reason, msg.stop_sequence]).toEqual(["stop_sequence", "\n\nHuman:"]);
+    const encoder = createEventEncoder({ id: "msg_2", model: "m" });
+    const events = encoder.push(create(GenerateResponseSchema, { event: { case: "final", value: { finishReason: FinishReason.STOP, stopSequence: "END" } } }));
+    expect(events.find((e) => e.type === "message_delta")).toMatchObject({ delta: { stop_reason: "stop_sequence", stop_sequence: "END" } });
+  });
+
   it("usage: input_tokens is the prompt less its cache reads and writes", () => {
     expect(wireUsage(create(UsageSchema, { promptTokens: 3560, completionTokens: 6, totalTokens: 3566, cachedPromptTokens: 2048, cacheCreationTokens: 1500 }))).toEqual({
       input_tokens: 12,

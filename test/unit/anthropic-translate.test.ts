@@ -324,6 +324,7 @@ function plainChat(r: ChatResponse) {
     role: r.message?.role,
     finish: FinishReason[r.finishReason],
     usage: [r.usage?.promptTokens, r.usage?.completionTokens, r.usage?.totalTokens],
+    ...(r.stopSequence === "" ? {} : { stop: r.stopSequence }),
   };
 }
 
@@ -342,6 +343,16 @@ describe("fromMessagesResponse", () => {
         usage: { input_tokens: 12, output_tokens: 6 },
       },
       { id: "msg_1", text: ["Hello there."], toolCalls: [], role: 3, finish: "STOP", usage: [12, 6, 18] },
+    ],
+    [
+      "ended by a stop sequence: the sequence kept",
+      { id: "msg_s", type: "message", role: "assistant", content: [{ type: "text", text: "one" }], stop_reason: "stop_sequence", stop_sequence: "END", usage: { input_tokens: 1, output_tokens: 1 } },
+      { id: "msg_s", text: ["one"], toolCalls: [], role: 3, finish: "STOP", usage: [1, 1, 2], stop: "END" },
+    ],
+    [
+      "a stop_sequence without stop_reason stop_sequence is not one",
+      { id: "msg_t", type: "message", role: "assistant", content: [{ type: "text", text: "one" }], stop_reason: "end_turn", stop_sequence: "END", usage: { input_tokens: 1, output_tokens: 1 } },
+      { id: "msg_t", text: ["one"], toolCalls: [], role: 3, finish: "STOP", usage: [1, 1, 2] },
     ],
     [
       "tool calls after text, thinking skipped",
@@ -452,7 +463,7 @@ describe("finishReasonOf and usageOf", () => {
 type Plain =
   | ["text", string]
   | ["tool", { index: number; id: string; name: string; arguments: string }]
-  | ["final", { id: string; finish: string; usage: number[] }];
+  | ["final", { id: string; finish: string; usage: number[]; stop?: string }];
 
 function plain(e: GenerateResponse): Plain {
   switch (e.event.case) {
@@ -463,8 +474,9 @@ function plain(e: GenerateResponse): Plain {
       return ["tool", { index, id, name, arguments: args }];
     }
     case "final": {
-      const { id, finishReason, usage } = e.event.value;
-      return ["final", { id, finish: FinishReason[finishReason], usage: [usage!.promptTokens, usage!.completionTokens, usage!.totalTokens] }];
+      const { id, finishReason, usage, stopSequence } = e.event.value;
+      const stop = stopSequence === "" ? {} : { stop: stopSequence };
+      return ["final", { id, finish: FinishReason[finishReason], usage: [usage!.promptTokens, usage!.completionTokens, usage!.totalTokens], ...stop }];
     }
     default:
       throw new Error("empty event");
@@ -615,7 +627,7 @@ describe("stream translator", () => {
         'event: message_stop\r\ndata: \r\ndata: {"type":"message_stop"}\r\n\r\n',
       [
         ["text", "ok"],
-        ["final", { id: "msg_c", finish: "STOP", usage: [1, 1, 2] }],
+        ["final", { id: "msg_c", finish: "STOP", usage: [1, 1, 2], stop: "END" }],
       ],
     ],
   ])("%s", (_name, body, expected) => {

@@ -273,8 +273,19 @@ function toolChoice(o: Json, init: ChatInit): void {
 // --- answers ------------------------------------------------------------------------------------
 
 /**
- * Our finish reason as the API's stop_reason. STOP is `end_turn`: the core does not say whether a
- * stop sequence ended the answer, so `stop_sequence` is never given (docs/anthropic-ingress.md).
+ * The API's `stop_reason` and `stop_sequence` of an answer: `stop_sequence` with the sequence when
+ * the upstream said one ended the answer (the answer's `stop_sequence`; Anthropic and the mock say
+ * it), else stopReasonOf and null (docs/anthropic-ingress.md).
+ */
+export function stopOf(reason: FinishReason, stopSequence: string, calledTools: boolean): { stop_reason: StopReason; stop_sequence: string | null } {
+  if (stopSequence !== "" && (reason === FinishReason.STOP || reason === FinishReason.UNSPECIFIED) && !calledTools) {
+    return { stop_reason: "stop_sequence", stop_sequence: stopSequence };
+  }
+  return { stop_reason: stopReasonOf(reason, calledTools), stop_sequence: null };
+}
+
+/**
+ * Our finish reason as the API's stop_reason, when no stop sequence ended the answer (stopOf).
  * STOP and UNSPECIFIED are `tool_use` when the answer calls tools, else `end_turn`.
  */
 export function stopReasonOf(reason: FinishReason, calledTools: boolean): StopReason {
@@ -346,8 +357,7 @@ export function toMessage(res: ChatResponse, id: string): MessagesResponse {
     role: "assistant",
     model: res.model,
     content,
-    stop_reason: stopReasonOf(res.finishReason, calledTools),
-    stop_sequence: null,
+    ...stopOf(res.finishReason, res.stopSequence, calledTools),
     usage: wireUsage(res.usage),
   };
 }
@@ -425,7 +435,7 @@ export function createEventEncoder(init: { id: string; model: string }): EventEn
           const f = e.value;
           out.push(...close(), {
             type: "message_delta",
-            delta: { stop_reason: stopReasonOf(f.finishReason, calledTools), stop_sequence: null },
+            delta: stopOf(f.finishReason, f.stopSequence, calledTools),
             usage: wireUsage(f.usage),
           });
           out.push({ type: "message_stop" });

@@ -308,6 +308,14 @@ function toolChoice(req: ChatInput): ToolChoiceParam | undefined {
 
 // --- answers ------------------------------------------------------------------------------------
 
+/**
+ * The stop sequence that ended the answer: Anthropic's `stop_sequence` when `stop_reason` says one
+ * did, else empty.
+ */
+export function stopSequenceOf(stopReason: unknown, stopSequence: unknown): string {
+  return stopReason === "stop_sequence" && typeof stopSequence === "string" ? stopSequence : "";
+}
+
 /** Anthropic's stop_reason as our finish reason; null or unknown values are UNSPECIFIED. */
 export function finishReasonOf(stopReason: unknown): FinishReason {
   switch (stopReason) {
@@ -385,6 +393,7 @@ export function fromMessagesResponse(upstream: string, body: unknown): ChatRespo
       toolCalls,
     }),
     finishReason: finishReasonOf(body["stop_reason"]),
+    stopSequence: stopSequenceOf(body["stop_reason"], body["stop_sequence"]),
     usage: usageOf((usage ?? {}) as WireUsage),
   });
 }
@@ -407,6 +416,7 @@ export function createStreamTranslator(upstream: string): StreamTranslator {
   let finished = false;
   let id = "";
   let stopReason: unknown = null;
+  let stopSequence: unknown = null;
   let usage: WireUsage = {};
   const blocks = new Map<number, BlockState>();
   let toolCount = 0;
@@ -550,6 +560,7 @@ export function createStreamTranslator(upstream: string): StreamTranslator {
           const delta = e["delta"];
           if (isObject(delta) && delta["stop_reason"] !== undefined && delta["stop_reason"] !== null) {
             stopReason = delta["stop_reason"];
+            stopSequence = delta["stop_sequence"];
           }
           mergeUsage(e["usage"], ev.data);
           return [];
@@ -559,7 +570,7 @@ export function createStreamTranslator(upstream: string): StreamTranslator {
           finished = true;
           return [
             create(GenerateResponseSchema, {
-              event: { case: "final", value: { id, finishReason: finishReasonOf(stopReason), usage: usageOf(usage) } },
+              event: { case: "final", value: { id, finishReason: finishReasonOf(stopReason), stopSequence: stopSequenceOf(stopReason, stopSequence), usage: usageOf(usage) } },
             }),
           ];
         }

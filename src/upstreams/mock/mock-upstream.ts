@@ -70,7 +70,7 @@ export const mockKind: UpstreamKind<MockOptions> = {
  * white space) per event. It calls a tool instead when tool_choice demands one, or when tools are
  * given and the last message, from the user, names one: arguments `{"text": …}`, streamed in two fragments.
  * max_tokens cuts the answer (finish LENGTH) and a stop sequence ends it before the sequence
- * (finish STOP). Usage counts words: prompt = words and images of all messages, completion =
+ * (finish STOP, `stop_sequence` the sequence). Usage counts words: prompt = words and images of all messages, completion =
  * events emitted.
  *
  * Predict: see mock-predict.ts. Embed: see mock-embed.ts.
@@ -100,7 +100,7 @@ export function createMockUpstream(config: Pick<UpstreamConfig, "name">, options
     yield create(GenerateResponseSchema, {
       event: {
         case: "final",
-        value: { id: plan.id, finishReason: plan.finishReason, usage: plan.usage },
+        value: { id: plan.id, finishReason: plan.finishReason, stopSequence: plan.stopSequence ?? "", usage: plan.usage },
       },
     });
   }
@@ -125,6 +125,7 @@ export function createMockUpstream(config: Pick<UpstreamConfig, "name">, options
           toolCalls: plan.toolCall === undefined ? [] : [plan.toolCall],
         }),
         finishReason: plan.finishReason,
+        stopSequence: plan.stopSequence ?? "",
         usage: plan.usage,
       });
     },
@@ -191,6 +192,8 @@ interface AnswerPlan {
   /** Made as they are read (only a stream reads them): one per word of a long answer. */
   events: Iterable<GenerateResponse>;
   finishReason: FinishReason;
+  /** The stop sequence that ended the answer; empty when none did. */
+  stopSequence?: string;
   usage: Usage;
 }
 
@@ -279,16 +282,20 @@ function planAnswer(req: ChatInput): AnswerPlan {
     req.responseFormat.type !== ResponseFormatType.UNSPECIFIED;
   let text = json ? JSON.stringify({ reply }) : reply;
   let finishReason = FinishReason.STOP;
+  // The sequence that ended the answer: the last one that cut it (each cuts what is left).
+  let stopSequence = "";
   for (const s of req.stop) {
     const at = text.indexOf(s);
     if (at >= 0) {
       text = text.slice(0, at);
+      stopSequence = s;
     }
   }
   let words = wordsIn(text);
   if (req.maxTokens !== undefined && words.count > req.maxTokens) {
     words = wordsIn(text, req.maxTokens);
     finishReason = FinishReason.LENGTH;
+    stopSequence = "";
   }
   // The words joined: the text up to the end of the last word kept.
   const answer = text.slice(0, words.end);
@@ -298,6 +305,7 @@ function planAnswer(req: ChatInput): AnswerPlan {
     toolCall: undefined,
     events: { [Symbol.iterator]: () => textEvents(answer) },
     finishReason,
+    stopSequence,
     usage: usage(promptTokens, words.count),
   };
 }

@@ -275,10 +275,13 @@ models:
       expect((err as APIError).error).toEqual({ type: "error", error: { type: "invalid_request_error", message: expect.stringContaining("max_tokens") } });
     });
 
-    it("top_k: 400 naming it", async () => {
-      const err = await thrown(client.messages.create({ model: "mock-chat", max_tokens: 10, top_k: 5, messages: [{ role: "user", content: "hi" }] }));
-      expect(err).toBeInstanceOf(BadRequestError);
-      expect((err as APIError).message).toContain("top_k");
+    it("top_k on a mock or openai-kind model: 400 naming it, nothing sent", async () => {
+      for (const model of ["mock-chat", "gpt"]) {
+        const err = await thrown(client.messages.create({ model, max_tokens: 10, top_k: 5, messages: [{ role: "user", content: "hi" }] }));
+        expect(err, model).toBeInstanceOf(BadRequestError);
+        expect((err as APIError).message, model).toContain("top_k");
+      }
+      expect(openaiFake.requests).toHaveLength(0);
     });
 
     it("fields the core cannot carry: 400 naming the field", async () => {
@@ -396,6 +399,11 @@ models:
   });
 
   describe("through the Anthropic fake", () => {
+    it("top_k reaches an anthropic-kind upstream", async () => {
+      await client.messages.create({ model: "claude", max_tokens: 10, top_k: 5, messages: [{ role: "user", content: "hi" }] });
+      expect(anthropicFake.requests[0]!.body).toMatchObject({ top_k: 5 });
+    });
+
     it("anthropic-beta reaches an anthropic-kind upstream, unary and streaming, and such a call bypasses the cache", async () => {
       const betas = ["token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14"];
       const params = { model: "claude-cached", max_tokens: 10, messages: [{ role: "user" as const, content: "hi" }] };

@@ -114,7 +114,7 @@ describe("fromMessagesRequest", () => {
   it.each([
     [{}, "max_tokens"],
     [{ max_tokens: 0 }, "max_tokens"],
-    [{ top_k: 3 }, "top_k"],
+    [{ top_k: 1.5 }, "top_k"],
     [{ model: "" }, "model"],
     [{ messages: "hi" }, "messages"],
     [{ container: "x" }, "container"],

@@ -64,6 +64,7 @@ describe("toMessagesRequest", () => {
     ["temperature 0 is kept (unset differs from zero)", { temperature: 0 }, { temperature: 0 }],
     ["temperature 1", { temperature: 1 }, { temperature: 1 }],
     ["top_p", { topP: 0.9 }, { top_p: 0.9 }],
+    ["top_k", { topK: 40 }, { top_k: 40 }],
     ["stop → stop_sequences", { stop: ["\n\nHuman:", "END"] }, { stop_sequences: ["\n\nHuman:", "END"] }],
     ["zero penalties are no penalty", { presencePenalty: 0, frequencyPenalty: 0 }, {}],
     ["response_format TEXT", { responseFormat: { type: 1 } }, {}],

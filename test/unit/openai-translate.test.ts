@@ -335,6 +335,7 @@ describe("toChatCompletionRequest", () => {
 
   it.each<[string, Partial<ChatInit>, string]>([
     ["a seed above 2^53-1", { seed: 9007199254740992n }, "seed"],
+    ["top_k (no top-k in the API)", { topK: 40 }, "top_k"],
     ["a seed below -(2^53-1)", { seed: -9007199254740992n }, "seed"],
     ["an image in a system message", { messages: [{ role: ROLE.SYSTEM, content: [text("look"), imageUrl("https://x/y.png")] }, user(text("hi"))] }, "messages[0].content[1]"],
     ["an image in a developer message", { messages: [{ role: ROLE.DEVELOPER, content: [imageData([1], "image/png")] }] }, "messages[0].content[0]"],

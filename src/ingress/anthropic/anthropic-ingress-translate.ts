@@ -64,6 +64,7 @@ const mappedKeys = new Set([
   "system",
   "temperature",
   "top_p",
+  "top_k",
   "stop_sequences",
   "stream",
   "metadata",
@@ -77,8 +78,6 @@ const inertKeys = new Map<string, { accepts(v: unknown): boolean; problem: strin
   ["service_tier", { accepts: (v) => v === "auto" || v === "standard_only", problem: 'only "auto" or "standard_only"' }],
 ]);
 
-/** Why top_k is refused: the core's ChatRequest has no top-k sampling. */
-const topKProblem = "top-k sampling is not supported: infergate's request has no top_k (use temperature or top_p)";
 
 /**
  * Reads the body of `POST /v1/messages` (already parsed JSON). Throws INVALID_ARGUMENT naming the
@@ -90,7 +89,6 @@ export function fromMessagesRequest(body: unknown): MessagesCall {
   }
   for (const [key, v] of Object.entries(body)) {
     if (mappedKeys.has(key) || v === null || v === undefined) continue;
-    if (key === "top_k") throw invalidArgument("top_k", topKProblem);
     const inert = inertKeys.get(key);
     if (inert?.accepts(v) === true) continue;
     throw invalidArgument(key, inert?.problem ?? notSupported);
@@ -116,6 +114,9 @@ export function fromMessagesRequest(body: unknown): MessagesCall {
   if (temperature !== undefined) init.temperature = temperature;
   const topP = opt(body, "top_p", num);
   if (topP !== undefined) init.topP = topP;
+  // Passed on: the anthropic kind sends it, other kinds refuse it naming top_k.
+  const topK = opt(body, "top_k", count);
+  if (topK !== undefined) init.topK = topK;
   const stop = opt(body, "stop_sequences", (v, at) => arr(v, at).map((s, i) => str(s, `${at}[${i}]`)));
   if (stop !== undefined) init.stop = stop;
   const tools = opt(body, "tools", arr);

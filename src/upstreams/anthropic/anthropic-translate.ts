@@ -77,6 +77,7 @@ export function toMessagesRequest(req: ChatInput, ctx: RequestContext): Messages
     messages,
     ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+    ...(req.topK !== undefined ? { top_k: req.topK } : {}),
     ...(req.stop.length > 0 ? { stop_sequences: [...req.stop] } : {}),
     stream: ctx.stream,
   };

@@ -17,6 +17,7 @@ export interface MessagesRequest {
   system?: TextBlockParam[];
   temperature?: number;
   top_p?: number;
+  top_k?: number;
   stop_sequences?: string[];
   tools?: ToolParam[];
   tool_choice?: ToolChoiceParam;

@@ -70,7 +70,8 @@ export const mockKind: UpstreamKind<MockOptions> = {
  * white space) per event. It calls a tool instead when tool_choice demands one, or when tools are
  * given and the last message, from the user, names one: arguments `{"text": …}`, streamed in two fragments.
  * max_tokens cuts the answer (finish LENGTH) and a stop sequence ends it before the sequence
- * (finish STOP, `stop_sequence` the sequence). Usage counts words: prompt = words and images of all messages, completion =
+ * (finish STOP, `stop_sequence` the sequence). `top_k` is refused (INVALID_ARGUMENT), as by every
+ * kind that has no top-k sampling. Usage counts words: prompt = words and images of all messages, completion =
  * events emitted.
  *
  * Predict: see mock-predict.ts. Embed: see mock-embed.ts.
@@ -231,6 +232,10 @@ function* textEvents(text: string): Generator<GenerateResponse> {
 }
 
 function planAnswer(req: ChatInput): AnswerPlan {
+  if (req.topK !== undefined) {
+    // The mock does not sample; refused as every kind without top-k refuses it (docs/anthropic-ingress.md).
+    throw invalidArgument("top_k", "the mock upstream has no top-k sampling");
+  }
   let promptTokens = 0;
   let lastUserText = "";
   for (const m of req.messages) {

@@ -162,6 +162,11 @@ export function toChatCompletionRequest(req: ChatInput, ctx: RequestContext): Ch
   if (ctx.stream) body.stream_options = { include_usage: true };
   if (req.temperature !== undefined) body.temperature = req.temperature;
   if (req.topP !== undefined) body.top_p = req.topP;
+  if (req.topK !== undefined) {
+    // OpenAI's Chat Completions has no top-k; a server that has one as an extension (vLLM) is
+    // not told apart from one that would ignore or refuse it.
+    throw invalidArgument("top_k", "the OpenAI Chat Completions API has no top-k sampling (use temperature or top_p)");
+  }
   if (req.maxTokens !== undefined) body[ctx.maxTokensField] = req.maxTokens;
   if (req.presencePenalty !== undefined) body.presence_penalty = req.presencePenalty;
   if (req.frequencyPenalty !== undefined) body.frequency_penalty = req.frequencyPenalty;

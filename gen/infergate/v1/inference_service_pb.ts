@@ -323,8 +323,9 @@ export type ChatRequest = Message<"infergate.v1.ChatRequest"> & {
   parallelToolCalls?: boolean | undefined;
 
   /**
-   * Top-k sampling, where the upstream has it (Anthropic, vLLM); other upstreams refuse it with
-   * INVALID_ARGUMENT naming top_k.
+   * Top-k sampling, for upstreams that take it: the anthropic kind sends it, the infergate kind
+   * passes it on; the others (openai, whose Chat Completions API has none, and the mock) refuse it
+   * with INVALID_ARGUMENT naming top_k.
    *
    * @generated from field: optional uint32 top_k = 17;
    */
@@ -540,8 +541,9 @@ export type GenerateRequest = Message<"infergate.v1.GenerateRequest"> & {
   parallelToolCalls?: boolean | undefined;
 
   /**
-   * Top-k sampling, where the upstream has it (Anthropic, vLLM); other upstreams refuse it with
-   * INVALID_ARGUMENT naming top_k.
+   * Top-k sampling, for upstreams that take it: the anthropic kind sends it, the infergate kind
+   * passes it on; the others (openai, whose Chat Completions API has none, and the mock) refuse it
+   * with INVALID_ARGUMENT naming top_k.
    *
    * @generated from field: optional uint32 top_k = 17;
    */

@@ -91,6 +91,7 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     maxTimeoutMs,
     timeoutHeader: "grpc-timeout",
     headers: () => callerHeaders(Object.entries(call.metadata.getMap())),
+    header: (name) => textValue(call.metadata.get(name)[0]),
     requestId: textValue(call.metadata.get("x-request-id")[0]),
     // Only TLS connections have a peer certificate; asking an h2c call costs several µs (the
     // HTTP/2 session's socket is a Proxy) for nothing.

@@ -119,6 +119,15 @@ models:
     });
   });
 
+  it("Chat over gRPC with anthropic-beta metadata: the header reaches the upstream, twice the same request (the listener shares it, frozen) both answered", async () => {
+    const request = chatRequest([userTurn("beta please")], { temperature: 0 });
+    for (let i = 0; i < 2; i++) {
+      await client.unary<Obj>("Chat", request, { headers: { "anthropic-beta": "some-beta-2025-01-01" } });
+    }
+    // Deterministic (temperature 0), yet both went upstream: a call with the header bypasses the cache.
+    expect(fake.requests.map((r) => r.headers["anthropic-beta"])).toEqual(["some-beta-2025-01-01", "some-beta-2025-01-01"]);
+  });
+
   it("Chat: system and developer messages go to system, max_tokens comes from the model's options, headers carry key and version", async () => {
     const res = await client.unary<Obj>(
       "Chat",

@@ -44,6 +44,31 @@ describe("createCallContext", () => {
     expect(unfit.requestId).toMatch(/^[0-9a-f-]{36}$/);
     unfit.dispose();
   });
+
+  it("header(name) reads one header with the listener's reader, without building them all; once built, from them", () => {
+    let built = 0;
+    const raw: Record<string, string> = { "anthropic-beta": "b1", authorization: "Bearer k" };
+    const ctx = createCallContext({
+      ...base,
+      headers: () => {
+        built++;
+        return callerHeaders(Object.entries(raw));
+      },
+      header: (name) => raw[name],
+    });
+    expect(ctx.header?.("anthropic-beta")).toBe("b1");
+    expect(ctx.header?.("x-other")).toBeUndefined();
+    expect(built).toBe(0);
+    expect(ctx.headers["authorization"]).toBe("Bearer k");
+    raw["anthropic-beta"] = "changed after the build";
+    expect(ctx.header?.("anthropic-beta")).toBe("b1");
+    expect(built).toBe(1);
+    ctx.dispose();
+
+    const given = createCallContext({ ...base, headers: { "anthropic-beta": "b2" } });
+    expect(given.header?.("anthropic-beta")).toBe("b2");
+    given.dispose();
+  });
 });
 
 describe("createCallContext deadline", () => {

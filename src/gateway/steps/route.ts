@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import { CachePolicy } from "../../../gen/infergate/v1/chat_pb.js";
+import { ChatRequestSchema, GenerateRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { ChatInput } from "../../core/upstream.js";
-import type { CallContext } from "../../core/call-context.js";
 import type { CapabilityName, RequestLimits } from "../../config/schema.js";
 import { echoed, invalidArgument } from "../../core/gateway-error.js";
-import type { ModelRoute } from "../../core/model-route.js";
+import type { GatewayCall } from "../gateway-call.js";
 import { applyOutputForm } from "../../upstreams/tensor-bulk.js";
 import type { Interceptor } from "../interceptor.js";
 import { applyEncoding } from "../embed-batches.js";
@@ -41,14 +42,14 @@ export function routeStep(limits: RequestLimits | undefined): Interceptor {
       Chat: (next) => (call) => {
         call.route = call.runtime.router.resolve(call.model, "chat");
         validateChatInput(call.request, limits);
-        checkAnthropicBeta(call.route, "chat", call.request, call.ctx);
+        checkAnthropicBeta(call, "chat");
         return next(call);
       },
     },
     stream: (next) => (call) => {
       call.route = call.runtime.router.resolve(call.model, "generate");
       validateChatInput(call.request, limits);
-      checkAnthropicBeta(call.route, "generate", call.request, call.ctx);
+      checkAnthropicBeta(call, "generate");
       return next(call);
     },
   };
@@ -66,9 +67,12 @@ const anthropicBeta = "anthropic-beta";
  * headers, so a call with the header bypasses it (neither a non-beta answer read nor a beta
  * answer stored). docs/anthropic-ingress.md.
  */
-function checkAnthropicBeta(route: ModelRoute, capability: CapabilityName, req: ChatInput, ctx: CallContext): void {
-  const beta = ctx.headers[anthropicBeta];
+function checkAnthropicBeta(call: GatewayCall<ChatInput>, capability: CapabilityName): void {
+  const ctx = call.ctx;
+  // Every Chat and Generate asks: one header, not all of them built (CallContext.header).
+  const beta = ctx.header !== undefined ? ctx.header(anthropicBeta) : ctx.headers[anthropicBeta];
   if (beta === undefined || beta.trim() === "") return;
+  const route = call.route;
   const candidates = [route, ...route.fallbacks.filter((f) => f.capabilities.includes(capability))];
   const other = candidates.find((c) => c.upstream.kind !== "anthropic");
   if (other !== undefined) {
@@ -77,5 +81,7 @@ function checkAnthropicBeta(route: ModelRoute, capability: CapabilityName, req: 
       `beta features (got "${echoed(beta, 100)}") are passed only to an anthropic upstream, and model ${other.name} is served by a ${other.upstream.kind} upstream; send the request without the header`,
     );
   }
-  req.cachePolicy = CachePolicy.BYPASS;
+  // A copy: the request may be a shared, frozen one (isSharedRequest, src/wire/fast-paths.ts).
+  const req = call.request;
+  call.request = create(req.$typeName === ChatRequestSchema.typeName ? ChatRequestSchema : GenerateRequestSchema, { ...req, cachePolicy: CachePolicy.BYPASS });
 }

@@ -1,6 +1,7 @@
 import type { Usage } from "../../gen/infergate/v1/chat_pb.js";
 import type { EmbedResponse, Embedding } from "../../gen/infergate/v1/inference_service_pb.js";
 import { bytesOf, littleEndian } from "./byte-order.js";
+import { varintLength, writeVarint32 } from "./varint.js";
 
 /**
  * An EmbedResponse's wire bytes, written directly (the gRPC listener's answer; responseBytes in
@@ -61,14 +62,6 @@ function varintField(v: number): number {
   return v === 0 ? 0 : 1 + varintLength(v);
 }
 
-function varintLength(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
 
 /** Fields of numbers 1–15 (one-byte tags) into chunks, joined once at the end. */
 class Writer {
@@ -92,11 +85,7 @@ class Writer {
 
   private raw(v: number): void {
     this.room(10);
-    while (v >= 0x80) {
-      this.head[this.at++] = (v % 128) | 0x80;
-      v = Math.floor(v / 128);
-    }
-    this.head[this.at++] = v;
+    this.at = writeVarint32(this.head, this.at, v);
   }
 
   varint(field: number, v: number): void {

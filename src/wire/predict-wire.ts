@@ -2,6 +2,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import { type PredictResponse, PredictResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
 import { DataType, type Tensor, type TensorContents, TensorContentsSchema, TensorSchema } from "../../gen/infergate/v1/tensor_pb.js";
 import { bytesOf, littleEndian } from "./byte-order.js";
+import { varintLength, writeVarint32 } from "./varint.js";
 
 /**
  * Big Predict messages on the gRPC listener, read and written without visiting their tensors'
@@ -261,15 +262,6 @@ function rawOfContents(buf: Uint8Array, start: number, end: number, packing: Pac
 
 // --- writing ----------------------------------------------------------------------------------
 
-function varintLength(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
 /** The tag and length of a length-delimited field of `length` bytes. */
 function lenField(field: number, length: number): Uint8Array {
   const tag = (field << 3) | wireLen;
@@ -277,16 +269,6 @@ function lenField(field: number, length: number): Uint8Array {
   let at = writeVarint32(out, 0, tag);
   at = writeVarint32(out, at, length);
   return out;
-}
-
-/** Writes a non-negative integer below 2^53 as a varint; returns the position after it. */
-function writeVarint32(out: Uint8Array, at: number, v: number): number {
-  while (v >= 0x80) {
-    out[at++] = (v % 128) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  out[at++] = v;
-  return at;
 }
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {

@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import type { ChatResponse, EmbedResponse, GenerateResponse, PredictResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
+import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { UpstreamRun } from "../../cache/response-cache.js";
 import type { CapabilityName } from "../../config/schema.js";
 import type { CallContext } from "../../core/call-context.js";
@@ -7,7 +7,7 @@ import { missingFinalEvent } from "../../core/final-event.js";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
 import type { ModelRoute } from "../../core/model-route.js";
 import { allowsFallback } from "../../resilience/failure-policy.js";
-import type { Interceptor, StreamCall, StreamNext, UnaryCall, UnaryNext } from "../interceptor.js";
+import type { Interceptor, StreamCall, StreamNext, UnaryCall, UnaryMessages, UnaryNext } from "../interceptor.js";
 import { markOrigin, stampProvenance } from "./provenance.js";
 
 /**
@@ -25,8 +25,8 @@ export const fallbacksStep: Interceptor = {
     Predict: (next) => (call) => {
       const route = call.route;
       // A Predict that pins a model version names one model exactly: no fallback.
-      if (call.request.modelVersion !== undefined || route.fallbacks.length === 0) return predictFrom(route, call, next);
-      return firstAnswer(candidates(route, "predict"), call, next, predictFrom);
+      if (call.request.modelVersion !== undefined || route.fallbacks.length === 0) return pinnedFrom(route, call, next);
+      return firstAnswer(candidates(route, "predict"), call, next, pinnedFrom);
     },
     Chat: (next) => (call) => {
       const route = call.route;
@@ -36,8 +36,8 @@ export const fallbacksStep: Interceptor = {
     Embed: (next) => (call) => {
       const route = call.route;
       // A pinned model version names one model exactly: no fallback (as Predict).
-      if (call.request.modelVersion !== undefined || route.fallbacks.length === 0) return embedFrom(route, call, next);
-      return firstAnswer(candidates(route, "embed"), call, next, embedFrom);
+      if (call.request.modelVersion !== undefined || route.fallbacks.length === 0) return pinnedFrom(route, call, next);
+      return firstAnswer(candidates(route, "embed"), call, next, pinnedFrom);
     },
   },
   stream: (next) => (call) => firstStream(candidates(call.route, "generate"), call, call.run, next),
@@ -49,12 +49,15 @@ function candidates(route: ModelRoute, capability: CapabilityName): readonly Mod
   return [route, ...route.fallbacks.filter((f) => f.capabilities.includes(capability))];
 }
 
-/** One candidate's Predict answer, stamped (the version the caller pinned, if it did). */
-async function predictFrom(candidate: ModelRoute, call: UnaryCall<"Predict">, next: UnaryNext<"Predict">): Promise<PredictResponse> {
+/**
+ * One candidate's Predict or Embed answer, stamped with the model and upstream that gave it and
+ * the version the caller pinned, if it did (both requests can pin one).
+ */
+async function pinnedFrom<R extends "Predict" | "Embed">(candidate: ModelRoute, call: UnaryCall<R>, next: UnaryNext<R>): Promise<UnaryMessages[R][1]> {
   call.candidate = candidate;
   const res = await next(call);
   res.model = candidate.name;
-  res.modelVersion = call.request.modelVersion ?? candidate.version;
+  res.modelVersion = (call.request as UnaryMessages[R][0]).modelVersion ?? candidate.version;
   res.upstream = candidate.upstream.name;
   return res;
 }
@@ -63,16 +66,6 @@ async function predictFrom(candidate: ModelRoute, call: UnaryCall<"Predict">, ne
 async function chatFrom(candidate: ModelRoute, call: UnaryCall<"Chat">, next: UnaryNext<"Chat">): Promise<ChatResponse> {
   call.candidate = candidate;
   return stampProvenance(candidate, await next(call));
-}
-
-/** One candidate's Embed answer, stamped (the version the caller pinned, if it did). */
-async function embedFrom(candidate: ModelRoute, call: UnaryCall<"Embed">, next: UnaryNext<"Embed">): Promise<EmbedResponse> {
-  call.candidate = candidate;
-  const res = await next(call);
-  res.model = candidate.name;
-  res.modelVersion = call.request.modelVersion ?? candidate.version;
-  res.upstream = candidate.upstream.name;
-  return res;
 }
 
 /** The answer of the first candidate that gives one. */

@@ -8,32 +8,11 @@ import type { CallRecord } from "../../src/observability/call-record.js";
 import { hashKey } from "../../src/security/api-keys.js";
 import { MemoryBudgetStore } from "../../src/security/budget-store.js";
 import { createBudgets } from "../../src/security/budgets.js";
+import { callRecord } from "../helpers/call-records.js";
 
 /** A finished call's record as the gateway makes it (the fields budgets read, the rest neutral). */
 function record(tenant: string, promptTokens: number, completionTokens: number, cost?: number, model = "m"): CallRecord {
-  const r: CallRecord = {
-    rpc: "Chat" as Rpc,
-    requestId: "r",
-    tenant,
-    model,
-    upstream: "u",
-    endpoint: undefined,
-    attempts: 1,
-    cache: undefined,
-    code: 0,
-    reason: undefined,
-    latencyMs: 1,
-    ttftMs: undefined,
-    promptTokens,
-    completionTokens,
-    cachedPromptTokens: 0,
-    cacheCreationTokens: 0,
-    reasoningTokens: 0,
-    cost,
-    currency: "EUR",
-    pricedModel: cost === undefined ? undefined : model,
-  };
-  return r;
+  return callRecord({ tenant, model, upstream: "u", promptTokens, completionTokens, cost, currency: "EUR", pricedModel: cost === undefined ? undefined : model });
 }
 
 const yaml = `

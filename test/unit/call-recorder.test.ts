@@ -7,30 +7,9 @@ import { describe, expect, it } from "vitest";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createMetrics } from "../../src/observability/metrics.js";
 import { createCallRecorder } from "../../src/server/call-recorder.js";
+import { callRecord } from "../helpers/call-records.js";
 
-const record = (tokens: Partial<CallRecord>): CallRecord => ({
-  rpc: "Chat",
-  requestId: "r",
-  tenant: "",
-  model: "m",
-  upstream: "up",
-  endpoint: undefined,
-  attempts: 1,
-  cache: undefined,
-  code: 0,
-  reason: undefined,
-  latencyMs: 1,
-  ttftMs: undefined,
-  promptTokens: 0,
-  completionTokens: 0,
-  cachedPromptTokens: 0,
-  cacheCreationTokens: 0,
-  reasoningTokens: 0,
-  cost: undefined,
-  currency: "USD",
-  pricedModel: undefined,
-  ...tokens,
-});
+const record = callRecord;
 
 /** The `call` lines written for `records`. */
 function callLines(...records: CallRecord[]): Record<string, unknown>[] {

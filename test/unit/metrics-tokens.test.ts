@@ -5,31 +5,10 @@
 import { describe, expect, it } from "vitest";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createMetrics } from "../../src/observability/metrics.js";
+import { callRecord } from "../helpers/call-records.js";
 import { parseMetrics } from "../helpers/metrics.js";
 
-const record = (tokens: Partial<CallRecord>): CallRecord => ({
-  rpc: "Chat",
-  requestId: "r",
-  tenant: "",
-  model: "m",
-  upstream: "up",
-  endpoint: undefined,
-  attempts: 1,
-  cache: undefined,
-  code: 0,
-  reason: undefined,
-  latencyMs: 1,
-  ttftMs: undefined,
-  promptTokens: 0,
-  completionTokens: 0,
-  cachedPromptTokens: 0,
-  cacheCreationTokens: 0,
-  reasoningTokens: 0,
-  cost: undefined,
-  currency: "USD",
-  pricedModel: undefined,
-  ...tokens,
-});
+const record = callRecord;
 
 /** The token counter's series after observing `records`: `direction/kind` → value. */
 async function tokenSeries(...records: CallRecord[]): Promise<Record<string, number>> {

@@ -5,29 +5,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CallRecord } from "../../src/observability/call-record.js";
 import { createRefusalLog, type RefusalSummary } from "../../src/observability/refusal-log.js";
+import { callRecord } from "../helpers/call-records.js";
 
-const record = (reason: string | undefined, tenant = "alpha", code = reason === undefined ? 0 : 8): CallRecord => ({
-  rpc: "Chat",
-  requestId: "r",
-  tenant,
-  model: "mock-chat",
-  upstream: undefined,
-  endpoint: undefined,
-  attempts: 0,
-  cache: undefined,
-  code,
-  reason,
-  latencyMs: 0,
-  ttftMs: undefined,
-  promptTokens: 0,
-  completionTokens: 0,
-  cachedPromptTokens: 0,
-  cacheCreationTokens: 0,
-  reasoningTokens: 0,
-  cost: undefined,
-  currency: "USD",
-  pricedModel: undefined,
-});
+const record = (reason: string | undefined, tenant = "alpha", code = reason === undefined ? 0 : 8): CallRecord =>
+  callRecord({ tenant, model: "mock-chat", upstream: undefined, attempts: 0, code, reason, latencyMs: 0 });
 
 describe("refusal log", () => {
   beforeEach(() => {

@@ -9,6 +9,7 @@ import {
 } from "../../gen/infergate/v1/inference_service_pb.js";
 import { GatewayError, Reason } from "../core/gateway-error.js";
 import type { ModelRoute } from "../core/model-route.js";
+import { rememberPackedValues } from "../wire/embed-wire.js";
 import { numbersFromFp32 } from "../wire/fp32.js";
 
 /**
@@ -94,6 +95,8 @@ export function applyEncoding(res: EmbedResponse, encoding: EmbeddingEncoding): 
   if (encoding === EmbeddingEncoding.FP32_BYTES) return res;
   for (const e of res.embeddings) {
     e.values = numbersFromFp32(e.fp32);
+    // The gRPC listener writes the values' packed form from these bytes (src/wire/embed-wire.ts).
+    rememberPackedValues(e, e.fp32);
     e.fp32 = new Uint8Array(0);
   }
   return res;

@@ -12,6 +12,18 @@ import { varintLength, writeVarint32 } from "./varint.js";
  * toBinary gives (test/unit/embed-wire.test.ts). Undefined (toBinary's, then) for a message with
  * unknown fields, and on a big-endian machine.
  */
+/**
+ * The packed FP32 an Embedding's `values` were read from (applyEncoding, src/gateway/embed-batches.ts):
+ * the wire form of those values already, written as it is instead of packing the numbers again.
+ * Used only while its length still matches `values` (nothing changes an answer after that).
+ */
+const packedValues = new WeakMap<Embedding, Uint8Array>();
+
+/** Records `fp32` as the packed form of `e.values` (see packedValues). */
+export function rememberPackedValues(e: Embedding, fp32: Uint8Array): void {
+  packedValues.set(e, fp32);
+}
+
 export function encodeEmbedResponse(res: EmbedResponse): Uint8Array | undefined {
   if (!littleEndian || res.$unknown !== undefined || res.usage?.$unknown !== undefined) return undefined;
   const w = new Writer();
@@ -40,7 +52,10 @@ function embeddingLength(e: Embedding): number {
 
 function writeEmbedding(w: Writer, e: Embedding): void {
   w.varint(1, e.index);
-  if (e.values.length > 0) w.bytes(2, bytesOf(Float32Array.from(e.values)));
+  if (e.values.length > 0) {
+    const packed = packedValues.get(e);
+    w.bytes(2, packed !== undefined && packed.byteLength === e.values.length * 4 ? packed : bytesOf(Float32Array.from(e.values)));
+  }
   w.bytes(3, e.fp32);
   w.bool(4, e.cached);
 }

@@ -5,7 +5,8 @@
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EmbedResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import { EmbeddingEncoding, EmbedResponseSchema } from "../../gen/infergate/v1/inference_service_pb.js";
+import { applyEncoding } from "../../src/gateway/embed-batches.js";
 import { encodeEmbedResponse } from "../../src/wire/embed-wire.js";
 import { fp32FromNumbers, numbersFromFp32 } from "../../src/wire/fp32.js";
 
@@ -44,6 +45,17 @@ describe("encodeEmbedResponse", () => {
         (init) => same(init),
       ),
     );
+  });
+
+  it("writes FLOAT values from the packed bytes they were read from, as toBinary writes the numbers", () => {
+    const fp32 = fp32FromNumbers([0.25, -7, Math.fround(0.3)]);
+    const res = create(EmbedResponseSchema, { embeddings: [{ index: 0, fp32 }], dimensions: 3 });
+    applyEncoding(res, EmbeddingEncoding.FLOAT);
+    expect(res.embeddings[0]!.fp32).toHaveLength(0);
+    expect(Buffer.from(encodeEmbedResponse(res)!)).toEqual(Buffer.from(toBinary(EmbedResponseSchema, res)));
+    // Values changed after (no code does): the numbers are written, not the stale bytes.
+    res.embeddings[0]!.values = [1, 2];
+    expect(Buffer.from(encodeEmbedResponse(res)!)).toEqual(Buffer.from(toBinary(EmbedResponseSchema, res)));
   });
 
   it("leaves a message with unknown fields to toBinary", () => {

@@ -32,6 +32,10 @@ const config = `
 upstreams:
   - { name: mock, kind: mock }
   - { name: down, kind: mock, options: { failCode: UNAVAILABLE } }
+  - name: flaky
+    kind: mock
+    options: { failCode: UNAVAILABLE }
+    resilience: { retry: { maxAttempts: 1 }, breaker: { consecutiveFailures: 3, volumeThreshold: 3, resetTimeoutMs: 60000 } }
 models:
   - { name: mock-embed, upstream: mock, capabilities: [embed], embedding: { dimensions: 4096 } }
   - { name: small, upstream: mock, capabilities: [embed], embedding: { maxInputs: 4, dimensions: 64 } }
@@ -40,6 +44,7 @@ models:
   - { name: broken, upstream: down, capabilities: [embed], fallbacks: [spare] }
   - { name: spare, upstream: mock, capabilities: [embed] }
   - { name: refuses, upstream: down, capabilities: [embed] }
+  - { name: breaks, upstream: flaky, capabilities: [embed] }
   - { name: mock-chat, upstream: mock }
 `;
 
@@ -162,6 +167,16 @@ describe("Embed over gRPC", () => {
     const res = await embed({ model: "broken", texts: ["fall back"] });
     expect(res).toMatchObject({ model: "spare", upstream: "mock" });
     expect((await expectServiceError(embed({ model: "refuses", texts: ["x"] }))).code).toBe(status.UNAVAILABLE);
+  });
+
+  it("opens the upstream's breaker after failing Embeds: the next fails fast with CIRCUIT_OPEN", async () => {
+    for (let i = 0; i < 3; i++) {
+      const err = await expectServiceError(embed({ model: "breaks", texts: [`fail ${i}`] }));
+      expect(errorInfoOf(statusDetails(err))?.["reason"]).toBe("UPSTREAM_UNAVAILABLE");
+    }
+    const open = await expectServiceError(embed({ model: "breaks", texts: ["once more"] }));
+    expect(open.code).toBe(status.UNAVAILABLE);
+    expect(errorInfoOf(statusDetails(open))?.["reason"]).toBe("CIRCUIT_OPEN");
   });
 
   it("lists EMBED for embedding models only", async () => {

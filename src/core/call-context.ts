@@ -90,8 +90,8 @@ export interface CallSpan {
 
 /** What an attempt's client span says of where the attempt went. */
 export interface AttemptSpanInfo {
-  /** The RPC of the upstream call: predict, chat, generate or embed. */
-  readonly operation: "predict" | "chat" | "generate" | "embed";
+  /** The RPC of the upstream call: predict, chat, generate, embed or count_tokens. */
+  readonly operation: "predict" | "chat" | "generate" | "embed" | "count_tokens";
   /** The configured upstream's name and kind. */
   readonly upstream: string;
   readonly kind: string;

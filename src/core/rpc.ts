@@ -1,7 +1,13 @@
 import type { CallContext } from "./call-context.js";
 
-/** A method of infergate.v1.InferenceService (proto/infergate/v1/inference_service.proto), by name. */
-export type Rpc = "Predict" | "Chat" | "Generate" | "Embed" | "ListModels" | "DeleteSession";
+/**
+ * A method of infergate.v1.InferenceService (proto/infergate/v1/inference_service.proto), by name,
+ * or CountTokens: the token count of a Chat request's prompt, which only the Anthropic Messages
+ * API's `POST /v1/messages/count_tokens` asks for (src/ingress/anthropic/anthropic-ingress.ts; no
+ * gRPC method). It goes through the gateway's steps as a model call (keys, model globs, rate
+ * limits, the call record) but no cache, session or fallback.
+ */
+export type Rpc = "Predict" | "Chat" | "Generate" | "Embed" | "CountTokens" | "ListModels" | "DeleteSession";
 
 /**
  * Whether a call names a model and goes to its upstream (Predict, Chat, Generate, Embed). Only these

@@ -16,6 +16,11 @@ import type { CapabilityName, UpstreamConfig } from "../config/schema.js";
 /** Chat and Generate carry the same fields (same numbers), so adapters take either. */
 export type ChatInput = ChatRequest | GenerateRequest;
 
+/** A prompt's token count (Upstream.countTokens), the model's own. */
+export interface TokenCount {
+  readonly inputTokens: number;
+}
+
 /**
  * One upstream call as an adapter sees it. The gateway has validated the request; the adapter
  * only translates and does I/O. It must stop when `signal` aborts (the caller went away or the
@@ -65,6 +70,14 @@ export interface Upstream<ModelOptions = unknown> {
    * encoding it asked for.
    */
   embed?(call: UpstreamCall<EmbedRequest, ModelOptions>): Promise<EmbedResponse>;
+  /**
+   * The number of input tokens the request's prompt (messages, tools, tool choice) comes to at
+   * this model, without generating, as the model itself counts them (the anthropic kind asks its
+   * count_tokens endpoint; the mock's count is the one its answers report). Kinds that cannot
+   * count exactly leave it out (no estimate: docs/anthropic-ingress.md); the gateway then answers
+   * UNIMPLEMENTED.
+   */
+  countTokens?(call: UpstreamCall<ChatInput, ModelOptions>): Promise<TokenCount>;
   /**
    * What the adapter last knew of a model's readiness, from a cached probe; never a probe per
    * call. Kinds that cannot tell leave it out (reported as MODEL_STATE_UNSPECIFIED).

@@ -22,8 +22,8 @@ import type { Logger } from "../observability/logger.js";
 import type { Tracing } from "../observability/tracing.js";
 import type { Sessions } from "../sessions/sessions.js";
 import { GatewayCall, type Runtime } from "./gateway-call.js";
-import { chatUpstream, deleteSession, embedUpstream, generateUpstream, listModels, predictUpstream } from "./handlers.js";
-import { composeStream, composeUnary, type Interceptor, type UnaryNext, type UnaryRpc } from "./interceptor.js";
+import { chatUpstream, countTokensUpstream, deleteSession, embedUpstream, generateUpstream, listModels, predictUpstream } from "./handlers.js";
+import { composeStream, composeUnary, type Interceptor, type TokenCountAnswer, type UnaryNext, type UnaryRpc } from "./interceptor.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { Router } from "./router.js";
 import { admissionStep } from "./steps/admission.js";
@@ -36,7 +36,7 @@ import { routeStep } from "./steps/route.js";
 import { sessionsStep } from "./steps/sessions.js";
 
 export type { Runtime } from "./gateway-call.js";
-export type { Interceptor } from "./interceptor.js";
+export type { Interceptor, TokenCountAnswer } from "./interceptor.js";
 export { cacheHeader } from "./steps/cache.js";
 export { servedByHeader } from "./steps/provenance.js";
 
@@ -50,6 +50,8 @@ export interface Gateway {
   chat(req: ChatRequest, ctx: CallContext): Promise<ChatResponse>;
   generate(req: GenerateRequest, ctx: CallContext): AsyncGenerator<GenerateResponse, void, undefined>;
   embed(req: EmbedRequest, ctx: CallContext): Promise<EmbedResponse>;
+  /** The input tokens of a Chat request's prompt at its model (src/core/rpc.ts, CountTokens). */
+  countTokens(req: ChatRequest, ctx: CallContext): Promise<TokenCountAnswer>;
   listModels(req: ListModelsRequest, ctx: CallContext): Promise<ListModelsResponse>;
   /** Forgets one conversation session of the caller's tenant (NOT_FOUND when it has none). */
   deleteSession(req: DeleteSessionRequest, ctx: CallContext): Promise<DeleteSessionResponse>;
@@ -139,6 +141,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
   const predict = unary("Predict", predictUpstream);
   const chat = unary("Chat", chatUpstream);
   const embed = unary("Embed", embedUpstream(cache));
+  const countTokens = unary("CountTokens", countTokensUpstream);
   const models = unary("ListModels", listModels);
   const forget = unary("DeleteSession", deleteSession(sessions));
   const generate = composeStream([...outer, ...steps], generateUpstream);
@@ -148,6 +151,7 @@ export function createGateway(router: Router, options: GatewayOptions = {}): Gat
     chat: (req, ctx) => chat(new GatewayCall("Chat", req.model, req, ctx)),
     generate: (req, ctx) => generate(new GatewayCall("Generate", req.model, req, ctx)),
     embed: (req, ctx) => embed(new GatewayCall("Embed", req.model, req, ctx)),
+    countTokens: (req, ctx) => countTokens(new GatewayCall("CountTokens", req.model, req, ctx)),
     listModels: (req, ctx) => models(new GatewayCall("ListModels", "", req, ctx)),
     deleteSession: (req, ctx) => forget(new GatewayCall("DeleteSession", "", req, ctx)),
     swap: (next) => {

@@ -16,13 +16,13 @@ import {
 import type { ResponseCache, UpstreamRun } from "../cache/response-cache.js";
 import type { CapabilityName } from "../config/schema.js";
 import type { AttemptTrace, CallContext } from "../core/call-context.js";
-import { GatewayError, Reason } from "../core/gateway-error.js";
+import { echoed, GatewayError, Reason } from "../core/gateway-error.js";
 import type { ModelRoute } from "../core/model-route.js";
 import type { Upstream } from "../core/upstream.js";
 import type { ResilientCall } from "../resilience/resilient-upstream.js";
 import type { Sessions } from "../sessions/sessions.js";
 import { embedInBatches } from "./embed-batches.js";
-import type { StreamCall, UnaryCall } from "./interceptor.js";
+import type { StreamCall, TokenCountAnswer, UnaryCall } from "./interceptor.js";
 
 /**
  * The handlers at the end of each RPC's chain (src/gateway/gateway.ts composes the steps around
@@ -42,6 +42,23 @@ export function chatUpstream(call: UnaryCall<"Chat">): Promise<ChatResponse> {
   const upstream = candidate.upstream;
   if (upstream.chat === undefined) throw unimplemented(upstream, "chat");
   return upstream.chat(new UnaryUpstreamCall(candidate, call.request, call.run, call.ctx));
+}
+
+/** A prompt's token count at the model asked for, when its upstream kind can count (Upstream.countTokens). */
+export async function countTokensUpstream(call: UnaryCall<"CountTokens">): Promise<TokenCountAnswer> {
+  const candidate = call.candidate;
+  const upstream = candidate.upstream;
+  if (upstream.countTokens === undefined) {
+    throw new GatewayError(
+      Code.Unimplemented,
+      `model "${echoed(call.model)}" cannot count tokens: its upstream kind (${upstream.kind}) has no token count (docs/anthropic-ingress.md)`,
+      { reason: Reason.CapabilityNotSupported, metadata: { model: echoed(call.model), rpc: "CountTokens" } },
+    );
+  }
+  // No cache step on this RPC: the upstream call runs on the caller's own signal and deadline.
+  const ctx = call.ctx;
+  const count = await upstream.countTokens(new UnaryUpstreamCall(candidate, call.request, ctx, ctx));
+  return { ...count, upstream: upstream.name };
 }
 
 export function generateUpstream(call: StreamCall): AsyncIterable<GenerateResponse> {

@@ -12,13 +12,20 @@ import type {
   PredictRequest,
   PredictResponse,
 } from "../../gen/infergate/v1/inference_service_pb.js";
+import type { TokenCount } from "../core/upstream.js";
 import type { GatewayCall } from "./gateway-call.js";
+
+/** CountTokens' answer: the prompt's count and the upstream that counted it. */
+export interface TokenCountAnswer extends TokenCount {
+  readonly upstream: string;
+}
 
 /** The unary RPCs, each with its request and answer. */
 export interface UnaryMessages {
   Predict: [PredictRequest, PredictResponse];
   Chat: [ChatRequest, ChatResponse];
   Embed: [EmbedRequest, EmbedResponse];
+  CountTokens: [ChatRequest, TokenCountAnswer];
   ListModels: [ListModelsRequest, ListModelsResponse];
   DeleteSession: [DeleteSessionRequest, DeleteSessionResponse];
 }
@@ -88,6 +95,7 @@ export function everyUnary(wrap: <R extends UnaryRpc>(next: UnaryNext<R>, rpc: R
     Predict: (next) => wrap(next, "Predict"),
     Chat: (next) => wrap(next, "Chat"),
     Embed: (next) => wrap(next, "Embed"),
+    CountTokens: (next) => wrap(next, "CountTokens"),
     ListModels: (next) => wrap(next, "ListModels"),
     DeleteSession: (next) => wrap(next, "DeleteSession"),
   };

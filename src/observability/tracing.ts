@@ -62,7 +62,13 @@ const service = "infergate.v1.InferenceService";
 
 /** gen_ai.operation.name of each model call (predict is infergate's own: tensors, not GenAI). */
 const operationOf: Partial<Record<Rpc, string>> = { Chat: "chat", Generate: "chat", Embed: "embeddings", Predict: "predict" };
-const attemptOperation: Record<AttemptSpanInfo["operation"], string> = { chat: "chat", generate: "chat", embed: "embeddings", predict: "predict" };
+const attemptOperation: Record<AttemptSpanInfo["operation"], string> = {
+  chat: "chat",
+  generate: "chat",
+  embed: "embeddings",
+  predict: "predict",
+  count_tokens: "count_tokens",
+};
 
 /** gen_ai.provider.name of each upstream kind: the convention's names where it has one. */
 const providerOf: Readonly<Record<string, string>> = { openai: "openai", anthropic: "anthropic" };
@@ -127,6 +133,8 @@ const spanNames: Record<Rpc, string> = {
   Chat: `${service}/Chat`,
   Generate: `${service}/Generate`,
   Embed: `${service}/Embed`,
+  // Not a gRPC method: the Anthropic Messages API's count_tokens (src/core/rpc.ts).
+  CountTokens: "anthropic.messages/count_tokens",
   ListModels: `${service}/ListModels`,
   DeleteSession: `${service}/DeleteSession`,
 };

@@ -215,7 +215,7 @@ export function createResilientUpstream(
 
   async function unary<Req, Res>(
     call: ResilientCall<Req>,
-    operation: "predict" | "chat" | "embed",
+    operation: "predict" | "chat" | "embed" | "count_tokens",
     op: (adapter: Upstream, call: UpstreamCall<Req>) => Promise<Res>,
   ): Promise<Res> {
     const run = new CallAttempts(host, call, operation);
@@ -309,6 +309,8 @@ export function createResilientUpstream(
     // Embeddings are idempotent: retried, breakers and endpoints as Predict.
     ...(first.embed === undefined ? {} : { embed: (call) => unary(call, "embed", (a, c) => a.embed!(c)) }),
     ...(first.generate === undefined ? {} : { generate }),
+    // Counting generates nothing: retried, breakers and endpoints as Chat.
+    ...(first.countTokens === undefined ? {} : { countTokens: (call) => unary(call, "count_tokens", (a, c) => a.countTokens!(c)) }),
     modelState(upstreamModel) {
       const health = models.get(upstreamModel);
       if (endpoints.every((e) => e.breaker.state() === "open" || health?.breakers[e.index]!.state() === "open")) return ModelState.NOT_READY;

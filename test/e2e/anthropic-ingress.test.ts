@@ -18,7 +18,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { keepAlive } from "../../src/ingress/anthropic/anthropic-ingress.js";
 import { hashKey } from "../../src/security/api-keys.js";
 import type { App } from "../../src/server/app.js";
-import { type AnthropicFake, createAnthropicFake } from "../fakes/anthropic-fake.js";
+import { type AnthropicFake, countTokensOf, createAnthropicFake } from "../fakes/anthropic-fake.js";
 import { createOpenAIFake, type OpenAIFake } from "../fakes/openai-fake.js";
 import { startInProcess } from "../helpers/servers.js";
 
@@ -260,11 +260,32 @@ models:
       expect(openai.object).toBe("list");
     });
 
-    it("count_tokens: 501 with the API's error body", async () => {
-      const err = await thrown(client.messages.countTokens({ model: "mock-chat", messages: [{ role: "user", content: "hi" }] }));
+    it("count_tokens on the mock: the mock's own count, the input_tokens its answer reports for the same prompt", async () => {
+      const prompt = { system: "be brief", messages: [{ role: "user" as const, content: "three little words" }, { role: "assistant" as const, content: "ok then" }, { role: "user" as const, content: "and two" }] };
+      const counted = await client.messages.countTokens({ model: "mock-chat", ...prompt });
+      const answered = await client.messages.create({ model: "mock-chat", max_tokens: 20, ...prompt });
+      expect(counted).toEqual({ input_tokens: answered.usage.input_tokens });
+      expect(counted.input_tokens).toBe(9);
+    });
+
+    it("count_tokens on an openai-kind model: 501 naming the kind, nothing sent upstream", async () => {
+      const err = await thrown(client.messages.countTokens({ model: "gpt", messages: [{ role: "user", content: "hi" }] }));
       expect(err).toBeInstanceOf(InternalServerError);
       expect((err as APIError).status).toBe(501);
-      expect((err as APIError).error).toMatchObject({ type: "error", error: { type: "api_error", message: expect.stringContaining("count_tokens is not supported") } });
+      expect((err as APIError).error).toEqual({ type: "error", error: { type: "api_error", message: expect.stringContaining("upstream kind (openai) has no token count") } });
+      expect(openaiFake.requests).toHaveLength(0);
+    });
+
+    it("count_tokens: a key the API does not take there is a 400 naming it; an unknown model a 404", async () => {
+      const res = await fetch(`http://${app.httpAddress}/v1/messages/count_tokens`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "anthropic-version": "2023-06-01" },
+        body: JSON.stringify({ model: "claude", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({ type: "error", error: { type: "invalid_request_error", message: expect.stringContaining("max_tokens") } });
+      expect(await thrown(client.messages.countTokens({ model: "nope", messages: [{ role: "user", content: "hi" }] }))).toBeInstanceOf(NotFoundError);
+      expect(anthropicFake.requests).toHaveLength(0);
     });
   });
 
@@ -321,6 +342,39 @@ models:
       });
       expect(res.status).toBe(504);
       expect(await res.json()).toEqual({ type: "error", error: { type: "timeout_error", message: expect.any(String) } });
+    });
+
+    it("count_tokens is exact: Anthropic's own count_tokens endpoint answers, sent the prompt only", async () => {
+      const tools = [{ name: "get_weather", description: "Weather of a city", input_schema: { type: "object" as const, properties: { city: { type: "string" } } } }];
+      const counted = await client.messages.countTokens({
+        model: "claude",
+        system: "You are terse.",
+        messages: [{ role: "user", content: "What is the weather in Paris?" }],
+        tools,
+        tool_choice: { type: "auto" },
+      });
+      expect(anthropicFake.requests).toHaveLength(1);
+      const rec = anthropicFake.requests[0]!;
+      expect(rec.path).toBe("/v1/messages/count_tokens");
+      expect(rec.headers["x-api-key"]).toBe(UPSTREAM_KEY);
+      expect(rec.headers["anthropic-version"]).toBe("2023-06-01");
+      expect(rec.body).toEqual({
+        model: "claude-sonnet-4-5",
+        system: [{ type: "text", text: "You are terse." }],
+        messages: [{ role: "user", content: [{ type: "text", text: "What is the weather in Paris?" }] }],
+        tools: [{ name: "get_weather", description: "Weather of a city", input_schema: { type: "object", properties: { city: { type: "string" } } } }],
+        tool_choice: { type: "auto" },
+      });
+      // The fake's count (test/fakes/anthropic-fake.ts countTokensOf), passed on as it is.
+      expect(counted).toEqual({ input_tokens: countTokensOf(rec.body as Record<string, unknown>) });
+      expect(counted.input_tokens).toBeGreaterThan(9);
+    });
+
+    it("count_tokens: the upstream's rate limit is the caller's 429 with retry-after", async () => {
+      anthropicFake.setScenario("rate-limited");
+      const err = await thrown(client.messages.countTokens({ model: "claude", messages: [{ role: "user", content: "hi" }] }));
+      expect(err).toBeInstanceOf(RateLimitError);
+      expect((err as APIError).headers?.get("retry-after")).toBe("2");
     });
 
     it("an upstream rate limit: 429 RateLimitError with retry-after", async () => {
@@ -597,6 +651,13 @@ auth:
 
   it("a model the key may not use: 403 PermissionDeniedError", async () => {
     expect(await thrown(sdk(app, { apiKey: "sk-alpha-key" }).messages.create({ ...hi, model: "private" }))).toBeInstanceOf(PermissionDeniedError);
+  });
+
+  it("count_tokens takes the same keys: none is a 401, a model outside the key's globs a 403", async () => {
+    const prompt = { model: "private", messages: hi.messages };
+    expect(await thrown(sdk(app, { apiKey: "sk-wrong-key-123" }).messages.countTokens(prompt))).toBeInstanceOf(AuthenticationError);
+    expect(await thrown(sdk(app, { apiKey: "sk-alpha-key" }).messages.countTokens(prompt))).toBeInstanceOf(PermissionDeniedError);
+    expect(await sdk(app, { apiKey: "sk-beta-key" }).messages.countTokens(prompt)).toEqual({ input_tokens: 1 });
   });
 
   it("over the key's rate limit: 429 RateLimitError with retry-after", async () => {

@@ -10,9 +10,13 @@
  * await fake.close();
  * ```
  *
- * Route: `POST /v1/messages` (anything else: 404 `not_found_error`). As the real API, it answers
- * 400 `invalid_request_error` when the `anthropic-version` header is missing, or when `model`,
- * `max_tokens` or `messages` is missing from the body.
+ * Routes: `POST /v1/messages` and `POST /v1/messages/count_tokens` (anything else: 404
+ * `not_found_error`). As the real API, it answers 400 `invalid_request_error` when the
+ * `anthropic-version` header is missing, or when `model`, `max_tokens` (messages only) or
+ * `messages` is missing from the body; count_tokens refuses a key the API does not take there
+ * (`max_tokens: Extra inputs are not permitted`) and answers `{"input_tokens": N}` with N the
+ * words of `system` and of every message's text blocks, plus the words of each tool's JSON
+ * (see {@link countTokensOf}); its error scenarios answer as on `/v1/messages`.
  *
  * Scenarios: see {@link ANTHROPIC_SCENARIOS}; selection and options: see fake-server.ts
  * ({@link FakeUpstream.setScenario}, `scenario:<name>` as the last user message's whole text).
@@ -154,7 +158,8 @@ export async function createAnthropicFake(options: FakeOptions = {}): Promise<An
 
 async function handle(ex: Exchange<AnthropicScenario>): Promise<void> {
   const { record } = ex;
-  if (record.method !== "POST" || record.path !== "/v1/messages") {
+  const counting = record.path === "/v1/messages/count_tokens";
+  if (record.method !== "POST" || (record.path !== "/v1/messages" && !counting)) {
     sendError(ex, 404, "not_found_error", "Not Found");
     return;
   }
@@ -167,7 +172,14 @@ async function handle(ex: Exchange<AnthropicScenario>): Promise<void> {
     sendError(ex, 400, "invalid_request_error", "There was an issue with the request body: it is not valid JSON");
     return;
   }
-  for (const field of ["model", "max_tokens", "messages"]) {
+  if (counting) {
+    const extra = Object.keys(body).find((k) => !countTokensKeys.has(k));
+    if (extra !== undefined) {
+      sendError(ex, 400, "invalid_request_error", `${extra}: Extra inputs are not permitted`);
+      return;
+    }
+  }
+  for (const field of counting ? ["model", "messages"] : ["model", "max_tokens", "messages"]) {
     if (body[field] === undefined) {
       sendError(ex, 400, "invalid_request_error", `${field}: Field required`);
       return;
@@ -188,14 +200,17 @@ async function handle(ex: Exchange<AnthropicScenario>): Promise<void> {
     return;
   }
   const rule = RULES[selection.name];
+  if (counting) {
+    if (rule?.kind === "error") await serveFixture(ex, "anthropic", selection, rule);
+    else ex.send(200, JSON_CONTENT_TYPE, JSON.stringify({ input_tokens: countTokensOf(body) }));
+    return;
+  }
   if (rule !== undefined) {
     await serveFixture(ex, "anthropic", selection, rule);
     return;
   }
   const model = typeof body["model"] === "string" ? body["model"] : "fake-model";
-  const inputTokens =
-    countWords(textOf(body["system"])) +
-    messages.reduce<number>((n, m) => n + (isObject(m) ? countWords(textOf(m["content"])) : 0), 0);
+  const inputTokens = promptWords(body);
   const id = `msg_fake_${record.index}`;
   if (selection.name === "slow") {
     const tokens = Math.max(1, selection.options.tokens ?? 40);
@@ -254,6 +269,25 @@ async function answerText(
     usage: { input_tokens: a.inputTokens, output_tokens: a.pieces.length },
   };
   ex.send(200, JSON_CONTENT_TYPE, JSON.stringify(message));
+}
+
+/** The keys count_tokens takes (the API's; others are "Extra inputs are not permitted"). */
+const countTokensKeys = new Set(["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"]);
+
+/**
+ * The fake's token count of a count_tokens body: the words of `system` and of every message's
+ * text blocks (as the echo scenario's usage), plus the words of each tool's JSON, so that a test
+ * can tell tools were sent.
+ */
+export function countTokensOf(body: Record<string, unknown>): number {
+  const tools = Array.isArray(body["tools"]) ? (body["tools"] as unknown[]) : [];
+  return promptWords(body) + tools.reduce<number>((n, t) => n + countWords(JSON.stringify(t).replace(/[{}[\]":,]/g, " ")), 0);
+}
+
+/** The words of `system` and of every message's text blocks: the echo scenario's input tokens. */
+function promptWords(body: Record<string, unknown>): number {
+  const messages = Array.isArray(body["messages"]) ? (body["messages"] as unknown[]) : [];
+  return countWords(textOf(body["system"])) + messages.reduce<number>((n, m) => n + (isObject(m) ? countWords(textOf(m["content"])) : 0), 0);
 }
 
 function sendError(ex: Exchange<AnthropicScenario>, status: number, type: string, message: string): void {

@@ -45,6 +45,13 @@ export function routeStep(limits: RequestLimits | undefined): Interceptor {
         checkAnthropicBeta(call, "chat");
         return next(call);
       },
+      // A prompt is counted at the model asked for (no fallback counts for it): a Chat model's.
+      CountTokens: (next) => (call) => {
+        call.route = call.candidate = call.runtime.router.resolve(call.model, "chat");
+        validateChatInput(call.request, limits);
+        checkAnthropicBeta(call, "chat");
+        return next(call);
+      },
     },
     stream: (next) => (call) => {
       call.route = call.runtime.router.resolve(call.model, "generate");

@@ -42,7 +42,8 @@ import {
 } from "../../upstreams/anthropic/anthropic-wire.js";
 
 type Json = Record<string, unknown>;
-type ChatInit = MessageInitShape<typeof ChatRequestSchema>;
+/** A Chat request as plain fields (never a message already made), shared by Chat and Generate. */
+type ChatInit = Exclude<MessageInitShape<typeof ChatRequestSchema>, ChatRequest>;
 type MessageInit = MessageInitShape<typeof MessageSchema>;
 type PartInit = MessageInitShape<typeof ContentPartSchema>;
 
@@ -84,27 +85,53 @@ const inertKeys = new Map<string, { accepts(v: unknown): boolean; problem: strin
  * key at fault by its path in the API (`messages[1].content[0].source.media_type`).
  */
 export function fromMessagesRequest(body: unknown): MessagesCall {
+  const json = checkedBody(body, mappedKeys);
+  if (json["max_tokens"] === undefined || json["max_tokens"] === null) {
+    throw invalidArgument("max_tokens", "Field required (the Messages API has no default)");
+  }
+  const init = chatInit(json);
+  init.maxTokens = count(json["max_tokens"], "max_tokens");
+  const stream = opt(json, "stream", bool) ?? false;
+  return stream ? { stream: true, request: create(GenerateRequestSchema, init) } : { stream: false, request: create(ChatRequestSchema, init) };
+}
+
+/**
+ * The keys of `POST /v1/messages/count_tokens`: what makes up a prompt (the API takes no sampling
+ * or output settings there, so neither does this route).
+ */
+const countTokensKeys = new Set(["model", "messages", "system", "tools", "tool_choice"]);
+
+/**
+ * Reads the body of `POST /v1/messages/count_tokens` into the Chat request whose prompt is to be
+ * counted, with the checks of fromMessagesRequest (a key the route does not take is a 400 naming
+ * it).
+ */
+export function fromCountTokensRequest(body: unknown): ChatRequest {
+  return create(ChatRequestSchema, chatInit(checkedBody(body, countTokensKeys)));
+}
+
+/** The body as an object whose keys are all `mapped` (or inert), else INVALID_ARGUMENT naming one. */
+function checkedBody(body: unknown, mapped: ReadonlySet<string>): Json {
   if (!isObject(body)) {
     throw new GatewayError(Code.InvalidArgument, "the body must be a JSON object");
   }
   for (const [key, v] of Object.entries(body)) {
-    if (mappedKeys.has(key) || v === null || v === undefined) continue;
+    if (mapped.has(key) || v === null || v === undefined) continue;
     const inert = inertKeys.get(key);
     if (inert?.accepts(v) === true) continue;
     throw invalidArgument(key, inert?.problem ?? notSupported);
   }
+  return body;
+}
+
+/** The request fields both routes share: model, system and messages, then whichever others are in `body`. */
+function chatInit(body: Json): ChatInit {
   const model = body["model"];
   if (typeof model !== "string" || model === "") {
     throw invalidArgument("model", "Field required: the name of a model this gateway serves (GET /v1/models)");
   }
-  if (body["max_tokens"] === undefined || body["max_tokens"] === null) {
-    throw invalidArgument("max_tokens", "Field required (the Messages API has no default)");
-  }
-  const maxTokens = count(body["max_tokens"], "max_tokens");
   const messages = arr(body["messages"] ?? missing("messages"), "messages");
-  const stream = opt(body, "stream", bool) ?? false;
-
-  const init: ChatInit = { model, maxTokens, messages: [] };
+  const init: ChatInit = { model, messages: [] };
   const system = opt(body, "system", (v, at) => (typeof v === "string" ? [textPart(v)] : arr(v, at).map((b, i) => textBlock(b, `${at}[${i}]`))));
   if (system !== undefined && system.length > 0) {
     init.messages!.push({ role: Role.SYSTEM, content: system });
@@ -135,7 +162,7 @@ export function fromMessagesRequest(body: unknown): MessagesCall {
     }
     init.metadata = entries;
   }
-  return stream ? { stream: true, request: create(GenerateRequestSchema, init) } : { stream: false, request: create(ChatRequestSchema, init) };
+  return init;
 }
 
 /**

@@ -8,7 +8,9 @@
  *
  * - `POST /v1/messages`: unary → Chat; `"stream": true` → Generate as Anthropic's server-sent
  *   events (`event: <type>` / `data: <json>`), with `ping` events while the stream waits.
- * - `POST /v1/messages/count_tokens`: 501 (no upstream kind counts tokens; see the doc).
+ * - `POST /v1/messages/count_tokens`: the prompt's input tokens at its model, from the upstream
+ *   kind's count (the anthropic kind asks Anthropic's own endpoint, so it is exact); a model whose
+ *   kind cannot count gets 501 (see the doc).
  * - `GET /v1/models`, `GET /v1/models/{model}` when the request carries `anthropic-version`
  *   (what Anthropic's SDKs send); without it they stay the OpenAI-compatible API's.
  *
@@ -23,7 +25,9 @@ import type * as http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
-import type { Gateway } from "../../gateway/gateway.js";
+import { Code } from "@connectrpc/connect";
+import type { Gateway, TokenCountAnswer } from "../../gateway/gateway.js";
+import { GatewayError } from "../../core/gateway-error.js";
 import type { OwnedCallContext } from "../../core/call-context.js";
 import {
   allow,
@@ -43,6 +47,7 @@ import {
   type AnthropicErrorAnswer,
   createEventEncoder,
   errorBody,
+  fromCountTokensRequest,
   fromMessagesRequest,
   sseEvent,
   toAnthropicError,
@@ -104,11 +109,7 @@ async function serve(gateway: Gateway, options: AnthropicIngressOptions, req: Re
       await messages(gateway, options, req, res, ctx);
     } else if (path === countTokensPath) {
       allow(req, "POST");
-      throw new HttpRefusal(
-        501,
-        "count_tokens is not supported by infergate: no upstream kind counts tokens without generating, and no tokenizer fits every model (docs/anthropic-ingress.md)",
-        "not_implemented",
-      );
+      await countTokens(gateway, options, req, res, ctx);
     } else {
       allow(req, "GET");
       await models(gateway, path, res, ctx);
@@ -170,6 +171,21 @@ async function messages(gateway: Gateway, options: AnthropicIngressOptions, req:
     pending?.catch(() => {});
     await events.return(undefined);
   }
+}
+
+async function countTokens(gateway: Gateway, options: AnthropicIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
+  const request = fromCountTokensRequest(await readJson(req, options.maxBodyBytes, () => {}));
+  let count: TokenCountAnswer;
+  try {
+    count = await gateway.countTokens(request, ctx);
+  } catch (err) {
+    // A model whose upstream kind cannot count: the route exists, this model cannot serve it.
+    if (err instanceof GatewayError && err.code === Code.Unimplemented && err.metadata["rpc"] === "CountTokens") {
+      throw new HttpRefusal(501, err.message, "not_implemented");
+    }
+    throw err;
+  }
+  sendJson(res, 200, { input_tokens: count.inputTokens }, ctx.responseHeaders);
 }
 
 function newId(): string {

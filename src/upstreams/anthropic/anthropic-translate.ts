@@ -38,6 +38,7 @@ import {
   type AnthropicImageMediaType,
   anthropicImageMediaTypes,
   type ContentBlockParam,
+  type CountTokensRequest,
   type ImageBlockParam,
   type MessageParam,
   type MessagesRequest,
@@ -600,4 +601,22 @@ function streamError(upstream: string, e: Record<string, unknown>, data: string)
     metadata: { upstream, upstream_error: t },
     cause: new UpstreamFailure(`upstream ${upstream} sent an error event: ${t}`, 200, snippet(data)),
   });
+}
+
+/**
+ * Builds the body of `POST /v1/messages/count_tokens` from a Chat request: the Messages request's
+ * prompt (model, system, messages, tools, tool_choice), with the same checks.
+ */
+export function toCountTokensRequest(req: ChatInput, upstreamModel: string): CountTokensRequest {
+  const { model, system, messages, tools, tool_choice } = toMessagesRequest(req, { upstreamModel, defaultMaxTokens: 1, stream: false });
+  return { model, messages, ...(system === undefined ? {} : { system }), ...(tools === undefined ? {} : { tools }), ...(tool_choice === undefined ? {} : { tool_choice }) };
+}
+
+/** Reads count_tokens' answer; anything but a non-negative integer `input_tokens` is a bad response. */
+export function fromCountTokensResponse(upstream: string, body: unknown): number {
+  const n = isObject(body) ? body["input_tokens"] : undefined;
+  if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) {
+    throw badResponse(upstream, "count_tokens answered without a non-negative integer input_tokens");
+  }
+  return n;
 }

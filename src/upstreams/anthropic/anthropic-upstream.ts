@@ -3,8 +3,8 @@ import type { ChatResponse, GenerateResponse } from "../../../gen/infergate/v1/i
 import type { UpstreamConfig } from "../../config/schema.js";
 import { translateEventStream } from "../http/event-stream.js";
 import { defaultHttpPoolOptions, type HttpAnswer, HttpUpstream, httpPoolOptionsSchema } from "../http/http-upstream.js";
-import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
-import { createStreamTranslator, fromMessagesResponse, toMessagesRequest } from "./anthropic-translate.js";
+import type { ChatInput, TokenCount, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
+import { createStreamTranslator, fromCountTokensResponse, fromMessagesResponse, toCountTokensRequest, toMessagesRequest } from "./anthropic-translate.js";
 
 const positiveInt = z.number().int().positive();
 
@@ -29,7 +29,10 @@ export const anthropicModelOptionsSchema = z.strictObject({
 });
 export type AnthropicModelOptions = z.infer<typeof anthropicModelOptionsSchema>;
 
-/** The `anthropic` kind: the Anthropic Messages API (`POST {endpoint}/v1/messages`), Chat and Generate. */
+/**
+ * The `anthropic` kind: the Anthropic Messages API (`POST {endpoint}/v1/messages`), Chat and
+ * Generate, and its exact token count (`POST {endpoint}/v1/messages/count_tokens`).
+ */
 export const anthropicKind: UpstreamKind<AnthropicOptions, AnthropicModelOptions> = {
   capabilities: ["chat", "generate"],
   needsEndpoints: true,
@@ -49,12 +52,16 @@ export const anthropicKind: UpstreamKind<AnthropicOptions, AnthropicModelOptions
 export function createAnthropicUpstream(config: UpstreamConfig, options: AnthropicOptions): Upstream<AnthropicModelOptions> {
   const http = new HttpUpstream(config, { ...defaultHttpPoolOptions, ...options.http });
 
-  async function send(call: UpstreamCall<ChatInput, AnthropicModelOptions>, stream: boolean): Promise<HttpAnswer> {
+  function send(call: UpstreamCall<ChatInput, AnthropicModelOptions>, stream: boolean): Promise<HttpAnswer> {
     const { maxTokens } = call.modelOptions;
     const body = toMessagesRequest(call.request, { upstreamModel: call.upstreamModel, defaultMaxTokens: maxTokens, stream });
+    return post(call, "/v1/messages", body, stream);
+  }
+
+  function post(call: UpstreamCall<ChatInput, AnthropicModelOptions>, path: string, body: object, stream: boolean): Promise<HttpAnswer> {
     return http.request({
       method: "POST",
-      path: "/v1/messages",
+      path,
       headers: {
         ...config.headers,
         "content-type": "application/json",
@@ -75,6 +82,10 @@ export function createAnthropicUpstream(config: UpstreamConfig, options: Anthrop
     async chat(call): Promise<ChatResponse> {
       const answer = await send(call, false);
       return fromMessagesResponse(config.name, await http.readJson(answer, call.signal));
+    },
+    async countTokens(call): Promise<TokenCount> {
+      const answer = await post(call, "/v1/messages/count_tokens", toCountTokensRequest(call.request, call.upstreamModel), false);
+      return { inputTokens: fromCountTokensResponse(config.name, await http.readJson(answer, call.signal)) };
     },
     generate(call): AsyncIterableIterator<GenerateResponse> {
       // The request goes out when the first event is asked for.

@@ -26,6 +26,17 @@ export interface MessagesRequest {
   stream: boolean;
 }
 
+/**
+ * The body of `POST /v1/messages/count_tokens`: the prompt part of a Messages request (the API
+ * takes no sampling, output or stream settings there).
+ */
+export type CountTokensRequest = Pick<MessagesRequest, "model" | "messages" | "system" | "tools" | "tool_choice">;
+
+/** The answer of `POST /v1/messages/count_tokens`. */
+export interface CountTokensResponse {
+  input_tokens: number;
+}
+
 /** One turn; the API allows consecutive turns of the same role and joins them itself. */
 export interface MessageParam {
   role: "user" | "assistant";

@@ -25,7 +25,7 @@ import {
 import { Code } from "@connectrpc/connect";
 import { GatewayError, grpcCodeNames, invalidArgument, Reason } from "../../core/gateway-error.js";
 import type { UpstreamConfig } from "../../config/schema.js";
-import type { ChatInput, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
+import type { ChatInput, TokenCount, Upstream, UpstreamCall, UpstreamKind } from "../../core/upstream.js";
 import { mockEmbed } from "./mock-embed.js";
 import { mockPredict } from "./mock-predict.js";
 
@@ -129,6 +129,15 @@ export function createMockUpstream(config: Pick<UpstreamConfig, "name">, options
         stopSequence: plan.stopSequence ?? "",
         usage: plan.usage,
       });
+    },
+    async countTokens(call): Promise<TokenCount> {
+      const opts = effectiveOptions(options, call.request.metadata);
+      if (opts.failCode !== undefined) {
+        throw injectedFailure(opts.failCode);
+      }
+      call.signal.throwIfAborted();
+      // The mock's own count, the one its answers report: exact for the mock.
+      return { inputTokens: promptTokensOf(call.request) };
     },
     async predict(call: UpstreamCall<PredictRequest>): Promise<PredictResponse> {
       const opts = effectiveOptions(options, call.request.metadata);
@@ -236,23 +245,11 @@ function planAnswer(req: ChatInput): AnswerPlan {
     // The mock does not sample; refused as every kind without top-k refuses it (docs/anthropic-ingress.md).
     throw invalidArgument("top_k", "the mock upstream has no top-k sampling");
   }
-  let promptTokens = 0;
+  const promptTokens = promptTokensOf(req);
   let lastUserText = "";
   for (const m of req.messages) {
-    const texts: string[] = [];
-    for (const p of m.content) {
-      if (p.part.case === "text") {
-        texts.push(p.part.value);
-        promptTokens += wordsIn(p.part.value).count;
-      } else {
-        promptTokens += 1;
-      }
-    }
-    for (const c of m.toolCalls) {
-      promptTokens += wordsIn(c.arguments).count + 1;
-    }
     if (m.role === Role.USER) {
-      lastUserText = texts.join(" ");
+      lastUserText = m.content.flatMap((p) => (p.part.case === "text" ? [p.part.value] : [])).join(" ");
     }
   }
   const id = `mock-${createHash("sha256").update(JSON.stringify([req.messages.length, lastUserText, req.tools.map((t) => t.name)])).digest("hex").slice(0, 16)}`;
@@ -313,6 +310,20 @@ function planAnswer(req: ChatInput): AnswerPlan {
     stopSequence,
     usage: usage(promptTokens, words.count),
   };
+}
+
+/**
+ * The mock's prompt tokens (its answers' usage.prompt_tokens, and its exact count_tokens): a token
+ * per word of text, one per other content part (an image), and per tool call one plus the words of
+ * its arguments.
+ */
+function promptTokensOf(req: ChatInput): number {
+  let n = 0;
+  for (const m of req.messages) {
+    for (const p of m.content) n += p.part.case === "text" ? wordsIn(p.part.value).count : 1;
+    for (const c of m.toolCalls) n += wordsIn(c.arguments).count + 1;
+  }
+  return n;
 }
 
 function chooseTool(req: ChatInput, lastUserText: string): string | undefined {

@@ -7,6 +7,7 @@ import { openaiKind } from "./openai/openai-upstream.js";
 import { tfservingKind } from "./tfserving/tfserving-upstream.js";
 import { infergateKind } from "./infergate/infergate-upstream.js";
 import { kserveKind } from "./kserve/kserve-upstream.js";
+import { geminiKind } from "./gemini/gemini-upstream.js";
 
 /**
  * An upstream kind as the registry lists it, its option types hidden (the kinds differ in them;
@@ -61,6 +62,7 @@ export const upstreamKindRegistry: Readonly<Record<UpstreamConfig["kind"], Regis
   tfserving: registered(tfservingKind),
   infergate: registered(infergateKind),
   kserve: registered(kserveKind),
+  gemini: registered(geminiKind),
 };
 
 /** A model's options as its kind parses them (validated at config load). */

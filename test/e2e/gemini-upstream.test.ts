@@ -48,6 +48,17 @@ let dir: string;
 /** Every line infergate logged (JSON), at debug level and above. */
 const logLines: string[] = [];
 
+const savedEnv: Record<string, string | undefined> = {};
+/** The environment under which ADC finds the fake's metadata server (gcp-metadata's variables). */
+function adcEnv(): Record<string, string | undefined> {
+  return {
+    GCE_METADATA_HOST: new URL(fake.url).host,
+    METADATA_SERVER_DETECTION: "ping-only",
+    CLOUDSDK_CONFIG: dir,
+    GOOGLE_APPLICATION_CREDENTIALS: undefined,
+  };
+}
+
 /** A service-account key file whose token_uri is the fake's token endpoint. */
 function keyFile(name: string, privateKey: string): string {
   const file = join(dir, `${name}.json`);
@@ -74,6 +85,13 @@ beforeAll(async () => {
   });
   fake = await createGeminiFake({ apiKey: API_KEY, publicKey });
   dir = mkdtempSync(join(tmpdir(), "gemini-e2e-"));
+  // Application Default Credentials find the fake's metadata server, and no other credentials
+  // (no key file in the environment, an empty gcloud configuration). This file's own process.
+  for (const [name, v] of Object.entries(adcEnv())) {
+    savedEnv[name] = process.env[name];
+    if (v === undefined) delete process.env[name];
+    else process.env[name] = v;
+  }
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
       logLines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
@@ -113,6 +131,18 @@ upstreams:
 ${vertexUpstream("vertex-up", "sa-main")}
 ${vertexUpstream("vertex-refresh-up", "sa-refresh")}
 ${vertexUpstream("vertex-expiry-up", "sa-expiry", ", tokenRefreshMarginMs: 0")}
+  - name: vertex-adc-up
+    kind: gemini
+    resilience: { retry: { maxAttempts: 1 }, breaker: { enabled: false } }
+    endpoints: ["${fake.url}"]
+    timeoutMs: 10000
+    options: { vertex: { project: infergate-test, location: us-central1 } }
+  - name: gemini-breaker-up
+    kind: gemini
+    resilience: { retry: { maxAttempts: 1 }, breaker: { consecutiveFailures: 2, volumeThreshold: 2, resetTimeoutMs: 60000 } }
+    endpoints: ["${fake.url}"]
+    apiKey: "${API_KEY}"
+    timeoutMs: 10000
 models:
   - name: gemini
     upstream: gemini-up
@@ -159,6 +189,14 @@ models:
     upstream: vertex-expiry-up
     upstreamModel: ${MODEL}
     cache: { policy: "off" }
+  - name: vertex-adc
+    upstream: vertex-adc-up
+    upstreamModel: ${MODEL}
+    cache: { policy: "off" }
+  - name: gemini-breaker
+    upstream: gemini-breaker-up
+    upstreamModel: ${MODEL}
+    cache: { policy: "off" }
 `,
     pino({ level: "debug" }, sink),
   );
@@ -166,6 +204,10 @@ models:
 });
 
 afterAll(async () => {
+  for (const [name, v] of Object.entries(savedEnv)) {
+    if (v === undefined) delete process.env[name];
+    else process.env[name] = v;
+  }
   client?.close();
   await app?.shutdown();
   await fake?.close();
@@ -497,6 +539,18 @@ describe("Google AI (API key)", () => {
     expect(fake.requests[1]!.receivedAt - fake.requests[0]!.receivedAt).toBeGreaterThanOrEqual(2000);
   });
 
+  it("breakers: failing calls open the endpoint's breaker, and the next call fails fast with CIRCUIT_OPEN without reaching Google", async () => {
+    fake.setScenario("server-error");
+    for (let i = 0; i < 2; i++) {
+      const err = await expectServiceError(client.unary("Chat", chatRequest("gemini-breaker", [userTurn("hi")])));
+      expect(errorInfoOf(statusDetails(err))?.["reason"]).toBe("UPSTREAM_UNAVAILABLE");
+    }
+    const err = await expectServiceError(client.unary("Chat", chatRequest("gemini-breaker", [userTurn("hi")])));
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(errorInfoOf(statusDetails(err))?.["reason"]).toBe("CIRCUIT_OPEN");
+    expect(fake.requests).toHaveLength(2);
+  });
+
   it("cancelling Generate mid-stream aborts the upstream request", async () => {
     fake.setScenario("slow", { delayMs: 300, tokens: 200 });
     const stream = client.serverStream<Obj>("Generate", chatRequest("gemini", [userTurn("hi")]));
@@ -622,6 +676,18 @@ describe("Vertex AI (service-account key, OAuth2 access tokens)", () => {
     const calls = fake.requests.filter((r) => r.path !== "/token");
     expect(calls.map((r) => r.status)).toEqual([200, 200]);
     expect(calls[1]!.headers["authorization"]).toBe(`Bearer ${issued[1]!.token}`);
+  });
+
+  it("without a key file, Application Default Credentials get the token from the metadata server", async () => {
+    const res = await client.unary<Obj>("Chat", chatRequest("vertex-adc", [userTurn("from the vm")]));
+    expect(res["message"]).toMatchObject(assistant([{ part: "text", text: "from the vm" }]));
+    const issued = fake.tokens.filter((t) => t.serviceAccount === "default@metadata");
+    expect(issued).toHaveLength(1);
+    expect(issued[0]!.scope).toBe("https://www.googleapis.com/auth/cloud-platform");
+    const tokenRequest = fake.requests.find((r) => r.path === "/computeMetadata/v1/instance/service-accounts/default/token")!;
+    expect(tokenRequest.headers["metadata-flavor"]).toBe("Google");
+    const call = fake.requests.find((r) => r.path === vertexPath("generateContent"))!;
+    expect(call.headers["authorization"]).toBe(`Bearer ${issued[0]!.token}`);
   });
 
   it("Embed goes through the publisher model's predict; its token counts are the usage", async () => {

@@ -19,7 +19,8 @@
  * batchEmbedContents (Google AI), predict (Vertex AI); `/token` (the OAuth2 JWT-bearer grant: the
  * assertion must be an RS256 JWT signed by the fake's `publicKey`'s private key, else 400
  * invalid_grant; answers `{"access_token": "ya29.fake-<n>", "expires_in": tokenLifetimeSeconds,
- * "token_type": "Bearer"}`). Anything else: 404 NOT_FOUND.
+ * "token_type": "Bearer"}`); and GET `/computeMetadata/v1/…`, a VM's metadata server for
+ * Application Default Credentials (see `metadata`). Anything else: 404 NOT_FOUND.
  *
  * Scenarios ({@link GEMINI_SCENARIOS}) are chosen as in fake-server.ts: the last user turn's text
  * `scenario:<name>`, or setScenario / enqueueScenario.
@@ -171,6 +172,10 @@ async function handle(ex: Exchange<GeminiScenario>, auth: Auth): Promise<void> {
     token(ex, auth);
     return;
   }
+  if (record.method === "GET" && record.path.startsWith("/computeMetadata/v1/")) {
+    metadata(ex, auth);
+    return;
+  }
   const google = googleAiPath.exec(record.path);
   const vertex = vertexPath.exec(record.path);
   if (record.method !== "POST" || (google === null && vertex === null)) {
@@ -270,6 +275,38 @@ function token(ex: Exchange<GeminiScenario>, auth: Auth): void {
   };
   auth.tokens.push(issued);
   ex.send(200, JSON_CONTENT_TYPE, JSON.stringify({ access_token: issued.token, expires_in: lifetime, token_type: "Bearer" }));
+}
+
+/**
+ * The metadata server of a Google Cloud VM, as far as credentials go: `GET
+ * /computeMetadata/v1/instance` (the presence check) and `GET
+ * /computeMetadata/v1/instance/service-accounts/default/token` (an access token of the VM's
+ * service account, here "default@metadata", scopes as asked), both needing the header
+ * `Metadata-Flavor: Google` and answering with it.
+ */
+function metadata(ex: Exchange<GeminiScenario>, auth: Auth): void {
+  const flavor = { "metadata-flavor": "Google" };
+  if (ex.record.headers["metadata-flavor"] !== "Google") {
+    ex.send(403, "text/html", "Missing Metadata-Flavor:Google header.", flavor);
+    return;
+  }
+  if (ex.record.path === "/computeMetadata/v1/instance" || ex.record.path === "/computeMetadata/v1/instance/") {
+    ex.send(200, "application/text", "attributes/\nservice-accounts/\n", flavor);
+    return;
+  }
+  if (ex.record.path !== "/computeMetadata/v1/instance/service-accounts/default/token") {
+    ex.send(404, "text/html", "Not Found", flavor);
+    return;
+  }
+  const lifetime = auth.lifetime();
+  const issued: IssuedToken = {
+    token: `ya29.fake-${auth.tokens.length + 1}`,
+    serviceAccount: "default@metadata",
+    scope: ex.record.query["scopes"] ?? "",
+    expiresAt: Date.now() + lifetime * 1000,
+  };
+  auth.tokens.push(issued);
+  ex.send(200, JSON_CONTENT_TYPE, JSON.stringify({ access_token: issued.token, expires_in: lifetime, token_type: "Bearer" }), flavor);
 }
 
 /** The fake's embedding of a text: `dims` (default 8) deterministic values in [0, 1). */

@@ -27,6 +27,7 @@ import { createHttpListener } from "./http-listener.js";
 import { inferenceRoutes, peerCommonNameKey } from "./connect-routes.js";
 import { createAnthropicIngress, withAnthropicIngress } from "../ingress/anthropic/anthropic-ingress.js";
 import { createOpenAIIngress, withOpenAIIngress } from "../ingress/openai/openai-ingress.js";
+import { createResponsesIngress, withResponsesIngress } from "../ingress/responses/responses-ingress.js";
 
 /** A running infergate: both listeners over one gateway core. */
 export interface App {
@@ -174,7 +175,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const openai = createOpenAIIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes, requestLimits: server.requestLimits });
   // The Anthropic Messages API (/v1/messages…, and /v1/models with anthropic-version) before it: src/ingress/anthropic.
   const anthropic = createAnthropicIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
-  const http = createHttpListener(withAnthropicIngress(anthropic, withOpenAIIngress(openai, handler)), server, tlsMaterial, { gate });
+  // OpenAI's Responses API (/v1/responses…), its stored responses on the session store: src/ingress/responses.
+  const responses = createResponsesIngress(gateway, shared.sessions.store, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
+  const http = createHttpListener(withAnthropicIngress(anthropic, withResponsesIngress(responses, withOpenAIIngress(openai, handler))), server, tlsMaterial, { gate });
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;
   try {

@@ -30,7 +30,12 @@ export interface SessionTurn<R extends ChatInput> {
  * Failed, cut-off and cancelled calls leave the session as it was.
  */
 export class Sessions {
-  constructor(private readonly store: SessionStore) {}
+  /**
+   * @param store where the histories live; public so that what keeps conversations of its own on
+   *   the same store, with the same TTL and bounds, can reach it (the Responses API's stored
+   *   responses: src/ingress/responses/response-store.ts).
+   */
+  constructor(readonly store: SessionStore) {}
 
   /** The turn of a call that names a session; undefined when it names none. */
   async open<R extends ChatInput>(req: R, tenant: string): Promise<SessionTurn<R> | undefined> {

@@ -338,7 +338,8 @@ export function sendJson(res: Response, status: number, body: unknown, headers: 
   res.end(text);
 }
 
-function sendError(req: Request, res: Response, err: unknown, ctx: OwnedCallContext): void {
+/** Answers a failure in the API's error shape (also the Responses API's: src/ingress/responses/). */
+export function sendError(req: Request, res: Response, err: unknown, ctx: OwnedCallContext): void {
   if (res.headersSent) {
     // A stream that failed while writing: nothing more can be said.
     res.end();

@@ -344,6 +344,30 @@ models:
       expect(await res.json()).toEqual({ type: "error", error: { type: "timeout_error", message: expect.any(String) } });
     });
 
+    it("cache_control markers reach the Anthropic upstream on the blocks and tools they stood on", async () => {
+      const eph = { type: "ephemeral" as const };
+      await client.messages.create({
+        model: "claude",
+        max_tokens: 10,
+        system: [{ type: "text", text: "long system prompt", cache_control: { type: "ephemeral", ttl: "1h" } }],
+        tools: [{ name: "f", input_schema: { type: "object" }, cache_control: eph }],
+        messages: [
+          { role: "user", content: [{ type: "text", text: "call f" }] },
+          { role: "assistant", content: [{ type: "tool_use", id: "toolu_1", name: "f", input: {} }] },
+          { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_1", content: "done", cache_control: eph }, { type: "text", text: "now what", cache_control: eph }] },
+        ],
+      });
+      const body = anthropicFake.requests[0]!.body as Record<string, unknown>;
+      expect(body["system"]).toEqual([{ type: "text", text: "long system prompt", cache_control: { type: "ephemeral", ttl: "1h" } }]);
+      expect(body["tools"]).toEqual([{ name: "f", input_schema: { type: "object" }, cache_control: eph }]);
+      expect(body["messages"]).toEqual([
+        { role: "user", content: [{ type: "text", text: "call f" }] },
+        { role: "assistant", content: [{ type: "tool_use", id: "toolu_1", name: "f", input: {} }] },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_1", content: [{ type: "text", text: "done", cache_control: eph }] }] },
+        { role: "user", content: [{ type: "text", text: "now what", cache_control: eph }] },
+      ]);
+    });
+
     it("count_tokens is exact: Anthropic's own count_tokens endpoint answers, sent the prompt only", async () => {
       const tools = [{ name: "get_weather", description: "Weather of a city", input_schema: { type: "object" as const, properties: { city: { type: "string" } } } }];
       const counted = await client.messages.countTokens({
@@ -387,6 +411,21 @@ models:
   });
 
   describe("through the OpenAI fake: an Anthropic SDK reaches an OpenAI model", () => {
+    it("cache_control markers are ignored by an openai-kind model: the request is the one without them", async () => {
+      const eph = { type: "ephemeral" as const };
+      const marked = await client.messages.create({
+        model: "gpt",
+        max_tokens: 20,
+        system: [{ type: "text", text: "brief", cache_control: eph }],
+        messages: [{ role: "user", content: [{ type: "text", text: "hello gpt", cache_control: eph }] }],
+      });
+      const plain = await client.messages.create({ model: "gpt", max_tokens: 20, system: [{ type: "text", text: "brief" }], messages: [{ role: "user", content: [{ type: "text", text: "hello gpt" }] }] });
+      expect(marked.content).toEqual(plain.content);
+      expect(openaiFake.requests).toHaveLength(2);
+      expect(openaiFake.requests[0]!.body).toEqual(openaiFake.requests[1]!.body);
+      expect(JSON.stringify(openaiFake.requests[0]!.body)).not.toContain("cache");
+    });
+
     it("unary: the request translated, the answer in the API's shape", async () => {
       const res = await client.messages.create({ model: "gpt", max_tokens: 20, system: "brief", messages: [{ role: "user", content: "hello gpt" }] });
       expect(res).toMatchObject({ type: "message", model: "gpt", content: [{ type: "text", text: "hello gpt" }], stop_reason: "end_turn" });

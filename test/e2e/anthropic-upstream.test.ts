@@ -54,10 +54,11 @@ const toolDelta = (index: number, args: string, id = "", name = "") => ({
   event: "tool_call_delta",
   tool_call_delta: { index, id, name, arguments: args },
 });
+/** An answer's message as proto-loader renders it (an unset cache_breakpoint is null). */
 const assistant = (content: Obj[], toolCalls: Obj[] = []) => ({
   role: "ROLE_ASSISTANT",
-  content,
-  tool_calls: toolCalls,
+  content: content.map((p) => ({ cache_breakpoint: null, ...p })),
+  tool_calls: toolCalls.map((c) => ({ cache_breakpoint: null, ...c })),
   tool_call_id: "",
   name: "",
 });
@@ -386,7 +387,7 @@ models:
         ),
       ]),
     );
-    expect((res["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Compare these" }]);
+    expect((res["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Compare these", cache_breakpoint: null }]);
     expect(fake.requests[0]!.body).toEqual({
       model: UPSTREAM_MODEL,
       max_tokens: 321,

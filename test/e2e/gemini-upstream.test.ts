@@ -39,7 +39,13 @@ const final = (model: string, upstream: string, id: string, finish: string, u: R
   event: "final",
   final: { id, finish_reason: `FINISH_REASON_${finish}`, usage: u, model, model_version: "1", upstream, cached: false, stop_sequence: "" },
 });
-const assistant = (content: Obj[], toolCalls: Obj[] = []) => ({ role: "ROLE_ASSISTANT", content, tool_calls: toolCalls, tool_call_id: "", name: "" });
+const assistant = (content: Obj[], toolCalls: Obj[] = []) => ({
+  role: "ROLE_ASSISTANT",
+  content: content.map((p) => ({ cache_breakpoint: null, ...p })),
+  tool_calls: toolCalls.map((c) => ({ cache_breakpoint: null, ...c })),
+  tool_call_id: "",
+  name: "",
+});
 
 let fake: GeminiFake;
 let app: App;

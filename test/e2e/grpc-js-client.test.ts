@@ -109,7 +109,7 @@ describe("grpc-js + proto-loader client", () => {
       id: expect.stringMatching(/^mock-[0-9a-f]{16}$/),
       message: {
         role: "ROLE_ASSISTANT",
-        content: [{ text: "You said: hello there, gateway", part: "text" }],
+        content: [{ text: "You said: hello there, gateway", part: "text", cache_breakpoint: null }],
         tool_calls: [],
         tool_call_id: "",
         name: "",

@@ -179,7 +179,7 @@ models:
   it("Chat: the far answer, its id kept, re-stamped here", async () => {
     const res = await client.unary<Obj>("Chat", chat("chained", "hello there"));
     expect(res).toMatchObject({
-      message: { role: "ROLE_ASSISTANT", content: [{ text: "You said: hello there", part: "text" }], tool_calls: [] },
+      message: { role: "ROLE_ASSISTANT", content: [{ text: "You said: hello there", part: "text", cache_breakpoint: null }], tool_calls: [] },
       finish_reason: "FINISH_REASON_STOP",
       usage: usage(2, 4),
       model: "chained",

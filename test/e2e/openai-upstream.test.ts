@@ -49,10 +49,11 @@ const toolDelta = (index: number, args: string, id = "", name = "") => ({
   event: "tool_call_delta",
   tool_call_delta: { index, id, name, arguments: args },
 });
+/** An answer's message as proto-loader renders it (an unset cache_breakpoint is null). */
 const assistant = (content: Obj[], toolCalls: Obj[] = []) => ({
   role: "ROLE_ASSISTANT",
-  content,
-  tool_calls: toolCalls,
+  content: content.map((p) => ({ cache_breakpoint: null, ...p })),
+  tool_calls: toolCalls.map((c) => ({ cache_breakpoint: null, ...c })),
   tool_call_id: "",
   name: "",
 });
@@ -342,7 +343,7 @@ models:
         { tools: weatherTools },
       ),
     );
-    expect((next["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Thanks!" }]);
+    expect((next["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Thanks!", cache_breakpoint: null }]);
     expect(JSON.parse(fake.requests[1]!.rawBody)).toEqual({
       model: UPSTREAM_MODEL,
       messages: [
@@ -378,7 +379,7 @@ models:
         ),
       ]),
     );
-    expect((res["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Compare these" }]);
+    expect((res["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Compare these", cache_breakpoint: null }]);
     expect(JSON.parse(fake.requests[0]!.rawBody)).toEqual({
       model: UPSTREAM_MODEL,
       messages: [
@@ -471,7 +472,7 @@ models:
   describe("Azure OpenAI", () => {
     it("Chat: deployment path from upstreamModel, api-version query, api-key header, no model in the body", async () => {
       const res = await client.unary<Obj>("Chat", chatRequest([userTurn("Hello Azure")], {}, "azure-gpt"));
-      expect((res["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Hello Azure" }]);
+      expect((res["message"] as Obj)["content"]).toEqual([{ part: "text", text: "Hello Azure", cache_breakpoint: null }]);
       expect(res["upstream"]).toBe("azure-up");
       const req = fake.requests[0]!;
       expect(req.url).toBe("/openai/deployments/gpt4o-deployment/chat/completions?api-version=2024-10-21");

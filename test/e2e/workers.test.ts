@@ -69,7 +69,7 @@ describe("infergate --workers", () => {
         model: "mock-chat",
         messages: [{ role: "ROLE_USER", content: [{ text: `call ${i}` }] }],
       });
-      expect(res.message.content).toEqual([{ text: `You said: call ${i}`, part: "text" }]);
+      expect(res.message.content).toEqual([{ text: `You said: call ${i}`, part: "text", cache_breakpoint: null }]);
       await until(`the log line of call ${i}`, () => lines().filter((l) => l.msg === "call").length === i + 1);
       const call = lines().filter((l) => l.msg === "call")[i]!;
       expect(call).toMatchObject({ rpc: "Chat", code: "OK" });

@@ -49,7 +49,7 @@ describe("fault scenarios: endpoints and retries", () => {
     const mixed = await gateway([await refusingUrl(), good.baseUrl], "{ retry: { backoffBaseMs: 5 } }");
     for (let i = 0; i < 6; i++) {
       const res = await mixed.client.unary<{ message: { content: { text: string }[] } }>("Chat", chatRequest("chat", `call ${i}`));
-      expect(res.message.content).toEqual([{ text: "scripted answer", part: "text" }]);
+      expect(res.message.content).toEqual([{ text: "scripted answer", part: "text", cache_breakpoint: null }]);
     }
     // Every call reached the healthy endpoint exactly once.
     expect(good.requests.map((r) => r.lastUserText)).toEqual(["call 0", "call 1", "call 2", "call 3", "call 4", "call 5"]);

@@ -132,7 +132,7 @@ models:
     for (let i = 0; i < 8; i++) {
       // A deadline far longer than the first-byte timeout: only that timeout can end the silent attempts.
       const res = await g.client.unary<{ message: { content: { text: string }[] } }>("Chat", chatRequest("chat", `call ${i}`), { timeoutMs: 20_000 });
-      expect(res.message.content).toEqual([{ text: "scripted answer", part: "text" }]);
+      expect(res.message.content).toEqual([{ text: "scripted answer", part: "text", cache_breakpoint: null }]);
     }
     // Two silent attempts in a row ejected it (for every model: nothing came back, the endpoint's
     // fault); every call was answered by the healthy endpoint.

@@ -139,16 +139,40 @@ describe("fromMessagesRequest", () => {
     expect((err as GatewayError).metadata["field"]).toBe(field);
   });
 
-  it("cache_control markers are ignored wherever they stand", () => {
+  it("cache_control markers become cache breakpoints where they stand; a tool_result's on its last part", () => {
     const marker = { cache_control: { type: "ephemeral", ttl: "1h" } };
     const call = fromMessagesRequest({
       model: "m",
       max_tokens: 5,
       system: [{ type: "text", text: "s", ...marker }],
-      messages: [{ role: "user", content: [{ type: "text", text: "x", ...marker }] }],
+      messages: [
+        { role: "user", content: [{ type: "text", text: "x" }, { type: "text", text: "y", cache_control: { type: "ephemeral" } }] },
+        { role: "assistant", content: [{ type: "tool_use", id: "t1", name: "f", input: {}, ...marker }] },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "t1", content: [{ type: "text", text: "a" }, { type: "text", text: "b" }], ...marker }] },
+      ],
       tools: [{ name: "f", input_schema: { type: "object" }, ...marker }],
     });
-    expect(call.request.messages).toHaveLength(2);
+    const [system, user, assistant, tool] = call.request.messages;
+    expect(system!.content[0]!.cacheBreakpoint?.ttl).toBe("1h");
+    expect(user!.content.map((p) => p.cacheBreakpoint?.ttl)).toEqual([undefined, ""]);
+    expect(assistant!.toolCalls[0]!.cacheBreakpoint?.ttl).toBe("1h");
+    expect(tool!.content.map((p) => p.cacheBreakpoint?.ttl)).toEqual([undefined, "1h"]);
+    expect(call.request.tools[0]!.cacheBreakpoint?.ttl).toBe("1h");
+  });
+
+  it.each([
+    [{ type: "persistent" }, "messages[0].content[0].cache_control.type"],
+    [{ type: "ephemeral", ttl: "10m" }, "messages[0].content[0].cache_control.ttl"],
+    [{ type: "ephemeral", scope: "x" }, "messages[0].content[0].cache_control.scope"],
+  ])("a cache_control the API does not have (%j) is refused naming %s", (cacheControl, field) => {
+    let err: unknown;
+    try {
+      fromMessagesRequest({ model: "m", max_tokens: 5, messages: [{ role: "user", content: [{ type: "text", text: "x", cache_control: cacheControl }] }] });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as GatewayError).code).toBe(Code.InvalidArgument);
+    expect((err as GatewayError).metadata["field"]).toBe(field);
   });
 });
 

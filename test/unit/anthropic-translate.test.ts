@@ -191,6 +191,31 @@ describe("toMessagesRequest", () => {
     ]);
   });
 
+  it("sends cache breakpoints as cache_control on the blocks and tools they stand on; a bad ttl is refused naming it", () => {
+    const body = toMessagesRequest(
+      chat({
+        messages: [
+          { role: Role.SYSTEM, content: [{ part: { case: "text", value: "s" }, cacheBreakpoint: { ttl: "1h" } }] },
+          { role: Role.USER, content: [{ part: { case: "text", value: "a" } }, { part: { case: "text", value: "b" }, cacheBreakpoint: {} }] },
+          { role: Role.ASSISTANT, toolCalls: [{ id: "t1", name: "f", arguments: "{}", cacheBreakpoint: { ttl: "5m" } }] },
+          { role: Role.TOOL, toolCallId: "t1", content: [{ part: { case: "text", value: "r" }, cacheBreakpoint: {} }] },
+        ],
+        tools: [{ name: "f", cacheBreakpoint: {} }],
+      }),
+      ctx,
+    );
+    expect(body.system).toEqual([{ type: "text", text: "s", cache_control: { type: "ephemeral", ttl: "1h" } }]);
+    expect(body.messages).toEqual([
+      { role: "user", content: [{ type: "text", text: "a" }, { type: "text", text: "b", cache_control: { type: "ephemeral" } }] },
+      { role: "assistant", content: [{ type: "tool_use", id: "t1", name: "f", input: {}, cache_control: { type: "ephemeral", ttl: "5m" } }] },
+      { role: "user", content: [{ type: "tool_result", tool_use_id: "t1", content: [{ type: "text", text: "r", cache_control: { type: "ephemeral" } }] }] },
+    ]);
+    expect(body.tools).toEqual([{ name: "f", input_schema: { type: "object", properties: {} }, cache_control: { type: "ephemeral" } }]);
+    const err = errorOf(() => toMessagesRequest(chat({ messages: [{ role: Role.USER, content: [{ part: { case: "text", value: "a" }, cacheBreakpoint: { ttl: "2h" } }] }] }), ctx));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.metadata["field"]).toBe("messages[0].content[0].cache_breakpoint.ttl");
+  });
+
   it("sends tools with input_schema, description and strict as given", () => {
     const body = toMessagesRequest(
       chat({

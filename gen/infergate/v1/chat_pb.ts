@@ -13,7 +13,7 @@ import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file infergate/v1/chat.proto.
  */
 export const file_infergate_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChdpbmZlcmdhdGUvdjEvY2hhdC5wcm90bxIMaW5mZXJnYXRlLnYxIkIKCEltYWdlVXJsEgsKA3VybBgBIAEoCRIpCgZkZXRhaWwYAiABKA4yGS5pbmZlcmdhdGUudjEuSW1hZ2VEZXRhaWwiVwoJSW1hZ2VEYXRhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEikKBmRldGFpbBgDIAEoDjIZLmluZmVyZ2F0ZS52MS5JbWFnZURldGFpbCKBAQoLQ29udGVudFBhcnQSDgoEdGV4dBgBIAEoCUgAEisKCWltYWdlX3VybBgCIAEoCzIWLmluZmVyZ2F0ZS52MS5JbWFnZVVybEgAEi0KCmltYWdlX2RhdGEYAyABKAsyFy5pbmZlcmdhdGUudjEuSW1hZ2VEYXRhSABCBgoEcGFydCI3CghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSKnAQoHTWVzc2FnZRIgCgRyb2xlGAEgASgOMhIuaW5mZXJnYXRlLnYxLlJvbGUSKgoHY29udGVudBgCIAMoCzIZLmluZmVyZ2F0ZS52MS5Db250ZW50UGFydBIqCgp0b29sX2NhbGxzGAMgAygLMhYuaW5mZXJnYXRlLnYxLlRvb2xDYWxsEhQKDHRvb2xfY2FsbF9pZBgEIAEoCRIMCgRuYW1lGAUgASgJInYKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBITCgZzdHJpY3QYBCABKAhIAIgBAUIJCgdfc3RyaWN0Il0KClRvb2xDaG9pY2USLAoEbW9kZRgBIAEoDjIcLmluZmVyZ2F0ZS52MS5Ub29sQ2hvaWNlTW9kZUgAEhcKDWZ1bmN0aW9uX25hbWUYAiABKAlIAEIICgZjaG9pY2UifgoQSnNvblNjaGVtYUZvcm1hdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEicKBnNjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoGc3RyaWN0GAQgASgISACIAQFCCQoHX3N0cmljdCJ1Cg5SZXNwb25zZUZvcm1hdBIuCgR0eXBlGAEgASgOMiAuaW5mZXJnYXRlLnYxLlJlc3BvbnNlRm9ybWF0VHlwZRIzCgtqc29uX3NjaGVtYRgCIAEoCzIeLmluZmVyZ2F0ZS52MS5Kc29uU2NoZW1hRm9ybWF0IqYBCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDRIcChRjYWNoZWRfcHJvbXB0X3Rva2VucxgEIAEoDRIdChVjYWNoZV9jcmVhdGlvbl90b2tlbnMYBSABKA0SGAoQcmVhc29uaW5nX3Rva2VucxgGIAEoDSpzCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEg0KCVJPTEVfVVNFUhACEhIKDlJPTEVfQVNTSVNUQU5UEAMSDQoJUk9MRV9UT09MEAQSEgoOUk9MRV9ERVZFTE9QRVIQBSpYCgtJbWFnZURldGFpbBIcChhJTUFHRV9ERVRBSUxfVU5TUEVDSUZJRUQQABIUChBJTUFHRV9ERVRBSUxfTE9XEAESFQoRSU1BR0VfREVUQUlMX0hJR0gQAiqHAQoOVG9vbENob2ljZU1vZGUSIAocVE9PTF9DSE9JQ0VfTU9ERV9VTlNQRUNJRklFRBAAEhkKFVRPT0xfQ0hPSUNFX01PREVfQVVUTxABEhkKFVRPT0xfQ0hPSUNFX01PREVfTk9ORRACEh0KGVRPT0xfQ0hPSUNFX01PREVfUkVRVUlSRUQQAyqlAQoSUmVzcG9uc2VGb3JtYXRUeXBlEiQKIFJFU1BPTlNFX0ZPUk1BVF9UWVBFX1VOU1BFQ0lGSUVEEAASHQoZUkVTUE9OU0VfRk9STUFUX1RZUEVfVEVYVBABEiQKIFJFU1BPTlNFX0ZPUk1BVF9UWVBFX0pTT05fT0JKRUNUEAISJAogUkVTUE9OU0VfRk9STUFUX1RZUEVfSlNPTl9TQ0hFTUEQAypeCgtDYWNoZVBvbGljeRIcChhDQUNIRV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIXChNDQUNIRV9QT0xJQ1lfQllQQVNTEAESGAoUQ0FDSEVfUE9MSUNZX1JFRlJFU0gQAiqfAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxADEiAKHEZJTklTSF9SRUFTT05fQ09OVEVOVF9GSUxURVIQBGIGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("ChdpbmZlcmdhdGUvdjEvY2hhdC5wcm90bxIMaW5mZXJnYXRlLnYxIkIKCEltYWdlVXJsEgsKA3VybBgBIAEoCRIpCgZkZXRhaWwYAiABKA4yGS5pbmZlcmdhdGUudjEuSW1hZ2VEZXRhaWwiVwoJSW1hZ2VEYXRhEgwKBGRhdGEYASABKAwSEQoJbWltZV90eXBlGAIgASgJEikKBmRldGFpbBgDIAEoDjIZLmluZmVyZ2F0ZS52MS5JbWFnZURldGFpbCK6AQoLQ29udGVudFBhcnQSDgoEdGV4dBgBIAEoCUgAEisKCWltYWdlX3VybBgCIAEoCzIWLmluZmVyZ2F0ZS52MS5JbWFnZVVybEgAEi0KCmltYWdlX2RhdGEYAyABKAsyFy5pbmZlcmdhdGUudjEuSW1hZ2VEYXRhSAASNwoQY2FjaGVfYnJlYWtwb2ludBgEIAEoCzIdLmluZmVyZ2F0ZS52MS5DYWNoZUJyZWFrcG9pbnRCBgoEcGFydCIeCg9DYWNoZUJyZWFrcG9pbnQSCwoDdHRsGAEgASgJInAKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJEjcKEGNhY2hlX2JyZWFrcG9pbnQYBCABKAsyHS5pbmZlcmdhdGUudjEuQ2FjaGVCcmVha3BvaW50IqcBCgdNZXNzYWdlEiAKBHJvbGUYASABKA4yEi5pbmZlcmdhdGUudjEuUm9sZRIqCgdjb250ZW50GAIgAygLMhkuaW5mZXJnYXRlLnYxLkNvbnRlbnRQYXJ0EioKCnRvb2xfY2FsbHMYAyADKAsyFi5pbmZlcmdhdGUudjEuVG9vbENhbGwSFAoMdG9vbF9jYWxsX2lkGAQgASgJEgwKBG5hbWUYBSABKAkirwEKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBITCgZzdHJpY3QYBCABKAhIAIgBARI3ChBjYWNoZV9icmVha3BvaW50GAUgASgLMh0uaW5mZXJnYXRlLnYxLkNhY2hlQnJlYWtwb2ludEIJCgdfc3RyaWN0Il0KClRvb2xDaG9pY2USLAoEbW9kZRgBIAEoDjIcLmluZmVyZ2F0ZS52MS5Ub29sQ2hvaWNlTW9kZUgAEhcKDWZ1bmN0aW9uX25hbWUYAiABKAlIAEIICgZjaG9pY2UifgoQSnNvblNjaGVtYUZvcm1hdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEicKBnNjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoGc3RyaWN0GAQgASgISACIAQFCCQoHX3N0cmljdCJ1Cg5SZXNwb25zZUZvcm1hdBIuCgR0eXBlGAEgASgOMiAuaW5mZXJnYXRlLnYxLlJlc3BvbnNlRm9ybWF0VHlwZRIzCgtqc29uX3NjaGVtYRgCIAEoCzIeLmluZmVyZ2F0ZS52MS5Kc29uU2NoZW1hRm9ybWF0IqYBCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhQKDHRvdGFsX3Rva2VucxgDIAEoDRIcChRjYWNoZWRfcHJvbXB0X3Rva2VucxgEIAEoDRIdChVjYWNoZV9jcmVhdGlvbl90b2tlbnMYBSABKA0SGAoQcmVhc29uaW5nX3Rva2VucxgGIAEoDSpzCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEg0KCVJPTEVfVVNFUhACEhIKDlJPTEVfQVNTSVNUQU5UEAMSDQoJUk9MRV9UT09MEAQSEgoOUk9MRV9ERVZFTE9QRVIQBSpYCgtJbWFnZURldGFpbBIcChhJTUFHRV9ERVRBSUxfVU5TUEVDSUZJRUQQABIUChBJTUFHRV9ERVRBSUxfTE9XEAESFQoRSU1BR0VfREVUQUlMX0hJR0gQAiqHAQoOVG9vbENob2ljZU1vZGUSIAocVE9PTF9DSE9JQ0VfTU9ERV9VTlNQRUNJRklFRBAAEhkKFVRPT0xfQ0hPSUNFX01PREVfQVVUTxABEhkKFVRPT0xfQ0hPSUNFX01PREVfTk9ORRACEh0KGVRPT0xfQ0hPSUNFX01PREVfUkVRVUlSRUQQAyqlAQoSUmVzcG9uc2VGb3JtYXRUeXBlEiQKIFJFU1BPTlNFX0ZPUk1BVF9UWVBFX1VOU1BFQ0lGSUVEEAASHQoZUkVTUE9OU0VfRk9STUFUX1RZUEVfVEVYVBABEiQKIFJFU1BPTlNFX0ZPUk1BVF9UWVBFX0pTT05fT0JKRUNUEAISJAogUkVTUE9OU0VfRk9STUFUX1RZUEVfSlNPTl9TQ0hFTUEQAypeCgtDYWNoZVBvbGljeRIcChhDQUNIRV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIXChNDQUNIRV9QT0xJQ1lfQllQQVNTEAESGAoUQ0FDSEVfUE9MSUNZX1JFRlJFU0gQAiqfAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxADEiAKHEZJTklTSF9SRUFTT05fQ09OVEVOVF9GSUxURVIQBGIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * ImageUrl is an image the upstream fetches itself (https: or data: URL).
@@ -114,6 +114,16 @@ export type ContentPart = Message$1<"infergate.v1.ContentPart"> & {
     value: ImageData;
     case: "imageData";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Set: the prompt up to and including this part is a prefix the provider should cache (a
+   * prompt-caching breakpoint, Anthropic's `cache_control`). Only upstreams with explicit prompt
+   * caching (the anthropic kind) send it on; the others ignore it, as it changes what the provider
+   * bills, never the answer.
+   *
+   * @generated from field: infergate.v1.CacheBreakpoint cache_breakpoint = 4;
+   */
+  cacheBreakpoint?: CacheBreakpoint | undefined;
 };
 
 /**
@@ -122,6 +132,28 @@ export type ContentPart = Message$1<"infergate.v1.ContentPart"> & {
  */
 export const ContentPartSchema: GenMessage<ContentPart> = /*@__PURE__*/
   messageDesc(file_infergate_v1_chat, 2);
+
+/**
+ * CacheBreakpoint marks the end of a prompt prefix for the provider to cache (Anthropic's
+ * `cache_control: {"type": "ephemeral"}`).
+ *
+ * @generated from message infergate.v1.CacheBreakpoint
+ */
+export type CacheBreakpoint = Message$1<"infergate.v1.CacheBreakpoint"> & {
+  /**
+   * How long the provider keeps the prefix: "5m" or "1h"; empty for the provider's default.
+   *
+   * @generated from field: string ttl = 1;
+   */
+  ttl: string;
+};
+
+/**
+ * Describes the message infergate.v1.CacheBreakpoint.
+ * Use `create(CacheBreakpointSchema)` to create a new message.
+ */
+export const CacheBreakpointSchema: GenMessage<CacheBreakpoint> = /*@__PURE__*/
+  messageDesc(file_infergate_v1_chat, 3);
 
 /**
  * ToolCall is a call of a tool (function) that the model asked for.
@@ -149,6 +181,13 @@ export type ToolCall = Message$1<"infergate.v1.ToolCall"> & {
    * @generated from field: string arguments = 3;
    */
   arguments: string;
+
+  /**
+   * A prompt-caching breakpoint after this call, as ContentPart.cache_breakpoint.
+   *
+   * @generated from field: infergate.v1.CacheBreakpoint cache_breakpoint = 4;
+   */
+  cacheBreakpoint?: CacheBreakpoint | undefined;
 };
 
 /**
@@ -156,7 +195,7 @@ export type ToolCall = Message$1<"infergate.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 3);
+  messageDesc(file_infergate_v1_chat, 4);
 
 /**
  * Message is one turn of a conversation.
@@ -205,7 +244,7 @@ export type Message = Message$1<"infergate.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 4);
+  messageDesc(file_infergate_v1_chat, 5);
 
 /**
  * Tool is a function the model may call.
@@ -240,6 +279,13 @@ export type Tool = Message$1<"infergate.v1.Tool"> & {
    * @generated from field: optional bool strict = 4;
    */
   strict?: boolean | undefined;
+
+  /**
+   * A prompt-caching breakpoint after this tool's definition, as ContentPart.cache_breakpoint.
+   *
+   * @generated from field: infergate.v1.CacheBreakpoint cache_breakpoint = 5;
+   */
+  cacheBreakpoint?: CacheBreakpoint | undefined;
 };
 
 /**
@@ -247,7 +293,7 @@ export type Tool = Message$1<"infergate.v1.Tool"> & {
  * Use `create(ToolSchema)` to create a new message.
  */
 export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 5);
+  messageDesc(file_infergate_v1_chat, 6);
 
 /**
  * ToolChoice controls tool use: a mode, or one function the model must call.
@@ -284,7 +330,7 @@ export type ToolChoice = Message$1<"infergate.v1.ToolChoice"> & {
  * Use `create(ToolChoiceSchema)` to create a new message.
  */
 export const ToolChoiceSchema: GenMessage<ToolChoice> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 6);
+  messageDesc(file_infergate_v1_chat, 7);
 
 /**
  * JsonSchemaFormat describes the JSON the model must produce.
@@ -326,7 +372,7 @@ export type JsonSchemaFormat = Message$1<"infergate.v1.JsonSchemaFormat"> & {
  * Use `create(JsonSchemaFormatSchema)` to create a new message.
  */
 export const JsonSchemaFormatSchema: GenMessage<JsonSchemaFormat> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 7);
+  messageDesc(file_infergate_v1_chat, 8);
 
 /**
  * ResponseFormat constrains the form of the model's answer.
@@ -354,7 +400,7 @@ export type ResponseFormat = Message$1<"infergate.v1.ResponseFormat"> & {
  * Use `create(ResponseFormatSchema)` to create a new message.
  */
 export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 8);
+  messageDesc(file_infergate_v1_chat, 9);
 
 /**
  * Usage counts the tokens of one call. The cached, cache-creation and reasoning counts are parts of
@@ -415,7 +461,7 @@ export type Usage = Message$1<"infergate.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_infergate_v1_chat, 9);
+  messageDesc(file_infergate_v1_chat, 10);
 
 /**
  * Role is the author of a chat message.

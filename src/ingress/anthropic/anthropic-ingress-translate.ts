@@ -17,7 +17,7 @@
  */
 import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { type ContentPartSchema, FinishReason, type MessageSchema, Role, ToolChoiceMode, type ToolSchema, type Usage } from "../../../gen/infergate/v1/chat_pb.js";
+import { type ContentPart, type ContentPartSchema, FinishReason, type MessageSchema, Role, ToolChoiceMode, type ToolSchema, type Usage } from "../../../gen/infergate/v1/chat_pb.js";
 import {
   Capability,
   type ChatRequest,
@@ -45,7 +45,8 @@ type Json = Record<string, unknown>;
 /** A Chat request as plain fields (never a message already made), shared by Chat and Generate. */
 type ChatInit = Exclude<MessageInitShape<typeof ChatRequestSchema>, ChatRequest>;
 type MessageInit = MessageInitShape<typeof MessageSchema>;
-type PartInit = MessageInitShape<typeof ContentPartSchema>;
+/** A content part as plain fields (never a message already made). */
+type PartInit = Exclude<MessageInitShape<typeof ContentPartSchema>, ContentPart>;
 
 /** A request read from the API: a unary one for Chat, a streamed one for Generate. */
 export type MessagesCall =
@@ -181,13 +182,19 @@ function message(m: unknown, at: string): MessageInit[] {
   const blocks = typeof raw === "string" ? [{ type: "text", text: raw }] : arr(raw, `${at}.content`);
   if (role === "assistant") {
     const content: PartInit[] = [];
-    const toolCalls: { id: string; name: string; arguments: string }[] = [];
+    const toolCalls: { id: string; name: string; arguments: string; cacheBreakpoint?: { ttl: string } }[] = [];
     blocks.forEach((b, j) => {
       const bat = `${at}.content[${j}]`;
       const block = obj(b, bat);
       if (block["type"] === "tool_use") {
         onlyKeys(block, bat, ["type", "id", "name", "input", "cache_control"]);
-        toolCalls.push({ id: str(block["id"], `${bat}.id`), name: str(block["name"], `${bat}.name`), arguments: JSON.stringify(obj(block["input"], `${bat}.input`)) });
+        const cacheBreakpoint = breakpointOf(block, bat);
+        toolCalls.push({
+          id: str(block["id"], `${bat}.id`),
+          name: str(block["name"], `${bat}.name`),
+          arguments: JSON.stringify(obj(block["input"], `${bat}.input`)),
+          ...(cacheBreakpoint === undefined ? {} : { cacheBreakpoint }),
+        });
       } else {
         content.push(textBlock(block, bat));
       }
@@ -206,6 +213,13 @@ function message(m: unknown, at: string): MessageInit[] {
       }
       const c = block["content"];
       const content = c === undefined || c === null ? [] : typeof c === "string" ? [textPart(c)] : arr(c, `${bat}.content`).map((p, k) => userBlock(p, `${bat}.content[${k}]`));
+      // The result's breakpoint ends the prefix at its last part (what the anthropic kind marks).
+      const cacheBreakpoint = breakpointOf(block, bat);
+      if (cacheBreakpoint !== undefined) {
+        const last = content.at(-1);
+        if (last === undefined) throw invalidArgument(`${bat}.cache_control`, "a tool_result with a cache breakpoint needs content");
+        last.cacheBreakpoint = cacheBreakpoint;
+      }
       results.push({ role: Role.TOOL, toolCallId: str(block["tool_use_id"], `${bat}.tool_use_id`), content });
     } else {
       parts.push(userBlock(block, bat));
@@ -220,7 +234,29 @@ function message(m: unknown, at: string): MessageInit[] {
 /** A block of a user turn (or a tool result): text or image. */
 function userBlock(b: unknown, at: string): PartInit {
   const block = obj(b, at);
-  return block["type"] === "image" ? image(block, at) : textBlock(block, at);
+  return block["type"] === "image" ? withBreakpoint(image(block, at), block, at) : textBlock(block, at);
+}
+
+/**
+ * A block's `cache_control` (a prompt-caching breakpoint: `{"type": "ephemeral", "ttl"?: "5m" |
+ * "1h"}`) as the core carries it (CacheBreakpoint, proto/infergate/v1/chat.proto), or undefined.
+ */
+function breakpointOf(block: Json, at: string): { ttl: string } | undefined {
+  const c = block["cache_control"];
+  if (c === undefined || c === null) return undefined;
+  const cat = `${at}.cache_control`;
+  const o = obj(c, cat);
+  onlyKeys(o, cat, ["type", "ttl"]);
+  if (o["type"] !== "ephemeral") throw invalidArgument(`${cat}.type`, 'only "ephemeral"');
+  const ttl = opt(o, "ttl", str, `${cat}.`) ?? "";
+  if (ttl !== "" && ttl !== "5m" && ttl !== "1h") throw invalidArgument(`${cat}.ttl`, 'one of "5m", "1h"');
+  return { ttl };
+}
+
+/** `part` with the block's breakpoint, when it has one. */
+function withBreakpoint(part: PartInit, block: Json, at: string): PartInit {
+  const cacheBreakpoint = breakpointOf(block, at);
+  return cacheBreakpoint === undefined ? part : { ...part, cacheBreakpoint };
 }
 
 function textBlock(b: unknown, at: string): PartInit {
@@ -230,7 +266,7 @@ function textBlock(b: unknown, at: string): PartInit {
     throw invalidArgument(`${at}.type`, `${typeof t === "string" ? `"${echoed(t, 64)}" blocks are not supported here` : "required"}; see docs/anthropic-ingress.md`);
   }
   onlyKeys(block, at, ["type", "text", "cache_control", "citations"]);
-  return textPart(str(block["text"], `${at}.text`));
+  return withBreakpoint(textPart(str(block["text"], `${at}.text`)), block, at);
 }
 
 function image(block: Json, at: string): PartInit {
@@ -268,11 +304,13 @@ function tool(t: unknown, at: string): MessageInitShape<typeof ToolSchema> {
   onlyKeys(o, at, ["type", "name", "description", "input_schema", "strict", "cache_control"]);
   const description = opt(o, "description", str, `${at}.`);
   const strict = opt(o, "strict", bool, `${at}.`);
+  const cacheBreakpoint = breakpointOf(o, at);
   return {
     name: str(o["name"], `${at}.name`),
     parameters: obj(o["input_schema"] ?? missing(`${at}.input_schema`), `${at}.input_schema`) as JsonObject,
     ...(description !== undefined ? { description } : {}),
     ...(strict !== undefined ? { strict } : {}),
+    ...(cacheBreakpoint !== undefined ? { cacheBreakpoint } : {}),
   };
 }
 

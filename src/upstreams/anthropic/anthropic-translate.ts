@@ -11,6 +11,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import {
+  type CacheBreakpoint,
   type ContentPart,
   FinishReason,
   ImageDetail,
@@ -37,6 +38,7 @@ import type { ChatInput } from "../../core/upstream.js";
 import {
   type AnthropicImageMediaType,
   anthropicImageMediaTypes,
+  type CacheControlParam,
   type ContentBlockParam,
   type CountTokensRequest,
   type ImageBlockParam,
@@ -88,13 +90,14 @@ export function toMessagesRequest(req: ChatInput, ctx: RequestContext): Messages
       if (schema["type"] !== "object") {
         throw invalidArgument(`tools[${i}].parameters`, 'Anthropic needs a JSON Schema with "type": "object"');
       }
-      return {
+      const param: ToolParam = {
         name: t.name,
         ...(t.description !== "" ? { description: t.description } : {}),
         input_schema: schema,
         // Strict tool use is generally available on the Messages API (`strict` on a tool).
         ...(t.strict !== undefined ? { strict: t.strict } : {}),
       };
+      return withCacheControl(param, t.cacheBreakpoint, `tools[${i}]`);
     });
   }
   const choice = toolChoice(req);
@@ -174,7 +177,7 @@ function translateMessages(req: ChatInput): { system: TextBlockParam[]; messages
           if (p.part.case !== "text") {
             throw invalidArgument(`${at}.content[${j}]`, "Anthropic's system prompt takes text only");
           }
-          system.push({ type: "text", text: p.part.value });
+          system.push(withCacheControl<TextBlockParam>({ type: "text", text: p.part.value }, p.cacheBreakpoint, `${at}.content[${j}]`));
         });
         return;
       case Role.USER:
@@ -212,6 +215,24 @@ function translateMessages(req: ChatInput): { system: TextBlockParam[]; messages
 }
 
 function contentBlock(p: ContentPart, at: string): TextBlockParam | ImageBlockParam {
+  return withCacheControl(partBlock(p, at), p.cacheBreakpoint, at);
+}
+
+/**
+ * `block` with the `cache_control` of a prompt-caching breakpoint (proto/infergate/v1/chat.proto
+ * CacheBreakpoint) when the part, call or tool it stands for has one.
+ */
+function withCacheControl<B extends { cache_control?: CacheControlParam }>(block: B, breakpoint: CacheBreakpoint | undefined, at: string): B {
+  if (breakpoint === undefined) return block;
+  const ttl = breakpoint.ttl;
+  if (ttl !== "" && ttl !== "5m" && ttl !== "1h") {
+    throw invalidArgument(`${at}.cache_breakpoint.ttl`, 'Anthropic caches for "5m" or "1h" (empty: 5m)');
+  }
+  block.cache_control = ttl === "" ? { type: "ephemeral" } : { type: "ephemeral", ttl };
+  return block;
+}
+
+function partBlock(p: ContentPart, at: string): TextBlockParam | ImageBlockParam {
   switch (p.part.case) {
     case "text":
       return { type: "text", text: p.part.value };
@@ -273,7 +294,7 @@ function toolUse(c: ToolCall, at: string): ToolUseBlockParam {
   if (!isObject(input)) {
     throw invalidArgument(`${at}.arguments`, "not a JSON object (Anthropic needs the arguments as a JSON object)");
   }
-  return { type: "tool_use", id: c.id, name: c.name, input };
+  return withCacheControl<ToolUseBlockParam>({ type: "tool_use", id: c.id, name: c.name, input }, c.cacheBreakpoint, at);
 }
 
 /**

@@ -48,6 +48,16 @@ export type ContentBlockParam = TextBlockParam | ImageBlockParam | ToolUseBlockP
 export interface TextBlockParam {
   type: "text";
   text: string;
+  cache_control?: CacheControlParam;
+}
+
+/**
+ * A prompt-caching breakpoint: the prompt up to and including the block it is on is cached
+ * (`ttl` "5m", the default, or "1h").
+ */
+export interface CacheControlParam {
+  type: "ephemeral";
+  ttl?: "5m" | "1h";
 }
 
 /** Media types the API accepts for base64 image sources. */
@@ -57,6 +67,7 @@ export type AnthropicImageMediaType = (typeof anthropicImageMediaTypes)[number];
 export interface ImageBlockParam {
   type: "image";
   source: Base64ImageSource | UrlImageSource;
+  cache_control?: CacheControlParam;
 }
 
 export interface Base64ImageSource {
@@ -76,6 +87,7 @@ export interface ToolUseBlockParam {
   id: string;
   name: string;
   input: Record<string, unknown>;
+  cache_control?: CacheControlParam;
 }
 
 /** The result of a tool call; it goes in a `user` turn. */
@@ -92,6 +104,7 @@ export interface ToolParam {
   input_schema: Record<string, unknown>;
   /** Strict tool use (GA): the model's input is guaranteed to follow `input_schema`. */
   strict?: boolean;
+  cache_control?: CacheControlParam;
 }
 
 export type ToolChoiceParam =

@@ -11,6 +11,7 @@ import {
   fromGenerateContentResponse,
   isInvalidApiKey,
   retryDelayOf,
+  thoughtSignatureOf,
   toGenerateContentRequest,
   usageOf,
 } from "../../src/upstreams/gemini/gemini-translate.js";
@@ -19,7 +20,7 @@ import type { SseEvent } from "../../src/upstreams/sse/sse-decoder.js";
 
 type ChatInit = MessageInitShape<typeof ChatRequestSchema>;
 
-const ctx = { safetySettings: [], defaultMaxTokens: undefined, thinkingBudget: undefined, cachedContent: undefined };
+const ctx = { safetySettings: [], defaultMaxTokens: undefined, thinkingBudget: undefined, cachedContent: undefined, skipThoughtSignatureValidator: false };
 
 function chat(init: Partial<ChatInit> = {}) {
   return create(ChatRequestSchema, {
@@ -182,5 +183,58 @@ describe("gemini options", () => {
     expect(geminiOptionsSchema.safeParse({ vertex: { project: "p/../x", location: "l" } }).success).toBe(false);
     expect(geminiOptionsSchema.parse({ vertex: { project: "p", location: "global" } }).vertex?.tokenRefreshMarginMs).toBe(300_000);
     expect(geminiModelOptionsSchema.safeParse({ safetySettings: [{ category: "VIOLENCE", threshold: "BLOCK_NONE" }] }).success).toBe(false);
+  });
+});
+
+describe("gemini thought signatures", () => {
+  const signature = Buffer.from([0xfb, 0xff, 0x01, 0x02, 0x03, 0x3e, 0x3f]).toString("base64"); // "+/" in base64
+  const callAnswer = {
+    candidates: [{ content: { role: "model", parts: [{ functionCall: { name: "f", args: { a: 1 } }, thoughtSignature: signature }, { functionCall: { name: "g", args: {} } }] }, finishReason: "STOP", index: 0 }],
+    responseId: "r1",
+  };
+
+  it("a unary answer's call carries its signature in the id, and the next turn sends it back on that call only", () => {
+    const answer = fromGenerateContentResponse("g", callAnswer);
+    const [first, second] = answer.message!.toolCalls;
+    expect(first!.id).toMatch(/^call_0__ts_[A-Za-z0-9_-]+$/);
+    expect(second!.id).toBe("call_1");
+    expect(thoughtSignatureOf(first!.id)).toBe(signature);
+    const next = toGenerateContentRequest(
+      chat({
+        messages: [
+          { role: Role.USER, content: [{ part: { case: "text", value: "hi" } }] },
+          { role: Role.ASSISTANT, toolCalls: answer.message!.toolCalls },
+          { role: Role.TOOL, toolCallId: first!.id, content: [{ part: { case: "text", value: "1" } }] },
+          { role: Role.TOOL, toolCallId: second!.id, content: [{ part: { case: "text", value: "2" } }] },
+        ],
+      }),
+      ctx,
+    );
+    expect(next.contents[1]!.parts).toEqual([{ functionCall: { name: "f", args: { a: 1 } }, thoughtSignature: signature }, { functionCall: { name: "g", args: {} } }]);
+    expect(next.contents[2]!.parts.map((p) => p.functionResponse?.name)).toEqual(["f", "g"]);
+  });
+
+  it("a streamed call carries its signature in the id of its delta", () => {
+    const t = createStreamTranslator("g");
+    const out = t.push(event(callAnswer));
+    const ids = out.filter((e) => e.event.case === "toolCallDelta").map((e) => (e.event.value as { id: string }).id);
+    expect(ids.map(thoughtSignatureOf)).toEqual([signature, undefined]);
+  });
+
+  it("calls that lost their signatures get Google's sentinel on the first call only when the model asks for it", () => {
+    const history = chat({
+      messages: [
+        { role: Role.USER, content: [{ part: { case: "text", value: "hi" } }] },
+        { role: Role.ASSISTANT, toolCalls: [{ id: "x", name: "f", arguments: "{}" }, { id: "y", name: "g", arguments: "{}" }] },
+      ],
+    });
+    expect(toGenerateContentRequest(history, ctx).contents[1]!.parts.map((p) => p.thoughtSignature)).toEqual([undefined, undefined]);
+    const skipping = toGenerateContentRequest(history, { ...ctx, skipThoughtSignatureValidator: true });
+    expect(skipping.contents[1]!.parts.map((p) => p.thoughtSignature)).toEqual(["skip_thought_signature_validator", undefined]);
+  });
+
+  it("an id with a mark but no valid base64url after it carries no signature", () => {
+    expect(thoughtSignatureOf("call_0__ts_not+valid")).toBeUndefined();
+    expect(thoughtSignatureOf("call_0")).toBeUndefined();
   });
 });

@@ -39,6 +39,11 @@ export interface RequestContext {
   readonly thinkingBudget: number | undefined;
   /** The cached content (`cachedContents/…`) every request of the model continues. */
   readonly cachedContent: string | undefined;
+  /**
+   * Whether a model turn whose function calls carry no thought signature gets Google's sentinel
+   * `skip_thought_signature_validator` on its first call (Gemini 3 refuses such a turn otherwise).
+   */
+  readonly skipThoughtSignatureValidator: boolean;
 }
 
 /** The image types Gemini takes, by file extension, for file URIs (fileData needs a MIME type). */
@@ -58,7 +63,7 @@ const imageTypeByExtension: Readonly<Record<string, string>> = {
  * and `session_id` are the gateway's and never reach an upstream.
  */
 export function toGenerateContentRequest(req: ChatInput, ctx: RequestContext): GenerateContentRequest {
-  const { system, contents } = translateMessages(req);
+  const { system, contents } = translateMessages(req, ctx.skipThoughtSignatureValidator);
   const body: GenerateContentRequest = { contents };
   if (system.length > 0) body.systemInstruction = { parts: system };
   if (req.tools.length > 0) {
@@ -141,7 +146,7 @@ function generationConfig(req: ChatInput, ctx: RequestContext): GenerationConfig
  * messages become functionResponse parts of a "user" turn, consecutive ones sharing one turn, each
  * named after the call it answers (found by tool_call_id among the assistant's earlier calls).
  */
-function translateMessages(req: ChatInput): { system: Part[]; contents: Content[] } {
+function translateMessages(req: ChatInput, skipValidator: boolean): { system: Part[]; contents: Content[] } {
   const system: Part[] = [];
   const contents: Content[] = [];
   const callNames = new Map<string, string>();
@@ -163,10 +168,15 @@ function translateMessages(req: ChatInput): { system: Part[]; contents: Content[
         return;
       case Role.ASSISTANT: {
         const parts = m.content.map((p, j) => contentPart(p, `${at}.content[${j}]`));
-        m.toolCalls.forEach((c, j) => {
-          parts.push({ functionCall: { name: c.name, args: callArguments(c, `${at}.tool_calls[${j}]`) } });
+        const calls: Part[] = m.toolCalls.map((c, j) => {
           callNames.set(c.id, c.name);
+          const signature = thoughtSignatureOf(c.id);
+          return { functionCall: { name: c.name, args: callArguments(c, `${at}.tool_calls[${j}]`) }, ...(signature === undefined ? {} : { thoughtSignature: signature }) };
         });
+        if (skipValidator && calls.length > 0 && calls.every((c) => c.thoughtSignature === undefined)) {
+          calls[0]!.thoughtSignature = skipThoughtSignature;
+        }
+        parts.push(...calls);
         if (parts.length === 0) throw invalidArgument(`${at}.content`, "Gemini needs at least one part in a model turn");
         contents.push({ role: "model", parts });
         toolTurn = undefined;
@@ -337,7 +347,7 @@ export function usageOf(u: UsageMetadata): Usage {
 interface Chunk {
   readonly id: string;
   readonly text: string[];
-  readonly calls: { id: string | undefined; name: string; args: string }[];
+  readonly calls: { id: string | undefined; name: string; args: string; signature: string | undefined }[];
   /** The candidate's finishReason, or the prompt's blockReason (as "SAFETY"-like content filter). */
   readonly finish: unknown;
   readonly blocked: boolean;
@@ -378,16 +388,42 @@ function readChunk(upstream: string, body: unknown, data: () => string | undefin
       if (!isObject(fc) || typeof fc["name"] !== "string" || (fc["args"] !== undefined && !isObject(fc["args"]))) {
         throw bad("a functionCall part lacks its name or has arguments that are not an object");
       }
-      calls.push({ id: typeof fc["id"] === "string" && fc["id"] !== "" ? fc["id"] : undefined, name: fc["name"], args: JSON.stringify(fc["args"] ?? {}) });
+      calls.push({
+        id: typeof fc["id"] === "string" && fc["id"] !== "" ? fc["id"] : undefined,
+        name: fc["name"],
+        args: JSON.stringify(fc["args"] ?? {}),
+        signature: typeof p["thoughtSignature"] === "string" && p["thoughtSignature"] !== "" ? p["thoughtSignature"] : undefined,
+      });
     }
     // Other parts (executable code, inline data the model made) are never asked for.
   }
   return { id, text, calls, finish: first["finishReason"], blocked: false, usage: usage as UsageMetadata | undefined };
 }
 
-/** A tool call's id: Gemini's own when it gave one, else `call_<n>` by position in the answer. */
-function callId(id: string | undefined, position: number): string {
-  return id ?? `call_${position}`;
+/** Google's sentinel for a function call whose thought signature is lost (Gemini API docs, "Thought signatures"). */
+const skipThoughtSignature = "skip_thought_signature_validator";
+
+/** What joins a tool call's id and the thought signature it carries. */
+const signatureMark = "__ts_";
+
+/**
+ * A tool call's id: Gemini's own when it gave one, else `call_<n>` by position in the answer; and
+ * when the call carries a thought signature (Gemini's thinking models put one on the first call of
+ * a turn and need it back with the call), `__ts_` and the signature in base64url. infergate's
+ * messages have no field for it, so it travels in the id, which every client sends back with the
+ * call (only letters, digits, `_` and `-`, which any client's id rules allow).
+ */
+function callId(id: string | undefined, position: number, signature: string | undefined): string {
+  const base = id ?? `call_${position}`;
+  return signature === undefined ? base : `${base}${signatureMark}${Buffer.from(signature, "base64").toString("base64url")}`;
+}
+
+/** The thought signature a tool call's id carries (see callId), in base64 as Gemini sent it. */
+export function thoughtSignatureOf(id: string): string | undefined {
+  const at = id.indexOf(signatureMark);
+  if (at < 0) return undefined;
+  const encoded = id.slice(at + signatureMark.length);
+  return /^[A-Za-z0-9_-]+$/.test(encoded) ? Buffer.from(encoded, "base64url").toString("base64") : undefined;
 }
 
 /**
@@ -404,7 +440,7 @@ export function fromGenerateContentResponse(upstream: string, body: unknown): Ch
     message: create(MessageSchema, {
       role: Role.ASSISTANT,
       content: text === "" ? [] : [{ part: { case: "text", value: text } }],
-      toolCalls: c.calls.map((call, i) => create(ToolCallSchema, { id: callId(call.id, i), name: call.name, arguments: call.args })),
+      toolCalls: c.calls.map((call, i) => create(ToolCallSchema, { id: callId(call.id, i, call.signature), name: call.name, arguments: call.args })),
     }),
     finishReason: c.blocked ? FinishReason.CONTENT_FILTER : finishReasonOf(c.finish, c.calls.length > 0),
     usage: usageOf(c.usage ?? {}),
@@ -446,7 +482,7 @@ export function createStreamTranslator(upstream: string): StreamTranslator {
         const index = calls++;
         out.push(
           create(GenerateResponseSchema, {
-            event: { case: "toolCallDelta", value: { index, id: callId(call.id, index), name: call.name, arguments: call.args } },
+            event: { case: "toolCallDelta", value: { index, id: callId(call.id, index, call.signature), name: call.name, arguments: call.args } },
           }),
         );
       }

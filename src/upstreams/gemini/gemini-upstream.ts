@@ -55,6 +55,12 @@ export const geminiModelOptionsSchema = z.strictObject({
   thinkingBudget: z.number().int().min(-1).max(2 ** 31 - 1).optional(),
   /** A cached content (`cachedContents/…`) every request of the model continues. */
   cachedContent: z.string().regex(/^(projects\/[^\s]+\/)?cachedContents\/[^\s/]+$/).optional(),
+  /**
+   * Send Google's `skip_thought_signature_validator` with a model turn's function calls when they
+   * come back without the thought signature Gemini gave them (history from another model, or a
+   * client that rewrote the ids); Gemini 3 refuses such a turn otherwise.
+   */
+  skipThoughtSignatureValidator: z.boolean().default(false),
   /** Embed: the `taskType` of the embeddings (RETRIEVAL_DOCUMENT, RETRIEVAL_QUERY, SEMANTIC_SIMILARITY, …). */
   embeddingTaskType: z.string().regex(/^[A-Z_]+$/).optional(),
 });
@@ -125,6 +131,7 @@ export function createGeminiUpstream(config: UpstreamConfig, options: GeminiOpti
       defaultMaxTokens: o.maxTokens,
       thinkingBudget: o.thinkingBudget,
       cachedContent: o.cachedContent,
+      skipThoughtSignatureValidator: o.skipThoughtSignatureValidator,
     });
     return post(call, stream ? "streamGenerateContent" : "generateContent", body, stream);
   }

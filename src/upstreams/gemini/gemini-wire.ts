@@ -15,6 +15,8 @@ export interface Part {
   fileData?: { mimeType: string; fileUri: string };
   functionCall?: { id?: string; name: string; args?: Record<string, unknown> };
   functionResponse?: { id?: string; name: string; response: Record<string, unknown> };
+  /** The model's thinking behind this part, encrypted (base64); to be sent back with the part. */
+  thoughtSignature?: string;
 }
 
 /** A turn of the conversation; `role` is "user" or "model" (absent in systemInstruction). */

@@ -8,7 +8,7 @@
 import { z } from "zod";
 
 /** The upstream kinds this build can reach; each has a folder in src/upstreams/. */
-export const upstreamKinds = ["mock", "anthropic", "openai", "tfserving", "infergate", "kserve", "gemini"] as const;
+export const upstreamKinds = ["mock", "anthropic", "openai", "tfserving", "infergate", "kserve", "gemini", "bedrock"] as const;
 
 /** The calls a model can answer, as named in config. */
 export const capabilityNames = ["predict", "chat", "generate", "embed"] as const;

@@ -8,6 +8,7 @@ import { tfservingKind } from "./tfserving/tfserving-upstream.js";
 import { infergateKind } from "./infergate/infergate-upstream.js";
 import { kserveKind } from "./kserve/kserve-upstream.js";
 import { geminiKind } from "./gemini/gemini-upstream.js";
+import { bedrockKind } from "./bedrock/bedrock-upstream.js";
 
 /**
  * An upstream kind as the registry lists it, its option types hidden (the kinds differ in them;
@@ -63,6 +64,7 @@ export const upstreamKindRegistry: Readonly<Record<UpstreamConfig["kind"], Regis
   infergate: registered(infergateKind),
   kserve: registered(kserveKind),
   gemini: registered(geminiKind),
+  bedrock: registered(bedrockKind),
 };
 
 /** A model's options as its kind parses them (validated at config load). */

@@ -33,6 +33,7 @@ import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gatewa
 import type { StreamTranslator } from "../http/event-stream.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
 import { isObject, safeJson } from "../json-value.js";
+import { parseDataUrl, toolArgumentsObject } from "../message-parts.js";
 import { tokenCount, usageFromCounts } from "../usage.js";
 import type { ChatInput } from "../../core/upstream.js";
 import {
@@ -248,15 +249,8 @@ function partBlock(p: ContentPart, at: string): TextBlockParam | ImageBlockParam
       const img = p.part.value;
       checkDetail(img.detail, `${at}.image_url.detail`);
       if (/^data:/i.test(img.url)) {
-        // RFC 2397: data:[<mediatype>][;base64],<data>
-        const m = /^data:([^;,]*)((?:;[^;,]*)*),(.*)$/is.exec(img.url);
-        if (m === null || !/;base64$/i.test(m[2] ?? "") || m[3] === "") {
-          throw invalidArgument(`${at}.image_url.url`, "a data: URL must be data:<image type>;base64,<data>");
-        }
-        return {
-          type: "image",
-          source: { type: "base64", media_type: mediaType(m[1]!, `${at}.image_url.url`), data: m[3]! },
-        };
+        const data = parseDataUrl(img.url, `${at}.image_url.url`);
+        return { type: "image", source: { type: "base64", media_type: mediaType(data.mediaType, `${at}.image_url.url`), data: data.base64 } };
       }
       return { type: "image", source: { type: "url", url: img.url } };
     }
@@ -280,20 +274,7 @@ function mediaType(mime: string, field: string): AnthropicImageMediaType {
 }
 
 function toolUse(c: ToolCall, at: string): ToolUseBlockParam {
-  let input: unknown;
-  if (c.arguments.trim() === "") {
-    // A call without arguments, as a stream of a parameterless tool can leave it.
-    input = {};
-  } else {
-    try {
-      input = JSON.parse(c.arguments);
-    } catch {
-      throw invalidArgument(`${at}.arguments`, "not valid JSON (Anthropic needs the arguments as a JSON object)");
-    }
-  }
-  if (!isObject(input)) {
-    throw invalidArgument(`${at}.arguments`, "not a JSON object (Anthropic needs the arguments as a JSON object)");
-  }
+  const input = toolArgumentsObject(c, at, "Anthropic");
   return withCacheControl<ToolUseBlockParam>({ type: "tool_use", id: c.id, name: c.name, input }, c.cacheBreakpoint, at);
 }
 

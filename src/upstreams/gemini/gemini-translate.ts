@@ -26,6 +26,7 @@ import type { ChatInput } from "../../core/upstream.js";
 import type { StreamTranslator } from "../http/event-stream.js";
 import { badResponse, snippet, UpstreamFailure } from "../http/http-errors.js";
 import { isObject, safeJson } from "../json-value.js";
+import { parseDataUrl, toolArgumentsObject } from "../message-parts.js";
 import { tokenCount, usageFromCounts } from "../usage.js";
 import type { Content, GenerateContentRequest, GenerationConfig, Part, SafetySetting, ToolConfig, UsageMetadata } from "./gemini-wire.js";
 
@@ -171,7 +172,7 @@ function translateMessages(req: ChatInput, skipValidator: boolean): { system: Pa
         const calls: Part[] = m.toolCalls.map((c, j) => {
           callNames.set(c.id, c.name);
           const signature = thoughtSignatureOf(c.id);
-          return { functionCall: { name: c.name, args: callArguments(c, `${at}.tool_calls[${j}]`) }, ...(signature === undefined ? {} : { thoughtSignature: signature }) };
+          return { functionCall: { name: c.name, args: toolArgumentsObject(c, `${at}.tool_calls[${j}]`, "Gemini") }, ...(signature === undefined ? {} : { thoughtSignature: signature }) };
         });
         if (skipValidator && calls.length > 0 && calls.every((c) => c.thoughtSignature === undefined)) {
           calls[0]!.thoughtSignature = skipThoughtSignature;
@@ -221,18 +222,6 @@ function functionResponse(text: string): Record<string, unknown> {
   }
 }
 
-function callArguments(c: ToolCall, at: string): Record<string, unknown> {
-  if (c.arguments.trim() === "") return {};
-  let args: unknown;
-  try {
-    args = JSON.parse(c.arguments);
-  } catch {
-    throw invalidArgument(`${at}.arguments`, "not valid JSON (Gemini needs the arguments as a JSON object)");
-  }
-  if (!isObject(args)) throw invalidArgument(`${at}.arguments`, "not a JSON object (Gemini needs the arguments as a JSON object)");
-  return args;
-}
-
 function contentPart(p: ContentPart, at: string): Part {
   switch (p.part.case) {
     case "text":
@@ -249,12 +238,9 @@ function contentPart(p: ContentPart, at: string): Part {
       const img = p.part.value;
       checkDetail(img.detail, `${at}.image_url.detail`);
       if (/^data:/i.test(img.url)) {
-        // RFC 2397: data:[<mediatype>][;base64],<data>
-        const m = /^data:([^;,]*)((?:;[^;,]*)*),(.*)$/is.exec(img.url);
-        if (m === null || !/;base64$/i.test(m[2] ?? "") || m[3] === "" || !/^image\//i.test(m[1] ?? "")) {
-          throw invalidArgument(`${at}.image_url.url`, "a data: URL must be data:<image type>;base64,<data>");
-        }
-        return { inlineData: { mimeType: m[1]!.toLowerCase(), data: m[3]! } };
+        const { mediaType, base64 } = parseDataUrl(img.url, `${at}.image_url.url`);
+        if (!/^image\//i.test(mediaType)) throw invalidArgument(`${at}.image_url.url`, "a data: URL must be data:<image type>;base64,<data>");
+        return { inlineData: { mimeType: mediaType.toLowerCase(), data: base64 } };
       }
       const ext = /\.([a-z0-9]+)(?:[?#].*)?$/i.exec(img.url)?.[1]?.toLowerCase();
       const mimeType = ext === undefined ? undefined : imageTypeByExtension[ext];

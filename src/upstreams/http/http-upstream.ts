@@ -136,24 +136,7 @@ export class HttpUpstream {
   /** Sends one request; resolves once a 2xx status and headers arrived. */
   async request(call: HttpCall): Promise<HttpAnswer> {
     const base = this.endpoints[this.next++ % this.endpoints.length]!;
-    const remaining = call.deadline - Date.now();
-    // When the call's deadline comes before the upstream's own timeout, the call's signal aborts
-    // at its deadline with the gateway's reason; the attempt's timer is then a backstop (for runs
-    // whose signal is not tied to a deadline, such as probes), set a little later so that it never
-    // wins the race against the call's own timer due in the same millisecond.
-    const ownTimeout = this.config.timeoutMs <= remaining;
-    const attemptMs = ownTimeout ? this.config.timeoutMs : Math.max(0, remaining) + DEADLINE_BACKSTOP_SLACK_MS;
-    const { signal, release } = attemptSignal(call.signal, attemptMs, () =>
-      ownTimeout
-        ? new GatewayError(Code.DeadlineExceeded, `upstream "${this.config.name}" did not answer within its timeout of ${this.config.timeoutMs}ms`, {
-            reason: Reason.UpstreamTimeout,
-            metadata: { upstream: this.config.name },
-          })
-        : new GatewayError(Code.DeadlineExceeded, `upstream "${this.config.name}" did not answer before the call's deadline`, {
-            reason: Reason.UpstreamTimeout,
-            metadata: { upstream: this.config.name },
-          }),
-    );
+    const { signal, release } = attemptDeadline(this.config, call.signal, call.deadline);
     const query = call.query === undefined ? "" : `?${new URLSearchParams(call.query).toString()}`;
     const path = `${base.pathname.replace(/\/$/, "")}${call.path}${query}`;
     // The attempt's client span as the upstream's parent (traceparent), when tracing is on.
@@ -301,6 +284,36 @@ export class HttpUpstream {
   async close(): Promise<void> {
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }
+}
+
+/**
+ * The signal of one attempt at `upstream`, for transports of every kind (HttpUpstream.request, the
+ * bedrock kind's SDK calls): aborted with the caller's signal (same reason), or with
+ * DEADLINE_EXCEEDED UPSTREAM_TIMEOUT when the upstream's `timeoutMs` runs out first. When the call's
+ * deadline comes before the upstream's own timeout, the call's signal aborts at its deadline with
+ * the gateway's reason; the attempt's timer is then a backstop (for runs whose signal is not tied
+ * to a deadline, such as probes), set a little later so that it never wins the race against the
+ * call's own timer due in the same millisecond. `release()` clears the timer once the attempt is over.
+ */
+export function attemptDeadline(
+  upstream: Pick<UpstreamConfig, "name" | "timeoutMs">,
+  callerSignal: AbortSignal,
+  deadline: number,
+): { signal: AbortSignal; release(): void } {
+  const remaining = deadline - Date.now();
+  const ownTimeout = upstream.timeoutMs <= remaining;
+  const attemptMs = ownTimeout ? upstream.timeoutMs : Math.max(0, remaining) + DEADLINE_BACKSTOP_SLACK_MS;
+  return attemptSignal(callerSignal, attemptMs, () =>
+    ownTimeout
+      ? new GatewayError(Code.DeadlineExceeded, `upstream "${upstream.name}" did not answer within its timeout of ${upstream.timeoutMs}ms`, {
+          reason: Reason.UpstreamTimeout,
+          metadata: { upstream: upstream.name },
+        })
+      : new GatewayError(Code.DeadlineExceeded, `upstream "${upstream.name}" did not answer before the call's deadline`, {
+          reason: Reason.UpstreamTimeout,
+          metadata: { upstream: upstream.name },
+        }),
+  );
 }
 
 /**

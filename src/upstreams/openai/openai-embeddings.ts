@@ -120,7 +120,7 @@ export function fromEmbeddingsResponse(ctx: AnswerContext, body: unknown, inputs
  * that also checks each is a number (a string or null would otherwise become NaN or 0 silently).
  * Undefined for anything else.
  */
-function vectorOf(embedding: unknown): Uint8Array | undefined {
+export function vectorOf(embedding: unknown): Uint8Array | undefined {
   if (typeof embedding === "string") return fp32FromBase64(embedding);
   if (!Array.isArray(embedding)) return undefined;
   const values = embedding as unknown[];

@@ -35,6 +35,7 @@ check-generated: node_modules/.package-lock.json
 lint: node_modules/.package-lock.json
 	$(BIN)/buf lint
 	$(BIN)/tsc -p tsconfig.test.json
+	$(BIN)/tsc -p console/tsconfig.json
 	$(MAKE) deps
 
 # Fails when an import in src/ points up the layers (docs/architecture.md, "Layers"; the rules,

@@ -5,10 +5,11 @@
 # grpcio/protobuf, for the test in which a Python client calls infergate; openssl
 # makes the certificates of the TLS test; redis-server is started (never as a system service) by
 # the tests of the Redis scale-out, on a free loopback port of their own; prometheus brings promtool,
-# which test/e2e/deploy-monitoring.test.ts runs on deploy/prometheus/alerts.yaml. Does nothing
+# which test/e2e/deploy-monitoring.test.ts runs on deploy/prometheus/alerts.yaml; chromium is the
+# headless browser test/browser/console.test.ts drives (playwright-core, no browser download). Does nothing
 # when they are present; needs root (or sudo) and apt-get otherwise.
 set -euo pipefail
-packages=(protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio python3-protobuf openssl redis-server prometheus)
+packages=(protobuf-compiler libprotobuf-dev protobuf-compiler-grpc python3-grpcio python3-protobuf openssl redis-server prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@ import * as http from "node:http";
 import * as net from "node:net";
 import type { Registry } from "prom-client";
 import { applyHttp1Timeouts, type ConnectionGate, type ConnectionSettings, createConnectionGate } from "./connection-limits.js";
+import { type ConsoleSources, handleConsole, isConsoleAsset, isConsolePath } from "./console-api.js";
 
 /**
  * The admin listener's own caps, apart from the API listeners' (a flood there leaves probes and
@@ -30,6 +31,13 @@ export interface AdminSources {
    * (`?period=hour|day|month`) or all. Undefined: budgets are off (404).
    */
   usage?: () => ((period: string | undefined) => Promise<unknown>) | undefined;
+  /**
+   * The web console (docs/console.md): its static files under /console (no data in them, so
+   * served without the token) and its JSON endpoints (/admin/info, models, calls, config,
+   * traffic), behind the token as every endpoint; both refused on a non-loopback adminListen
+   * without a token, as /admin/usage. Undefined: no console (404).
+   */
+  console?: ConsoleSources | undefined;
 }
 
 /** Whether a listen address (HOST:PORT) is a loopback one: 127.0.0.0/8, ::1, localhost. */
@@ -69,7 +77,7 @@ export async function startAdminServer(listen: string, sources: AdminSources, co
       return;
     }
     const token = sources.adminToken?.();
-    if (token !== undefined && path !== "/healthz" && path !== "/readyz" && !bearerMatches(req, token)) {
+    if (token !== undefined && path !== "/healthz" && path !== "/readyz" && !isConsoleAsset(path) && !bearerMatches(req, token)) {
       res.writeHead(401, { "content-type": "text/plain", "www-authenticate": 'Bearer realm="infergate-admin"' }).end("admin token required\n");
       return;
     }
@@ -89,6 +97,12 @@ export async function startAdminServer(listen: string, sources: AdminSources, co
           (body) => json(res, 200, body),
           () => res.writeHead(503, { "content-type": "text/plain" }).end("the budget store is unavailable\n"),
         );
+      }
+    } else if (sources.console !== undefined && isConsolePath(path)) {
+      if (token === undefined && !loopback) {
+        res.writeHead(403, { "content-type": "text/plain" }).end("set server.adminToken to use the console on a non-loopback adminListen\n");
+      } else {
+        handleConsole(req, res, path, query, sources.console, token !== undefined);
       }
     } else if (path === "/healthz") {
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");

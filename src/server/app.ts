@@ -16,6 +16,9 @@ import { contentLogStep } from "./content-log.js";
 import { createReloader, UpstreamSet } from "./reload.js";
 import { gracefulStop } from "./shutdown.js";
 import { adminConnectionsMax, startAdminServer } from "./admin-server.js";
+import type { ReloadResult } from "./console-api.js";
+import { createCallRing } from "./console-calls.js";
+import { withConsoleCors } from "./console-cors.js";
 import { createGateway, type Gateway } from "../gateway/gateway.js";
 import { createRouter } from "../gateway/router.js";
 import { readServerTls } from "./server-tls.js";
@@ -102,6 +105,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const admitWithBudgets = (admit: typeof security.admit, b: Budgets | undefined) => (b === undefined ? admit : b.admission(admit));
   // server.logContent only: the pending log line of each Chat call (see src/server/content-log.ts).
   const chatLines = config.server.logContent ? new AsyncLocalStorage<PendingLine>() : undefined;
+  // The console (docs/console.md): the last calls, and the running configuration with its load time.
+  const recentCalls = createCallRing();
+  const running: { config: Config; loadedAt: number; lastReload: ReloadResult | undefined } = { config, loadedAt: Date.now(), lastReload: undefined };
+  let httpPortBound: number | undefined;
   const recorder = createCallRecorder({
     log,
     metrics,
@@ -111,6 +118,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
     refusalLogIntervalMs: config.server.refusalLogIntervalMs,
     chatLines,
+    onRecord: (r) => recentCalls.add(r),
   });
   const gateway = createGateway(router, {
     log,
@@ -135,6 +143,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       usage: () => {
         const b = budgets;
         return b === undefined ? undefined : (period) => b.usage(period as Parameters<Budgets["usage"]>[0]);
+      },
+      console: {
+        registry: metrics.registry,
+        routes: () => router.routes(),
+        calls: recentCalls,
+        config: () => running,
+        http: () => ({ port: httpPortBound, tls: tlsMaterial !== undefined }),
       },
     },
     config.server.connections,
@@ -177,11 +192,16 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   const anthropic = createAnthropicIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
   // OpenAI's Responses API (/v1/responses…), its stored responses on the session store: src/ingress/responses.
   const responses = createResponsesIngress(gateway, shared.sessions.store, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
-  const http = createHttpListener(withAnthropicIngress(anthropic, withResponsesIngress(responses, withOpenAIIngress(openai, handler))), server, tlsMaterial, { gate });
+  // The console's playground calls it from the admin listener's origin (src/server/console-cors.ts).
+  const adminPort = splitHostPort(admin.address)[1];
+  const http = createHttpListener(withConsoleCors(withAnthropicIngress(anthropic, withResponsesIngress(responses, withOpenAIIngress(openai, handler))), () => adminPort), server, tlsMaterial, {
+    gate,
+  });
   const [httpHost, httpPortWanted] = splitHostPort(server.httpListen);
   let httpPort: number;
   try {
     httpPort = await http.listen(httpHost, httpPortWanted);
+    httpPortBound = httpPort;
   } catch (err) {
     grpcServer.forceShutdown();
     grpcListener.destroy();
@@ -230,6 +250,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       budgets = nextBudgets;
       router = next.router;
       metrics.setModels(next.config.models.map((m) => m.name));
+      running.config = next.config;
+      running.loadedAt = Date.now();
       return before;
     },
   });
@@ -237,7 +259,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   return {
     gateway,
     cache,
-    reload,
+    async reload(load) {
+      const applied = await reload(load);
+      running.lastReload = { at: Date.now(), applied };
+      return applied;
+    },
     grpcAddress: `${grpcHost}:${grpcPort}`,
     httpAddress: `${httpHost}:${httpPort}`,
     adminAddress: admin.address,

@@ -23,6 +23,8 @@ export interface CallRecorderOptions {
    * line is parked there instead of written, and its writer adds the prompt and the completion.
    */
   readonly chatLines?: AsyncLocalStorage<PendingLine>;
+  /** Gets every finished call, refusals included: the console's ring of recent calls (console-calls.ts). */
+  readonly onRecord?: (r: CallRecord) => void;
 }
 
 /** The gateway's CallObserver, and what shutdown needs of it. */
@@ -55,7 +57,7 @@ function recordOnExit(run: () => void): void {
  * them was a flood of lines; src/observability/refusal-log.ts).
  */
 export function createCallRecorder(options: CallRecorderOptions): CallRecorder {
-  const { log, metrics, charge, chatLines } = options;
+  const { log, metrics, charge, chatLines, onRecord } = options;
   // The call line's keys are fixed and none is one the logger redacts (nor an object that could
   // hold one): redaction would cost half of writing the line (about 7 µs of 13 per call) and
   // change nothing, so the line goes through a child without it.
@@ -68,6 +70,7 @@ export function createCallRecorder(options: CallRecorderOptions): CallRecorder {
   );
   const record = (r: CallRecord) => {
     metrics.observe(r);
+    onRecord?.(r);
     charge(r)?.catch((err: unknown) => log.warn({ err }, "could not charge tokens to the rate limit"));
     if (!refusals.shouldLog(r)) return;
     const line = {

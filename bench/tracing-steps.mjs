@@ -29,11 +29,11 @@ const record = {
   cachedPromptTokens: 0, cacheCreationTokens: 0, reasoningTokens: 0, cost: undefined, currency: "USD", pricedModel: "bench",
 };
 const answer = { model: "bench", finishReason: 1, upstream: "fake", usage: { promptTokens: 12, completionTokens: 6, cachedPromptTokens: 0, cacheCreationTokens: 0, reasoningTokens: 0 } };
-const headers = { "x-request-id": record.requestId };
+const caller = { headers: { "x-request-id": record.requestId } };
 const info = { operation: "chat", upstream: "fake", kind: "openai", upstreamModel: "gpt-bench", endpoint: "http://127.0.0.1:40000/v1", attempt: 1, breaker: "closed" };
 
 function call() {
-  const span = tracing.startCall("Chat", headers);
+  const span = tracing.startCall("Chat", caller);
   const attempt = span.attempt(info);
   attempt.end(undefined);
   span.end(record, answer, false);

@@ -23,7 +23,7 @@ import {
 import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
 import type { Usage } from "../../gen/infergate/v1/chat_pb.js";
 import type { TracingConfig } from "../config/schema.js";
-import type { AttemptSpan, AttemptSpanInfo, CallSpan } from "../core/call-context.js";
+import type { AttemptSpan, AttemptSpanInfo, CallContext, CallSpan } from "../core/call-context.js";
 import { toGatewayError } from "../core/gateway-error.js";
 import type { Rpc } from "../core/rpc.js";
 import type { CallRecord } from "./call-record.js";
@@ -43,8 +43,12 @@ import { BoundedBatchProcessor, type ExportStats } from "./tracing-export.js";
  * checks for the span and does nothing else.
  */
 export interface Tracing {
-  /** Starts the server span of one call, the child of the caller's trace context when it sent one. */
-  startCall(rpc: Rpc, headers: Readonly<Record<string, string>>): ServerSpan;
+  /**
+   * Starts the server span of one call, the child of the caller's trace context when it sent one
+   * (read with `caller.header` where the listener offers it: only the two headers, without building
+   * the caller's whole header map).
+   */
+  startCall(rpc: Rpc, caller: CallerHeaders): ServerSpan;
   /** Export failures and spans dropped so far (infergate_tracing_* metrics). */
   readonly stats: ExportStats;
   /** Exports what is queued, within the export timeout, then stops (graceful stop). */
@@ -113,8 +117,12 @@ export function createTracing(config: TracingConfig, log: Logger): Tracing | und
   const tracer = provider.getTracer("infergate");
   const propagator = new W3CTraceContextPropagator();
   return {
-    startCall(rpc, headers) {
-      const parent = headers.traceparent === undefined ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+    startCall(rpc, caller) {
+      const traceparent = headerOf(caller, "traceparent");
+      const parent =
+        traceparent === undefined
+          ? ROOT_CONTEXT
+          : propagator.extract(ROOT_CONTEXT, { traceparent, tracestate: headerOf(caller, "tracestate") }, defaultTextMapGetter);
       // Its attributes are set once, at its end: each setAttributes call validates what it is given.
       const span = tracer.startSpan(spanNames[rpc], serverSpan, parent);
       return new CallSpanImpl(tracer, span, rpc);
@@ -124,6 +132,13 @@ export function createTracing(config: TracingConfig, log: Logger): Tracing | und
       await processor.shutdown();
     },
   };
+}
+
+/** The caller's headers as a call's context has them (src/core/call-context.ts). */
+export type CallerHeaders = Pick<CallContext, "headers" | "header">;
+
+function headerOf(caller: CallerHeaders, name: string): string | undefined {
+  return caller.header !== undefined ? caller.header(name) : caller.headers[name];
 }
 
 const serverSpan = { kind: SpanKind.SERVER } as const;

@@ -60,7 +60,7 @@ export function callRecordStep(
   /** Starts the call's server span, continuing the caller's trace; the layers below find it on ctx.trace. */
   function startSpan(call: GatewayCall): void {
     const ctx = call.outer;
-    ctx.trace.span = tracing!.startCall(call.rpc, ctx.headers);
+    ctx.trace.span = tracing!.startCall(call.rpc, ctx);
   }
 
   /** Whether the call's request names a conversation session (Chat, Generate), for its span. */
@@ -181,7 +181,7 @@ export function callRecordStep(
       return err;
     },
     refused(rpc, ctx, err) {
-      if (tracing !== undefined) ctx.trace.span = tracing.startCall(rpc, ctx.headers);
+      if (tracing !== undefined) ctx.trace.span = tracing.startCall(rpc, ctx);
       const price: Priced = { cost: 0, currency: currency(), pricedModel: undefined };
       ctx.responseHeaders[costHeader] = formatCost(price.cost, price.currency);
       report(rpc, ctx, "", performance.now(), err, undefined, undefined, true, price, undefined);

@@ -40,6 +40,7 @@ import {
   type StreamEvent,
   type WireUsage,
 } from "../../upstreams/anthropic/anthropic-wire.js";
+import { checkedKeys, type InertKeys } from "../request-keys.js";
 
 type Json = Record<string, unknown>;
 /** A Chat request as plain fields (never a message already made), shared by Chat and Generate. */
@@ -75,7 +76,7 @@ const mappedKeys = new Set([
 ]);
 
 /** Keys accepted only with the value that asks for nothing (what the API does without them). */
-const inertKeys = new Map<string, { accepts(v: unknown): boolean; problem: string }>([
+const inertKeys: InertKeys = new Map([
   ["thinking", { accepts: (v) => isObject(v) && v["type"] === "disabled", problem: 'extended thinking is not supported; only {"type": "disabled"}' }],
   ["service_tier", { accepts: (v) => v === "auto" || v === "standard_only", problem: 'only "auto" or "standard_only"' }],
 ]);
@@ -113,16 +114,7 @@ export function fromCountTokensRequest(body: unknown): ChatRequest {
 
 /** The body as an object whose keys are all `mapped` (or inert), else INVALID_ARGUMENT naming one. */
 function checkedBody(body: unknown, mapped: ReadonlySet<string>): Json {
-  if (!isObject(body)) {
-    throw new GatewayError(Code.InvalidArgument, "the body must be a JSON object");
-  }
-  for (const [key, v] of Object.entries(body)) {
-    if (mapped.has(key) || v === null || v === undefined) continue;
-    const inert = inertKeys.get(key);
-    if (inert?.accepts(v) === true) continue;
-    throw invalidArgument(key, inert?.problem ?? notSupported);
-  }
-  return body;
+  return checkedKeys(body, mapped, inertKeys, notSupported);
 }
 
 /** The request fields both routes share: model, system and messages, then whichever others are in `body`. */

@@ -61,6 +61,7 @@ import type {
   WireToolCall,
   WireUsage,
 } from "../../upstreams/openai/openai-wire.js";
+import { checkedKeys, type InertKeys } from "../request-keys.js";
 
 type Json = Record<string, unknown>;
 type ChatInit = MessageInitShape<typeof ChatRequestSchema>;
@@ -106,7 +107,7 @@ const mappedKeys = new Set([
  * Keys of the API that our contract cannot carry, accepted only with the value that asks for
  * nothing (what the API does without them), so that clients which always send them still work.
  */
-const inertKeys = new Map<string, { accepts(v: unknown): boolean; problem: string }>([
+const inertKeys: InertKeys = new Map([
   ["n", { accepts: (v) => v === 1, problem: "only 1 is supported: infergate answers with one choice" }],
   ["logprobs", { accepts: (v) => v === false, problem: "log probabilities are not supported; only false" }],
   ["top_logprobs", { accepts: (v) => v === 0, problem: "log probabilities are not supported; only 0" }],
@@ -124,16 +125,8 @@ const notSupported = "not supported by infergate's OpenAI-compatible API (docs/o
  * malformed input and for anything the core cannot carry. Checks that are the core's (ranges,
  * tool names, roles in order) are left to the gateway, which names the same paths.
  */
-export function fromChatCompletionRequest(body: unknown): IngressRequest {
-  if (!isObject(body)) {
-    throw new GatewayError(Code.InvalidArgument, "the body must be a JSON object");
-  }
-  for (const [key, v] of Object.entries(body)) {
-    if (mappedKeys.has(key) || v === null) continue;
-    const inert = inertKeys.get(key);
-    if (inert?.accepts(v) === true) continue;
-    throw invalidArgument(key, inert?.problem ?? notSupported);
-  }
+export function fromChatCompletionRequest(input: unknown): IngressRequest {
+  const body = checkedKeys(input, mappedKeys, inertKeys, notSupported);
   const model = body["model"];
   if (typeof model !== "string" || model === "") {
     throw invalidArgument("model", "required: the name of a model this gateway serves (GET /v1/models)");

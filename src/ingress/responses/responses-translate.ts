@@ -24,6 +24,7 @@ import { isObject } from "../../upstreams/json-value.js";
 import { imageDetails, parseImageDataUrl, toolChoiceModes } from "../../upstreams/openai/openai-translate.js";
 import { arr, bool, count, num, obj, opt, str } from "../openai/openai-ingress-translate.js";
 import type { ResponseEcho } from "./responses-wire.js";
+import { checkedKeys, type InertKeys } from "../request-keys.js";
 
 type Json = Record<string, unknown>;
 type ChatInit = MessageInitShape<typeof ChatRequestSchema>;
@@ -71,7 +72,7 @@ const mappedKeys = new Set([
  * Keys ChatRequest cannot carry, accepted only with the value that asks for nothing (what the API
  * does without them), so that clients which always send them still work.
  */
-const inertKeys = new Map<string, { accepts(v: unknown): boolean; problem: string }>([
+const inertKeys: InertKeys = new Map([
   ["include", { accepts: (v) => Array.isArray(v) && v.length === 0, problem: "infergate adds no extra output data; only []" }],
   ["truncation", { accepts: (v) => v === "disabled", problem: 'only "disabled": a history longer than the model\'s context fails the call' }],
   ["background", { accepts: (v) => v === false, problem: "background responses are not supported; only false" }],
@@ -88,16 +89,8 @@ const notSupported = "not supported by infergate's Responses API (docs/responses
  * for anything ChatRequest cannot carry; checks that are the core's (ranges, tool names, roles in
  * order) are left to the gateway.
  */
-export function fromResponsesRequest(body: unknown): ResponsesCall {
-  if (!isObject(body)) {
-    throw new GatewayError(Code.InvalidArgument, "the body must be a JSON object");
-  }
-  for (const [key, v] of Object.entries(body)) {
-    if (mappedKeys.has(key) || v === null) continue;
-    const inert = inertKeys.get(key);
-    if (inert?.accepts(v) === true) continue;
-    throw invalidArgument(key, inert?.problem ?? notSupported);
-  }
+export function fromResponsesRequest(raw: unknown): ResponsesCall {
+  const body = checkedKeys(raw, mappedKeys, inertKeys, notSupported);
   const model = body["model"];
   if (typeof model !== "string" || model === "") {
     throw invalidArgument("model", "required: the name of a model this gateway serves (GET /v1/models)");

@@ -180,6 +180,17 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
     });
   });
 
+  it("an image as a data: URL reaches the model as bytes with its MIME type (the OpenAI fake gets it back as a data: URL)", async () => {
+    const png = "iVBORw0KGgo=";
+    await alpha.responses.create({
+      model: "gpt",
+      input: [{ role: "user", content: [{ type: "input_image", image_url: `data:image/png;base64,${png}`, detail: "high" }] }],
+    });
+    expect(fake.requests[0]!.body).toMatchObject({
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: `data:image/png;base64,${png}`, detail: "high" } }] }],
+    });
+  });
+
   it("streaming text through .stream(): the SDK assembles the final response", async () => {
     const stream = alpha.responses.stream({ model: "mock-chat", input: "stream me" });
     const deltas: string[] = [];
@@ -347,6 +358,8 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
       ["max_tool_calls", { max_tool_calls: 2 }, "max_tool_calls"],
       ["prompt_cache_key", { prompt_cache_key: "k" }, "prompt_cache_key"],
       ["max_output_tokens 0", { max_output_tokens: 0 }, "max_output_tokens"],
+      ["a data: URL that is no image", { input: [{ role: "user", content: [{ type: "input_image", image_url: "data:text/plain;base64,aGk=", detail: "auto" }] }] }, "input[0].content[0].image_url"],
+      ["an unknown image detail", { input: [{ role: "user", content: [{ type: "input_image", image_url: "https://example.com/a.png", detail: "max" }] }] }, "input[0].content[0].detail"],
       ["stream_options without stream", { stream_options: { include_obfuscation: false } }, "stream_options"],
     ];
     it.each(cases)("%s", async (_what, fields, param) => {

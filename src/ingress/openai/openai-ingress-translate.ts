@@ -274,27 +274,36 @@ function part(p: unknown, at: string, allow: { images: boolean; refusals: boolea
     onlyKeys(o, at, ["type", "image_url"]);
     const img = obj(o["image_url"], `${at}.image_url`);
     onlyKeys(img, `${at}.image_url`, ["url", "detail"]);
-    const url = str(img["url"], `${at}.image_url.url`);
-    const detail = opt(img, "detail", (d, dat) => {
-      // "auto" is the API's default: the same as leaving it out.
-      const v = d === "auto" ? ImageDetail.UNSPECIFIED : typeof d === "string" ? imageDetails.fromWire(d) : undefined;
-      if (v === undefined) {
-        throw invalidArgument(dat, `one of auto, ${imageDetails.wire.join(", ")}`);
-      }
-      return v;
-    }, `${at}.image_url.`) ?? ImageDetail.UNSPECIFIED;
-    if (/^data:/i.test(url)) {
-      // Inline images become bytes + MIME type, which every upstream kind can carry.
-      const inline = parseImageDataUrl(url);
-      if (inline === undefined || !/^image\/[a-z0-9.+-]+$/.test(inline.mimeType)) {
-        throw invalidArgument(`${at}.image_url.url`, "a data: URL must be data:image/<type>;base64,<base64 data>");
-      }
-      return { part: { case: "imageData", value: { data: inline.data, mimeType: inline.mimeType, detail } } };
-    }
-    return { part: { case: "imageUrl", value: { url, detail } } };
+    return imagePart(img, "url", `${at}.image_url`);
   }
   const kinds = ["text", ...(allow.images ? ["image_url"] : []), ...(allow.refusals ? ["refusal"] : [])];
   throw invalidArgument(`${at}.type`, `${typeof type === "string" ? `"${echoed(type, 64)}" parts are not supported` : "required"}; one of ${kinds.join(", ")}`);
+}
+
+/**
+ * An image by URL with its `detail`, read from `holder` (at path `at`): the Chat Completions API's
+ * `image_url` object (`url`, `detail`) and the Responses API's `input_image` part (`image_url`,
+ * `detail`; src/ingress/responses/responses-translate.ts). An https: URL stays a URL; a data: URL
+ * becomes bytes + MIME type, which every upstream kind can carry. Errors name `at.<key>`.
+ */
+export function imagePart(holder: Json, urlKey: string, at: string): PartInit {
+  const url = str(holder[urlKey], `${at}.${urlKey}`);
+  const detail = opt(holder, "detail", (d, dat) => {
+    // "auto" is the API's default: the same as leaving it out.
+    const v = d === "auto" ? ImageDetail.UNSPECIFIED : typeof d === "string" ? imageDetails.fromWire(d) : undefined;
+    if (v === undefined) {
+      throw invalidArgument(dat, `one of auto, ${imageDetails.wire.join(", ")}`);
+    }
+    return v;
+  }, `${at}.`) ?? ImageDetail.UNSPECIFIED;
+  if (!/^data:/i.test(url)) {
+    return { part: { case: "imageUrl", value: { url, detail } } };
+  }
+  const inline = parseImageDataUrl(url);
+  if (inline === undefined || !/^image\/[a-z0-9.+-]+$/.test(inline.mimeType)) {
+    throw invalidArgument(`${at}.${urlKey}`, "a data: URL must be data:image/<type>;base64,<base64 data>");
+  }
+  return { part: { case: "imageData", value: { data: inline.data, mimeType: inline.mimeType, detail } } };
 }
 
 function textPart(value: string): PartInit {

@@ -8,10 +8,8 @@
  * tables this reuses). docs/responses-api.md has the mapping table.
  */
 import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
 import {
   type ContentPartSchema,
-  ImageDetail,
   type MessageSchema,
   ResponseFormatType,
   Role,
@@ -19,10 +17,10 @@ import {
   type ToolSchema,
 } from "../../../gen/infergate/v1/chat_pb.js";
 import type { ChatRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { echoed, GatewayError, invalidArgument } from "../../core/gateway-error.js";
+import { echoed, invalidArgument } from "../../core/gateway-error.js";
 import { isObject } from "../../upstreams/json-value.js";
-import { imageDetails, parseImageDataUrl, toolChoiceModes } from "../../upstreams/openai/openai-translate.js";
-import { arr, bool, count, num, obj, opt, str } from "../openai/openai-ingress-translate.js";
+import { toolChoiceModes } from "../../upstreams/openai/openai-translate.js";
+import { arr, bool, count, imagePart, num, obj, opt, str } from "../openai/openai-ingress-translate.js";
 import type { ResponseEcho } from "./responses-wire.js";
 import { checkedKeys, type InertKeys } from "../request-keys.js";
 
@@ -251,18 +249,7 @@ function content(v: unknown, at: string, role: Role): PartInit[] {
 /** An `input_image` part: an https: or data: URL (files are not supported). */
 function image(o: Json, at: string): PartInit {
   onlyKeys(o, at, ["type", "image_url", "detail"]);
-  const url = str(o["image_url"], `${at}.image_url`);
-  const detail = opt(o, "detail", (d, dat) => {
-    const v = d === "auto" ? ImageDetail.UNSPECIFIED : typeof d === "string" ? imageDetails.fromWire(d) : undefined;
-    if (v === undefined) throw invalidArgument(dat, `one of auto, ${imageDetails.wire.join(", ")}`);
-    return v;
-  }, `${at}.`) ?? ImageDetail.UNSPECIFIED;
-  if (!/^data:/i.test(url)) return { part: { case: "imageUrl", value: { url, detail } } };
-  const inline = parseImageDataUrl(url);
-  if (inline === undefined || !/^image\/[a-z0-9.+-]+$/.test(inline.mimeType)) {
-    throw invalidArgument(`${at}.image_url`, "a data: URL must be data:image/<type>;base64,<base64 data>");
-  }
-  return { part: { case: "imageData", value: { data: inline.data, mimeType: inline.mimeType, detail } } };
+  return imagePart(o, "image_url", at);
 }
 
 function textPart(value: string): PartInit {

@@ -4,19 +4,21 @@
  * "Issue 20: tracing"): through a compiled tree's src/observability/tracing.js, the spans of a
  * call (the server span started from the caller's headers, one attempt span with its traceparent,
  * both ended with the attributes a Chat call gets) and their export encoding (the OTLP protobuf
- * serializer the exporter runs on each batch), per call. Sampling ratio 1.0.
+ * serializer, and infergate's encodeSpans where the build has it), per call. Sampling ratio 1.0.
  *
  *   node bench/tracing-steps.mjs [--dist dist] [--calls 200000]
  */
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-// The exporter's own serializer (a dependency of @opentelemetry/exporter-trace-otlp-proto).
+// The SDK exporter's own serializer, for comparison (infergate encodes with src/observability/otlp-span-encoder.ts).
 import { ProtobufTraceSerializer } from "@opentelemetry/otlp-transformer";
 import { pino } from "pino";
 
 const { values: o } = parseArgs({ options: { dist: { type: "string", default: "dist" }, calls: { type: "string", default: "200000" } } });
 const { createTracing } = await import(pathToFileURL(join(resolve(o.dist), "src/observability/tracing.js")).href);
+// infergate's own encoder of the batch (src/observability/otlp-span-encoder.ts), in builds that have it.
+const encoderModule = await import(pathToFileURL(join(resolve(o.dist), "src/observability/otlp-span-encoder.js")).href).catch(() => undefined);
 
 // The queue holds one batch and drops the rest (counted): spans do not pile up between runs.
 const tracing = createTracing(
@@ -70,5 +72,7 @@ for (let i = 0; i < 256; i++) {
 const batch = memory.getFinishedSpans();
 const bytes = ProtobufTraceSerializer.serializeRequest(batch).length;
 const encodeUs = time(() => ProtobufTraceSerializer.serializeRequest(batch), 200) / 256;
+const ownUs = encoderModule === undefined ? undefined : time(() => encoderModule.encodeSpans(batch), 200) / 256;
+const ownBytes = encoderModule === undefined ? undefined : encoderModule.encodeSpans(batch).length;
 
-process.stdout.write(`${JSON.stringify({ dist: o.dist, spansUsPerCall: Math.round(spansUs * 100) / 100, exportEncodingUsPerCall: Math.round(encodeUs * 100) / 100, bytesPerCall: Math.round(bytes / 256) })}\n`);
+process.stdout.write(`${JSON.stringify({ dist: o.dist, spansUsPerCall: Math.round(spansUs * 100) / 100, sdkSerializerUsPerCall: Math.round(encodeUs * 100) / 100, bytesPerCall: Math.round(bytes / 256), ...(ownUs === undefined ? {} : { encodeSpansUsPerCall: Math.round(ownUs * 100) / 100, encodeSpansBytesPerCall: Math.round(ownBytes / 256) }) })}\n`);

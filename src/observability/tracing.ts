@@ -11,9 +11,12 @@ import {
   type Tracer,
 } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
+import { OTLPExporterBase } from "@opentelemetry/otlp-exporter-base";
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from "@opentelemetry/otlp-exporter-base/node-http";
+import { type IExportTraceServiceResponse, type ISerializer, ProtobufTraceSerializer, TraceExporterMetricsHelper } from "@opentelemetry/otlp-transformer";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
+  type ReadableSpan,
   AlwaysOffSampler,
   AlwaysOnSampler,
   BasicTracerProvider,
@@ -28,6 +31,7 @@ import { toGatewayError } from "../core/gateway-error.js";
 import type { Rpc } from "../core/rpc.js";
 import type { CallRecord } from "./call-record.js";
 import type { Logger } from "./logger.js";
+import { encodeSpans } from "./otlp-span-encoder.js";
 import { BoundedBatchProcessor, type ExportStats } from "./tracing-export.js";
 
 /**
@@ -94,11 +98,19 @@ export function createTracing(config: TracingConfig, log: Logger): Tracing | und
   // The ratio's own sampler reads the trace id on every call; at 1 and 0 the answer is known.
   const ratio =
     config.samplingRatio >= 1 ? new AlwaysOnSampler() : config.samplingRatio <= 0 ? new AlwaysOffSampler() : new TraceIdRatioBasedSampler(config.samplingRatio);
-  const exporter = new OTLPTraceExporter({
-    url: config.endpoint,
-    headers: { ...config.headers },
-    timeoutMillis: config.exportTimeoutMs,
-  });
+  // The SDK's OTLP/HTTP protobuf exporter (its transport, timeout and headers), with the batch
+  // encoded by encodeSpans instead of its serializer (src/observability/otlp-span-encoder.ts).
+  const exporter = new OTLPExporterBase<ReadableSpan[]>(
+    createOtlpHttpExportDelegate(
+      convertLegacyHttpOptions({ url: config.endpoint, headers: { ...config.headers }, timeoutMillis: config.exportTimeoutMs }, "TRACES", "v1/traces", {
+        "Content-Type": "application/x-protobuf",
+      }),
+      spanSerializer,
+      "otlp_http_span_exporter",
+      TraceExporterMetricsHelper,
+      undefined,
+    ),
+  );
   const processor = new BoundedBatchProcessor(exporter, {
     maxQueueSize: config.maxQueueSize,
     maxExportBatchSize: Math.min(config.maxExportBatchSize, config.maxQueueSize),
@@ -140,6 +152,12 @@ export type CallerHeaders = Pick<CallContext, "headers" | "header">;
 function headerOf(caller: CallerHeaders, name: string): string | undefined {
   return caller.header !== undefined ? caller.header(name) : caller.headers[name];
 }
+
+/** Spans out by encodeSpans; the collector's answer read by the SDK's own deserializer. */
+const spanSerializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> = {
+  serializeRequest: encodeSpans,
+  deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+};
 
 const serverSpan = { kind: SpanKind.SERVER } as const;
 const clientSpan = { kind: SpanKind.CLIENT } as const;

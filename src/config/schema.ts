@@ -453,7 +453,8 @@ const authSchema = z.strictObject({
 const redisUrl = z
   .url({ protocol: /^rediss?$/, error: "not a redis:// or rediss:// URL" })
   // The message never repeats the URL: it may hold a password.
-  .refine((u) => /^\/?(\d+)?$/.test(new URL(u).pathname), { error: "the path must be a database number (redis://host:6379/2) or empty" });
+  // (Also run on a string the URL check refused: that one is already reported, so no second issue.)
+  .refine((u) => !URL.canParse(u) || /^\/?(\d+)?$/.test(new URL(u).pathname), { error: "the path must be a database number (redis://host:6379/2) or empty" });
 
 /** One shared piece on Redis; on by default once the `redis:` section is present. */
 const redisPieceSchema = z.strictObject({ enabled: z.boolean().default(true) });

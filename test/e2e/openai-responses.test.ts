@@ -306,6 +306,9 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
     const bad = openaiSdk(app, { apiKey: "sk-wrong" });
     expect(await rejection(bad.responses.retrieve("resp_x"))).toBeInstanceOf(AuthenticationError);
     expect(await rejection(bad.responses.create({ model: "mock-chat", input: "x" }))).toBeInstanceOf(AuthenticationError);
+    // A continuation too: the key is checked before the previous response is looked up (a missing
+    // one would otherwise answer 404, and an unauthenticated caller would reach the store).
+    expect(await rejection(bad.responses.create({ model: "mock-chat", previous_response_id: "resp_nope", input: "x" }))).toBeInstanceOf(AuthenticationError);
   });
 
   it("store: false keeps nothing", async () => {

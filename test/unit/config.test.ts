@@ -99,6 +99,7 @@ models:
     ["bad kind options", `upstreams: [{name: a, kind: mock, options: {tokenDelayMs: -1}}]\nmodels: [{name: m, upstream: a}]`, ["upstreams[0].options.tokenDelayMs: Too small: expected number to be >=0"]],
     ["no models", `upstreams: [{name: a, kind: mock}]\nmodels: []`, ["models: at least one model is required"]],
     ["broken YAML", `upstreams: [`, ["YAML: "]],
+    ["a Redis URL that is not a URL (a config error, not a crash)", `${base}\nredis: {url: "value-of-REDIS_URL"}`, ["redis.url: not a redis:// or rediss:// URL"]],
     ["a Redis URL whose path is not a database number", `${base}\nredis: {url: "redis://:s3cret@127.0.0.1:6379/abc"}`, ["redis.url: the path must be a database number"]],
   ])("rejects %s", (_name, yaml, expected) => {
     const got = issues(yaml);

@@ -142,6 +142,8 @@ async function createResponse(gateway: Gateway, store: ResponseStore, options: R
   const owner = ownerOf(ctx);
   let history: Message[] = [];
   if (call.previousResponseId !== undefined) {
+    // The caller's key is checked (admission) before the store is read, as for GET and DELETE.
+    await gateway.listModels(create(ListModelsRequestSchema, {}), ctx);
     const previous = idPattern.test(call.previousResponseId) ? await store.load(owner, call.previousResponseId) : undefined;
     if (previous === undefined) throw notFound(call.previousResponseId, "previous_response_id");
     history = previous.history;

@@ -18,7 +18,8 @@
  * node_modules resolve): e.g. a committed revision's build (bench/ab.mjs `--build rev:REV` makes
  * one under bench/out/ab/), when others rebuild dist/ from a working tree meanwhile.
  *
- * --section NAME runs one section alone (only `embeddings` so far, bench/lib/embed-bench.mjs):
+ * --section NAME runs one section alone (`embeddings`, bench/lib/embed-bench.mjs; `observe`, issue
+ * 20's tracing and budgets overheads, bench/lib/observe-bench.mjs):
  * with --quick it writes bench/out/results-NAME-quick.json and RESULTS-NAME-quick.md; in full
  * mode it replaces that section's results in bench/results.json (the others stay as the last full
  * run left them) and renders bench/RESULTS.md again, which says when each part was measured.
@@ -50,6 +51,7 @@ import {
 } from "./lib/common.mjs";
 import { grpcUnary } from "./lib/grpc-call.mjs";
 import { chatRequestBytes, writeBodies } from "./lib/messages.mjs";
+import { observePlan, observeSection, renderObserveOnly } from "./lib/observe-bench.mjs";
 import { floorSection, predictPlan, predictSection, startFakeKserve } from "./lib/predict-bench.mjs";
 import { predictPath, writePredictBodies } from "./lib/predict-messages.mjs";
 import { embedPlan, embedSection } from "./lib/embed-bench.mjs";
@@ -62,7 +64,7 @@ const root = join(benchDir, "..");
 const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false }, profile: { type: "boolean", default: false }, section: { type: "string" }, dist: { type: "string" } } });
 const quick = flags.quick;
 /** The sections --section can run alone. */
-const sections = ["embeddings"];
+const sections = ["embeddings", "observe"];
 if (flags.section !== undefined && !sections.includes(flags.section)) throw new Error(`--section ${flags.section}: one of ${sections.join(", ")}`);
 
 /** How long and how much, per mode. */
@@ -136,12 +138,12 @@ async function startInfergate(name, fakePort, options = {}) {
   }
 }
 
-async function startInfergateOnce(name, fakePort, { workers = 1, nodeArgs = [] } = {}) {
+async function startInfergateOnce(name, fakePort, { workers = 1, nodeArgs = [], config = join(benchDir, "infergate.yaml"), callHeaders = {} } = {}) {
   const [grpc, http, admin] = [await freePort(), await freePort(), await freePort()];
   const args = [
     ...nodeArgs,
     infergateMain,
-    "--config", join(benchDir, "infergate.yaml"),
+    "--config", config,
     "--listen", `127.0.0.1:${grpc}`,
     "--http-listen", `127.0.0.1:${http}`,
     "--admin-listen", `127.0.0.1:${admin}`,
@@ -160,7 +162,7 @@ async function startInfergateOnce(name, fakePort, { workers = 1, nodeArgs = [] }
   await waitUntil(`${name} to be ready`, () => httpOk(`http://${adminAddress}/readyz`), { child });
   // With workers, each binds in its own time: wait until a call succeeds on several connections.
   const address = `127.0.0.1:${grpc}`;
-  await waitUntil(`${name} to answer`, async () => (await grpcUnary(address, chatPath, readFileSync(bodies.chatGrpc))).status === 0, { child });
+  await waitUntil(`${name} to answer`, async () => (await grpcUnary(address, chatPath, readFileSync(bodies.chatGrpc), 10_000, callHeaders)).status === 0, { child });
   return { child, address, adminAddress, httpAddress: `127.0.0.1:${http}`, url: `http://${address}` };
 }
 
@@ -446,6 +448,9 @@ async function main() {
   // (bench/lib/embed-bench.mjs).
   results.embeddings = await runEmbedSection(fake);
 
+  // 11. Issue 20: the CPU tracing and budgets add per call (bench/lib/observe-bench.mjs).
+  results.observe = await observeSection({ say, startInfergate, measure, benchDir, outDir, bodies, chatPath, generatePath, grpcHeaders }, fake, observePlan(quick));
+
   // 7. Profiles (optional): where infergate spends its CPU under the unary and streaming loads,
   // and under small Predicts over the gRPC upstream.
   if (flags.profile) {
@@ -480,22 +485,25 @@ async function sectionMain(name) {
   const kserve = await startFakeKserve({ startChild, logDir, children });
   kserveEnv = kserve.env;
   const results = { mode: quick ? "quick" : "full", section: name, date: started.toISOString(), machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? "unknown", ramGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10, node: process.version } };
-  results.embeddings = await runEmbedSection(fake);
+  results[name] =
+    name === "embeddings"
+      ? await runEmbedSection(fake)
+      : await observeSection({ say, startInfergate, measure, benchDir, outDir, bodies, chatPath, generatePath, grpcHeaders }, fake, observePlan(quick));
   await kserve.stop();
   await fake.child.stop();
   results.elapsedS = Math.round((Date.now() - started.getTime()) / 1000);
-  results.embeddings.elapsedS = results.elapsedS;
-  results.embeddings.machine = results.machine;
+  results[name].elapsedS = results.elapsedS;
+  results[name].machine = results.machine;
   if (quick) {
     const json = join(outDir, `results-${name}-quick.json`);
     const md = join(outDir, `RESULTS-${name}-quick.md`);
     writeFileSync(json, `${JSON.stringify(results, null, 2)}\n`);
-    writeFileSync(md, renderEmbedOnly(results));
+    writeFileSync(md, name === "embeddings" ? renderEmbedOnly(results) : renderObserveOnly(results));
     say(`wrote ${md} and ${json} in ${results.elapsedS}s`);
     return;
   }
   const whole = JSON.parse(readFileSync(resultsJson, "utf8"));
-  whole.embeddings = results.embeddings;
+  whole[name] = results[name];
   const before = existsSync(beforeJson) ? JSON.parse(readFileSync(beforeJson, "utf8")) : undefined;
   writeFileSync(resultsJson, `${JSON.stringify(whole, null, 2)}\n`);
   writeFileSync(resultsMd, renderReport(whole, before));

@@ -5,6 +5,7 @@
  */
 
 import { issue19Targets, renderEmbedSection } from "./embed-report.mjs";
+import { issue20Targets, renderObserveSection } from "./observe-bench.mjs";
 import { f, int, loadTable, pairedMedian, pct, targetTable, x, yes } from "./report-format.mjs";
 
 /** Hit/miss p50 ratios of each round of the cache section. */
@@ -240,6 +241,15 @@ export function renderReport(r, before) {
     p();
   }
 
+  if (r.observe !== undefined) {
+    p("### Issue 20 targets");
+    p();
+    p("Each measured as the median of paired rounds' ratios within section 11's run.");
+    p();
+    p(targetTable(issue20Targets(r.observe)));
+    p();
+  }
+
   p("### Where the time goes");
   p();
   const o64 = r.overhead?.[64];
@@ -416,6 +426,7 @@ export function renderReport(r, before) {
 
   renderPredictSections(r, p);
   if (r.embeddings !== undefined) renderEmbedSection(r.embeddings, p, r.date);
+  if (r.observe !== undefined) renderObserveSection(r.observe, p);
 
   if (before !== undefined) {
     const b = keyFigures(before);

@@ -75,7 +75,7 @@ test-fast: node_modules/.package-lock.json test-deps
 # Benchmarks on loopback (docs/benchmarks.md): overhead, ceilings, cache, streaming, 10,000 held
 # streams, the Portkey peer (installed first when it can be), --workers, Predict against a KServe
 # fake, the upstream-client floor, embeddings, the CPU tracing and budgets add (issue 20), and a
-# CPU profile of infergate. About 12 minutes; writes
+# CPU profile of infergate. About 22 minutes; writes
 # bench/RESULTS.md and bench/results.json.
 bench: node_modules/.package-lock.json
 	$(MAKE) bench-peers || echo "bench: Portkey could not be installed; its figures are skipped"

@@ -1,6 +1,6 @@
 /**
  * Section 11 of bench/run.mjs: issue 20's overheads (docs/benchmarks.md, "Issue 20: tracing" and
- * "Issue 20: budgets"). The same build as four processes against the same fake upstream:
+ * "Issue 20: budgets"). The same build in four configs against the same fake upstream:
  * - plain: bench/infergate.yaml;
  * - traced: the same plus `tracing:` at sampling ratio 1.0, exporting over OTLP/HTTP to a sink in
  *   this process that answers every export 200 (each call records and exports two spans);
@@ -8,9 +8,11 @@
  * - budgeted: keyed plus `budgets:` in memory (the key with a day's token limit and a month's money
  *   limit, in a group with an hour's limit, all far from reached: each call is checked against
  *   both and charged to the key, the group and the total).
- * Each pair runs in alternating rounds (plain, traced, plain, traced, …); the figure is the median
- * of the rounds' ratios of CPU µs per call (process user + system time over the calls counted in
- * its /metrics), so that the drift of a shared machine hits both alike. Internal to bench/.
+ * Each round starts both processes of a pair afresh (a process of a build can run several per cent
+ * faster or slower than another of the same build for its whole life), warms both, and measures
+ * one after the other, the order alternating; the figure is the median of the rounds' ratios of
+ * CPU µs per call (process user + system time over the calls counted in its /metrics), so that
+ * the drift of a shared machine hits both alike. Internal to bench/.
  */
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -20,7 +22,7 @@ import { pairedMedian, targetTable } from "./report-format.mjs";
 
 /** How many rounds and how long, per mode. */
 export function observePlan(quick) {
-  return quick ? { rounds: 2, durationS: 1, concurrency: 16 } : { rounds: 12, durationS: 3, concurrency: 16 };
+  return quick ? { rounds: 2, warmS: 1, durationS: 1, concurrency: 16 } : { rounds: 10, warmS: 6, durationS: 3, concurrency: 16 };
 }
 
 const key = "sk-bench-budgets-not-a-secret";
@@ -48,29 +50,39 @@ export async function observeSection(h, fake, plan) {
       }),
     );
     const auth = { authorization: `Bearer ${key}` };
-    const ig = {
-      plain: await h.startInfergate("infergate-plain", fake.port),
-      traced: await h.startInfergate("infergate-traced", fake.port, { config: files.traced }),
-      keyed: await h.startInfergate("infergate-keyed", fake.port, { config: files.keyed, callHeaders: auth }),
-      budgeted: await h.startInfergate("infergate-budgeted", fake.port, { config: files.budgeted, callHeaders: auth }),
-    };
-    const target = (name, body, path, headers = h.grpcHeaders) => ({ url: `${ig[name].url}${path}`, body, headers, pid: ig[name].child.pid, admin: ig[name].adminAddress });
     const withKey = [...h.grpcHeaders, `authorization: Bearer ${key}`];
+    // Each side of a pair: its process (name, config, the header its calls carry), request and path.
+    const side = (name, config, body, path, keyed) => ({ name, config, body, path, keyed });
     const pairs = {
-      "tracing, unary Chat": [target("plain", h.bodies.chatGrpc, h.chatPath), target("traced", h.bodies.chatGrpc, h.chatPath)],
-      "tracing, Generate of 200 tokens": [target("plain", h.bodies.generateGrpc, h.generatePath), target("traced", h.bodies.generateGrpc, h.generatePath)],
-      "budgets (memory), unary Chat": [target("keyed", h.bodies.chatGrpc, h.chatPath, withKey), target("budgeted", h.bodies.chatGrpc, h.chatPath, withKey)],
+      "tracing, unary Chat": [side("plain", undefined, h.bodies.chatGrpc, h.chatPath), side("traced", files.traced, h.bodies.chatGrpc, h.chatPath)],
+      "tracing, Generate of 200 tokens": [side("plain", undefined, h.bodies.generateGrpc, h.generatePath), side("traced", files.traced, h.bodies.generateGrpc, h.generatePath)],
+      "budgets (memory), unary Chat": [side("keyed", files.keyed, h.bodies.chatGrpc, h.chatPath, true), side("budgeted", files.budgeted, h.bodies.chatGrpc, h.chatPath, true)],
     };
-    const results = { plan, pairs: {} };
+    const results = { date: new Date().toISOString(), plan, pairs: {} };
     for (const [label, [off, on]] of Object.entries(pairs)) {
       const offRuns = [];
       const onRuns = [];
       for (let round = 0; round < plan.rounds; round++) {
         h.say(`${label}: round ${round + 1}/${plan.rounds}`);
         const tag = `observe-${label}-r${round}`.replace(/[^A-Za-z0-9.-]+/g, "-");
-        // Alternate which goes first, so that neither always runs right after the other.
+        // Fresh processes each round: one process of a build can run several per cent faster or
+        // slower than another of the same build for as long as it lives (an A/A run of long-lived
+        // pairs gave 0.93× and 0.95×), which a pair of long-lived processes would take for the
+        // difference between the configs. Which one starts and runs first alternates.
         const order = round % 2 === 0 ? [[off, offRuns, "off"], [on, onRuns, "on"]] : [[on, onRuns, "on"], [off, offRuns, "off"]];
-        for (const [t, runs, which] of order) runs.push(await h.measure(t, plan.concurrency, `${tag}-${which}`, { warm: round === 0, durationS: plan.durationS }));
+        const started = [];
+        try {
+          for (const [s] of order) {
+            const ig = await h.startInfergate(`infergate-${s.name}-r${round}`, fake.port, s.config === undefined ? {} : { config: s.config, callHeaders: s.keyed ? auth : {} });
+            started.push(ig);
+            s.target = { url: `${ig.url}${s.path}`, body: s.body, headers: s.keyed ? withKey : h.grpcHeaders, pid: ig.child.pid, admin: ig.adminAddress };
+          }
+          // Warmed alike, then measured one after the other.
+          for (const [s] of order) await h.measure(s.target, plan.concurrency, `${tag}-${s.name}-warm`, { durationS: plan.warmS });
+          for (const [s, runs, which] of order) runs.push(await h.measure(s.target, plan.concurrency, `${tag}-${which}`, { durationS: plan.durationS }));
+        } finally {
+          for (const ig of started) await ig.child.stop();
+        }
       }
       const cpu = (runs) => runs.map((r) => r.cpuUsPerCall);
       results.pairs[label] = {
@@ -80,7 +92,6 @@ export async function observeSection(h, fake, plan) {
       };
     }
     results.sink = { exports: sink.exports(), bytes: sink.bytes() };
-    for (const p of Object.values(ig)) await p.child.stop();
     return results;
   } finally {
     sink.close();
@@ -122,12 +133,16 @@ export function issue20Targets(o) {
   ].filter((r) => r !== undefined);
 }
 
-/** Section 11 of RESULTS.md: how it was measured and the rounds' figures. */
-export function renderObserveSection(o, p) {
+/** Section 11 of RESULTS.md; `fileDate` is the date of the rest of the file (when it differs, it says so). */
+export function renderObserveSection(o, p, fileDate) {
   p("## 11. Tracing and budgets: CPU per call on and off (issue 20)");
   p();
+  if (fileDate !== undefined && o.date !== undefined && o.date.slice(0, 10) !== fileDate.slice(0, 10)) {
+    p(`Measured on ${o.date.slice(0, 10)} by \`bench/run.sh --section observe\` (${o.elapsedS ?? "?"} s), apart from the rest of this file.`);
+    p();
+  }
   p(
-    `Pairs of processes of the same build against the same fake: bench/infergate.yaml without and with \`tracing:\` (sampling ratio 1.0, every call's two spans exported over OTLP/HTTP protobuf to a sink in the bench process: ${o.sink.exports} export requests, ${(o.sink.bytes / 2 ** 20).toFixed(1)} MiB), and with API keys on, without and with in-memory \`budgets:\` (a key and a group, three periods, far from their limits). gRPC at concurrency ${o.plan.concurrency}, ${o.plan.rounds} rounds of ${o.plan.durationS} s per process, the two alternating (which one goes first alternates too); the figure is the median of the rounds' on/off ratios of CPU µs per call.`,
+    `Pairs of processes of the same build against the same fake: bench/infergate.yaml without and with \`tracing:\` (sampling ratio 1.0, every call's two spans exported over OTLP/HTTP protobuf to a sink in the bench process: ${o.sink.exports} export requests, ${(o.sink.bytes / 2 ** 20).toFixed(1)} MiB), and with API keys on, without and with in-memory \`budgets:\` (a key and a group, three periods, far from their limits). gRPC at concurrency ${o.plan.concurrency}, ${o.plan.rounds} rounds; each round starts both processes afresh, warms each for ${o.plan.warmS ?? 1} s, then measures each for ${o.plan.durationS} s (which one starts and goes first alternates); the figure is the median of the rounds' on/off ratios of CPU µs per call.`,
   );
   p();
   p("| pair | CPU µs/call off, by round | CPU µs/call on, by round | median ratio |");

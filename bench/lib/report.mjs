@@ -426,7 +426,7 @@ export function renderReport(r, before) {
 
   renderPredictSections(r, p);
   if (r.embeddings !== undefined) renderEmbedSection(r.embeddings, p, r.date);
-  if (r.observe !== undefined) renderObserveSection(r.observe, p);
+  if (r.observe !== undefined) renderObserveSection(r.observe, p, r.date);
 
   if (before !== undefined) {
     const b = keyFigures(before);

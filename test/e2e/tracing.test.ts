@@ -207,6 +207,22 @@ models:
     expect(only(spans, "gateway-b", "SERVER").parentSpanId).toBe(only(spans, "gateway-a", "CLIENT").spanId);
   });
 
+  it.each([
+    ["the Anthropic Messages API", "/v1/messages", "1a2b3c4d5e6f70811a2b3c4d5e6f7081", { model: "near-chat", max_tokens: 16, messages: [{ role: "user", content: "over anthropic" }] }],
+    ["the Responses API", "/v1/responses", "9f8e7d6c5b4a39289f8e7d6c5b4a3928", { model: "near-chat", input: "over responses" }],
+  ])("continues the trace a client sent in HTTP headers to %s", async (_name, path, clientTrace, body) => {
+    const clientSpan = "00f067aa0ba902b7";
+    const res = await fetch(`http://${appA.httpAddress}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", traceparent: `00-${clientTrace}-${clientSpan}-01` },
+      body: JSON.stringify(body),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const spans = await traceSpans(clientTrace, 4);
+    expect(only(spans, "gateway-a", "SERVER").parentSpanId).toBe(clientSpan);
+    expect(only(spans, "gateway-b", "SERVER").parentSpanId).toBe(only(spans, "gateway-a", "CLIENT").spanId);
+  });
+
   it("continues the trace a client sent in HTTP headers to the Connect listener", async () => {
     const clientTrace = "c0ffee00c0ffee00c0ffee00c0ffee00";
     const clientSpan = "0123456789abcdef";

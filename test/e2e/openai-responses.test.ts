@@ -7,8 +7,9 @@
  * fields each type must have).
  */
 import { readFileSync } from "node:fs";
+import { connect } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
-import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError } from "openai";
+import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError, RateLimitError } from "openai";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { hashKey } from "../../src/security/api-keys.js";
 import type { App } from "../../src/server/app.js";
@@ -16,7 +17,7 @@ import { createOpenAIFake, type OpenAIFake } from "../fakes/openai-fake.js";
 import { openaiSdk, rejection } from "../helpers/openai-sdk.js";
 import { startInProcess } from "../helpers/servers.js";
 
-const keys = { alpha: "sk-resp-alpha", beta: "sk-resp-beta" };
+const keys = { alpha: "sk-resp-alpha", beta: "sk-resp-beta", gamma: "sk-resp-gamma" };
 const TTL_MS = 400;
 
 type Event = { event: string; data: Record<string, unknown> };
@@ -112,6 +113,7 @@ auth:
   keys:
     - { name: alpha, sha256: ${hashKey(keys.alpha)} }
     - { name: beta, sha256: ${hashKey(keys.beta)}, models: ["gpt"] }
+    - { name: gamma, sha256: ${hashKey(keys.gamma)}, limits: { requestsPerMinute: 3 } }
 sessions: { ttlMs: ${TTL_MS * 1000} }
 `);
     alpha = openaiSdk(app, { apiKey: keys.alpha });
@@ -309,6 +311,37 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
     // A continuation too: the key is checked before the previous response is looked up (a missing
     // one would otherwise answer 404, and an unauthenticated caller would reach the store).
     expect(await rejection(bad.responses.create({ model: "mock-chat", previous_response_id: "resp_nope", input: "x" }))).toBeInstanceOf(AuthenticationError);
+  });
+
+  it("a method other than GET or DELETE on a response is 405, repeating at most a bounded part of it", async () => {
+    // HTTP/2 lets a client send any token as :method; the refusal repeats only its start.
+    const session = connect(`http://${app.httpAddress}`);
+    try {
+      const long = "X".repeat(30_000);
+      const req = session.request({ ":method": long, ":path": "/v1/responses/resp_abc", authorization: `Bearer ${keys.alpha}` });
+      let body = "";
+      req.setEncoding("utf8").on("data", (d: string) => (body += d));
+      const headers = await new Promise<Record<string, unknown>>((resolve, reject) => req.once("response", resolve).once("error", reject));
+      await new Promise((resolve) => req.once("close", resolve).end());
+      expect(headers[":status"]).toBe(405);
+      expect(headers["allow"]).toBe("GET, DELETE");
+      const error = (JSON.parse(body) as { error: { message: string; code: string } }).error;
+      expect(error.code).toBe("method_not_allowed");
+      expect(error.message).toMatch(/^X+… \(30000 chars\) is not allowed here/);
+      expect(body.length).toBeLessThan(1000);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("a continuation is one request of the key's rate limit, as any create", async () => {
+    const gamma = openaiSdk(app, { apiKey: keys.gamma, maxRetries: 0 });
+    const first = await gamma.responses.create({ model: "mock-chat", input: "one" });
+    const second = await gamma.responses.create({ model: "mock-chat", previous_response_id: first.id, input: "two" });
+    expect(second.previous_response_id).toBe(first.id);
+    await gamma.responses.create({ model: "mock-chat", input: "three" });
+    // The limit is 3 a minute: the fourth request is refused.
+    expect(await rejection(gamma.responses.create({ model: "mock-chat", input: "four" }))).toBeInstanceOf(RateLimitError);
   });
 
   it("store: false keeps nothing", async () => {

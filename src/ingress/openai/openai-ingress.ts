@@ -25,7 +25,7 @@ import { Code } from "@connectrpc/connect";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { Gateway } from "../../gateway/gateway.js";
 import { defaultRequestLimits, type RequestLimits } from "../../config/schema.js";
-import { echoed, GatewayError, invalidArgument, Reason } from "../../core/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, maxErrorMessageChars, Reason } from "../../core/gateway-error.js";
 import { checkOpenAIChatLimits } from "../../gateway/request-limits.js";
 import { costHeader } from "../../gateway/steps/call-record.js";
 import { callerHeaders, createCallContext, type OwnedCallContext, peerCommonName } from "../../core/call-context.js";
@@ -77,7 +77,8 @@ export class HttpRefusal extends Error {
     readonly code: string,
     readonly headers: Readonly<Record<string, string>> = {},
   ) {
-    super(message);
+    // Cut as GatewayError's are: a refusal may repeat what the caller sent (a method, a path).
+    super(echoed(message, maxErrorMessageChars));
   }
 }
 
@@ -155,7 +156,7 @@ async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Reque
       allow(req, "GET");
       await models(gateway, path, res, ctx);
     } else {
-      throw new HttpRefusal(404, `unknown request URL: ${req.method ?? ""} ${echoed(path)}`, "unknown_url");
+      throw new HttpRefusal(404, `unknown request URL: ${echoed(req.method ?? "", 32)} ${echoed(path)}`, "unknown_url");
     }
   } catch (err) {
     sendError(req, res, err, ctx);
@@ -167,7 +168,7 @@ async function serve(gateway: Gateway, options: OpenAIIngressOptions, req: Reque
 /** Refuses (405) a request whose method is not `method`. */
 export function allow(req: Request, method: string): void {
   if (req.method !== method) {
-    throw new HttpRefusal(405, `${req.method ?? ""} is not allowed here; use ${method}`, "method_not_allowed", { allow: method });
+    throw new HttpRefusal(405, `${echoed(req.method ?? "", 32)} is not allowed here; use ${method}`, "method_not_allowed", { allow: method });
   }
 }
 

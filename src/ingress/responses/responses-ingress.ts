@@ -95,10 +95,10 @@ async function serve(gateway: Gateway, store: ResponseStore, options: ResponsesI
     }
     const id = path!.slice(responsesPath.length + 1);
     if (id.includes("/")) {
-      throw new HttpRefusal(404, `unknown request URL: ${req.method ?? ""} ${echoed(path!)} (docs/responses-api.md lists the routes)`, "unknown_url");
+      throw new HttpRefusal(404, `unknown request URL: ${echoed(req.method ?? "", 32)} ${echoed(path!)} (docs/responses-api.md lists the routes)`, "unknown_url");
     }
     if (req.method !== "GET" && req.method !== "DELETE") {
-      throw new HttpRefusal(405, `${req.method ?? ""} is not allowed here; use GET or DELETE`, "method_not_allowed", { allow: "GET, DELETE" });
+      throw new HttpRefusal(405, `${echoed(req.method ?? "", 32)} is not allowed here; use GET or DELETE`, "method_not_allowed", { allow: "GET, DELETE" });
     }
     if (new URLSearchParams(query).get("stream") === "true") {
       throw new GatewayError(Code.InvalidArgument, "stream: replaying a stored response as a stream is not supported", { metadata: { field: "stream" } });
@@ -142,10 +142,14 @@ async function createResponse(gateway: Gateway, store: ResponseStore, options: R
   const owner = ownerOf(ctx);
   let history: Message[] = [];
   if (call.previousResponseId !== undefined) {
-    // The caller's key is checked (admission) before the store is read, as for GET and DELETE.
-    await gateway.listModels(create(ListModelsRequestSchema, {}), ctx);
+    // Stored responses are kept under the hash of the key that made them (ownerOf): one found was
+    // made with this key, whose call below is admitted as any other (once: one request of its
+    // rate limit). One not found: the key is checked first, so that a bad key is 401, not 404.
     const previous = idPattern.test(call.previousResponseId) ? await store.load(owner, call.previousResponseId) : undefined;
-    if (previous === undefined) throw notFound(call.previousResponseId, "previous_response_id");
+    if (previous === undefined) {
+      await gateway.listModels(create(ListModelsRequestSchema, {}), ctx);
+      throw notFound(call.previousResponseId, "previous_response_id");
+    }
     history = previous.history;
   }
   const input = call.input.map((m) => create(MessageSchema, m));

@@ -87,6 +87,13 @@ function normalized(text: string): string {
 
 const golden = (name: string) => readFileSync(new URL(`../fixtures/responses/${name}`, import.meta.url), "utf8");
 
+/** An object nested `levels` deep ({"a": {"a": … {}}}). */
+function nested(levels: number): Record<string, unknown> {
+  let v: Record<string, unknown> = {};
+  for (let i = 1; i < levels; i++) v = { a: v };
+  return v;
+}
+
 describe("Responses API", () => {
   let app: App;
   let fake: OpenAIFake;
@@ -397,6 +404,9 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
       ["a data: URL that is no image", { input: [{ role: "user", content: [{ type: "input_image", image_url: "data:text/plain;base64,aGk=", detail: "auto" }] }] }, "input[0].content[0].image_url"],
       ["an unknown image detail", { input: [{ role: "user", content: [{ type: "input_image", image_url: "https://example.com/a.png", detail: "max" }] }] }, "input[0].content[0].detail"],
       ["stream_options without stream", { stream_options: { include_obfuscation: false } }, "stream_options"],
+      // Nested past 64 levels (a stack overflow where the response repeats them, before the check).
+      ["tool parameters nested 1,000 levels deep", { tools: [{ type: "function", name: "f", parameters: nested(1000) }] }, "tools[0].parameters"],
+      ["a text.format schema nested 65 levels deep", { text: { format: { type: "json_schema", name: "s", schema: nested(64) } } }, "text.format"],
     ];
     it.each(cases)("%s", async (_what, fields, param) => {
       const err = await rejection(alpha.responses.create({ model: "mock-chat", input: "x", ...fields } as OpenAI.Responses.ResponseCreateParamsNonStreaming));
@@ -408,6 +418,12 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
     it("the built-in tool is named in the message", async () => {
       const err = await rejection(alpha.responses.create({ model: "mock-chat", input: "x", tools: [{ type: "web_search_preview" }] }));
       expect((err as APIError).message).toContain('built-in tool "web_search_preview"');
+    });
+
+    it("a schema nested 64 levels deep is served, and repeated in the response", async () => {
+      const r = await alpha.responses.create({ model: "mock-chat", input: "x", tools: [{ type: "function", name: "f", parameters: nested(63), strict: false }] });
+      expect(r.status).toBe("completed");
+      expect(r.tools[0]).toMatchObject({ name: "f", parameters: nested(63) });
     });
 
     it("accepted no-op values of fields infergate cannot carry", async () => {

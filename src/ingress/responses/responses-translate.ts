@@ -125,6 +125,7 @@ export function fromResponsesRequest(raw: unknown): ResponsesCall {
     onlyKeys(text, "text", ["format"]);
     const f = opt(text, "format", obj, "text.");
     if (f !== undefined) {
+      shallow(f, "text.format");
       settings.responseFormat = responseFormat(f, "text.format");
       format = f;
     }
@@ -257,6 +258,24 @@ function textPart(value: string): PartInit {
 }
 
 /** A function tool (the API's flat shape); built-in tools are refused by name. */
+/** How deep a JSON schema (tool parameters, text.format) may nest: deeper ones are refused. */
+export const maxSchemaDepth = 64;
+
+/**
+ * Refuses a JSON value nested deeper than {@link maxSchemaDepth} (a 400 naming `at`): the request's
+ * tools and format are repeated in every response object, which is serialized and copied
+ * recursively, so a value thousands of levels deep would overflow the stack there.
+ */
+function shallow(root: unknown, at: string): void {
+  const todo: [unknown, number][] = [[root, 1]];
+  while (todo.length > 0) {
+    const [v, depth] = todo.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth > maxSchemaDepth) throw invalidArgument(at, `nested more than ${maxSchemaDepth} levels deep`);
+    for (const x of Array.isArray(v) ? v : Object.values(v)) if (x !== null && typeof x === "object") todo.push([x, depth + 1]);
+  }
+}
+
 function tool(t: unknown, at: string): MessageInitShape<typeof ToolSchema> {
   const o = obj(t, at);
   const type = o["type"];
@@ -267,6 +286,7 @@ function tool(t: unknown, at: string): MessageInitShape<typeof ToolSchema> {
   onlyKeys(o, at, ["type", "name", "description", "parameters", "strict"]);
   const description = opt(o, "description", str, `${at}.`);
   const parameters = opt(o, "parameters", obj, `${at}.`);
+  if (parameters !== undefined) shallow(parameters, `${at}.parameters`);
   const strict = opt(o, "strict", bool, `${at}.`);
   return {
     name: str(o["name"], `${at}.name`),

@@ -69,8 +69,17 @@ function redact(v: unknown, key: string | undefined, secrets: readonly string[])
   return out;
 }
 
-/** A URL with its user and password replaced (redis://user:pass@host → redis://[redacted]@host). */
+/**
+ * A URL with its user and password replaced (redis://user:pass@host → redis://[redacted]@host).
+ * The user info is everything before the LAST `@` of the authority (which ends at the first `/`,
+ * `?` or `#`), as `new URL` reads it: a password may hold an `@` itself.
+ */
 function withoutUserInfo(s: string): string {
-  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/@\s]*@/i.test(s)) return s;
-  return s.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/i, `$1${redactedMark}@`);
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(s);
+  if (scheme === null) return s;
+  const start = scheme[0].length;
+  const rest = s.slice(start).search(/[/?#]/);
+  const end = rest < 0 ? s.length : start + rest;
+  const at = end > start ? s.lastIndexOf("@", end - 1) : -1;
+  return at < start ? s : `${s.slice(0, start)}${redactedMark}${s.slice(at)}`;
 }

@@ -191,7 +191,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   // The Anthropic Messages API (/v1/messages…, and /v1/models with anthropic-version) before it: src/ingress/anthropic.
   const anthropic = createAnthropicIngress(gateway, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
   // OpenAI's Responses API (/v1/responses…), its stored responses on the session store: src/ingress/responses.
-  const responses = createResponsesIngress(gateway, shared.sessions.store, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes });
+  const responses = createResponsesIngress(gateway, shared.sessions.store, { maxTimeoutMs: server.maxTimeoutMs, maxBodyBytes: server.maxMessageBytes, sessionMaxBytes: config.sessions.maxBytes });
   // The console's playground calls it from the admin listener's origin (src/server/console-cors.ts).
   const adminPort = splitHostPort(admin.address)[1];
   const http = createHttpListener(withConsoleCors(withAnthropicIngress(anthropic, withResponsesIngress(responses, withOpenAIIngress(openai, handler))), () => adminPort), server, tlsMaterial, {

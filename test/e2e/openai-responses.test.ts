@@ -494,4 +494,30 @@ sessions: { ttlMs: ${TTL_MS} }
       await short.shutdown();
     }
   });
+
+  it("a response object larger than sessions.maxBytes is not stored, and says so (store: false)", async () => {
+    const small = await startInProcess(`
+upstreams: [{ name: mock, kind: mock }]
+models: [{ name: mock-chat, upstream: mock }]
+sessions: { maxBytes: 4096 }
+`);
+    try {
+      const client = openaiSdk(small);
+      // The tools are repeated in the response object: a long description makes it larger than 4 KiB.
+      const tools = [{ type: "function" as const, name: "f", description: "d".repeat(5000), parameters: { type: "object" }, strict: false }];
+      const big = await client.responses.create({ model: "mock-chat", input: "big", tools });
+      expect(big.status).toBe("completed");
+      expect(big.store).toBe(false);
+      expect(await rejection(client.responses.retrieve(big.id))).toBeInstanceOf(NotFoundError);
+      const streamed = await client.responses.stream({ model: "mock-chat", input: "big", tools }).finalResponse();
+      expect(streamed.store).toBe(false);
+      expect(await rejection(client.responses.retrieve(streamed.id))).toBeInstanceOf(NotFoundError);
+      // One that fits is kept as before.
+      const fits = await client.responses.create({ model: "mock-chat", input: "small" });
+      expect(fits.store).toBe(true);
+      expect((await client.responses.retrieve(fits.id)).id).toBe(fits.id);
+    } finally {
+      await small.shutdown();
+    }
+  });
 });

@@ -32,14 +32,22 @@ export function ownerOf(ctx: Pick<CallContext, "headers" | "peerCommonName">): s
 }
 
 export class ResponseStore {
-  constructor(private readonly store: SessionStore) {}
+  /** `maxBytes`: the store's bound of one entry list (config `sessions.maxBytes`). */
+  constructor(
+    private readonly store: SessionStore,
+    private readonly maxBytes: number,
+  ) {}
 
-  /** Keeps `response` with its conversation (renewing nothing else: a new id is a new entry list). */
-  save(owner: string, response: ResponseObject, history: readonly Message[]): Promise<void> {
-    return this.store.append(owner, response.id, [
-      ...history.map((m) => toBinary(MessageSchema, m)),
-      new TextEncoder().encode(JSON.stringify(response)),
-    ]);
+  /**
+   * Keeps `response` with its conversation (renewing nothing else: a new id is a new entry list);
+   * the oldest messages go first when the bounds are reached. A response object larger than the
+   * bound by itself is not kept (the store would drop it with its history): false then.
+   */
+  async save(owner: string, response: ResponseObject, history: readonly Message[]): Promise<boolean> {
+    const json = new TextEncoder().encode(JSON.stringify(response));
+    if (json.length > this.maxBytes) return false;
+    await this.store.append(owner, response.id, [...history.map((m) => toBinary(MessageSchema, m)), json]);
+    return true;
   }
 
   /** The stored response of this owner; undefined when there is none (never stored, expired, another owner's). */

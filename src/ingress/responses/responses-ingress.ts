@@ -55,7 +55,10 @@ type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
 
 /** The ingress's options: the OpenAI-compatible API's (the same server settings). */
-export type ResponsesIngressOptions = Pick<OpenAIIngressOptions, "maxTimeoutMs" | "maxBodyBytes">;
+export type ResponsesIngressOptions = Pick<OpenAIIngressOptions, "maxTimeoutMs" | "maxBodyBytes"> & {
+  /** `sessions.maxBytes`: a response object larger than this is not stored (ResponseStore.save). */
+  readonly sessionMaxBytes: number;
+};
 
 const responsesPath = "/v1/responses";
 
@@ -72,7 +75,7 @@ export function withResponsesIngress(ingress: HttpHandler, other: HttpHandler): 
 
 /** Makes the handler of the Responses API over `gateway`, keeping responses in `store` (the session store). */
 export function createResponsesIngress(gateway: Gateway, store: SessionStore, options: ResponsesIngressOptions): HttpHandler {
-  const responses = new ResponseStore(store);
+  const responses = new ResponseStore(store, options.sessionMaxBytes);
   return (req, res) => {
     res.on("error", () => {});
     req.on("error", () => {});
@@ -155,8 +158,15 @@ async function createResponse(gateway: Gateway, store: ResponseStore, options: R
   const input = call.input.map((m) => create(MessageSchema, m));
   const messages = [...(call.instructions === undefined ? [] : [create(MessageSchema, call.instructions)]), ...history, ...input];
   const base: ResponseBase = { id: newId("resp"), createdAt: Math.floor(Date.now() / 1000), model: call.settings.model ?? "", echo: call.echo };
-  /** Keeps the finished response with its conversation: the history, this turn's input, the answer. */
-  const keep = (response: ResponseObject, answer: Message) => (call.store ? store.save(owner, response, [...history, ...input, answer]) : Promise.resolve());
+  /**
+   * Keeps the finished response with its conversation: the history, this turn's input, the
+   * answer. One too large to keep (sessions.maxBytes) says so: `store: false` in what is sent.
+   */
+  const keep = async (response: ResponseObject, answer: Message, ...sent: ResponseObject[]): Promise<void> => {
+    if (!call.store) return;
+    if (await store.save(owner, response, [...history, ...input, answer])) return;
+    for (const r of [response, ...sent]) r.store = false;
+  };
 
   if (!call.stream) {
     const answer = await gateway.chat(create(ChatRequestSchema, { ...call.settings, messages }), ctx);
@@ -173,7 +183,7 @@ async function stream(
   gateway: Gateway,
   request: GenerateRequest,
   base: ResponseBase,
-  keep: (response: ResponseObject, answer: Message) => Promise<void>,
+  keep: (response: ResponseObject, answer: Message, ...sent: ResponseObject[]) => Promise<void>,
   res: Response,
   ctx: OwnedCallContext,
 ): Promise<void> {
@@ -203,7 +213,7 @@ async function stream(
       withCost(terminal["response"] as ResponseObject, ctx);
       withCost(response, ctx);
       // Stored before the client hears it finished, so that a continuation right after finds it.
-      await keep(response, answer.message());
+      await keep(response, answer.message(), terminal["response"] as ResponseObject);
       for (const e of last) await write(res, sseEvent(e), ctx.signal);
     } catch (err) {
       // Committed: the failure is an error event and response.failed, and the body ends.

@@ -190,20 +190,24 @@ async function stream(
   const events = gateway.generate(request, ctx);
   const encoder = createEventEncoder(base, itemId);
   const answer = new AnswerAssembler();
+  // Numbered as they are written, so that the numbers have no gap whatever was built and not sent
+  // (the last events, made before the response is stored, are not sent when that fails).
+  let sent = 0;
+  const send = (e: StreamEvent) => write(res, sseEvent({ ...e, sequence_number: sent++ }), ctx.signal);
   try {
     // Before the first event every failure is still an HTTP status (thrown to serve()).
     let next = await events.next();
     if (closed.has(res)) return;
     res.writeHead(200, { ...ctx.responseHeaders, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
     try {
-      for (const e of encoder.start()) await write(res, sseEvent(e), ctx.signal);
+      for (const e of encoder.start()) await send(e);
       // The last events (from the final one) wait for the stream's end, when the cost is known.
       let last: StreamEvent[] = [];
       while (next.done !== true) {
         answer.add(next.value);
         const out = encoder.push(next.value);
         if (encoder.response !== undefined) last = out;
-        else for (const e of out) await write(res, sseEvent(e), ctx.signal);
+        else for (const e of out) await send(e);
         if (closed.has(res)) return;
         next = await events.next();
       }
@@ -214,12 +218,12 @@ async function stream(
       withCost(response, ctx);
       // Stored before the client hears it finished, so that a continuation right after finds it.
       await keep(response, answer.message(), terminal["response"] as ResponseObject);
-      for (const e of last) await write(res, sseEvent(e), ctx.signal);
+      for (const e of last) await send(e);
     } catch (err) {
       // Committed: the failure is an error event and response.failed, and the body ends.
       if (!closed.has(res)) {
         const { error } = toErrorAnswer(err).body;
-        for (const e of encoder.fail({ code: error.code, message: error.message, param: error.param })) await write(res, sseEvent(e), ctx.signal);
+        for (const e of encoder.fail({ code: error.code, message: error.message, param: error.param })) await send(e);
       }
     }
     res.end();

@@ -407,6 +407,14 @@ sessions: { ttlMs: ${TTL_MS * 1000} }
       ["a data: URL that is no image", { input: [{ role: "user", content: [{ type: "input_image", image_url: "data:text/plain;base64,aGk=", detail: "auto" }] }] }, "input[0].content[0].image_url"],
       ["an unknown image detail", { input: [{ role: "user", content: [{ type: "input_image", image_url: "https://example.com/a.png", detail: "max" }] }] }, "input[0].content[0].detail"],
       ["stream_options without stream", { stream_options: { include_obfuscation: false } }, "stream_options"],
+      // Refused by the gateway's own checks (in ChatRequest terms), named in the request's.
+      ["no input at all", { input: undefined }, "input"],
+      ["an empty content list", { input: [{ role: "user", content: [] }] }, "input[0].content"],
+      ["an empty content list after instructions and another item", { instructions: "be brief", input: [{ role: "user", content: "a" }, { role: "user", content: [] }] }, "input[1].content"],
+      ["an empty call_id", { input: [{ type: "function_call", call_id: "", name: "f", arguments: "{}" }] }, "input[0].call_id"],
+      ["an empty call_id of a second merged call", { input: [{ type: "function_call", call_id: "c1", name: "f", arguments: "{}" }, { type: "function_call", call_id: "", name: "f", arguments: "{}" }] }, "input[1].call_id"],
+      ["a bad text.format name", { text: { format: { type: "json_schema", name: "bad name!", schema: { type: "object" } } } }, "text.format.name"],
+      ["a tool_choice naming no tool", { tools: [{ type: "function", name: "f", parameters: {}, strict: false }], tool_choice: { type: "function", name: "g" } }, "tool_choice.name"],
       // Nested past 64 levels (a stack overflow where the response repeats them, before the check).
       ["tool parameters nested 1,000 levels deep", { tools: [{ type: "function", name: "f", parameters: nested(1000) }] }, "tools[0].parameters"],
       ["a text.format schema nested 65 levels deep", { text: { format: { type: "json_schema", name: "s", schema: nested(64) } } }, "text.format"],

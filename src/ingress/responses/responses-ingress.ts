@@ -48,7 +48,7 @@ import {
 } from "../openai/openai-ingress.js";
 import { createEventEncoder, finished, outputItems, type ResponseBase } from "./responses-answer.js";
 import { ownerOf, ResponseStore } from "./response-store.js";
-import { fromResponsesRequest } from "./responses-translate.js";
+import { fromResponsesRequest, type MessageLayout, toResponsesField } from "./responses-translate.js";
 import type { ResponseObject, StreamEvent } from "./responses-wire.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -157,6 +157,8 @@ async function createResponse(gateway: Gateway, store: ResponseStore, options: R
   }
   const input = call.input.map((m) => create(MessageSchema, m));
   const messages = [...(call.instructions === undefined ? [] : [create(MessageSchema, call.instructions)]), ...history, ...input];
+  // Errors name the request's fields, not the ChatRequest's (toResponsesField).
+  const layout: MessageLayout = { instructions: call.instructions !== undefined, history: history.length, origins: call.origins };
   const base: ResponseBase = { id: newId("resp"), createdAt: Math.floor(Date.now() / 1000), model: call.settings.model ?? "", echo: call.echo };
   /**
    * Keeps the finished response with its conversation: the history, this turn's input, the
@@ -169,14 +171,16 @@ async function createResponse(gateway: Gateway, store: ResponseStore, options: R
   };
 
   if (!call.stream) {
-    const answer = await gateway.chat(create(ChatRequestSchema, { ...call.settings, messages }), ctx);
+    const answer = await gateway.chat(create(ChatRequestSchema, { ...call.settings, messages }), ctx).catch((err: unknown) => {
+      throw inResponsesTerms(err, layout);
+    });
     const response = finished(base, outputItems(answer.message, itemId), answer);
     withCost(response, ctx);
     await keep(response, answer.message ?? create(MessageSchema, { role: Role.ASSISTANT }));
     sendJson(res, 200, response, ctx.responseHeaders);
     return;
   }
-  await stream(gateway, create(GenerateRequestSchema, { ...call.settings, messages }), base, keep, res, ctx);
+  await stream(gateway, create(GenerateRequestSchema, { ...call.settings, messages }), base, keep, res, ctx, layout);
 }
 
 async function stream(
@@ -186,6 +190,7 @@ async function stream(
   keep: (response: ResponseObject, answer: Message, ...sent: ResponseObject[]) => Promise<void>,
   res: Response,
   ctx: OwnedCallContext,
+  layout: MessageLayout,
 ): Promise<void> {
   const events = gateway.generate(request, ctx);
   const encoder = createEventEncoder(base, itemId);
@@ -196,7 +201,9 @@ async function stream(
   const send = (e: StreamEvent) => write(res, sseEvent({ ...e, sequence_number: sent++ }), ctx.signal);
   try {
     // Before the first event every failure is still an HTTP status (thrown to serve()).
-    let next = await events.next();
+    let next = await events.next().catch((err: unknown) => {
+      throw inResponsesTerms(err, layout);
+    });
     if (closed.has(res)) return;
     res.writeHead(200, { ...ctx.responseHeaders, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
     try {
@@ -222,7 +229,7 @@ async function stream(
     } catch (err) {
       // Committed: the failure is an error event and response.failed, and the body ends.
       if (!closed.has(res)) {
-        const { error } = toErrorAnswer(err).body;
+        const { error } = toErrorAnswer(inResponsesTerms(err, layout)).body;
         for (const e of encoder.fail({ code: error.code, message: error.message, param: error.param })) await send(e);
       }
     }
@@ -234,6 +241,17 @@ async function stream(
 }
 
 /** One server-sent event: the event's type as its name, the event as its data. */
+/** A gateway error naming a ChatRequest field, renamed in the Responses API's terms; any other unchanged. */
+function inResponsesTerms(err: unknown, layout: MessageLayout): unknown {
+  if (!(err instanceof GatewayError)) return err;
+  const field = err.metadata["field"];
+  if (field === undefined) return err;
+  const api = toResponsesField(field, layout);
+  if (api === field) return err;
+  const message = err.message.startsWith(`${field}:`) ? `${echoed(api)}${err.message.slice(field.length)}` : err.message;
+  return new GatewayError(err.code, message, { reason: err.reason, metadata: { ...err.metadata, field: api }, retryAfterMs: err.retryAfterMs, cause: err });
+}
+
 function sseEvent(e: StreamEvent): string {
   return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
 }

@@ -39,6 +39,8 @@ export interface ResponsesCall {
   readonly instructions: MessageInit | undefined;
   /** This turn's messages (`input`), which a stored response keeps after its history. */
   readonly input: MessageInit[];
+  /** Where each of `input`'s messages came from (toResponsesField). */
+  readonly origins: readonly InputOrigin[];
   /** The ChatRequest's settings; its messages are the ingress's to fill (instructions, history, input). */
   readonly settings: Omit<ChatInit, "messages" | "$typeName">;
   /** The request's settings as every response object repeats them. */
@@ -102,7 +104,8 @@ export function fromResponsesRequest(raw: unknown): ResponsesCall {
     opt(streamOptions, "include_obfuscation", bool, "stream_options.");
   }
   const rawInput = body["input"];
-  const input = rawInput === undefined || rawInput === null ? [] : inputMessages(rawInput, "input");
+  const origins: InputOrigin[] = [];
+  const input = rawInput === undefined || rawInput === null ? [] : inputMessages(rawInput, "input", origins);
   const instructionsText = opt(body, "instructions", str);
   const previousResponseId = opt(body, "previous_response_id", str);
 
@@ -145,6 +148,7 @@ export function fromResponsesRequest(raw: unknown): ResponsesCall {
     previousResponseId,
     instructions: instructionsText === undefined ? undefined : { role: Role.SYSTEM, content: [textPart(instructionsText)] },
     input,
+    origins,
     settings,
     echo: {
       instructions: instructionsText ?? null,
@@ -162,12 +166,83 @@ export function fromResponsesRequest(raw: unknown): ResponsesCall {
   };
 }
 
-/** `input`: a string (one user message) or a list of items, merged into messages. */
-function inputMessages(v: unknown, at: string): MessageInit[] {
-  if (typeof v === "string") return [{ role: Role.USER, content: [textPart(v)] }];
+/**
+ * Where a message of `input` came from: the index of its item (-1: `input` was a string), the
+ * item's type, and the item of each of its tool calls (consecutive function_call items are merged
+ * into one assistant message).
+ */
+export interface InputOrigin {
+  readonly item: number;
+  readonly type: "message" | "function_call" | "function_call_output";
+  readonly calls: number[];
+}
+
+/** `input`: a string (one user message) or a list of items, merged into messages (`origins` noted). */
+function inputMessages(v: unknown, at: string, origins: InputOrigin[]): MessageInit[] {
+  if (typeof v === "string") {
+    origins.push({ item: -1, type: "message", calls: [] });
+    return [{ role: Role.USER, content: [textPart(v)] }];
+  }
   const out: MessageInit[] = [];
-  arr(v, at).forEach((item, i) => inputItem(item, `${at}[${i}]`, out));
+  arr(v, at).forEach((item, i) => {
+    const before = out.length;
+    const calls = out.at(-1)?.toolCalls?.length ?? 0;
+    inputItem(item, `${at}[${i}]`, out);
+    if (out.length > before) {
+      const o = item as Json;
+      const type = o["type"] === "function_call" || o["type"] === "function_call_output" ? o["type"] : "message";
+      origins.push({ item: i, type, calls: type === "function_call" ? [i] : [] });
+    } else if ((out.at(-1)?.toolCalls?.length ?? 0) > calls) {
+      // A function_call merged into the assistant message before it.
+      origins.at(-1)?.calls.push(i);
+    }
+  });
   return out;
+}
+
+/** How a call's messages were laid out: [instructions?, ...history, ...input]. */
+export interface MessageLayout {
+  readonly instructions: boolean;
+  readonly history: number;
+  readonly origins: readonly InputOrigin[];
+}
+
+/**
+ * The Responses API's name of a field the gateway named in its ChatRequest terms (an error's
+ * `field`, the answer's `param`): `messages[k]…` → the input item it came from (or `instructions`,
+ * `previous_response_id` for the stored history), `max_tokens` → `max_output_tokens`,
+ * `response_format.json_schema…` → `text.format…`, `tool_choice.function_name` → `tool_choice.name`.
+ * Names that are the same in both (model, tools[i]…, temperature, top_p, metadata) stay.
+ */
+export function toResponsesField(field: string, layout: MessageLayout): string {
+  if (field === "messages") return "input";
+  if (field === "max_tokens") return "max_output_tokens";
+  if (field === "tool_choice.function_name") return "tool_choice.name";
+  if (field === "response_format") return "text.format";
+  if (field.startsWith("response_format.json_schema")) return `text.format${field.slice("response_format.json_schema".length)}`;
+  const m = /^messages\[(\d+)\](.*)$/.exec(field);
+  if (m === null) return field;
+  let k = Number(m[1]);
+  const rest = m[2]!;
+  if (layout.instructions) {
+    if (k === 0) return "instructions";
+    k--;
+  }
+  if (k < layout.history) return "previous_response_id";
+  const origin = layout.origins[k - layout.history];
+  if (origin === undefined) return "input";
+  if (origin.item < 0) return "input";
+  const at = `input[${origin.item}]`;
+  const call = /^\.tool_calls\[(\d+)\](?:\.(\w+))?/.exec(rest);
+  if (call !== null) {
+    const item = origin.calls[Number(call[1])];
+    if (item === undefined) return at;
+    const name = call[2] === "id" ? "call_id" : call[2];
+    return name === undefined ? `input[${item}]` : `input[${item}].${name}`;
+  }
+  if (rest.startsWith(".content")) return origin.type === "function_call_output" ? `${at}.output${rest.slice(".content".length)}` : `${at}${rest}`;
+  if (rest === ".tool_call_id") return `${at}.call_id`;
+  return at;
 }
 
 /** Roles an input message may have. */
@@ -257,7 +332,6 @@ function textPart(value: string): PartInit {
   return { part: { case: "text", value } };
 }
 
-/** A function tool (the API's flat shape); built-in tools are refused by name. */
 /** How deep a JSON schema (tool parameters, text.format) may nest: deeper ones are refused. */
 export const maxSchemaDepth = 64;
 
@@ -276,6 +350,7 @@ function shallow(root: unknown, at: string): void {
   }
 }
 
+/** A function tool (the API's flat shape); built-in tools are refused by name. */
 function tool(t: unknown, at: string): MessageInitShape<typeof ToolSchema> {
   const o = obj(t, at);
   const type = o["type"];

@@ -192,10 +192,98 @@ export function handleConsole(req: http.IncomingMessage, res: http.ServerRespons
   }
 }
 
+/** At most this many GET /admin/traffic streams at once per admin listener (each holds one of its connections: admin-server.ts's caps); beyond, 503. */
+export const trafficStreamsMax = 8;
+/** A stream with more unsent bytes than this (a client that stopped reading) skips ticks. */
+export const trafficBufferMaxBytes = 1024 * 1024;
+/** A stream that skipped this many ticks in a row is closed, and its place freed. */
+export const trafficStalledTicksMax = 30;
+
+/** One open GET /admin/traffic stream. */
+interface TrafficStream {
+  readonly res: http.ServerResponse;
+  /** Ticks that came while it was open: written or skipped. */
+  ticks: number;
+  /** Ticks skipped because its unsent bytes exceeded trafficBufferMaxBytes; in a row. */
+  skippedInARow: number;
+  skipped: number;
+}
+
+/** The streams of one interval: one sampler and one timer, each tick's events built once and written to each. */
+interface TrafficTicker {
+  readonly streams: Set<TrafficStream>;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** The traffic streams of one admin listener (its ConsoleSources). */
+interface TrafficStreams {
+  open: number;
+  readonly tickers: Map<number, TrafficTicker>;
+}
+
+const trafficStreamsBySources = new WeakMap<ConsoleSources, TrafficStreams>();
+
+function trafficStreamsOf(sources: ConsoleSources): TrafficStreams {
+  let t = trafficStreamsBySources.get(sources);
+  if (t === undefined) trafficStreamsBySources.set(sources, (t = { open: 0, tickers: new Map() }));
+  return t;
+}
+
+/** What the GET /admin/traffic streams of `sources` are doing (tests read it): each stream's ticks, skipped ticks and unsent bytes. */
+export function trafficStreamStats(sources: ConsoleSources): { open: number; streams: { ticks: number; skipped: number; unsentBytes: number }[] } {
+  const t = trafficStreamsOf(sources);
+  const streams = [...t.tickers.values()].flatMap((k) => [...k.streams].map((s) => ({ ticks: s.ticks, skipped: s.skipped, unsentBytes: s.res.writableLength })));
+  return { open: t.open, streams };
+}
+
+const sseEvent = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+
+const modelsEvent = (sources: ConsoleSources) => sseEvent("models", modelsView(sources.routes(), sources.calls.since(Date.now() - recentWindowMs)));
+
+/** Writes one tick's `chunk` to `s`, unless it holds too many unsent bytes already (then closes it once it has for too long). */
+function deliver(s: TrafficStream, chunk: string): void {
+  if (s.res.destroyed) return;
+  s.ticks++;
+  if (s.res.writableLength > trafficBufferMaxBytes) {
+    s.skipped++;
+    if (++s.skippedInARow >= trafficStalledTicksMax) s.res.destroy();
+    return;
+  }
+  s.skippedInARow = 0;
+  s.res.write(chunk);
+}
+
+function startTicker(sources: ConsoleSources, streams: TrafficStreams, intervalMs: number): TrafficTicker {
+  const sampler = createTrafficSampler(sources.registry);
+  const members = new Set<TrafficStream>();
+  let busy = false;
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const point = await sampler.next();
+      if (members.size === 0) return;
+      const chunk = (point === undefined ? "" : sseEvent("traffic", point)) + modelsEvent(sources);
+      for (const s of members) deliver(s, chunk);
+    } catch {
+      // A metric that could not be read: the next tick tries again.
+    } finally {
+      busy = false;
+    }
+  };
+  const ticker = { streams: members, timer: setInterval(() => void tick(), intervalMs) };
+  streams.tickers.set(intervalMs, ticker);
+  // The first reading is the baseline: it sends the models only.
+  void tick();
+  return ticker;
+}
+
 /**
  * GET /admin/traffic: server-sent events, one `traffic` event per interval (`?intervalMs=`, 250
  * to 60000, default 1000) with a TrafficPoint (console-traffic.ts), and one `models` event with
- * GET /admin/models's body, until the client goes.
+ * GET /admin/models's body, until the client goes. The streams of one interval share one sampler
+ * and each tick's events; at most trafficStreamsMax at once; a stream whose client does not read
+ * skips ticks while over trafficBufferMaxBytes unsent, and is closed after trafficStalledTicksMax.
  */
 function streamTraffic(req: http.IncomingMessage, res: http.ServerResponse, params: URLSearchParams, sources: ConsoleSources): void {
   const raw = params.get("intervalMs");
@@ -204,25 +292,31 @@ function streamTraffic(req: http.IncomingMessage, res: http.ServerResponse, para
     badRequest(res, "intervalMs: a whole number from 250 to 60000");
     return;
   }
+  const streams = trafficStreamsOf(sources);
+  if (streams.open >= trafficStreamsMax) {
+    res.writeHead(503, { "content-type": "application/json", "cache-control": "no-store", "retry-after": "10" });
+    res.end(`${JSON.stringify({ error: `at most ${trafficStreamsMax} GET /admin/traffic streams at once: close one (another console tab?) or retry later` })}\n`);
+    return;
+  }
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", "x-accel-buffering": "no" });
-  const sampler = createTrafficSampler(sources.registry);
-  const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-  let busy = false;
-  const tick = async () => {
-    if (busy || res.destroyed) return;
-    busy = true;
-    try {
-      const point = await sampler.next();
-      if (res.destroyed) return;
-      if (point !== undefined) send("traffic", point);
-      send("models", modelsView(sources.routes(), sources.calls.since(Date.now() - recentWindowMs)));
-    } finally {
-      busy = false;
+  streams.open++;
+  const stream: TrafficStream = { res, ticks: 0, skippedInARow: 0, skipped: 0 };
+  const existing = streams.tickers.get(intervalMs);
+  // A new ticker's first tick sends the models; a stream joining a running one gets them now.
+  if (existing !== undefined) res.write(modelsEvent(sources));
+  const ticker = existing ?? startTicker(sources, streams, intervalMs);
+  ticker.streams.add(stream);
+  let closed = false;
+  const stop = () => {
+    if (closed) return;
+    closed = true;
+    streams.open--;
+    ticker.streams.delete(stream);
+    if (ticker.streams.size === 0) {
+      clearInterval(ticker.timer);
+      if (streams.tickers.get(intervalMs) === ticker) streams.tickers.delete(intervalMs);
     }
   };
-  void tick();
-  const timer = setInterval(() => void tick(), intervalMs);
-  const stop = () => clearInterval(timer);
   req.once("close", stop);
   res.once("close", stop);
 }

@@ -3,13 +3,14 @@
  * configurations that hide secrets in odd places: an admin listener of its own on a loopback port
  * (src/server/admin-server.ts) with console sources this file controls, over real HTTP.
  */
-import { request } from "node:http";
+import { type ClientRequest, type IncomingMessage, request } from "node:http";
+import * as net from "node:net";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load-config.js";
 import type { ModelRoute } from "../../src/core/model-route.js";
 import { type AdminServer, startAdminServer } from "../../src/server/admin-server.js";
-import type { ConsoleSources } from "../../src/server/console-api.js";
+import { type ConsoleSources, modelsView, trafficBufferMaxBytes, trafficStreamStats, trafficStreamsMax } from "../../src/server/console-api.js";
 import { createCallRing } from "../../src/server/console-calls.js";
 
 const minimalYaml = `
@@ -84,5 +85,83 @@ models: [{ name: m, upstream: remote }]
     expect(body.config.redis.url).toBe("redis://[redacted]@redis.internal:6379/0");
     expect(body.config.tracing.endpoint).toBe("http://[redacted]@collector.internal:4318/v1/traces");
     expect(body.config.upstreams[0]!.endpoints).toEqual(["https://[redacted]@llm.internal/v1?x=1"]);
+  });
+});
+
+/** A GET of `path` whose answer is left open: its response (headers read) and its request, to end it. */
+function open(c: Console, path: string): Promise<{ res: IncomingMessage; req: ClientRequest }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: c.host, port: c.port, path, agent: false }, (res) => resolve({ res, req }));
+    req.on("error", reject).end();
+  });
+}
+
+describe("GET /admin/traffic", () => {
+  it(`answers at most ${trafficStreamsMax} streams at once; the next gets 503 with a JSON error and Retry-After, until one closes`, async () => {
+    const c = await startConsole();
+    const streams = await Promise.all(Array.from({ length: trafficStreamsMax }, () => open(c, "/admin/traffic")));
+    for (const s of streams) {
+      expect(s.res.statusCode).toBe(200);
+      s.res.resume();
+    }
+    const refused = await open(c, "/admin/traffic");
+    streams.push(refused);
+    expect(refused.res.statusCode).toBe(503);
+    expect(refused.res.headers["content-type"]).toBe("application/json");
+    expect(refused.res.headers["retry-after"]).toBe("10");
+    let body = "";
+    for await (const chunk of refused.res) body += String(chunk);
+    expect((JSON.parse(body) as { error: string }).error).toContain(`at most ${trafficStreamsMax}`);
+    streams.pop();
+    // The rest of the listener still answers.
+    expect((await get(c, "/healthz")).status).toBe(200);
+    expect(trafficStreamStats(c.sources).open).toBe(trafficStreamsMax);
+
+    streams.pop()!.req.destroy();
+    await expect.poll(() => trafficStreamStats(c.sources).open).toBe(trafficStreamsMax - 1);
+    const again = await open(c, "/admin/traffic");
+    expect(again.res.statusCode).toBe(200);
+    for (const s of [...streams, again]) s.req.destroy();
+    await expect.poll(() => trafficStreamStats(c.sources).open).toBe(0);
+  });
+
+  it("does not buffer without bound for a client that stops reading: it skips ticks while over the bound, then closes the stream", { timeout: 90_000 }, async () => {
+    // Big models events (32 names of 16 KB: about 0.5 MB a tick), so that the socket's buffers fill in a few ticks.
+    const routes = Array.from({ length: 32 }, (_, i) => fakeRoute(`${i}-${"m".repeat(16_384)}`));
+    const c = await startConsole(minimalYaml, routes);
+    const tickBytes = JSON.stringify(modelsView(routes, [])).length + 4096;
+    // A client that sends its request and never reads the answer.
+    const socket = net.connect({ host: c.host, port: c.port });
+    socket.pause();
+    socket.write(`GET /admin/traffic?intervalMs=250 HTTP/1.1\r\nHost: 127.0.0.1:${c.port}\r\n\r\n`);
+    try {
+      const stream = () => trafficStreamStats(c.sources).streams[0];
+      let maxUnsent = 0;
+      const watch = () => {
+        const s = stream();
+        if (s !== undefined) maxUnsent = Math.max(maxUnsent, s.unsentBytes);
+        return s;
+      };
+      // Until the server skips a tick for this stream (or, without the bound, holds far more unsent).
+      await expect
+        .poll(() => {
+          const s = watch();
+          return s !== undefined && (s.skipped > 0 || s.unsentBytes > trafficBufferMaxBytes + 4 * tickBytes);
+        }, { timeout: 60_000, interval: 50 })
+        .toBe(true);
+      expect(maxUnsent).toBeLessThanOrEqual(trafficBufferMaxBytes + tickBytes);
+      // Ticks go on without adding to the buffer, until the stream has skipped enough in a row to be
+      // closed (console-api.ts's trafficStalledTicksMax), which frees its place.
+      await expect
+        .poll(() => {
+          watch();
+          return trafficStreamStats(c.sources).open;
+        }, { timeout: 60_000, interval: 50 })
+        .toBe(0);
+      expect(maxUnsent).toBeLessThanOrEqual(trafficBufferMaxBytes + tickBytes);
+      expect(trafficStreamStats(c.sources).streams).toEqual([]);
+    } finally {
+      socket.destroy();
+    }
   });
 });

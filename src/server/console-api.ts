@@ -299,6 +299,11 @@ function streamTraffic(req: http.IncomingMessage, res: http.ServerResponse, para
     return;
   }
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", "x-accel-buffering": "no" });
+  // HEAD: the headers only, and the connection is free for its next request; no stream, no ticks.
+  if (req.method === "HEAD") {
+    res.end();
+    return;
+  }
   streams.open++;
   const stream: TrafficStream = { res, ticks: 0, skippedInARow: 0, skipped: 0 };
   const existing = streams.tickers.get(intervalMs);

@@ -165,3 +165,27 @@ describe("GET /admin/traffic", () => {
     }
   });
 });
+
+describe("HEAD /admin/traffic", () => {
+  it("answers the headers at once, starts no stream, and the connection then answers its next request", async () => {
+    const c = await startConsole();
+    const socket = net.connect({ host: c.host, port: c.port });
+    let received = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => (received += d));
+    try {
+      // Both requests on one kept-alive connection: the second waits for the first's end.
+      socket.write(`HEAD /admin/traffic HTTP/1.1\r\nHost: 127.0.0.1:${c.port}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${c.port}\r\n\r\n`);
+      // /healthz's body ("ok\n", chunked).
+      await expect.poll(() => received, { timeout: 10_000 }).toMatch(/\r\nok\n\r\n/);
+      const [head, healthz] = received.split(/(?=HTTP\/1\.1 )/);
+      expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(head).toMatch(/\r\ncontent-type: text\/event-stream\r\n/i);
+      expect(head).toMatch(/\r\n\r\n$/);
+      expect(healthz).toMatch(/^HTTP\/1\.1 200 OK\r\ncontent-type: text\/plain\r\n/i);
+      expect(trafficStreamStats(c.sources)).toEqual({ open: 0, streams: [] });
+    } finally {
+      socket.destroy();
+    }
+  });
+});

@@ -229,3 +229,18 @@ export const grpcCodeNames: Readonly<Record<string, Code>> = {
   DATA_LOSS: Code.DataLoss,
   UNAUTHENTICATED: Code.Unauthenticated,
 };
+
+/**
+ * `err` with the field it names (metadata `field`, and the message's leading `field:`) renamed by
+ * `rename`: an ingress naming a field by its path in its own API rather than the gateway's
+ * request. Anything else, or a name `rename` keeps, is returned as it is.
+ */
+export function withFieldRenamed(err: unknown, rename: (field: string) => string): unknown {
+  if (!(err instanceof GatewayError)) return err;
+  const field = err.metadata["field"];
+  if (field === undefined) return err;
+  const api = rename(field);
+  if (api === field) return err;
+  const message = err.message.startsWith(`${field}:`) ? `${echoed(api)}${err.message.slice(field.length)}` : err.message;
+  return new GatewayError(err.code, message, { reason: err.reason, metadata: { ...err.metadata, field: echoed(api) }, retryAfterMs: err.retryAfterMs, cause: err });
+}

@@ -319,6 +319,23 @@ models:
       }
     });
 
+    it("the gateway's own checks name the Messages API's fields (the turn and block, not the core's message)", async () => {
+      const tools = [{ name: "f", input_schema: { type: "object" as const } }];
+      for (const [body, field] of [
+        // The system prompt is the core's first message: the turns keep their own indexes.
+        [{ system: "sys", messages: [{ role: "user", content: "a" }, { role: "assistant", content: [] }] }, "messages[1].content:"],
+        [{ system: "s", messages: [{ role: "user", content: "a" }, { role: "assistant", content: [{ type: "text", text: "t" }, { type: "tool_use", id: "", name: "f", input: {} }] }] }, "messages[1].content[1].id:"],
+        // A tool result is a message of its own in the core: named by its block.
+        [{ messages: [{ role: "user", content: [{ type: "text", text: "x" }, { type: "tool_result", tool_use_id: "", content: "x" }] }] }, "messages[0].content[1].tool_use_id:"],
+        [{ tools, tool_choice: { type: "tool", name: "g" } }, "tool_choice.name:"],
+      ] as const) {
+        const request = Object.assign({ model: "mock-chat", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }, body);
+        const err = await thrown(client.messages.create(request as unknown as Anthropic.MessageCreateParamsNonStreaming));
+        expect(err, field).toBeInstanceOf(BadRequestError);
+        expect((err as APIError).message, field).toContain(field);
+      }
+    });
+
     it("anthropic-beta on a model that is not anthropic-kind, or has a fallback that is not: 400 naming the header, nothing sent", async () => {
       for (const model of ["mock-chat", "gpt", "claude-or-gpt"]) {
         const err = await thrown(client.beta.messages.create({ model, max_tokens: 10, messages: [{ role: "user", content: "hi" }], betas: ["token-efficient-tools-2025-02-19"] }));

@@ -16,6 +16,7 @@ import {
   fromMessagesRequest,
   stopOf,
   toAnthropicError,
+  toAnthropicField,
   toMessage,
   userIdMetadataKey,
   wireUsage,
@@ -294,3 +295,31 @@ describe("toAnthropicError", () => {
     }
   });
 });
+
+describe("toAnthropicField: the core's field names in the Messages API's", () => {
+  const { origins } = fromMessagesRequest({
+    model: "m",
+    max_tokens: 5,
+    system: [{ type: "text", text: "a" }, { type: "text", text: "b" }],
+    messages: [
+      { role: "user", content: [{ type: "tool_result", tool_use_id: "t1", content: [{ type: "text", text: "r" }] }, { type: "text", text: "q" }] },
+      { role: "assistant", content: [{ type: "text", text: "x" }, { type: "tool_use", id: "t2", name: "f", input: {} }] },
+    ],
+  });
+  it.each([
+    ["messages[0].content[1]", "system[1]"],
+    ["messages[1].tool_call_id", "messages[0].content[0].tool_use_id"],
+    ["messages[1].content[0].text", "messages[0].content[0].content[0].text"],
+    ["messages[2].content[0]", "messages[0].content[1]"],
+    ["messages[3].content[0]", "messages[1].content[0]"],
+    ["messages[3].tool_calls[0].arguments", "messages[1].content[1].input"],
+    ["messages[3].tool_calls[0].id", "messages[1].content[1].id"],
+    ["messages[9]", "messages"],
+    ["stop[2]", "stop_sequences[2]"],
+    ["tool_choice.function_name", "tool_choice.name"],
+    ["tools[0].parameters", "tools[0].parameters"],
+  ])("%s → %s", (core, api) => {
+    expect(toAnthropicField(core, origins)).toBe(api);
+  });
+});
+

@@ -50,9 +50,70 @@ type MessageInit = MessageInitShape<typeof MessageSchema>;
 type PartInit = Exclude<MessageInitShape<typeof ContentPartSchema>, ContentPart>;
 
 /** A request read from the API: a unary one for Chat, a streamed one for Generate. */
-export type MessagesCall =
+export type MessagesCall = (
   | { readonly stream: false; readonly request: ChatRequest }
-  | { readonly stream: true; readonly request: GenerateRequest };
+  | { readonly stream: true; readonly request: GenerateRequest }
+) & {
+  /** Where each of the request's messages came from (toAnthropicField). */
+  readonly origins: readonly MessageOrigin[];
+};
+
+/**
+ * Where one of our messages came from: `system`, or a turn `messages[i]` (a user turn may give
+ * several: its tool results, then its other blocks); the block index of each content part, of
+ * each tool call, or of the tool result.
+ */
+export interface MessageOrigin {
+  readonly at: string;
+  readonly kind: "system" | "user" | "assistant" | "tool";
+  readonly blocks: readonly number[];
+  readonly calls: readonly number[];
+  readonly block?: number;
+  /** A system prompt given as a list of blocks (its parts are named system[j]). */
+  readonly listed?: boolean;
+}
+
+/**
+ * The Messages API's name of a field the gateway named in ChatRequest terms (an error's `field`
+ * and message): `messages[k]…` → the turn and block it came from (or `system`),
+ * `tool_calls[c].arguments` → the tool_use block's `input`, `tool_call_id` → the tool_result
+ * block's `tool_use_id`, `tool_choice.function_name` → `tool_choice.name`, `stop` →
+ * `stop_sequences`. Other names are the same in both.
+ */
+export function toAnthropicField(field: string, origins: readonly MessageOrigin[]): string {
+  if (field === "tool_choice.function_name") return "tool_choice.name";
+  if (field === "stop" || field.startsWith("stop[")) return `stop_sequences${field.slice(4)}`;
+  const m = /^messages\[(\d+)\](.*)$/.exec(field);
+  if (m === null) return field;
+  const o = origins[Number(m[1])];
+  if (o === undefined) return "messages";
+  const rest = m[2]!;
+  const part = /^\.content\[(\d+)\](.*)$/.exec(rest);
+  switch (o.kind) {
+    case "system":
+      return o.listed === true && part !== null ? `system[${part[1]}]${part[2]}` : "system";
+    case "tool": {
+      const block = `${o.at}.content[${o.block ?? 0}]`;
+      if (rest === ".tool_call_id") return `${block}.tool_use_id`;
+      if (rest.startsWith(".content")) return `${block}${rest}`;
+      return block;
+    }
+    default: {
+      if (part !== null) {
+        const j = o.blocks[Number(part[1])];
+        return j === undefined ? `${o.at}.content` : `${o.at}.content[${j}]${part[2]}`;
+      }
+      const call = /^\.tool_calls\[(\d+)\](?:\.(\w+))?/.exec(rest);
+      if (call !== null) {
+        const j = o.calls[Number(call[1])];
+        if (j === undefined) return `${o.at}.content`;
+        const name = call[2] === "arguments" ? "input" : call[2];
+        return name === undefined ? `${o.at}.content[${j}]` : `${o.at}.content[${j}].${name}`;
+      }
+      return `${o.at}${rest}`;
+    }
+  }
+}
 
 /** The request metadata key that carries `metadata.user_id` (as the OpenAI route's `openai.user`). */
 export const userIdMetadataKey = "anthropic.user_id";
@@ -91,10 +152,11 @@ export function fromMessagesRequest(body: unknown): MessagesCall {
   if (json["max_tokens"] === undefined || json["max_tokens"] === null) {
     throw invalidArgument("max_tokens", "Field required (the Messages API has no default)");
   }
-  const init = chatInit(json);
+  const origins: MessageOrigin[] = [];
+  const init = chatInit(json, origins);
   init.maxTokens = count(json["max_tokens"], "max_tokens");
   const stream = opt(json, "stream", bool) ?? false;
-  return stream ? { stream: true, request: create(GenerateRequestSchema, init) } : { stream: false, request: create(ChatRequestSchema, init) };
+  return stream ? { stream: true, request: create(GenerateRequestSchema, init), origins } : { stream: false, request: create(ChatRequestSchema, init), origins };
 }
 
 /**
@@ -108,8 +170,9 @@ const countTokensKeys = new Set(["model", "messages", "system", "tools", "tool_c
  * counted, with the checks of fromMessagesRequest (a key the route does not take is a 400 naming
  * it).
  */
-export function fromCountTokensRequest(body: unknown): ChatRequest {
-  return create(ChatRequestSchema, chatInit(checkedBody(body, countTokensKeys)));
+export function fromCountTokensRequest(body: unknown): { request: ChatRequest; origins: readonly MessageOrigin[] } {
+  const origins: MessageOrigin[] = [];
+  return { request: create(ChatRequestSchema, chatInit(checkedBody(body, countTokensKeys), origins)), origins };
 }
 
 /** The body as an object whose keys are all `mapped` (or inert), else INVALID_ARGUMENT naming one. */
@@ -118,7 +181,7 @@ function checkedBody(body: unknown, mapped: ReadonlySet<string>): Json {
 }
 
 /** The request fields both routes share: model, system and messages, then whichever others are in `body`. */
-function chatInit(body: Json): ChatInit {
+function chatInit(body: Json, origins: MessageOrigin[]): ChatInit {
   const model = body["model"];
   if (typeof model !== "string" || model === "") {
     throw invalidArgument("model", "Field required: the name of a model this gateway serves (GET /v1/models)");
@@ -128,8 +191,9 @@ function chatInit(body: Json): ChatInit {
   const system = opt(body, "system", (v, at) => (typeof v === "string" ? [textPart(v)] : arr(v, at).map((b, i) => textBlock(b, `${at}[${i}]`))));
   if (system !== undefined && system.length > 0) {
     init.messages!.push({ role: Role.SYSTEM, content: system });
+    origins.push({ at: "system", kind: "system", blocks: [], calls: [], listed: typeof body["system"] !== "string" });
   }
-  messages.forEach((m, i) => init.messages!.push(...message(m, `messages[${i}]`)));
+  messages.forEach((m, i) => init.messages!.push(...message(m, `messages[${i}]`, origins)));
   const temperature = opt(body, "temperature", num);
   if (temperature !== undefined) init.temperature = temperature;
   const topP = opt(body, "top_p", num);
@@ -163,7 +227,7 @@ function chatInit(body: Json): ChatInit {
  * (first, in order: the API puts them first), its other blocks one USER message after them; an
  * assistant turn's `tool_use` blocks become its tool calls.
  */
-function message(m: unknown, at: string): MessageInit[] {
+function message(m: unknown, at: string, origins: MessageOrigin[]): MessageInit[] {
   const o = obj(m, at);
   onlyKeys(o, at, ["role", "content"]);
   const role = o["role"];
@@ -175,6 +239,7 @@ function message(m: unknown, at: string): MessageInit[] {
   if (role === "assistant") {
     const content: PartInit[] = [];
     const toolCalls: { id: string; name: string; arguments: string; cacheBreakpoint?: { ttl: string } }[] = [];
+    const origin = { at, kind: "assistant" as const, blocks: [] as number[], calls: [] as number[] };
     blocks.forEach((b, j) => {
       const bat = `${at}.content[${j}]`;
       const block = obj(b, bat);
@@ -187,14 +252,18 @@ function message(m: unknown, at: string): MessageInit[] {
           arguments: JSON.stringify(obj(block["input"], `${bat}.input`)),
           ...(cacheBreakpoint === undefined ? {} : { cacheBreakpoint }),
         });
+        origin.calls.push(j);
       } else {
         content.push(textBlock(block, bat));
+        origin.blocks.push(j);
       }
     });
+    origins.push(origin);
     return [{ role: Role.ASSISTANT, content, toolCalls }];
   }
   const results: MessageInit[] = [];
   const parts: PartInit[] = [];
+  const partBlocks: number[] = [];
   blocks.forEach((b, j) => {
     const bat = `${at}.content[${j}]`;
     const block = obj(b, bat);
@@ -213,12 +282,15 @@ function message(m: unknown, at: string): MessageInit[] {
         last.cacheBreakpoint = cacheBreakpoint;
       }
       results.push({ role: Role.TOOL, toolCallId: str(block["tool_use_id"], `${bat}.tool_use_id`), content });
+      origins.push({ at, kind: "tool", blocks: [], calls: [], block: j });
     } else {
       parts.push(userBlock(block, bat));
+      partBlocks.push(j);
     }
   });
   if (parts.length > 0 || results.length === 0) {
     results.push({ role: Role.USER, content: parts });
+    origins.push({ at, kind: "user", blocks: partBlocks, calls: [] });
   }
   return results;
 }

@@ -27,7 +27,7 @@ import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_ser
 import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { Code } from "@connectrpc/connect";
 import type { Gateway, TokenCountAnswer } from "../../gateway/gateway.js";
-import { GatewayError } from "../../core/gateway-error.js";
+import { GatewayError, withFieldRenamed } from "../../core/gateway-error.js";
 import type { OwnedCallContext } from "../../core/call-context.js";
 import {
   allow,
@@ -49,6 +49,8 @@ import {
   errorBody,
   fromCountTokensRequest,
   fromMessagesRequest,
+  type MessageOrigin,
+  toAnthropicField,
   sseEvent,
   toAnthropicError,
   toAnthropicModelList,
@@ -125,8 +127,12 @@ async function messages(gateway: Gateway, options: AnthropicIngressOptions, req:
   // Element counts are the gateway's validation's (server.requestLimits on the decoded request);
   // the text is bounded by maxBodyBytes.
   const call = fromMessagesRequest(await readJson(req, options.maxBodyBytes, () => {}));
+  // Errors name the request's fields, not the ChatRequest's (toAnthropicField).
+  const renamed = (err: unknown) => withFieldRenamed(err, (f) => toAnthropicField(f, call.origins));
   if (!call.stream) {
-    const answer = await gateway.chat(call.request, ctx);
+    const answer = await gateway.chat(call.request, ctx).catch((err: unknown) => {
+      throw renamed(err);
+    });
     sendJson(res, 200, toMessage(answer, answer.id !== "" ? answer.id : newId()), ctx.responseHeaders);
     return;
   }
@@ -148,7 +154,9 @@ async function messages(gateway: Gateway, options: AnthropicIngressOptions, req:
   };
   try {
     // Before the first event (or the first idle interval) every failure is an HTTP status.
-    let next = await nextOrIdle();
+    let next = await nextOrIdle().catch((err: unknown) => {
+      throw renamed(err);
+    });
     if (closed.has(res)) return;
     res.writeHead(200, { ...ctx.responseHeaders, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
     try {
@@ -162,7 +170,7 @@ async function messages(gateway: Gateway, options: AnthropicIngressOptions, req:
     } catch (err) {
       // Committed: the failure is one error event, and the body ends without message_stop.
       if (!closed.has(res)) {
-        await write(res, `event: error\ndata: ${JSON.stringify(toAnthropicError(err).body)}\n\n`, ctx.signal);
+        await write(res, `event: error\ndata: ${JSON.stringify(toAnthropicError(renamed(err)).body)}\n\n`, ctx.signal);
       }
     }
     res.end();
@@ -174,11 +182,12 @@ async function messages(gateway: Gateway, options: AnthropicIngressOptions, req:
 }
 
 async function countTokens(gateway: Gateway, options: AnthropicIngressOptions, req: Request, res: Response, ctx: OwnedCallContext): Promise<void> {
-  const request = fromCountTokensRequest(await readJson(req, options.maxBodyBytes, () => {}));
+  const { request, origins } = fromCountTokensRequest(await readJson(req, options.maxBodyBytes, () => {}));
   let count: TokenCountAnswer;
   try {
     count = await gateway.countTokens(request, ctx);
-  } catch (err) {
+  } catch (caught) {
+    const err = withFieldRenamed(caught, (f) => toAnthropicField(f, origins));
     // A model whose upstream kind cannot count: the route exists, this model cannot serve it.
     if (err instanceof GatewayError && err.code === Code.Unimplemented && err.metadata["rpc"] === "CountTokens") {
       throw new HttpRefusal(501, err.message, "not_implemented");

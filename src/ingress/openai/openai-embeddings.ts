@@ -21,7 +21,7 @@ import {
   EmbeddingEncoding,
   TokenIdsSchema,
 } from "../../../gen/infergate/v1/inference_service_pb.js";
-import { echoed, GatewayError, invalidArgument } from "../../core/gateway-error.js";
+import { echoed, GatewayError, invalidArgument, withFieldRenamed } from "../../core/gateway-error.js";
 import { isObject } from "../../upstreams/json-value.js";
 import type { EmbeddingsResponse } from "../../upstreams/openai/openai-embeddings-wire.js";
 import { base64FromFp32, fp32View } from "../../wire/fp32.js";
@@ -209,16 +209,5 @@ export function toApiField(field: string, shape: InputShape): string {
  * (toApiField); any other error unchanged.
  */
 export function withApiField(err: unknown, shape: InputShape): unknown {
-  if (!(err instanceof GatewayError)) return err;
-  const field = err.metadata["field"];
-  if (field === undefined) return err;
-  const api = toApiField(field, shape);
-  if (api === field) return err;
-  const message = err.message.startsWith(`${field}:`) ? `${echoed(api)}${err.message.slice(field.length)}` : err.message;
-  return new GatewayError(err.code, message, {
-    reason: err.reason,
-    metadata: { ...err.metadata, field: api },
-    retryAfterMs: err.retryAfterMs,
-    cause: err,
-  });
+  return withFieldRenamed(err, (field) => toApiField(field, shape));
 }

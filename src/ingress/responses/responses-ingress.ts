@@ -27,7 +27,7 @@ import { Code } from "@connectrpc/connect";
 import { type Message, MessageSchema, Role } from "../../../gen/infergate/v1/chat_pb.js";
 import { ChatRequestSchema, type GenerateRequest, GenerateRequestSchema, ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { OwnedCallContext } from "../../core/call-context.js";
-import { echoed, GatewayError } from "../../core/gateway-error.js";
+import { echoed, GatewayError, withFieldRenamed } from "../../core/gateway-error.js";
 import type { Gateway } from "../../gateway/gateway.js";
 import { costHeader } from "../../gateway/steps/call-record.js";
 import { AnswerAssembler } from "../../sessions/sessions.js";
@@ -172,7 +172,7 @@ async function createResponse(gateway: Gateway, store: ResponseStore, options: R
 
   if (!call.stream) {
     const answer = await gateway.chat(create(ChatRequestSchema, { ...call.settings, messages }), ctx).catch((err: unknown) => {
-      throw inResponsesTerms(err, layout);
+      throw withFieldRenamed(err, (f) => toResponsesField(f, layout));
     });
     const response = finished(base, outputItems(answer.message, itemId), answer);
     withCost(response, ctx);
@@ -202,7 +202,7 @@ async function stream(
   try {
     // Before the first event every failure is still an HTTP status (thrown to serve()).
     let next = await events.next().catch((err: unknown) => {
-      throw inResponsesTerms(err, layout);
+      throw withFieldRenamed(err, (f) => toResponsesField(f, layout));
     });
     if (closed.has(res)) return;
     res.writeHead(200, { ...ctx.responseHeaders, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
@@ -229,7 +229,7 @@ async function stream(
     } catch (err) {
       // Committed: the failure is an error event and response.failed, and the body ends.
       if (!closed.has(res)) {
-        const { error } = toErrorAnswer(inResponsesTerms(err, layout)).body;
+        const { error } = toErrorAnswer(withFieldRenamed(err, (f) => toResponsesField(f, layout))).body;
         for (const e of encoder.fail({ code: error.code, message: error.message, param: error.param })) await send(e);
       }
     }
@@ -241,17 +241,6 @@ async function stream(
 }
 
 /** One server-sent event: the event's type as its name, the event as its data. */
-/** A gateway error naming a ChatRequest field, renamed in the Responses API's terms; any other unchanged. */
-function inResponsesTerms(err: unknown, layout: MessageLayout): unknown {
-  if (!(err instanceof GatewayError)) return err;
-  const field = err.metadata["field"];
-  if (field === undefined) return err;
-  const api = toResponsesField(field, layout);
-  if (api === field) return err;
-  const message = err.message.startsWith(`${field}:`) ? `${echoed(api)}${err.message.slice(field.length)}` : err.message;
-  return new GatewayError(err.code, message, { reason: err.reason, metadata: { ...err.metadata, field: api }, retryAfterMs: err.retryAfterMs, cause: err });
-}
-
 function sseEvent(e: StreamEvent): string {
   return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
 }

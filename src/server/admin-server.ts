@@ -3,7 +3,7 @@ import * as http from "node:http";
 import * as net from "node:net";
 import type { Registry } from "prom-client";
 import { applyHttp1Timeouts, type ConnectionGate, type ConnectionSettings, createConnectionGate } from "./connection-limits.js";
-import { type ConsoleSources, handleConsole, isConsoleAsset, isConsolePath } from "./console-api.js";
+import { type ConsoleSources, handleConsole, isConsoleAsset, isConsolePath, isLoopbackHost, loopbackHostRefusal } from "./console-api.js";
 
 /**
  * The admin listener's own caps, apart from the API listeners' (a flood there leaves probes and
@@ -23,7 +23,8 @@ export interface AdminSources {
   ready: () => boolean;
   /**
    * server.adminToken: when set, every endpoint but /healthz and /readyz needs `authorization:
-   * Bearer <token>`. Read per request (a reload may change it).
+   * Bearer <token>`. Read per request (a reload may change it). Unset, a loopback listener
+   * answers every endpoint but those two and the console's static files only for a loopback Host.
    */
   adminToken?: () => string | undefined;
   /**
@@ -79,6 +80,13 @@ export async function startAdminServer(listen: string, sources: AdminSources, co
     const token = sources.adminToken?.();
     if (token !== undefined && path !== "/healthz" && path !== "/readyz" && !isConsoleAsset(path) && !bearerMatches(req, token)) {
       res.writeHead(401, { "content-type": "text/plain", "www-authenticate": 'Bearer realm="infergate-admin"' }).end("admin token required\n");
+      return;
+    }
+    // Without a token, a loopback listener answers what it holds (all but the probes and the
+    // console's static files) only to a loopback Host: a page of another name rebound to
+    // 127.0.0.1 (DNS rebinding) sends its own name. Scrapers of 127.0.0.1:port send a loopback one.
+    if (token === undefined && loopback && path !== "/healthz" && path !== "/readyz" && !isConsoleAsset(path) && !isLoopbackHost(req.headers.host)) {
+      res.writeHead(403, { "content-type": "text/plain" }).end(loopbackHostRefusal);
       return;
     }
     if (path === "/admin/usage") {

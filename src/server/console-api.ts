@@ -84,9 +84,12 @@ function badRequest(res: http.ServerResponse, message: string): void {
 /** A Host header that names this machine's loopback: what a page of a DNS-rebound name does not send. */
 export function isLoopbackHost(host: string | undefined): boolean {
   if (host === undefined) return false;
-  const name = host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d+$/, "");
+  const name = (host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d+$/, "")).toLowerCase();
   return name === "localhost" || name === "::1" || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
+
+/** The answer (403) of a token-less loopback admin listener to a request whose Host is not a loopback name (admin-server.ts). */
+export const loopbackHostRefusal = "without server.adminToken the admin listener answers only on a loopback host name (127.0.0.1, localhost, [::1])\n";
 
 /** The error ratio of `calls`, null without any. */
 function errorRatio(calls: readonly RecentCall[]): number | null {
@@ -149,16 +152,13 @@ export function callFilter(query: URLSearchParams): CallFilter | string {
 
 /**
  * Answers a console path (see isConsolePath); admin-server.ts has already checked the admin
- * token and the loopback rule. Without a token, the JSON endpoints answer only requests whose
- * Host is a loopback name, so that a page on another name rebound to 127.0.0.1 reads nothing.
+ * token and the loopback rules: without a token, the listener is a loopback one and the JSON
+ * endpoints answer only requests whose Host is a loopback name, so that a page on another name
+ * rebound to 127.0.0.1 reads nothing.
  */
 export function handleConsole(req: http.IncomingMessage, res: http.ServerResponse, p: string, query: string | undefined, sources: ConsoleSources, tokenSet: boolean): void {
   if (isConsoleAsset(p)) {
     void serveAsset(req, res, p, sources);
-    return;
-  }
-  if (!tokenSet && !isLoopbackHost(req.headers.host)) {
-    res.writeHead(403, { "content-type": "text/plain" }).end("without server.adminToken the console answers only on a loopback host name\n");
     return;
   }
   const params = new URLSearchParams(query ?? "");

@@ -1,7 +1,8 @@
 /**
- * The admin listener's console endpoints (docs/console.md) against clients that misbehave or
- * configurations that hide secrets in odd places: an admin listener of its own on a loopback port
- * (src/server/admin-server.ts) with console sources this file controls, over real HTTP.
+ * The admin listener (docs/console.md) against clients that misbehave, pages of a DNS-rebound
+ * name, and configurations that hide secrets in odd places: an admin listener of its own on a
+ * loopback port without a token (src/server/admin-server.ts), with console sources this file
+ * controls, over real HTTP.
  */
 import { type ClientRequest, type IncomingMessage, request } from "node:http";
 import * as net from "node:net";
@@ -9,8 +10,8 @@ import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load-config.js";
 import type { ModelRoute } from "../../src/core/model-route.js";
-import { type AdminServer, startAdminServer } from "../../src/server/admin-server.js";
-import { type ConsoleSources, modelsView, trafficBufferMaxBytes, trafficStreamStats, trafficStreamsMax } from "../../src/server/console-api.js";
+import { type AdminServer, type AdminSources, startAdminServer } from "../../src/server/admin-server.js";
+import { type ConsoleSources, loopbackHostRefusal, modelsView, trafficBufferMaxBytes, trafficStreamStats, trafficStreamsMax } from "../../src/server/console-api.js";
 import { createCallRing } from "../../src/server/console-calls.js";
 
 const minimalYaml = `
@@ -35,8 +36,8 @@ afterEach(async () => {
   await Promise.all(started.splice(0).map((s) => s.close()));
 });
 
-/** An admin listener on 127.0.0.1 without a token, with the console reading `yaml` and `routes`. */
-async function startConsole(yaml = minimalYaml, routes: ModelRoute[] = [fakeRoute("mock-chat")]): Promise<Console> {
+/** An admin listener on 127.0.0.1 without a token, with the console reading `yaml` and `routes`, and `more` sources. */
+async function startConsole(yaml = minimalYaml, routes: ModelRoute[] = [fakeRoute("mock-chat")], more: Partial<AdminSources> = {}): Promise<Console> {
   const config = parseConfig(yaml, "(test)", {});
   const registry = new Registry();
   const sources: ConsoleSources = {
@@ -47,7 +48,7 @@ async function startConsole(yaml = minimalYaml, routes: ModelRoute[] = [fakeRout
     http: () => ({ port: undefined, tls: false }),
     trafficIntervalMs: 250,
   };
-  const server = await startAdminServer("127.0.0.1:0", { registry, ready: () => true, console: sources }, config.server.connections);
+  const server = await startAdminServer("127.0.0.1:0", { registry, ready: () => true, console: sources, ...more }, config.server.connections);
   started.push(server);
   const i = server.address.lastIndexOf(":");
   return { server, sources, host: server.address.slice(0, i), port: Number(server.address.slice(i + 1)) };
@@ -187,5 +188,20 @@ describe("HEAD /admin/traffic", () => {
     } finally {
       socket.destroy();
     }
+  });
+});
+
+describe("a loopback admin listener without a token", () => {
+  it("answers /metrics, /admin/usage and the console's JSON endpoints for a loopback Host only (DNS rebinding); the probes and static files for any", async () => {
+    const c = await startConsole(minimalYaml, undefined, { usage: () => async () => ({ callers: {} }) });
+    for (const path of ["/metrics", "/admin/usage", "/admin/models", "/admin/config", "/nowhere"]) {
+      const res = await get(c, path, { host: "attacker.example:9090" });
+      expect([path, res.status, res.body]).toEqual([path, 403, loopbackHostRefusal]);
+    }
+    for (const path of ["/healthz", "/readyz", "/console/"]) expect([path, (await get(c, path, { host: "attacker.example:9090" })).status]).toEqual([path, 200]);
+    for (const host of [`127.0.0.1:${c.port}`, `localhost:${c.port}`, `[::1]:${c.port}`, "127.0.0.1", "LOCALHOST"]) {
+      for (const path of ["/metrics", "/admin/usage", "/admin/models"]) expect([host, path, (await get(c, path, { host })).status]).toEqual([host, path, 200]);
+    }
+    expect((await get(c, "/admin/usage", { host: `127.0.0.1:${c.port}` })).body).toContain('"callers"');
   });
 });

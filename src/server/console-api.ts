@@ -81,10 +81,24 @@ function badRequest(res: http.ServerResponse, message: string): void {
   res.writeHead(400, { "content-type": "text/plain" }).end(`${message}\n`);
 }
 
+/** The longest host name taken from a Host header (a DNS name's limit): a longer one is copied into no answer. */
+export const hostNameMaxChars = 253;
+
+/**
+ * The host of a Host header (or an HTTP/2 :authority) without its port, `[…]` kept around an
+ * IPv6 address; undefined when there is none or it is longer than hostNameMaxChars.
+ */
+export function authorityHost(authority: string | undefined): string | undefined {
+  if (authority === undefined) return undefined;
+  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.replace(/:\d+$/, "");
+  return host === "" || host.length > hostNameMaxChars ? undefined : host;
+}
+
 /** A Host header that names this machine's loopback: what a page of a DNS-rebound name does not send. */
 export function isLoopbackHost(host: string | undefined): boolean {
-  if (host === undefined) return false;
-  const name = (host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d+$/, "")).toLowerCase();
+  const h = authorityHost(host)?.toLowerCase();
+  if (h === undefined) return false;
+  const name = h.startsWith("[") ? h.slice(1, -1) : h;
   return name === "localhost" || name === "::1" || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
@@ -347,7 +361,9 @@ async function serveAsset(req: http.IncomingMessage, res: http.ServerResponse, p
     return;
   }
   const h = sources.http();
-  const host = /^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/.test(hostName(req.headers.host)) ? hostName(req.headers.host) : "127.0.0.1";
+  // The host the browser used, when it is a plain name or address of at most hostNameMaxChars.
+  const name = authorityHost(req.headers.host);
+  const host = name !== undefined && /^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/.test(name) ? name : "127.0.0.1";
   const api = h.port === undefined ? "" : ` ${h.tls ? "https" : "http"}://${host}:${h.port}`;
   res.writeHead(200, {
     "content-type": type,
@@ -358,12 +374,6 @@ async function serveAsset(req: http.IncomingMessage, res: http.ServerResponse, p
     "content-security-policy": `default-src 'self'; connect-src 'self'${api}; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
   });
   res.end(req.method === "HEAD" ? undefined : body);
-}
-
-/** The host name of a Host header, without its port. */
-function hostName(host: string | undefined): string {
-  if (host === undefined) return "";
-  return host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.replace(/:\d+$/, "");
 }
 
 function decodeURIComponentSafe(s: string): string | undefined {

@@ -4,6 +4,7 @@ import { cors } from "@connectrpc/connect";
 import { cacheHeader } from "../gateway/steps/cache.js";
 import { costHeader } from "../gateway/steps/call-record.js";
 import { servedByHeader } from "../gateway/steps/provenance.js";
+import { authorityHost } from "./console-api.js";
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 type Response = http.ServerResponse | http2.Http2ServerResponse;
@@ -23,10 +24,10 @@ const exposedHeaders = [...cors.exposedHeaders, servedByHeader, cacheHeader, cos
  */
 export function consoleOrigin(req: Request, adminPort: number | undefined): string | undefined {
   if (adminPort === undefined) return undefined;
-  const authority = (req.headers[":authority"] as string | undefined) ?? req.headers.host;
-  if (authority === undefined) return undefined;
-  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.replace(/:\d+$/, "");
-  return `http://${host}:${adminPort}`;
+  // None for a host longer than a DNS name (console-api.ts's authorityHost): it would be copied
+  // into access-control-allow-origin.
+  const host = authorityHost((req.headers[":authority"] as string | undefined) ?? req.headers.host);
+  return host === undefined ? undefined : `http://${host}:${adminPort}`;
 }
 
 /**

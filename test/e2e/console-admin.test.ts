@@ -7,6 +7,7 @@
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { request } from "node:http";
+import * as http2 from "node:http2";
 import { promisify } from "node:util";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -217,6 +218,59 @@ describe("the console's admin endpoints", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("access-control-allow-origin")).toBe(`http://127.0.0.1:${adminPort}`);
     expect(res.headers.get("access-control-expose-headers")?.toLowerCase()).toContain("grpc-status-details-bin");
+  });
+});
+
+describe("a Host header longer than a DNS name", () => {
+  let g: ConsoleGateway;
+  const longHost = "h".repeat(15_000);
+
+  beforeAll(async () => {
+    g = await startConsoleGateway(true);
+  });
+  afterAll(async () => {
+    await g?.close();
+  });
+
+  it("is not copied into the console page's Content-Security-Policy (127.0.0.1 instead)", async () => {
+    const i = g.app.adminAddress.lastIndexOf(":");
+    const [status, csp] = await new Promise<[number, string]>((resolve, reject) => {
+      request({ host: g.app.adminAddress.slice(0, i), port: Number(g.app.adminAddress.slice(i + 1)), path: "/console/", headers: { host: `${longHost}:9090` } }, (res) => {
+        res.resume();
+        resolve([res.statusCode!, String(res.headers["content-security-policy"])]);
+      })
+        .on("error", reject)
+        .end();
+    });
+    expect(status).toBe(200);
+    expect(csp).toContain(`connect-src 'self' http://127.0.0.1:${g.app.httpAddress.split(":").pop()};`);
+    expect(csp.length).toBeLessThan(400);
+  });
+
+  it("is not copied into access-control-allow-origin (HTTP/2, whose header lists hold 15,000 characters twice)", async () => {
+    const adminPort = g.app.adminAddress.split(":").pop();
+    const session = http2.connect(`http://${g.app.httpAddress}`);
+    try {
+      const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "OPTIONS",
+          ":path": "/infergate.v1.InferenceService/Chat",
+          ":authority": `${longHost}:${g.app.httpAddress.split(":").pop()}`,
+          origin: `http://${longHost}:${adminPort}`,
+          "access-control-request-method": "POST",
+        });
+        stream.on("response", (h) => {
+          stream.resume();
+          resolve(h);
+        });
+        stream.on("error", reject);
+        stream.end();
+      });
+      expect(headers["access-control-allow-origin"]).toBeUndefined();
+      expect(JSON.stringify(headers).length).toBeLessThan(1000);
+    } finally {
+      session.close();
+    }
   });
 });
 

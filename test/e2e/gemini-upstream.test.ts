@@ -137,6 +137,7 @@ upstreams:
 ${vertexUpstream("vertex-up", "sa-main")}
 ${vertexUpstream("vertex-refresh-up", "sa-refresh")}
 ${vertexUpstream("vertex-expiry-up", "sa-expiry", ", tokenRefreshMarginMs: 0")}
+${vertexUpstream("vertex-hang-up", "sa-hang", ", tokenTimeoutMs: 500")}
   - name: vertex-adc-up
     kind: gemini
     resilience: { retry: { maxAttempts: 1 }, breaker: { enabled: false } }
@@ -195,6 +196,10 @@ models:
     upstream: vertex-expiry-up
     upstreamModel: ${MODEL}
     cache: { policy: "off" }
+  - name: vertex-hang
+    upstream: vertex-hang-up
+    upstreamModel: ${MODEL}
+    cache: { policy: "off" }
   - name: vertex-adc
     upstream: vertex-adc-up
     upstreamModel: ${MODEL}
@@ -223,6 +228,7 @@ afterAll(async () => {
 beforeEach(() => {
   fake.reset();
   fake.tokenLifetimeSeconds = 3600;
+  fake.hangTokenRequests = 0;
 });
 
 const googlePath = (method: string, model = MODEL) => `/v1beta/models/${model}:${method}`;
@@ -682,6 +688,35 @@ describe("Vertex AI (service-account key, OAuth2 access tokens)", () => {
     const calls = fake.requests.filter((r) => r.path !== "/token");
     expect(calls.map((r) => r.status)).toEqual([200, 200]);
     expect(calls[1]!.headers["authorization"]).toBe(`Bearer ${issued[1]!.token}`);
+  });
+
+  it("a token request that is never answered fails its callers after tokenTimeoutMs, and a later call fetches a new token and succeeds", async () => {
+    fake.hangTokenRequests = 1;
+    const first = await expectServiceError(client.unary("Chat", chatRequest("vertex-hang", [userTurn("first")]), { timeoutMs: 3_000 }));
+    expect([status.UNAVAILABLE, status.DEADLINE_EXCEEDED]).toContain(first.code);
+    // Without a bound on the fetch every later call would wait on the unanswered request.
+    await expect
+      .poll(
+        async () => {
+          try {
+            const res = await client.unary<Obj>("Chat", chatRequest("vertex-hang", [userTurn("later")]), { timeoutMs: 3_000 });
+            return res["message"];
+          } catch {
+            return undefined;
+          }
+        },
+        { timeout: 12_000, interval: 100 },
+      )
+      .toMatchObject(assistant([{ part: "text", text: "later" }]));
+    const tokenRequests = fake.requests.filter((r) => r.path === "/token");
+    expect(tokenRequests.length).toBeGreaterThanOrEqual(2);
+    expect(tokenRequests[0]!.status).toBeUndefined();
+    const issued = fake.tokens.filter((t) => t.serviceAccount.startsWith("sa-hang@"));
+    expect(issued).toHaveLength(1);
+    const call = fake.requests.filter((r) => r.path === vertexPath("generateContent")).at(-1)!;
+    expect(call.headers["authorization"]).toBe(`Bearer ${issued[0]!.token}`);
+    // Tokens stay out of the log.
+    expect(logLines.filter((l) => l.includes(issued[0]!.token))).toEqual([]);
   });
 
   it("without a key file, Application Default Credentials get the token from the metadata server", async () => {

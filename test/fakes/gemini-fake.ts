@@ -20,7 +20,8 @@
  * assertion must be an RS256 JWT signed by the fake's `publicKey`'s private key, else 400
  * invalid_grant; answers `{"access_token": "ya29.fake-<n>", "expires_in": tokenLifetimeSeconds,
  * "token_type": "Bearer"}`); and GET `/computeMetadata/v1/…`, a VM's metadata server for
- * Application Default Credentials (see `metadata`). Anything else: 404 NOT_FOUND.
+ * Application Default Credentials (see `metadata`). Anything else: 404 NOT_FOUND. A token request
+ * may be left unanswered (`hangTokenRequests`).
  *
  * Scenarios ({@link GEMINI_SCENARIOS}) are chosen as in fake-server.ts: the last user turn's text
  * `scenario:<name>`, or setScenario / enqueueScenario.
@@ -125,6 +126,12 @@ export interface GeminiFake extends FakeUpstream<GeminiScenario> {
   readonly tokens: readonly IssuedToken[];
   /** The `expires_in` of the tokens issued next, in seconds (default 3600). */
   tokenLifetimeSeconds: number;
+  /**
+   * How many of the next token requests (`/token`, the metadata server's token) get no answer at
+   * all: the fake reads the request and holds it until the client leaves or the fake closes.
+   * Default 0.
+   */
+  hangTokenRequests: number;
 }
 
 const SSE_LINE_END = "\r\n";
@@ -133,14 +140,21 @@ const SSE_LINE_END = "\r\n";
 export async function createGeminiFake(options: GeminiFakeOptions = {}): Promise<GeminiFake> {
   const tokens: IssuedToken[] = [];
   const publicKey: KeyObject | undefined = options.publicKey === undefined ? undefined : createPublicKey(options.publicKey);
-  const state = { tokenLifetimeSeconds: 3600 };
+  const state = { tokenLifetimeSeconds: 3600, hangTokenRequests: 0 };
   const fake = await startFake<GeminiScenario>({
     scenarios: GEMINI_SCENARIOS,
     defaultScenario: "echo",
     baseUrlSuffix: "",
     options,
     commonHeaders: () => ({ "x-goog-fake": "1" }),
-    handle: (ex) => handle(ex, { apiKey: options.apiKey, publicKey, tokens, lifetime: () => state.tokenLifetimeSeconds }),
+    handle: (ex) =>
+      handle(ex, {
+        apiKey: options.apiKey,
+        publicKey,
+        tokens,
+        lifetime: () => state.tokenLifetimeSeconds,
+        hang: () => state.hangTokenRequests > 0 && state.hangTokenRequests-- > 0,
+      }),
   });
   // Accessors, not values: Object.assign would copy the getter's value once.
   return Object.defineProperties(fake, {
@@ -153,6 +167,13 @@ export async function createGeminiFake(options: GeminiFakeOptions = {}): Promise
       },
       enumerable: true,
     },
+    hangTokenRequests: {
+      get: () => state.hangTokenRequests,
+      set: (n: number) => {
+        state.hangTokenRequests = n;
+      },
+      enumerable: true,
+    },
   }) as GeminiFake;
 }
 
@@ -161,6 +182,8 @@ interface Auth {
   readonly publicKey: KeyObject | undefined;
   readonly tokens: IssuedToken[];
   lifetime(): number;
+  /** Whether this token request is one to leave unanswered (counts it). */
+  hang(): boolean;
 }
 
 const googleAiPath = /^\/(v1beta|v1)\/models\/([^/:]+):([A-Za-z]+)$/;
@@ -168,6 +191,14 @@ const vertexPath = /^\/(v1beta1|v1)\/projects\/([^/]+)\/locations\/([^/]+)\/publ
 
 async function handle(ex: Exchange<GeminiScenario>, auth: Auth): Promise<void> {
   const { record } = ex;
+  const isTokenRequest = (record.method === "POST" && record.path === "/token") || (record.method === "GET" && record.path.endsWith("/token"));
+  if (isTokenRequest && auth.hang()) {
+    await new Promise<void>((resolve) => {
+      if (ex.signal.aborted) resolve();
+      else ex.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    return;
+  }
   if (record.method === "POST" && record.path === "/token") {
     token(ex, auth);
     return;

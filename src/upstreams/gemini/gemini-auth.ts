@@ -32,6 +32,11 @@ export interface AccessTokenOptions {
   readonly credentialsFile: string | undefined;
   /** How long before its expiry a token is replaced. */
   readonly refreshMarginMs: number;
+  /**
+   * How long one token fetch may take; past it the fetch fails UNAVAILABLE for the calls that
+   * waited on it, and the next call starts a new one with a new client.
+   */
+  readonly fetchTimeoutMs: number;
 }
 
 /** The client that gets tokens; undefined until first used for ADC (its discovery does I/O). */
@@ -45,25 +50,42 @@ interface TokenClient {
  * endpoint than Google's (a private endpoint, a test's fake), is where the JWT goes.
  */
 export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
-  const client = options.credentialsFile === undefined ? adcClient(options) : keyFileClient(options.credentialsFile, options.refreshMarginMs);
+  const makeClient = (): TokenClient =>
+    options.credentialsFile === undefined ? adcClient(options) : keyFileClient(options.credentialsFile, options.refreshMarginMs, options.fetchTimeoutMs);
+  let client = makeClient();
   /** The fetch in flight, shared by the calls that need a token meanwhile. */
   let pending: Promise<string> | undefined;
 
   function fetchToken(): Promise<string> {
-    pending ??= client
-      .getAccessToken()
-      .then((r) => {
-        const token = typeof r === "string" ? r : r?.token;
-        if (typeof token !== "string" || token === "") throw new Error("the credentials gave no access token");
-        return token;
-      })
+    if (pending !== undefined) return pending;
+    const from = client;
+    let timer: NodeJS.Timeout | undefined;
+    // google-auth-library shares one in-flight token request per client and puts no bound on it
+    // (a token endpoint or metadata server that accepts the connection and never answers holds it
+    // for minutes): past fetchTimeoutMs this fetch fails and its client is dropped, so that the
+    // next call asks again through a new client instead of joining the stuck request.
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (client === from) client = makeClient();
+        reject(new Error(`the token request took more than ${options.fetchTimeoutMs} ms`));
+      }, options.fetchTimeoutMs);
+      timer.unref();
+    });
+    const fetched = from.getAccessToken().then((r) => {
+      const token = typeof r === "string" ? r : r?.token;
+      if (typeof token !== "string" || token === "") throw new Error("the credentials gave no access token");
+      return token;
+    });
+    const mine: Promise<string> = Promise.race([fetched, timedOut])
       .catch((err: unknown) => {
         throw tokenError(options.upstream, err);
       })
       .finally(() => {
-        pending = undefined;
+        clearTimeout(timer);
+        if (pending === mine) pending = undefined;
       });
-    return pending;
+    pending = mine;
+    return mine;
   }
 
   return {
@@ -87,7 +109,7 @@ export function createAccessTokens(options: AccessTokenOptions): AccessTokens {
   };
 }
 
-function keyFileClient(file: string, refreshMarginMs: number): TokenClient {
+function keyFileClient(file: string, refreshMarginMs: number, timeoutMs: number): TokenClient {
   let key: unknown;
   try {
     key = JSON.parse(readFileSync(file, "utf8"));
@@ -105,15 +127,15 @@ function keyFileClient(file: string, refreshMarginMs: number): TokenClient {
     eagerRefreshThresholdMillis: refreshMarginMs,
   });
   const tokenUri = key["token_uri"];
-  if (typeof tokenUri === "string" && tokenUri !== googleTokenUrl) {
-    const target = new URL(tokenUri);
-    jwt.transporter.interceptors.request.add({
-      resolved: (config) => {
-        if (String(config.url) === googleTokenUrl) config.url = target;
-        return Promise.resolve(config);
-      },
-    });
-  }
+  const target = typeof tokenUri === "string" && tokenUri !== googleTokenUrl ? new URL(tokenUri) : undefined;
+  jwt.transporter.interceptors.request.add({
+    resolved: (config) => {
+      if (target !== undefined && String(config.url) === googleTokenUrl) config.url = target;
+      // The socket of a token request that never answers is let go (createAccessTokens has given up on it).
+      config.timeout ??= timeoutMs;
+      return Promise.resolve(config);
+    },
+  });
   return jwt;
 }
 

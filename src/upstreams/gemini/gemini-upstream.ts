@@ -28,6 +28,11 @@ const vertexOptionsSchema = z.strictObject({
   credentialsFile: z.string().min(1).optional(),
   /** How long before its expiry an access token is replaced (default 5 minutes). */
   tokenRefreshMarginMs: z.number().int().min(0).max(3_000_000).default(300_000),
+  /**
+   * How long one access-token fetch may take (default 10 s); past it the calls waiting on it fail
+   * UNAVAILABLE and the next call fetches anew.
+   */
+  tokenTimeoutMs: z.number().int().min(1).max(300_000).default(10_000),
 });
 
 /** Options of a `gemini` upstream in config (`upstreams[].options`). */
@@ -97,7 +102,12 @@ export function createGeminiUpstream(config: UpstreamConfig, options: GeminiOpti
   const tokens: AccessTokens | undefined =
     vertex === undefined
       ? undefined
-      : createAccessTokens({ upstream: config.name, credentialsFile: vertex.credentialsFile, refreshMarginMs: vertex.tokenRefreshMarginMs });
+      : createAccessTokens({
+          upstream: config.name,
+          credentialsFile: vertex.credentialsFile,
+          refreshMarginMs: vertex.tokenRefreshMarginMs,
+          fetchTimeoutMs: vertex.tokenTimeoutMs,
+        });
   const modelsPath = vertex === undefined ? `/${version}/models/` : `/${version}/projects/${vertex.project}/locations/${vertex.location}/publishers/google/models/`;
   const ownHeaders = ["content-type", "accept", "x-goog-api-key", "authorization"];
   const extraHeaders = Object.fromEntries(Object.entries(config.headers).filter(([k]) => !ownHeaders.includes(k.toLowerCase())));

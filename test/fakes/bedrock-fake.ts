@@ -66,6 +66,8 @@ export const BEDROCK_API_KEY = "ABSKfakebedrockapikey0123456789abcdef";
  *   ServiceUnavailableException, `not-found` 404 ResourceNotFoundException, `access-denied` 403
  *   AccessDeniedException, `model-error` 424 ModelErrorException, `quota` 400
  *   ServiceQuotaExceededException.
+ * - `html-200`: HTTP 200 with `content-type: text/html` and the body `<html>oops` (Converse and
+ *   ConverseStream): an answer the SDK cannot read.
  *
  * Invoke (embeddings) answers by the body it gets whatever the scenario, but the error ones.
  */
@@ -91,6 +93,7 @@ export const BEDROCK_SCENARIOS = [
   "access-denied",
   "model-error",
   "quota",
+  "html-200",
 ] as const;
 export type BedrockScenario = (typeof BEDROCK_SCENARIOS)[number];
 
@@ -152,6 +155,10 @@ export interface BedrockFake {
   settled(index: number): Promise<BedrockRequest>;
   reset(): void;
   close(): Promise<void>;
+  /** The most InvokeModel requests answered at once (authenticated, not yet answered) since the last reset. */
+  readonly peakInvokesInFlight: number;
+  /** Holds each InvokeModel answer `ms` before it is sent (0: none), so that requests overlap. */
+  setInvokeHold(ms: number): void;
 }
 
 const utf8 = {
@@ -183,6 +190,9 @@ export async function createBedrockFake(secrets: Readonly<Record<string, string>
   const queue: { name: BedrockScenario; options: ScenarioOptions }[] = [];
   let sticky: { name: BedrockScenario; options: ScenarioOptions } | undefined;
   let closing = false;
+  let invokesInFlight = 0;
+  let peakInvokes = 0;
+  let invokeHoldMs = 0;
 
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://fake.invalid");
@@ -267,7 +277,20 @@ export async function createBedrockFake(secrets: Readonly<Record<string, string>
       return;
     }
     if (rec.operation === "invoke") {
-      invoke(res, rec, requestId, body);
+      invokesInFlight++;
+      peakInvokes = Math.max(peakInvokes, invokesInFlight);
+      try {
+        if (invokeHoldMs > 0 && !(await pause(res, invokeHoldMs))) return;
+        invoke(res, rec, requestId, body);
+      } finally {
+        invokesInFlight--;
+      }
+      return;
+    }
+    if (chosen.name === "html-200") {
+      rec.status = 200;
+      res.writeHead(200, { "content-type": "text/html", "x-amzn-requestid": requestId });
+      res.end("<html>oops");
       return;
     }
     const stream = rec.operation === "converse-stream";
@@ -317,9 +340,15 @@ export async function createBedrockFake(secrets: Readonly<Record<string, string>
     if (secret === undefined) return ["UnrecognizedClientException", "The security token included in the request is invalid."];
     const amzDate = req.headers["x-amz-date"];
     if (typeof amzDate !== "string" || !amzDate.startsWith(date) || service !== "bedrock") return ["InvalidSignatureException", "Credential should be scoped to a valid date, region and service."];
-    const expected = sigV4Signature({ method: req.method, path: rec.path, headers: req.headers, signedHeaders: signedHeaders.split(";"), body: raw, amzDate, scope: `${date}/${region}/${service}/aws4_request`, secret });
-    if (expected !== signature) {
-      return ["InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."];
+    const parts = sigV4Parts({ method: req.method, path: rec.path, headers: req.headers, signedHeaders: signedHeaders.split(";"), body: raw, amzDate, scope: `${date}/${region}/${service}/aws4_request`, secret });
+    if (parts.signature !== signature) {
+      // As AWS words it: the canonical request (with every signed header, x-amz-security-token
+      // among them) and the string to sign it expected.
+      return [
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.\n\n" +
+          `The Canonical String for this request should have been\n'${parts.canonicalRequest}'\n\nThe String-to-Sign should have been\n'${parts.stringToSign}'\n`,
+      ];
     }
     rec.auth = "sigv4";
     rec.region = region;
@@ -367,7 +396,15 @@ export async function createBedrockFake(secrets: Readonly<Record<string, string>
         });
       });
     },
+    get peakInvokesInFlight() {
+      return peakInvokes;
+    },
+    setInvokeHold(ms) {
+      invokeHoldMs = ms;
+    },
     reset() {
+      peakInvokes = invokesInFlight;
+      invokeHoldMs = 0;
       requests.length = 0;
       settled.clear();
       queue.length = 0;
@@ -389,7 +426,12 @@ export async function createBedrockFake(secrets: Readonly<Record<string, string>
  * request's SHA-256), and the HMAC chain of the signing key (date, region, service,
  * "aws4_request").
  */
-export function sigV4Signature(r: {
+export function sigV4Signature(r: SigV4Input): string {
+  return sigV4Parts(r).signature;
+}
+
+/** What sigV4Signature signs. */
+export interface SigV4Input {
   method: string;
   path: string;
   headers: IncomingHttpHeaders;
@@ -398,7 +440,10 @@ export function sigV4Signature(r: {
   amzDate: string;
   scope: string;
   secret: string;
-}): string {
+}
+
+/** sigV4Signature's canonical request, string to sign and signature. */
+export function sigV4Parts(r: SigV4Input): { canonicalRequest: string; stringToSign: string; signature: string } {
   const sha256 = (data: string | Uint8Array): string => createHash("sha256").update(data).digest("hex");
   const hmac = (key: string | Buffer, data: string): Buffer => createHmac("sha256", key).update(data).digest();
   const rfc3986 = (s: string): string => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
@@ -412,7 +457,7 @@ export function sigV4Signature(r: {
   const stringToSign = ["AWS4-HMAC-SHA256", r.amzDate, r.scope, sha256(canonicalRequest)].join("\n");
   const [date, region, service] = r.scope.split("/") as [string, string, string];
   const key = hmac(hmac(hmac(hmac(`AWS4${r.secret}`, date), region), service), "aws4_request");
-  return createHmac("sha256", key).update(stringToSign).digest("hex");
+  return { canonicalRequest, stringToSign, signature: createHmac("sha256", key).update(stringToSign).digest("hex") };
 }
 
 /** What a scenario answers. */

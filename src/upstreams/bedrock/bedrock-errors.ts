@@ -44,6 +44,20 @@ interface SdkError {
   readonly $response?: { readonly headers?: Readonly<Record<string, string>> | undefined } | undefined;
 }
 
+/**
+ * A Bedrock error message without what AWS adds to an InvalidSignatureException: the canonical
+ * request it expected ("The Canonical String for this request should have been …", which lists
+ * every signed header, the session token's `x-amz-security-token:<token>` among them) and the
+ * string to sign ("The String-to-Sign should have been …"), from the first of them to the end, and
+ * any line that still carries `x-amz-security-token`.
+ */
+export function withoutSigningDetails(message: string): string {
+  return message
+    .replace(/\s*The (?:Canonical String for this request|String-to-Sign) should have been[\s\S]*$/i, "")
+    .replace(/^.*x-amz-security-token.*$\n?/gim, "")
+    .replace(/x-amz-security-token[:=]\S*/gi, "x-amz-security-token:[redacted]");
+}
+
 /** An exception name fit for a label: letters only, bounded. */
 function label(name: unknown): string {
   return typeof name === "string" && /^[A-Za-z]{1,64}$/.test(name) ? name : "error";
@@ -73,7 +87,7 @@ export function errorFromBedrock(err: unknown, ctx: BedrockErrorContext, inStrea
     return errorFromNetwork(ctx.upstream, err);
   }
   const status = httpStatus ?? streamStatus!;
-  const message = typeof e.message === "string" ? e.message : "";
+  const message = typeof e.message === "string" ? withoutSigningDetails(e.message) : "";
   const headers = e.$response?.headers ?? {};
   const mapped = errorFromStatus(ctx.upstream, modelUnavailable.has(name) ? 503 : status, headers, JSON.stringify({ message }), ctx.secrets);
   // http_status is the answer's own (none for a stream's exception frame); left out for the model's

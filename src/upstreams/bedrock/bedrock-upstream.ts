@@ -115,8 +115,8 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
   const endpoint = config.endpoints[0];
   const tls = readUpstreamTls(config.tls);
   const clients = new Map<string, BedrockRuntimeClient>();
-  const secrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken, config.apiKey].filter((s): s is string => s !== undefined);
-  const errors: BedrockErrorContext = { upstream: config.name, secrets, throttlingRetryAfterMs: options.throttlingRetryAfterMs };
+  const staticSecrets = [options.credentials?.secretAccessKey, options.credentials?.sessionToken, config.apiKey].filter((s): s is string => s !== undefined);
+  const errors: BedrockErrorContext = { upstream: config.name, secrets: staticSecrets, throttlingRetryAfterMs: options.throttlingRetryAfterMs };
   const firstByteMs = config.firstByteTimeoutMs ?? defaultFirstByteTimeoutMs;
 
   function client(region: string | undefined): BedrockRuntimeClient {
@@ -138,6 +138,22 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
       clients.set(key, c);
     }
     return c;
+  }
+
+  /**
+   * The secret key and session token of the identity `bedrock` signs with: the SDK's credentials
+   * provider (memoized by the SDK until they expire, so this costs no new resolution), none when it
+   * has none (an API key) or fails.
+   */
+  async function identitySecrets(bedrock: BedrockRuntimeClient): Promise<string[]> {
+    try {
+      const provider = bedrock.config.credentials as unknown;
+      if (typeof provider !== "function") return [];
+      const id = (await (provider as () => Promise<{ secretAccessKey?: unknown; sessionToken?: unknown }>)()) ?? {};
+      return [id.secretAccessKey, id.sessionToken].filter((s): s is string => typeof s === "string" && s.length > 0);
+    } catch {
+      return [];
+    }
   }
 
   /** One attempt of a call: its signal, and what the SDK command needs to report on it. */
@@ -189,11 +205,18 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
         );
         return command;
       },
-      /** What to throw for `err`: the caller's or the attempt's abort reason, else the mapped error, redacted. */
-      failure(err: unknown, inStream = false): unknown {
+      /**
+       * What to throw for `err`: the caller's or the attempt's abort reason, else the mapped error,
+       * redacted of the configured secrets and of those of the identity the SDK signed with (from
+       * its default chain: environment, web identity, instance role).
+       */
+      async failure(bedrock: BedrockRuntimeClient, err: unknown, inStream = false): Promise<unknown> {
         if (call.signal.aborted) return call.signal.reason;
         if (controller.signal.aborted) return controller.signal.reason;
-        const mapped = errorFromBedrock(err, errors, inStream);
+        // No identity when the chain found none: asking it again could wait out its providers.
+        const noIdentity = (err as { name?: unknown } | null)?.name === "CredentialsProviderError";
+        const secrets = noIdentity ? staticSecrets : [...staticSecrets, ...(await identitySecrets(bedrock))];
+        const mapped = errorFromBedrock(err, { ...errors, secrets }, inStream);
         // No answer from Bedrock (refused, reset, cut): the endpoint's failure, not the model's.
         if (mapped instanceof GatewayError && mapped !== err && mapped.code === Code.Unavailable && !(mapped.cause instanceof UpstreamFailure)) {
           attemptConnectionFailed(call.signal);
@@ -227,26 +250,28 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
     kind: "bedrock",
     async chat(call): Promise<ChatResponse> {
       const input = converseInput(call, false);
+      const bedrock = client(call.modelOptions.region ?? options.region);
       const a = attempt(call);
       try {
-        const res = await client(call.modelOptions.region ?? options.region).send(a.watch(new ConverseCommand(input)), { abortSignal: a.signal });
+        const res = await bedrock.send(a.watch(new ConverseCommand(input)), { abortSignal: a.signal });
         return fromConverseResponse(config.name, res, res.$metadata.requestId ?? "");
       } catch (err) {
-        throw a.failure(err);
+        throw await a.failure(bedrock, err);
       } finally {
         a.release();
       }
     },
     async *generate(call): AsyncGenerator<GenerateResponse> {
       const input = converseInput(call, true);
+      const bedrock = client(call.modelOptions.region ?? options.region);
       const a = attempt(call);
       let complete = false;
       try {
         let out;
         try {
-          out = await client(call.modelOptions.region ?? options.region).send(a.watch(new ConverseStreamCommand(input)), { abortSignal: a.signal });
+          out = await bedrock.send(a.watch(new ConverseStreamCommand(input)), { abortSignal: a.signal });
         } catch (err) {
-          throw a.failure(err);
+          throw await a.failure(bedrock, err);
         }
         if (out.stream === undefined) throw badResponse(config.name, "a ConverseStream answer without its event stream");
         const translator = createConverseStreamTranslator(config.name, out.$metadata.requestId ?? "");
@@ -256,7 +281,7 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
             if (translator.done) break;
           }
         } catch (err) {
-          throw a.failure(err, true);
+          throw await a.failure(bedrock, err, true);
         }
         for (const e of translator.end()) yield e;
         complete = true;
@@ -295,7 +320,7 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
         );
         return fromEmbedAnswers(config.name, format, answers, call.request.texts.length, call.request.dimensions);
       } catch (err) {
-        throw a.failure(err);
+        throw await a.failure(bedrock, err);
       } finally {
         a.release(true);
       }

@@ -1,0 +1,110 @@
+/**
+ * The `bedrock` kind's failures that the review of src/upstreams/bedrock/ found, end to end against
+ * the Bedrock fake (test/fakes/bedrock-fake.ts, SigV4 checked): credentials from the SDK's default
+ * chain (the environment, with a session token) kept out of the log and the caller's error; a 200
+ * answer the SDK cannot read is UPSTREAM_BAD_RESPONSE; Titan's per-text InvokeModel requests go a
+ * few at a time. The App runs in this process (its own worker), whose environment holds the
+ * credentials.
+ */
+import { Writable } from "node:stream";
+import { status } from "@grpc/grpc-js";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { App } from "../../src/server/app.js";
+import { BEDROCK_CREDENTIALS, type BedrockFake, createBedrockFake, fakeVector } from "../fakes/bedrock-fake.js";
+import { errorInfoOf, expectServiceError, inferenceClient, type ProtoClient, statusDetails } from "../helpers/proto-clients.js";
+import { startInProcess } from "../helpers/servers.js";
+
+const MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+/** The environment's identity: the fake knows its key id with another secret, so its signatures are refused. */
+const ENV_KEY_ID = "ASIAFAKEENVIRONMENT7";
+const ENV_SECRET = "envSecretKey/Fake+0123456789abcdefGHIJKLmnop";
+const ENV_TOKEN = "IQoJb3JpZ2luX2VjEFakeSessionToken/abcdefghijklmnopqrstuvwxyz0123456789+ABCDEFGHIJ==";
+
+type Obj = Record<string, unknown>;
+const chat = (model: string, t: string) => ({ model, messages: [{ role: "ROLE_USER", content: [{ text: t }] }] });
+
+describe("bedrock upstream: failures and limits", () => {
+  let fake: BedrockFake;
+  let app: App;
+  let client: ProtoClient;
+  const lines: string[] = [];
+  const saved: Record<string, string | undefined> = {};
+
+  beforeAll(async () => {
+    fake = await createBedrockFake({ [BEDROCK_CREDENTIALS.accessKeyId]: BEDROCK_CREDENTIALS.secretAccessKey, [ENV_KEY_ID]: "the-fakes-own-secret-for-the-env-key" });
+    for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]) saved[k] = process.env[k];
+    process.env["AWS_ACCESS_KEY_ID"] = ENV_KEY_ID;
+    process.env["AWS_SECRET_ACCESS_KEY"] = ENV_SECRET;
+    process.env["AWS_SESSION_TOKEN"] = ENV_TOKEN;
+    delete process.env["AWS_PROFILE"];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
+        done();
+      },
+    });
+    app = await startInProcess(
+      `
+upstreams:
+  - name: bedrock-static
+    kind: bedrock
+    resilience: { retry: { maxAttempts: 1 }, breaker: { enabled: false } }
+    endpoints: ["${fake.url}"]
+    options:
+      region: us-east-1
+      credentials: { accessKeyId: "${BEDROCK_CREDENTIALS.accessKeyId}", secretAccessKey: "${BEDROCK_CREDENTIALS.secretAccessKey}" }
+  - name: bedrock-env
+    kind: bedrock
+    resilience: { retry: { maxAttempts: 1 }, breaker: { enabled: false } }
+    endpoints: ["${fake.url}"]
+    options: { region: us-east-1 }
+models:
+  - name: claude
+    upstream: bedrock-static
+    upstreamModel: ${MODEL_ID}
+  - name: claude-env
+    upstream: bedrock-env
+    upstreamModel: ${MODEL_ID}
+  - name: titan
+    upstream: bedrock-static
+    upstreamModel: amazon.titan-embed-text-v2:0
+    capabilities: [embed]
+`,
+      pino({ level: "debug" }, sink),
+    );
+    client = inferenceClient(app.grpcAddress);
+  });
+
+  afterAll(async () => {
+    client?.close();
+    await app?.shutdown();
+    await fake?.close();
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  beforeEach(() => {
+    fake.reset();
+  });
+
+  it("credentials from the environment with a session token: an InvalidSignatureException that prints the canonical request leaves no part of the token or the secret in the log or the caller's error", async () => {
+    const err = await expectServiceError(client.unary("Chat", chat("claude-env", "hi")));
+    expect([err.code, err.details]).toEqual([status.INTERNAL, `upstream "bedrock-env" refused the gateway's credentials`]);
+    expect(errorInfoOf(statusDetails(err))).toMatchObject({ reason: "UPSTREAM_AUTH", metadata: { upstream_error: "InvalidSignatureException" } });
+    // The fake refused the signature; it got the token as a signed header.
+    const req = fake.requests[0]!;
+    expect([req.status, req.headers["x-amz-security-token"]]).toEqual([403, ENV_TOKEN]);
+    expect(req.headers["authorization"]).toContain("x-amz-security-token");
+    // The call's failure went to the log.
+    await expect.poll(() => lines.some((l) => l.includes("InvalidSignatureException")), { timeout: 10_000 }).toBe(true);
+    const seen = [...lines, err.details, JSON.stringify(statusDetails(err)), JSON.stringify(err.metadata.getMap())].join("\n");
+    // Any 16 characters of the token or the secret (the token's head, its tail, …).
+    for (const secret of [ENV_TOKEN, ENV_SECRET]) {
+      for (let i = 0; i + 16 <= secret.length; i += 8) expect(seen).not.toContain(secret.slice(i, i + 16));
+    }
+    expect(seen).not.toMatch(/x-amz-security-token:/i);
+  });
+});

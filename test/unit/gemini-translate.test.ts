@@ -214,6 +214,54 @@ describe("gemini thought signatures", () => {
     expect(next.contents[2]!.parts.map((p) => p.functionResponse?.name)).toEqual(["f", "g"]);
   });
 
+  it("two calls of one function answered in reverse order: the responses follow the calls, with the ids Gemini gave", () => {
+    const answer = fromGenerateContentResponse("g", {
+      candidates: [
+        {
+          content: {
+            role: "model",
+            parts: [
+              { functionCall: { id: "a1b2c3d4", name: "get_weather", args: { city: "Paris" } }, thoughtSignature: signature },
+              { functionCall: { id: "e5f6g7h8", name: "get_weather", args: { city: "Rome" } } },
+              { functionCall: { name: "get_time", args: {} } },
+            ],
+          },
+          finishReason: "STOP",
+          index: 0,
+        },
+      ],
+      responseId: "r1",
+    });
+    const [paris, rome, time] = answer.message!.toolCalls;
+    const toolMessage = (id: string, value: string) => ({ role: Role.TOOL, toolCallId: id, content: [{ part: { case: "text" as const, value } }] });
+    const messages = [
+      { role: Role.USER, content: [{ part: { case: "text" as const, value: "weather?" } }] },
+      { role: Role.ASSISTANT, toolCalls: answer.message!.toolCalls },
+      toolMessage(time!.id, '"12:00"'),
+      toolMessage(rome!.id, '{"temp": 20}'),
+      toolMessage(paris!.id, '{"temp": 10}'),
+    ];
+    const next = toGenerateContentRequest(chat({ messages }), ctx);
+    expect(next.contents[1]!.parts).toEqual([
+      { functionCall: { id: "a1b2c3d4", name: "get_weather", args: { city: "Paris" } }, thoughtSignature: signature },
+      { functionCall: { id: "e5f6g7h8", name: "get_weather", args: { city: "Rome" } } },
+      { functionCall: { name: "get_time", args: {} } },
+    ]);
+    expect(next.contents[2]!.parts).toEqual([
+      { functionResponse: { id: "a1b2c3d4", name: "get_weather", response: { temp: 10 } } },
+      { functionResponse: { id: "e5f6g7h8", name: "get_weather", response: { temp: 20 } } },
+      { functionResponse: { name: "get_time", response: { output: "12:00" } } },
+    ]);
+    // Vertex AI gives no ids and is sent none; the order is the calls' all the same.
+    const vertex = toGenerateContentRequest(chat({ messages }), { ...ctx, sendCallIds: false });
+    expect(vertex.contents[1]!.parts.map((p) => p.functionCall?.id)).toEqual([undefined, undefined, undefined]);
+    expect(vertex.contents[2]!.parts.map((p) => [p.functionResponse?.id, p.functionResponse?.response])).toEqual([
+      [undefined, { temp: 10 }],
+      [undefined, { temp: 20 }],
+      [undefined, { output: "12:00" }],
+    ]);
+  });
+
   it("a streamed call carries its signature in the id of its delta", () => {
     const t = createStreamTranslator("g");
     const out = t.push(event(callAnswer));

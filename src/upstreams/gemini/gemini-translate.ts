@@ -45,6 +45,11 @@ export interface RequestContext {
    * `skip_thought_signature_validator` on its first call (Gemini 3 refuses such a turn otherwise).
    */
   readonly skipThoughtSignatureValidator: boolean;
+  /**
+   * Whether functionCall / functionResponse parts carry the `id` Gemini gave the call (default
+   * true). Google AI issues and takes these ids; Vertex AI issues none, so its requests send none.
+   */
+  readonly sendCallIds?: boolean;
 }
 
 /** The image types Gemini takes, by file extension, for file URIs (fileData needs a MIME type). */
@@ -64,7 +69,7 @@ const imageTypeByExtension: Readonly<Record<string, string>> = {
  * and `session_id` are the gateway's and never reach an upstream.
  */
 export function toGenerateContentRequest(req: ChatInput, ctx: RequestContext): GenerateContentRequest {
-  const { system, contents } = translateMessages(req, ctx.skipThoughtSignatureValidator);
+  const { system, contents } = translateMessages(req, ctx.skipThoughtSignatureValidator, ctx.sendCallIds ?? true);
   const body: GenerateContentRequest = { contents };
   if (system.length > 0) body.systemInstruction = { parts: system };
   if (req.tools.length > 0) {
@@ -146,12 +151,20 @@ function generationConfig(req: ChatInput, ctx: RequestContext): GenerationConfig
  * "user", ASSISTANT turns "model" (text parts, then one functionCall part per tool call); TOOL
  * messages become functionResponse parts of a "user" turn, consecutive ones sharing one turn, each
  * named after the call it answers (found by tool_call_id among the assistant's earlier calls).
+ * Gemini pairs a turn's function responses with the preceding model turn's calls by position
+ * unless they carry ids, so the responses of one turn go in the order of those calls (by
+ * tool_call_id), whatever order the client answered them in; and a call whose id Gemini gave
+ * (see callId) carries it on its functionCall and functionResponse parts.
  */
-function translateMessages(req: ChatInput, skipValidator: boolean): { system: Part[]; contents: Content[] } {
+function translateMessages(req: ChatInput, skipValidator: boolean, sendIds: boolean): { system: Part[]; contents: Content[] } {
   const system: Part[] = [];
   const contents: Content[] = [];
   const callNames = new Map<string, string>();
+  /** The position of each call of the latest model turn, by tool call id. */
+  let callOrder = new Map<string, number>();
   let toolTurn: Content | undefined;
+  /** The position (in callOrder) of the call each part of toolTurn answers. */
+  let toolRanks: number[] = [];
   req.messages.forEach((m, i) => {
     const at = `messages[${i}]`;
     if (m.name !== "") throw invalidArgument(`${at}.name`, "Gemini has no author names in messages");
@@ -169,10 +182,16 @@ function translateMessages(req: ChatInput, skipValidator: boolean): { system: Pa
         return;
       case Role.ASSISTANT: {
         const parts = m.content.map((p, j) => contentPart(p, `${at}.content[${j}]`));
+        callOrder = new Map();
         const calls: Part[] = m.toolCalls.map((c, j) => {
           callNames.set(c.id, c.name);
+          if (!callOrder.has(c.id)) callOrder.set(c.id, j);
           const signature = thoughtSignatureOf(c.id);
-          return { functionCall: { name: c.name, args: toolArgumentsObject(c, `${at}.tool_calls[${j}]`, "Gemini") }, ...(signature === undefined ? {} : { thoughtSignature: signature }) };
+          const id = sendIds ? geminiCallIdOf(c.id) : undefined;
+          return {
+            functionCall: { ...(id === undefined ? {} : { id }), name: c.name, args: toolArgumentsObject(c, `${at}.tool_calls[${j}]`, "Gemini") },
+            ...(signature === undefined ? {} : { thoughtSignature: signature }),
+          };
         });
         if (skipValidator && calls.length > 0 && calls.every((c) => c.thoughtSignature === undefined)) {
           calls[0]!.thoughtSignature = skipThoughtSignature;
@@ -194,9 +213,16 @@ function translateMessages(req: ChatInput, skipValidator: boolean): { system: Pa
         });
         if (toolTurn === undefined) {
           toolTurn = { role: "user", parts: [] };
+          toolRanks = [];
           contents.push(toolTurn);
         }
-        toolTurn.parts.push({ functionResponse: { name, response: functionResponse(text.join("")) } });
+        const id = sendIds ? geminiCallIdOf(m.toolCallId) : undefined;
+        // Inserted after every response to an earlier call (answers to calls of older turns last).
+        const rank = callOrder.get(m.toolCallId) ?? Number.MAX_SAFE_INTEGER;
+        let k = toolRanks.length;
+        while (k > 0 && toolRanks[k - 1]! > rank) k--;
+        toolRanks.splice(k, 0, rank);
+        toolTurn.parts.splice(k, 0, { functionResponse: { ...(id === undefined ? {} : { id }), name, response: functionResponse(text.join("")) } });
         return;
       }
       default:
@@ -402,6 +428,16 @@ const signatureMark = "__ts_";
 function callId(id: string | undefined, position: number, signature: string | undefined): string {
   const base = id ?? `call_${position}`;
   return signature === undefined ? base : `${base}${signatureMark}${Buffer.from(signature, "base64").toString("base64url")}`;
+}
+
+/**
+ * The id Gemini gave a call, from the tool call id callId made of it: without the thought
+ * signature; undefined for the gateway's own `call_<n>` (Gemini gave none).
+ */
+export function geminiCallIdOf(id: string): string | undefined {
+  const at = id.indexOf(signatureMark);
+  const base = at < 0 ? id : id.slice(0, at);
+  return base === "" || /^call_\d+$/.test(base) ? undefined : base;
 }
 
 /** The thought signature a tool call's id carries (see callId), in base64 as Gemini sent it. */

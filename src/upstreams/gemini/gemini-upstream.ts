@@ -142,6 +142,7 @@ export function createGeminiUpstream(config: UpstreamConfig, options: GeminiOpti
       thinkingBudget: o.thinkingBudget,
       cachedContent: o.cachedContent,
       skipThoughtSignatureValidator: o.skipThoughtSignatureValidator,
+      sendCallIds: vertex === undefined,
     });
     return post(call, stream ? "streamGenerateContent" : "generateContent", body, stream);
   }

@@ -483,6 +483,28 @@ describe("Google AI (API key)", () => {
       expect(fake.requests).toHaveLength(2);
     });
 
+    it("a 429 pretty-printed past 2 KB with RetryInfo last (after Help and QuotaFailure) still gives the caller its RetryInfo", async () => {
+      fake.setScenario("rate-limited-verbose");
+      const err = await expectServiceError(client.unary("Chat", chatRequest("gemini", [userTurn("hi")])));
+      const rec = await fake.settled(0);
+      expect(rec.status).toBe(429);
+      expect(rec.scenario).toBe("rate-limited-verbose");
+      expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+      const details = statusDetails(err);
+      expect(errorInfoOf(details)?.["reason"]).toBe("UPSTREAM_RATE_LIMITED");
+      const retry = details.details.find((d) => d.type_url === "type.googleapis.com/google.rpc.RetryInfo");
+      expect(retry?.message).toEqual({ retry_delay: { seconds: "7", nanos: 0 } });
+      // The body is as the scenario says: RetryInfo only after the 2048 characters the log keeps.
+      const direct = await fetch(`${fake.url}${googlePath("generateContent")}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-goog-api-key": API_KEY },
+        body: JSON.stringify({ contents: [{ role: "user", parts: [{ text: "scenario:rate-limited-verbose" }] }] }),
+      });
+      const body = await direct.text();
+      expect(direct.status).toBe(429);
+      expect(body.indexOf('"type.googleapis.com/google.rpc.RetryInfo"')).toBeGreaterThan(2048);
+    });
+
     it("a key Google refuses (400 API_KEY_INVALID) is INTERNAL UPSTREAM_AUTH, and neither key is in what the client sees", async () => {
       const err = await expectServiceError(client.unary("Chat", chatRequest("gemini-wrong-key", [userTurn("hi")])));
       expect(err.code).toBe(status.INTERNAL);

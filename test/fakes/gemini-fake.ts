@@ -70,6 +70,9 @@ import {
  * - `malformed-event`: the `text` stream with the second chunk's JSON cut short.
  * - `rate-limited`: 429 RESOURCE_EXHAUSTED with a QuotaFailure and a RetryInfo `"retryDelay":
  *   "2s"` detail (no Retry-After header).
+ * - `rate-limited-verbose`: the same 429 as Google writes it for a free-tier quota, pretty-printed
+ *   and over 2 KB: a Help detail with its links, a QuotaFailure of four violations, and RetryInfo
+ *   `"retryDelay": "7s"` last.
  * - `server-error`: 500 INTERNAL. `unavailable`: 503 UNAVAILABLE. `bad-request`: 400
  *   INVALID_ARGUMENT "Request contains an invalid argument.". `not-found`: 404 NOT_FOUND.
  * - `garbage`: 200, `content-type: text/html; charset=utf-8`, body `<html>oops</html>`.
@@ -89,6 +92,7 @@ export const GEMINI_SCENARIOS = [
   "split",
   "malformed-event",
   "rate-limited",
+  "rate-limited-verbose",
   "server-error",
   "unavailable",
   "bad-request",
@@ -462,6 +466,30 @@ async function answer(ex: Exchange<GeminiScenario>, selection: Selection<GeminiS
         { "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: "2s" },
       ]);
       return;
+    case "rate-limited-verbose": {
+      const metric = "generativelanguage.googleapis.com/generate_content_free_tier";
+      const dims = { location: "global", model };
+      sendError(ex, 429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit.", [
+        {
+          "@type": "type.googleapis.com/google.rpc.Help",
+          links: [
+            { description: "Learn more about Gemini API quotas", url: "https://ai.google.dev/gemini-api/docs/rate-limits" },
+            { description: "Monitor your current usage and request a quota increase", url: "https://ai.dev/usage?tab=rate-limit" },
+          ],
+        },
+        {
+          "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+          violations: [
+            { quotaMetric: `${metric}_requests`, quotaId: "GenerateRequestsPerDayPerProjectPerModel-FreeTier", quotaDimensions: dims, quotaValue: "250" },
+            { quotaMetric: `${metric}_requests`, quotaId: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quotaDimensions: dims, quotaValue: "10" },
+            { quotaMetric: `${metric}_input_token_count`, quotaId: "GenerateContentInputTokensPerModelPerMinute-FreeTier", quotaDimensions: dims, quotaValue: "250000" },
+            { quotaMetric: `${metric}_input_token_count`, quotaId: "GenerateContentInputTokensPerModelPerDay-FreeTier", quotaDimensions: dims, quotaValue: "1000000" },
+          ],
+        },
+        { "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: "7s" },
+      ]);
+      return;
+    }
     case "server-error":
       sendError(ex, 500, "INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting");
       return;

@@ -178,12 +178,13 @@ export function createGeminiUpstream(config: UpstreamConfig, options: GeminiOpti
  * status: a 429's `google.rpc.RetryInfo` delay becomes the error's retry delay (when no
  * Retry-After header gave one), so that the resilience layer may retry after it and the caller
  * gets RetryInfo; a 400 whose reason is API_KEY_INVALID is the gateway's credentials refused
- * (INTERNAL UPSTREAM_AUTH), not the caller's request. Google's body is in the cause (redacted, cut
- * to its start), where RetryInfo is found: Google puts it among the first details.
+ * (INTERNAL UPSTREAM_AUTH), not the caller's request. Both are read from the whole body as read
+ * (the cause's unlogged `body`, http-errors.ts), not its logged snippet: Google pretty-prints its
+ * errors with RetryInfo last, after Help and QuotaFailure details that may fill the snippet's 2 KB.
  */
 function refined(err: unknown): unknown {
   if (!(err instanceof GatewayError) || !(err.cause instanceof UpstreamFailure)) return err;
-  const body = err.cause.bodySnippet ?? "";
+  const body = err.cause.body ?? err.cause.bodySnippet ?? "";
   if (err.reason === Reason.UpstreamRateLimited && err.retryAfterMs === undefined) {
     const retryAfterMs = retryDelayOf(body);
     if (retryAfterMs !== undefined) {

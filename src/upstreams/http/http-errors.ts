@@ -7,12 +7,20 @@ import { GatewayError, Reason } from "../../core/gateway-error.js";
  */
 export class UpstreamFailure extends Error {
   override readonly name = "UpstreamFailure";
+  /**
+   * The whole error body as read (at most 64 KiB, secrets redacted), for an adapter to read its
+   * upstream's details from before the error leaves it (Google's RetryInfo comes after 2 KB of
+   * other details). Not enumerable, so never logged; redacted copies (redactedError) leave it out.
+   */
+  declare readonly body: string | undefined;
   constructor(
     message: string,
     readonly status: number | undefined,
     readonly bodySnippet: string | undefined,
+    body?: string,
   ) {
     super(message);
+    Object.defineProperty(this, "body", { value: body, enumerable: false, writable: false, configurable: false });
   }
 }
 
@@ -175,7 +183,8 @@ export function errorFromStatus(
   body: string,
   secrets: readonly string[],
 ): GatewayError {
-  const cause = new UpstreamFailure(`upstream ${upstream} answered HTTP ${status}`, status, snippet(redactSecrets(body, secrets)));
+  const redacted = redactSecrets(body, secrets);
+  const cause = new UpstreamFailure(`upstream ${upstream} answered HTTP ${status}`, status, snippet(redacted), redacted);
   const metadata = { upstream, http_status: String(status) };
   if (status === 400 || status === 422) {
     const m = upstreamMessage(body);

@@ -107,4 +107,20 @@ models:
     }
     expect(seen).not.toMatch(/x-amz-security-token:/i);
   });
+
+  it("a 200 answer the SDK cannot read (<html>oops) is UNAVAILABLE UPSTREAM_BAD_RESPONSE, as docs/upstream-bedrock.md says, unary and streamed", async () => {
+    fake.setScenario("html-200");
+    const err = await expectServiceError(client.unary("Chat", chat("claude", "hi")));
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.details).toMatch(/^upstream "bedrock-static" sent an invalid response: /);
+    expect(errorInfoOf(statusDetails(err))).toMatchObject({ reason: "UPSTREAM_BAD_RESPONSE", metadata: { upstream: "bedrock-static" } });
+    const { events, error } = await client.serverStream<Obj>("Generate", chat("claude", "hi")).done;
+    expect(events).toEqual([]);
+    expect(error?.code).toBe(status.UNAVAILABLE);
+    expect(errorInfoOf(statusDetails(error!))).toMatchObject({ reason: "UPSTREAM_BAD_RESPONSE", metadata: { upstream: "bedrock-static" } });
+    expect(fake.requests.map((r) => [r.operation, r.status])).toEqual([
+      ["converse", 200],
+      ["converse-stream", 200],
+    ]);
+  });
 });

@@ -8,7 +8,7 @@
  */
 import { Code } from "@connectrpc/connect";
 import { GatewayError, Reason } from "../../core/gateway-error.js";
-import { errorFromNetwork, errorFromStatus, redactSecrets, snippet, UpstreamFailure } from "../http/http-errors.js";
+import { badResponse, errorFromNetwork, errorFromStatus, redactSecrets, snippet, UpstreamFailure } from "../http/http-errors.js";
 
 /** What the mapping needs beyond the error. */
 export interface BedrockErrorContext {
@@ -58,6 +58,15 @@ export function withoutSigningDetails(message: string): string {
     .replace(/x-amz-security-token[:=]\S*/gi, "x-amz-security-token:[redacted]");
 }
 
+/** Whether `err` or one of its causes carries a Node errno-style `code` (ECONNRESET, ERR_HTTP2_…): a network failure. */
+function hasErrnoCode(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; typeof e === "object" && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^(E[A-Z0-9]+|ERR_[A-Z0-9_]+|UND_ERR_[A-Z0-9_]+)$/.test(code)) return true;
+  }
+  return false;
+}
+
 /** An exception name fit for a label: letters only, bounded. */
 function label(name: unknown): string {
   return typeof name === "string" && /^[A-Za-z]{1,64}$/.test(name) ? name : "error";
@@ -83,6 +92,18 @@ export function errorFromBedrock(err: unknown, ctx: BedrockErrorContext, inStrea
         metadata: { upstream: ctx.upstream },
         cause: err,
       });
+    }
+    // Bedrock answered (2xx) or the stream had begun, and no socket failed: the SDK could not read
+    // the answer (not JSON, a frame with a bad CRC or without :message-type, an exception it does
+    // not know): UPSTREAM_BAD_RESPONSE, not counted against the endpoint's connections. The raw SDK error (with its $response) stays out of the cause.
+    // A frame cut short ("Truncated event message received.", @smithy/core's event-stream decoder)
+    // is the connection's failure, not a bad answer, unless the answer was no event stream at all
+    // (a 200 text/html page reads as one frame cut short).
+    const type = e.$response?.headers?.["content-type"];
+    const truncated =
+      typeof e.message === "string" && /^Truncated event message/.test(e.message) && (type === undefined || type.toLowerCase().startsWith("application/vnd.amazon.eventstream"));
+    if (((answered !== undefined && answered >= 200 && answered < 300) || inStream) && !truncated && !hasErrnoCode(err)) {
+      return badResponse(ctx.upstream, `an answer the AWS SDK could not read (${name})`);
     }
     return errorFromNetwork(ctx.upstream, err);
   }

@@ -123,4 +123,15 @@ models:
       ["converse-stream", 200],
     ]);
   });
+
+  it("Titan: 40 texts go as at most 8 InvokeModel requests at once (the default), and the 40 vectors come back in input order", async () => {
+    // Each answer is held a while, so that requests sent together are in flight together.
+    fake.setInvokeHold(50);
+    const texts = Array.from({ length: 40 }, (_, i) => `text number ${i}`);
+    const res = await client.unary<Obj>("Embed", { model: "titan", texts, dimensions: 4 });
+    expect((res["embeddings"] as Obj[]).map((e) => e["values"])).toEqual(texts.map((t) => fakeVector(t, 4).map((v) => Math.fround(v))));
+    expect(fake.requests.filter((r) => r.operation === "invoke" && r.status === 200)).toHaveLength(40);
+    expect(fake.peakInvokesInFlight).toBeGreaterThan(1);
+    expect(fake.peakInvokesInFlight).toBeLessThanOrEqual(8);
+  });
 });

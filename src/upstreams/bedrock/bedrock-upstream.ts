@@ -47,6 +47,11 @@ export const bedrockOptionsSchema = z.strictObject({
    * retry waits, and what the caller is told (default 1000).
    */
   throttlingRetryAfterMs: positiveInt.max(600_000).default(1000),
+  /**
+   * Titan embeddings (one InvokeModel per text): how many of a call's requests are in flight at
+   * once (default 8); each is a connection of its own.
+   */
+  embedConcurrency: positiveInt.max(256).default(8),
 });
 export type BedrockOptions = z.infer<typeof bedrockOptionsSchema>;
 
@@ -302,22 +307,20 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
       const bedrock = client(call.modelOptions.region ?? options.region);
       const a = attempt(call);
       try {
-        const answers = await Promise.all(
-          bodies.map(async (body) => {
-            const res = await bedrock.send(
-              a.watch(new InvokeModelCommand({ modelId: call.upstreamModel, contentType: "application/json", accept: "application/json", body: JSON.stringify(body) })),
-              { abortSignal: a.signal },
-            );
-            const count = a.headers?.["x-amzn-bedrock-input-token-count"];
-            let parsed: unknown;
-            try {
-              parsed = JSON.parse(Buffer.from(res.body ?? new Uint8Array()).toString("utf8"));
-            } catch {
-              throw badResponse(config.name, "malformed JSON");
-            }
-            return { body: parsed, inputTokens: count === undefined ? undefined : Number(count) };
-          }),
-        );
+        const answers = await inPool(bodies, options.embedConcurrency, async (body) => {
+          const res = await bedrock.send(
+            a.watch(new InvokeModelCommand({ modelId: call.upstreamModel, contentType: "application/json", accept: "application/json", body: JSON.stringify(body) })),
+            { abortSignal: a.signal },
+          );
+          const count = a.headers?.["x-amzn-bedrock-input-token-count"];
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(Buffer.from(res.body ?? new Uint8Array()).toString("utf8"));
+          } catch {
+            throw badResponse(config.name, "malformed JSON");
+          }
+          return { body: parsed, inputTokens: count === undefined ? undefined : Number(count) };
+        });
         return fromEmbedAnswers(config.name, format, answers, call.request.texts.length, call.request.dimensions);
       } catch (err) {
         throw await a.failure(bedrock, err);
@@ -330,6 +333,30 @@ export function createBedrockUpstream(config: UpstreamConfig, options: BedrockOp
       clients.clear();
     },
   };
+}
+
+/**
+ * `work` over `items`, at most `limit` at once, the results in the items' order. After a failure
+ * no further item is started (the attempt's release aborts those in flight); it rejects with the
+ * first failure.
+ */
+async function inPool<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await work(items[i]!);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }
 
 /** One step of an SDK command's middleware, as far as the adapter uses it (args.request, out.response). */

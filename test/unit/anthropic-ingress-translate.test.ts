@@ -265,6 +265,68 @@ describe("answers", () => {
     expect(encoder.push(ev({ case: "textDelta", value: "late" }))).toEqual([]);
   });
 
+  /** The tool_use blocks of a stream: id, name and the JSON of their input_json_deltas, by block. */
+  function toolBlocks(events: readonly object[]): { id: string; name: string; json: string }[] {
+    const blocks = new Map<number, { id: string; name: string; json: string }>();
+    for (const e of events as { type: string; [k: string]: unknown }[]) {
+      if (e.type === "content_block_start") {
+        const b = e["content_block"] as { type: string; id: string; name: string };
+        if (b.type === "tool_use") blocks.set(e["index"] as number, { id: b.id, name: b.name, json: "" });
+      }
+      if (e.type === "content_block_delta") {
+        const d = e["delta"] as { type: string; partial_json?: string };
+        const b = blocks.get(e["index"] as number);
+        if (b !== undefined && d.type === "input_json_delta") b.json += d.partial_json;
+      }
+    }
+    return [...blocks.values()];
+  }
+
+  it("parallel calls whose fragments interleave: the first streams, the other is sent whole when the calls end", () => {
+    const encoder = createEventEncoder({ id: "msg_3", model: "m" });
+    const out = [
+      ev({ case: "toolCallDelta", value: { index: 0, id: "c0", name: "f", arguments: '{"x":' } }),
+      ev({ case: "toolCallDelta", value: { index: 1, id: "c1", name: "g", arguments: '{"y":' } }),
+      ev({ case: "toolCallDelta", value: { index: 1, arguments: "2}" } }),
+      ev({ case: "toolCallDelta", value: { index: 0, arguments: "1}" } }),
+      ev({ case: "final", value: { id: "", finishReason: FinishReason.TOOL_CALLS } }),
+    ].flatMap((e) => encoder.push(e));
+    expect(toolBlocks(out)).toEqual([
+      { id: "c0", name: "f", json: '{"x":1}' },
+      { id: "c1", name: "g", json: '{"y":2}' },
+    ]);
+    // Blocks are contiguous: each starts after the one before it stopped.
+    expect(out.filter((e) => e.type.startsWith("content_block_s")).map((e) => `${e.type}${"index" in e ? e.index : ""}`)).toEqual([
+      "content_block_start0",
+      "content_block_stop0",
+      "content_block_start1",
+      "content_block_stop1",
+    ]);
+  });
+
+  it("a call whose name comes in a later fragment than its id starts its block with both", () => {
+    const encoder = createEventEncoder({ id: "msg_4", model: "m" });
+    const out = [
+      ev({ case: "toolCallDelta", value: { index: 0, id: "c0" } }),
+      ev({ case: "toolCallDelta", value: { index: 0, name: "f", arguments: "{}" } }),
+      ev({ case: "final", value: { id: "", finishReason: FinishReason.TOOL_CALLS } }),
+    ].flatMap((e) => encoder.push(e));
+    expect(toolBlocks(out)).toEqual([{ id: "c0", name: "f", json: "{}" }]);
+  });
+
+  it("a call that never gets a name: UNAVAILABLE, UPSTREAM_BAD_RESPONSE", () => {
+    const encoder = createEventEncoder({ id: "msg_5", model: "m" });
+    encoder.push(ev({ case: "toolCallDelta", value: { index: 0, id: "c0", arguments: "{}" } }));
+    let thrown: unknown;
+    try {
+      encoder.push(ev({ case: "final", value: { id: "", finishReason: FinishReason.TOOL_CALLS } }));
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(GatewayError);
+    expect(thrown).toMatchObject({ code: Code.Unavailable, reason: Reason.UpstreamBadResponse });
+  });
+
   it("an empty answer: message_start, message_delta, message_stop", () => {
     const encoder = createEventEncoder({ id: "msg_1", model: "m" });
     expect(encoder.push(ev({ case: "final", value: { id: "", finishReason: FinishReason.STOP } })).map((e) => e.type)).toEqual(["message_start", "message_delta", "message_stop"]);

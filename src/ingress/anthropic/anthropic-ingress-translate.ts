@@ -511,7 +511,21 @@ export function createEventEncoder(init: { id: string; model: string }): EventEn
   let started = false;
   let over = false;
   let blocks = 0;
-  let open: { kind: "text" } | { kind: "tool"; index: number } | undefined;
+  /**
+   * A tool call of the stream. Its block starts once its id and name are known (an upstream may
+   * send them on separate fragments). Anthropic's blocks are contiguous, while the core's
+   * fragments of parallel calls may interleave (joined by index, proto/infergate/v1/chat.proto):
+   * one call streams live in its open block; the others are held and sent whole, each a block of
+   * its own, when the calls end (a text delta or the final event).
+   */
+  interface Call {
+    id: string;
+    name: string;
+    args: string;
+    sent: boolean;
+  }
+  const calls = new Map<number, Call>();
+  let open: "text" | Call | undefined;
   let calledTools = false;
   const start = (): StreamEvent[] => {
     if (started) return [];
@@ -533,6 +547,24 @@ export function createEventEncoder(init: { id: string; model: string }): EventEn
     open = undefined;
     return [{ type: "content_block_stop", index: blocks - 1 }];
   };
+  /** Opens the block of `c`, with what it has of its arguments. */
+  const startCall = (c: Call, out: StreamEvent[]): void => {
+    out.push({ type: "content_block_start", index: blocks++, content_block: { type: "tool_use", id: c.id, name: c.name, input: {} } });
+    if (c.args !== "") out.push({ type: "content_block_delta", index: blocks - 1, delta: { type: "input_json_delta", partial_json: c.args } });
+    c.sent = true;
+  };
+  /** Ends the open block and sends every held call whole, in the order of their indexes. */
+  const flush = (out: StreamEvent[]): void => {
+    out.push(...close());
+    for (const [index, c] of [...calls].sort(([a], [b]) => a - b)) {
+      if (c.sent) continue;
+      if (c.id === "" || c.name === "") {
+        throw new GatewayError(Code.Unavailable, `the upstream's tool call ${index} ended without its ${c.id === "" ? "id" : "name"}`, { reason: Reason.UpstreamBadResponse });
+      }
+      startCall(c, out);
+      out.push({ type: "content_block_stop", index: blocks - 1 });
+    }
+  };
   return {
     start,
     push(event) {
@@ -541,29 +573,43 @@ export function createEventEncoder(init: { id: string; model: string }): EventEn
       const e = event.event;
       switch (e.case) {
         case "textDelta":
-          if (open?.kind !== "text") {
-            out.push(...close(), { type: "content_block_start", index: blocks++, content_block: { type: "text", text: "" } });
-            open = { kind: "text" };
+          if (open !== "text") {
+            flush(out);
+            out.push({ type: "content_block_start", index: blocks++, content_block: { type: "text", text: "" } });
+            open = "text";
           }
           if (e.value !== "") out.push({ type: "content_block_delta", index: blocks - 1, delta: { type: "text_delta", text: e.value } });
           return out;
         case "toolCallDelta": {
           calledTools = true;
           const d = e.value;
-          if (d.id !== "" || open?.kind !== "tool" || open.index !== d.index) {
-            if (d.id === "" && d.name === "") {
-              throw new GatewayError(Code.Internal, "internal error", { cause: new Error(`a fragment of tool call ${d.index}, which is not the open block`) });
-            }
-            out.push(...close(), { type: "content_block_start", index: blocks++, content_block: { type: "tool_use", id: d.id, name: d.name, input: {} } });
-            open = { kind: "tool", index: d.index };
+          let c = calls.get(d.index);
+          if (c === undefined) calls.set(d.index, (c = { id: "", name: "", args: "", sent: false }));
+          else if (c.sent && c !== open) {
+            throw new GatewayError(Code.Internal, "internal error", { cause: new Error(`a fragment of tool call ${d.index} after its block ended`) });
           }
-          if (d.arguments !== "") out.push({ type: "content_block_delta", index: blocks - 1, delta: { type: "input_json_delta", partial_json: d.arguments } });
+          if (c.id === "") c.id = d.id;
+          if (c.name === "") c.name = d.name;
+          if (c === open) {
+            if (d.arguments !== "") out.push({ type: "content_block_delta", index: blocks - 1, delta: { type: "input_json_delta", partial_json: d.arguments } });
+            return out;
+          }
+          c.args += d.arguments;
+          // Live when no other call is open or held, and it can be named.
+          const others = [...calls.values()].some((o) => o !== c && (o === open || !o.sent));
+          if (!others && c.id !== "" && c.name !== "") {
+            out.push(...close());
+            startCall(c, out);
+            c.args = "";
+            open = c;
+          }
           return out;
         }
         case "final": {
           over = true;
           const f = e.value;
-          out.push(...close(), {
+          flush(out);
+          out.push({
             type: "message_delta",
             delta: stopOf(f.finishReason, f.stopSequence, calledTools),
             usage: wireUsage(f.usage),

@@ -290,6 +290,14 @@ models:
   });
 
   describe("refusals as the SDK's typed errors", () => {
+    it("other /v1/messages/… paths (Message Batches): 404 not_found_error in this API's shape", async () => {
+      // The SDK's batches call: a NotFoundError it can read.
+      expect(await thrown(client.messages.batches.list())).toBeInstanceOf(NotFoundError);
+      const res = await fetch(`http://${app.httpAddress}/v1/messages/batches`, { method: "POST", headers: { "anthropic-version": "2023-06-01", "content-type": "application/json" }, body: "{}" });
+      expect(res.status).toBe(404);
+      expect(await res.json()).toEqual({ type: "error", error: { type: "not_found_error", message: expect.stringContaining("/v1/messages/batches") } });
+    });
+
     it("max_tokens missing: 400 BadRequestError naming it", async () => {
       const err = await thrown(client.messages.create({ model: "mock-chat", messages: [{ role: "user", content: "hi" }] } as unknown as Anthropic.MessageCreateParamsNonStreaming));
       expect(err).toBeInstanceOf(BadRequestError);

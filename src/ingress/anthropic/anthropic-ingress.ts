@@ -27,7 +27,7 @@ import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_ser
 import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { Code } from "@connectrpc/connect";
 import type { Gateway, TokenCountAnswer } from "../../gateway/gateway.js";
-import { GatewayError, withFieldRenamed } from "../../core/gateway-error.js";
+import { echoed, GatewayError, withFieldRenamed } from "../../core/gateway-error.js";
 import type { OwnedCallContext } from "../../core/call-context.js";
 import {
   allow,
@@ -81,8 +81,9 @@ const countTokensPath = "/v1/messages/count_tokens";
 export function withAnthropicIngress(ingress: HttpHandler, other: HttpHandler): HttpHandler {
   return (req, res) => {
     const path = (req.url ?? "").split("?")[0]!;
+    // Every /v1/messages/… path is this API's (batches, unknown ones: a 404 in its error shape).
     const ours =
-      path === messagesPath || path === countTokensPath || ((path === "/v1/models" || path.startsWith("/v1/models/")) && req.headers["anthropic-version"] !== undefined);
+      path === messagesPath || path.startsWith(`${messagesPath}/`) || ((path === "/v1/models" || path.startsWith("/v1/models/")) && req.headers["anthropic-version"] !== undefined);
     return ours ? ingress(req, res) : other(req, res);
   };
 }
@@ -112,6 +113,9 @@ async function serve(gateway: Gateway, options: AnthropicIngressOptions, req: Re
     } else if (path === countTokensPath) {
       allow(req, "POST");
       await countTokens(gateway, options, req, res, ctx);
+    } else if (path.startsWith(`${messagesPath}/`)) {
+      // Message Batches and anything else under /v1/messages/: not served (docs/anthropic-ingress.md).
+      throw new HttpRefusal(404, `unknown request URL: ${echoed(path)} (infergate serves POST /v1/messages and /v1/messages/count_tokens)`, "not_found");
     } else {
       allow(req, "GET");
       await models(gateway, path, res, ctx);

@@ -433,6 +433,21 @@ models:
       expect((err as APIError).headers?.get("retry-after")).toBe("2");
       expect((err as APIError).error).toMatchObject({ type: "error", error: { type: "rate_limit_error" } });
     });
+
+    it("a fallback answers: the stream's message_start names it, as the unary answer does", async () => {
+      anthropicFake.setScenario("server-error");
+      const messages = [{ role: "user" as const, content: "hi" }];
+      const unary = await client.messages.create({ model: "claude-or-gpt", max_tokens: 10, messages });
+      expect(unary.model).toBe("gpt");
+      const stream = client.messages.stream({ model: "claude-or-gpt", max_tokens: 10, messages });
+      let started: string | undefined;
+      stream.on("streamEvent", (e) => {
+        if (e.type === "message_start") started = e.message.model;
+      });
+      const final = await stream.finalMessage();
+      expect(started).toBe("gpt");
+      expect(final.model).toBe("gpt");
+    });
   });
 
   describe("through the OpenAI fake: an Anthropic SDK reaches an OpenAI model", () => {

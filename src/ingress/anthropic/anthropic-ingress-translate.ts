@@ -507,7 +507,11 @@ export interface EventEncoder {
  * a tool-call delta with an id opens a tool_use block (input `{}`, its arguments following as
  * `input_json_delta`s), one without continues the open tool_use block of its index.
  */
-export function createEventEncoder(init: { id: string; model: string }): EventEncoder {
+/**
+ * `init.model`: the model message_start names, read when it is sent (a function: the model that
+ * answers, once the stream's first event says which, src/ingress/anthropic/anthropic-ingress.ts).
+ */
+export function createEventEncoder(init: { id: string; model: string | (() => string) }): EventEncoder {
   let started = false;
   let over = false;
   let blocks = 0;
@@ -534,7 +538,7 @@ export function createEventEncoder(init: { id: string; model: string }): EventEn
       id: init.id,
       type: "message",
       role: "assistant",
-      model: init.model,
+      model: typeof init.model === "string" ? init.model : init.model(),
       content: [],
       stop_reason: null,
       stop_sequence: null,

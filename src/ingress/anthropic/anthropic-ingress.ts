@@ -26,7 +26,7 @@ import { create } from "@bufbuild/protobuf";
 import { ListModelsRequestSchema } from "../../../gen/infergate/v1/inference_service_pb.js";
 import type { GenerateResponse } from "../../../gen/infergate/v1/inference_service_pb.js";
 import { Code } from "@connectrpc/connect";
-import type { Gateway, TokenCountAnswer } from "../../gateway/gateway.js";
+import { type Gateway, servedByHeader, type TokenCountAnswer } from "../../gateway/gateway.js";
 import { echoed, GatewayError, withFieldRenamed } from "../../core/gateway-error.js";
 import type { OwnedCallContext } from "../../core/call-context.js";
 import {
@@ -141,7 +141,10 @@ async function messages(gateway: Gateway, options: AnthropicIngressOptions, req:
     return;
   }
   const events = gateway.generate(call.request, ctx);
-  const encoder = createEventEncoder({ id: newId(), model: call.request.model });
+  // message_start names the model that answers (a fallback's name when one did), which the
+  // gateway says in infergate-served-by (`<model>/<upstream>`) by the stream's first event; a
+  // ping before it names the model asked for.
+  const encoder = createEventEncoder({ id: newId(), model: () => servedModel(ctx.responseHeaders[servedByHeader]) ?? call.request.model });
   let pending: Promise<IteratorResult<GenerateResponse>> | undefined;
   /** The next event, or "idle" when a keep-alive interval passes first. */
   const nextOrIdle = async (): Promise<IteratorResult<GenerateResponse> | "idle"> => {
@@ -199,6 +202,12 @@ async function countTokens(gateway: Gateway, options: AnthropicIngressOptions, r
     throw err;
   }
   sendJson(res, 200, { input_tokens: count.inputTokens }, ctx.responseHeaders);
+}
+
+/** The model of an `infergate-served-by` value (`<model>/<upstream>`; a model name may hold "/"). */
+function servedModel(servedBy: string | undefined): string | undefined {
+  const cut = servedBy?.lastIndexOf("/") ?? -1;
+  return cut > 0 ? servedBy!.slice(0, cut) : undefined;
 }
 
 function newId(): string {

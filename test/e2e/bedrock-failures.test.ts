@@ -6,13 +6,13 @@
  * few at a time. The App runs in this process (its own worker), whose environment holds the
  * credentials.
  */
-import { Writable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
 import { BEDROCK_CREDENTIALS, type BedrockFake, createBedrockFake, fakeVector } from "../fakes/bedrock-fake.js";
 import { errorInfoOf, expectServiceError, inferenceClient, type ProtoClient, statusDetails } from "../helpers/proto-clients.js";
+import { lineSink, setEnv } from "../helpers/process-env.js";
 import { startInProcess } from "../helpers/servers.js";
 
 const MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0";
@@ -29,21 +29,11 @@ describe("bedrock upstream: failures and limits", () => {
   let app: App;
   let client: ProtoClient;
   const lines: string[] = [];
-  const saved: Record<string, string | undefined> = {};
+  let restoreEnv: (() => void) | undefined;
 
   beforeAll(async () => {
     fake = await createBedrockFake({ [BEDROCK_CREDENTIALS.accessKeyId]: BEDROCK_CREDENTIALS.secretAccessKey, [ENV_KEY_ID]: "the-fakes-own-secret-for-the-env-key" });
-    for (const k of ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]) saved[k] = process.env[k];
-    process.env["AWS_ACCESS_KEY_ID"] = ENV_KEY_ID;
-    process.env["AWS_SECRET_ACCESS_KEY"] = ENV_SECRET;
-    process.env["AWS_SESSION_TOKEN"] = ENV_TOKEN;
-    delete process.env["AWS_PROFILE"];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
-        done();
-      },
-    });
+    restoreEnv = setEnv({ AWS_ACCESS_KEY_ID: ENV_KEY_ID, AWS_SECRET_ACCESS_KEY: ENV_SECRET, AWS_SESSION_TOKEN: ENV_TOKEN, AWS_PROFILE: undefined });
     app = await startInProcess(
       `
 upstreams:
@@ -71,7 +61,7 @@ models:
     upstreamModel: amazon.titan-embed-text-v2:0
     capabilities: [embed]
 `,
-      pino({ level: "debug" }, sink),
+      pino({ level: "debug" }, lineSink(lines)),
     );
     client = inferenceClient(app.grpcAddress);
   });
@@ -80,10 +70,7 @@ models:
     client?.close();
     await app?.shutdown();
     await fake?.close();
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    restoreEnv?.();
   });
 
   beforeEach(() => {

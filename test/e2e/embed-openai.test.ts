@@ -7,13 +7,13 @@
  * the wire, dimensions, the key in Authorization), retries of 429 and 500, and that no log line
  * holds the key.
  */
-import { Writable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { App } from "../../src/server/app.js";
 import { createOpenAIEmbeddingsFake, embeddingInputs, fakeEmbedding, type OpenAIEmbeddingsFake } from "../fakes/openai-embeddings-fake.js";
 import { expectServiceError, inferenceClient, type ProtoClient } from "../helpers/proto-clients.js";
+import { lineSink } from "../helpers/process-env.js";
 import { startInProcess } from "../helpers/servers.js";
 
 const API_KEY = "sk-test-embed-e2e-5b8c1f0a9d3e";
@@ -50,12 +50,6 @@ const logLines: string[] = [];
 
 beforeAll(async () => {
   fake = await createOpenAIEmbeddingsFake({ dimensions: 1536 });
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logLines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
-      done();
-    },
-  });
   app = await startInProcess(
     `
 upstreams:
@@ -78,7 +72,7 @@ models:
     embedding: { maxBatch: 3, dimensions: 1536 }
     options: { embeddingEncoding: float }
 `,
-    pino({ level: "debug" }, sink),
+    pino({ level: "debug" }, lineSink(logLines)),
   );
   client = inferenceClient(app.grpcAddress);
 });

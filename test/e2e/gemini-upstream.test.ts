@@ -10,7 +10,6 @@ import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import OpenAI from "openai";
 import { pino } from "pino";
@@ -19,6 +18,7 @@ import type { App } from "../../src/server/app.js";
 import { createGeminiFake, fakeVector, GEMINI_FIXTURE_TEXT, type GeminiFake, type GeminiScenario } from "../fakes/gemini-fake.js";
 import { errorInfoOf, expectServiceError, inferenceClient, type ProtoClient, protoUsage as usage, statusDetails } from "../helpers/proto-clients.js";
 import { protoStruct as struct } from "../helpers/proto-struct.js";
+import { lineSink, setEnv } from "../helpers/process-env.js";
 import { startInProcess } from "../helpers/servers.js";
 
 const API_KEY = "AIzaSyFAKE-gemini-e2e-4d7a1c9b";
@@ -54,7 +54,7 @@ let dir: string;
 /** Every line infergate logged (JSON), at debug level and above. */
 const logLines: string[] = [];
 
-const savedEnv: Record<string, string | undefined> = {};
+let restoreEnv: (() => void) | undefined;
 /** The environment under which ADC finds the fake's metadata server (gcp-metadata's variables). */
 function adcEnv(): Record<string, string | undefined> {
   return {
@@ -93,17 +93,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "gemini-e2e-"));
   // Application Default Credentials find the fake's metadata server, and no other credentials
   // (no key file in the environment, an empty gcloud configuration). This file's own process.
-  for (const [name, v] of Object.entries(adcEnv())) {
-    savedEnv[name] = process.env[name];
-    if (v === undefined) delete process.env[name];
-    else process.env[name] = v;
-  }
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logLines.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
-      done();
-    },
-  });
+  restoreEnv = setEnv(adcEnv());
   // One attempt per call and no breaker, except where a test says otherwise: these tests watch
   // the adapter, whose every failure would otherwise be retried (docs/resilience.md).
   const vertexUpstream = (name: string, sa: string, extra = "") => `
@@ -209,16 +199,13 @@ models:
     upstreamModel: ${MODEL}
     cache: { policy: "off" }
 `,
-    pino({ level: "debug" }, sink),
+    pino({ level: "debug" }, lineSink(logLines)),
   );
   client = inferenceClient(app.grpcAddress);
 });
 
 afterAll(async () => {
-  for (const [name, v] of Object.entries(savedEnv)) {
-    if (v === undefined) delete process.env[name];
-    else process.env[name] = v;
-  }
+  restoreEnv?.();
   client?.close();
   await app?.shutdown();
   await fake?.close();

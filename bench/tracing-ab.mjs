@@ -9,10 +9,10 @@
  */
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { startSink } from "./lib/otlp-sink.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const { values: o } = parseArgs({
@@ -27,18 +27,9 @@ const { values: o } = parseArgs({
   },
 });
 
-// The collector: reads each export and answers 200 with an empty ExportTraceServiceResponse.
-let exports = 0;
-let bytes = 0;
-const sink = createServer((req, res) => {
-  req.on("data", (c) => (bytes += c.length));
-  req.on("end", () => {
-    exports++;
-    res.writeHead(200, { "content-type": "application/x-protobuf" }).end();
-  });
-});
-await new Promise((resolve) => sink.listen(0, "127.0.0.1", resolve));
-const url = `http://127.0.0.1:${sink.address().port}/v1/traces`;
+// The collector: reads each export and answers 200 (bench/lib/otlp-sink.mjs).
+const sink = await startSink();
+const url = sink.url;
 
 const outDir = join(benchDir, "out", "ab");
 mkdirSync(outDir, { recursive: true });
@@ -48,6 +39,6 @@ writeFileSync(tracedConfig, `${readFileSync(join(benchDir, "infergate.yaml"), "u
 const args = [join(benchDir, "ab.mjs"), "--build", o.build, "--build", `${o.build},BENCH_CONFIG=${tracedConfig}`, "--workload", o.workload, "--rounds", o.rounds, "--seconds", o.seconds, "--c", o.c, ...(o.parallel ? ["--parallel"] : []), ...(o["cpu-prof"] ? ["--cpu-prof"] : [])];
 const child = spawn(process.execPath, args, { stdio: "inherit" });
 const code = await new Promise((resolve) => child.on("exit", resolve));
-process.stderr.write(`[tracing-ab] the sink received ${exports} export requests, ${bytes} bytes\n`);
+process.stderr.write(`[tracing-ab] the sink received ${sink.exports()} export requests, ${sink.bytes()} bytes\n`);
 sink.close();
 process.exit(code ?? 1);

@@ -16,8 +16,8 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { join } from "node:path";
+import { startSink } from "./otlp-sink.mjs";
 import { pairedMedian, targetTable } from "./report-format.mjs";
 
 /** How many rounds and how long, per mode. */
@@ -96,21 +96,6 @@ export async function observeSection(h, fake, plan) {
   } finally {
     sink.close();
   }
-}
-
-/** An OTLP/HTTP collector that reads each export and answers 200 with an empty response. */
-async function startSink() {
-  let exports = 0;
-  let bytes = 0;
-  const server = createServer((req, res) => {
-    req.on("data", (c) => (bytes += c.length));
-    req.on("end", () => {
-      exports++;
-      res.writeHead(200, { "content-type": "application/x-protobuf" }).end();
-    });
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${server.address().port}/v1/traces`, exports: () => exports, bytes: () => bytes, close: () => server.close() };
 }
 
 /** Issue 20's benchmark targets, from the section's results. */
